@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make test` and `make demo`. Setup is idempotent: the stamp
+# file is only rebuilt when setup.cfg changes, so a second run installs nothing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The CPU build of torch comes from local disk with an exact pin; a looser spec pulls a CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup test demo protos lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+demo: setup
+	$(VENV)/bin/shardforge demo
+
+protos: setup
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. shardforge/protos/*.proto
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/records_bench.py --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from shardforge.cli import main
+
+sys.exit(main())

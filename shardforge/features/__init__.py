@@ -1,0 +1,1 @@
+"""Declarative feature columns, mergeable analyzers and pure vectorized transforms."""

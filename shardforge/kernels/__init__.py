@@ -1,0 +1,1 @@
+"""Triton kernels (varlen FlashAttention, fused AdamW), each beside a plain-PyTorch reference."""

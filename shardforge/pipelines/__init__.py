@@ -1,0 +1,1 @@
+"""Apache Beam composites: ReadRaw, Analyze, Transform, WriteShards (imported only by the CLI)."""

@@ -1,0 +1,1 @@
+"""TFRecord framing, tf.Example codec, parse specs, index files and Arrow conversion."""

@@ -1,0 +1,1 @@
+"""From shards to PyTorch: ShardDataset, sequence packing, models, trainer, memory planner."""

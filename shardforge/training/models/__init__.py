@@ -1,0 +1,1 @@
+"""Small readable models for packed batches and tabular features."""
