@@ -1,9 +1,13 @@
 # Two commands on a fresh machine: `make test` and `make demo`. Setup is idempotent: the stamp
 # file is only rebuilt when setup.cfg changes, so a second run installs nothing.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Quiet install; this machine's pip config names local mirrors that may not exist: drop those warnings.
+PIP    := quiet_pip() { $(PY) -m pip install -q --progress-bar off "$$@" 2>&1 | { grep -v 'is ignored: it is neither' || true; }; }; quiet_pip
 # The CPU build of torch comes from local disk with an exact pin; a looser spec pulls a CUDA build.
 TORCH  ?= torch==2.13.0
 
@@ -13,9 +17,10 @@ setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing pip, $(TORCH) and shardforge[dev] into $(VENV)"
+	@$(PIP) --upgrade pip
+	@$(PIP) $(TORCH)
+	@$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
 test: setup
