@@ -1,1 +1,11 @@
-"""Triton kernels (varlen FlashAttention, fused AdamW), each beside a plain-PyTorch reference."""
+"""Triton kernels (varlen FlashAttention, fused AdamW), each beside a plain-PyTorch reference.
+
+Importing this package needs only torch: the Triton modules (``attention_triton``,
+``adamw_triton``) are imported on the first CUDA call, so no CUDA driver is touched at import time
+and triton may be absent (then every call takes the reference path).
+"""
+
+from shardforge.kernels.adamw import FusedAdamW
+from shardforge.kernels.attention import flash_attn_varlen, flash_attn_varlen_reference
+
+__all__ = ["FusedAdamW", "flash_attn_varlen", "flash_attn_varlen_reference"]

@@ -1,0 +1,154 @@
+"""Variable-length (packed) attention: public API, plain-PyTorch reference, dispatch.
+
+The varlen convention (the same as flash-attention's ``flash_attn_varlen_func``):
+
+* ``q`` is ``[T, H, D]``, ``k`` and ``v`` are ``[T, Hkv, D]``: the tokens of all documents of a
+  batch concatenated along the first axis, no padding. ``H`` must be a multiple of ``Hkv``
+  (grouped-query attention): query head ``h`` reads key/value head ``h // (H // Hkv)``.
+* ``cu_seqlens`` is ``int32 [n_docs + 1]``, the cumulative document lengths starting at 0: document
+  ``i`` is the token range ``cu_seqlens[i]:cu_seqlens[i + 1]``. Tokens never attend across
+  documents. Tokens after ``cu_seqlens[-1]`` (if any) belong to no document: their output and
+  gradients are zero.
+* ``max_seqlen`` is the longest document length (a Python int): it sizes the kernel grid without
+  reading ``cu_seqlens`` back from the GPU.
+* ``causal=True`` masks keys after the query inside each document; ``softmax_scale`` defaults to
+  ``1 / sqrt(D)``.
+
+The Triton kernels live in :mod:`shardforge.kernels.attention_triton`, imported lazily on the
+first CUDA call: importing this module needs only torch (no triton, no CUDA driver), which also
+keeps triton's bundled LLVM out of processes that never run a kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+
+import torch
+
+__all__ = ["flash_attn_varlen", "flash_attn_varlen_reference"]
+
+
+def check_varlen_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor
+) -> tuple[int, int, int, int]:
+    """Validate shapes of a varlen call; return ``(T, H, Hkv, D)``."""
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
+        raise ValueError(
+            f"q, k, v must be [T, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, "
+            f"{tuple(v.shape)}"
+        )
+    t, h, d = q.shape
+    if k.shape != v.shape or k.shape[0] != t or k.shape[2] != d:
+        raise ValueError(
+            f"k and v must be [T={t}, Hkv, D={d}]; got k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    hkv = k.shape[1]
+    if hkv == 0 or h % hkv != 0:
+        raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({hkv})")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1 or cu_seqlens.dtype.is_floating_point:
+        raise ValueError(
+            f"cu_seqlens must be a 1-D integer tensor [n_docs + 1]; got {cu_seqlens.dtype} "
+            f"{tuple(cu_seqlens.shape)}"
+        )
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+    return t, h, hkv, d
+
+
+def flash_attn_varlen_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int | None = None,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+) -> torch.Tensor:
+    """Per-document softmax attention in fp32 with plain PyTorch ops (differentiable).
+
+    The oracle for the Triton kernels and the CPU path of :func:`flash_attn_varlen`. It builds
+    one ``[H, L, L]`` score matrix per document, so memory grows with the longest document.
+    ``max_seqlen`` is accepted for signature parity and otherwise unused. Returns ``q.dtype``.
+    """
+    t, h, hkv, d = check_varlen_inputs(q, k, v, cu_seqlens)
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(d)
+    group = h // hkv
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0 or bounds[-1] > t or any(b < a for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(
+            f"cu_seqlens must start at 0, be non-decreasing and end at most at T={t}; got "
+            f"{bounds[:4]}...{bounds[-2:]}"
+        )
+    pieces = []
+    for start, end in zip(bounds, bounds[1:]):
+        if end == start:
+            continue
+        qd = q[start:end].float().transpose(0, 1)  # [H, L, D]
+        kd = k[start:end].float().transpose(0, 1).repeat_interleave(group, dim=0)
+        vd = v[start:end].float().transpose(0, 1).repeat_interleave(group, dim=0)
+        scores = torch.matmul(qd, kd.transpose(1, 2)) * scale  # [H, L, L]
+        if causal:
+            n = end - start
+            future = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        att = torch.softmax(scores, dim=-1)
+        pieces.append(torch.matmul(att, vd).transpose(0, 1))  # [L, H, D]
+    if bounds[-1] < t:
+        pieces.append(q.new_zeros(t - bounds[-1], h, d, dtype=torch.float32))
+    if not pieces:
+        return torch.zeros_like(q)
+    return torch.cat(pieces, dim=0).to(q.dtype)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True when triton can be imported (checked without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def flash_attn_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Attention over packed documents, differentiable in q, k and v.
+
+    Args:
+        q: ``[T, H, D]`` queries of all documents concatenated.
+        k, v: ``[T, Hkv, D]`` keys and values, ``H % Hkv == 0``.
+        cu_seqlens: ``int32 [n_docs + 1]`` document boundaries, ``cu_seqlens[0] == 0``.
+        max_seqlen: the longest document length.
+        causal: mask future keys within each document.
+        softmax_scale: defaults to ``1 / sqrt(D)``.
+        backend: ``"auto"`` (Triton for CUDA tensors when triton is installed, the reference
+            otherwise), ``"triton"`` or ``"reference"``.
+
+    Returns:
+        ``[T, H, D]`` in ``q.dtype``.
+
+    Example:
+        >>> q = torch.randn(7, 4, 64); kv = torch.randn(7, 2, 64)
+        >>> cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+        >>> flash_attn_varlen(q, kv, kv, cu, max_seqlen=4).shape
+        torch.Size([7, 4, 64])
+    """
+    if backend not in ("auto", "triton", "reference"):
+        raise ValueError(f"backend must be 'auto', 'triton' or 'reference'; got {backend!r}")
+    use_triton = backend == "triton" or (
+        backend == "auto" and q.is_cuda and triton_available()
+    )
+    if not use_triton:
+        return flash_attn_varlen_reference(q, k, v, cu_seqlens, max_seqlen, causal, softmax_scale)
+    from shardforge.kernels import attention_triton
+
+    return attention_triton.flash_attn_varlen_triton(
+        q, k, v, cu_seqlens, max_seqlen, causal, softmax_scale
+    )
