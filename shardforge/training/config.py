@@ -10,6 +10,7 @@ silently trains the wrong thing.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+        return cls(**coerce_fields(cls, values))
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
@@ -100,3 +101,24 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
                 raise ValueError(f"override {item!r}: {parent!r} is not a mapping")
         target[leaf] = value
     return values
+
+
+def coerce_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with scalars converted to the types the dataclass ``cls`` declares."""
+    hints = typing.get_type_hints(cls)
+    return {k: _coerce(v, hints.get(k), k) for k, v in values.items()}
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """YAML 1.1 reads ``3e-4`` as a string; convert scalars to the field's declared type."""
+    if kind is float and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"config key {key}: expected a number, got {value!r}") from None
+    if kind is int and isinstance(value, str):
+        try:
+            return int(float(value))
+        except ValueError:
+            raise ValueError(f"config key {key}: expected an integer, got {value!r}") from None
+    return value
