@@ -117,7 +117,7 @@ class FusedAdamW(torch.optim.Optimizer):
         backend: str = "auto",
     ) -> None:
         if amsgrad:
-            raise NotImplementedError("FusedAdamW does not implement amsgrad; use torch.optim.AdamW")
+            raise NotImplementedError("FusedAdamW has no amsgrad; use torch.optim.AdamW")
         if not 0.0 <= lr or not 0.0 <= eps or not 0.0 <= weight_decay:
             raise ValueError(f"lr, eps, weight_decay must be >= 0; got {lr}, {eps}, {weight_decay}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
