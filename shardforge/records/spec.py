@@ -7,7 +7,7 @@ the batch on axis 0, and :class:`Ragged` for variable-length values (like ``tf.R
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class VarLen:
         return DTYPES[self.dtype]
 
 
-Spec = dict[str, Union[FixedLen, VarLen]]
+Spec = dict[str, FixedLen | VarLen]
 
 
 class Ragged:
@@ -149,7 +149,7 @@ class Ragged:
         return f"Ragged({self.to_list()!r})"
 
 
-Batch = dict[str, Union[np.ndarray, Ragged]]
+Batch = dict[str, np.ndarray | Ragged]
 
 
 def batch_size(batch: Batch) -> int:

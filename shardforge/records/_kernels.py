@@ -1,0 +1,396 @@
+"""Compiled loops (numba, ``cache=True``): CRC-32C, TFRecord framing scans and a tf.Example
+wire-format walker.
+
+Everything here works on one ``uint8`` buffer plus int64 offset/length arrays, so a batch of
+records costs no Python object per record. Integer arithmetic stays in int64 (or uint64 where a
+varint needs all 64 bits) so that numba never promotes mixed signed/unsigned values to float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# --- CRC-32C (Castagnoli), slicing-by-8 -------------------------------------------------------
+
+
+def _crc_tables() -> np.ndarray:
+    poly = 0x82F63B78
+    table = np.zeros((8, 256), dtype=np.int64)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table[0, i] = c
+    for i in range(256):
+        c = int(table[0, i])
+        for k in range(1, 8):
+            c = int(table[0, c & 0xFF]) ^ (c >> 8)
+            table[k, i] = c
+    return table
+
+
+CRC_TABLES = _crc_tables()
+MASK32 = 0xFFFFFFFF
+MASK_DELTA = 0xA282EAD8
+HEADER = 12  # uint64 length + masked crc32c of the length
+FOOTER = 4  # masked crc32c of the data
+HUGE = 1 << 62  # a length field with its top bit set: nothing that large can follow
+
+
+@njit(cache=True, nogil=True)
+def crc32c(buf, start, end, t):
+    crc = np.int64(MASK32)
+    i = start
+    while i + 8 <= end:
+        lo = crc ^ (
+            np.int64(buf[i]) | (np.int64(buf[i + 1]) << 8)
+            | (np.int64(buf[i + 2]) << 16) | (np.int64(buf[i + 3]) << 24)
+        )
+        hi = (
+            np.int64(buf[i + 4]) | (np.int64(buf[i + 5]) << 8)
+            | (np.int64(buf[i + 6]) << 16) | (np.int64(buf[i + 7]) << 24)
+        )
+        crc = (
+            t[7, lo & 0xFF] ^ t[6, (lo >> 8) & 0xFF] ^ t[5, (lo >> 16) & 0xFF] ^ t[4, lo >> 24]
+            ^ t[3, hi & 0xFF] ^ t[2, (hi >> 8) & 0xFF] ^ t[1, (hi >> 16) & 0xFF] ^ t[0, hi >> 24]
+        )
+        i += 8
+    while i < end:
+        crc = t[0, (crc ^ np.int64(buf[i])) & 0xFF] ^ (crc >> 8)
+        i += 1
+    return crc ^ MASK32
+
+
+@njit(cache=True, nogil=True)
+def _masked(crc):
+    return ((((crc >> 15) | (crc << 17)) & MASK32) + MASK_DELTA) & MASK32
+
+
+@njit(cache=True, nogil=True)
+def _u32(buf, p):
+    return (
+        np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
+        | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24)
+    )
+
+
+@njit(cache=True, nogil=True)
+def _length(buf, p):
+    if buf[p + 7] >= 0x80:
+        return np.int64(HUGE)
+    n = np.int64(0)
+    for k in range(7, -1, -1):
+        n = (n << 8) | np.int64(buf[p + k])
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _header_ok(buf, p, t):
+    return _masked(crc32c(buf, p, p + 8, t)) == _u32(buf, p + 8)
+
+
+# --- framing --------------------------------------------------------------------------------------
+
+SCAN_MORE = 0  # stopped at an incomplete record (or the end): give me more bytes
+SCAN_FULL = 1  # output arrays full
+SCAN_BAD_LENGTH = 2  # the length's checksum does not match
+SCAN_BAD_DATA = 3  # the data's checksum does not match (the length is trustworthy)
+
+
+@njit(cache=True, nogil=True)
+def scan(buf, pos, verify, t, out_off, out_len):
+    """Frame records from ``pos``: fills ``out_off``/``out_len`` with data spans.
+
+    Returns ``(n, pos, status)``; ``pos`` is the first byte not consumed (the start of the record
+    that stopped the scan).
+    """
+    end = len(buf)
+    n = 0
+    while n < len(out_off):
+        if pos + HEADER > end:
+            return n, pos, SCAN_MORE
+        if verify and not _header_ok(buf, pos, t):
+            return n, pos, SCAN_BAD_LENGTH
+        length = _length(buf, pos)
+        if length > end - pos - HEADER - FOOTER:
+            return n, pos, SCAN_MORE
+        data = pos + HEADER
+        if verify and _masked(crc32c(buf, data, data + length, t)) != _u32(buf, data + length):
+            return n, pos, SCAN_BAD_DATA
+        out_off[n] = data
+        out_len[n] = length
+        n += 1
+        pos = data + length + FOOTER
+    return n, pos, SCAN_FULL
+
+
+@njit(cache=True, nogil=True)
+def resync(buf, pos, t):
+    """First position >= ``pos`` holding a record header whose checksum matches, or -1."""
+    while pos + HEADER <= len(buf):
+        if _header_ok(buf, pos, t):
+            return pos
+        pos += 1
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def verify_framed(buf, rec_off, rec_len, t):
+    """Check records framed at known offsets (from an index): returns ``(i, problem)`` of the
+    first bad one (problem 1: stored length differs from the index, 2: length checksum,
+    3: data checksum) or ``(-1, 0)``."""
+    for i in range(len(rec_off)):
+        p = rec_off[i]
+        if not _header_ok(buf, p, t):
+            return i, 2
+        if _length(buf, p) != rec_len[i]:
+            return i, 1
+        data = p + HEADER
+        if _masked(crc32c(buf, data, data + rec_len[i], t)) != _u32(buf, data + rec_len[i]):
+            return i, 3
+    return -1, 0
+
+
+# --- tf.Example wire format -----------------------------------------------------------------------
+# Example { Features features = 1 }  Features { map<string, Feature> feature = 1 }
+# map entry { string key = 1; Feature value = 2 }
+# Feature { oneof kind { BytesList bytes_list = 1; FloatList float_list = 2;
+#                        Int64List int64_list = 3 } }
+# *List { repeated <type> value = 1 }  (int64/float packed by default; unpacked also accepted)
+
+KIND_NONE, KIND_BYTES, KIND_FLOAT, KIND_INT64 = 0, 1, 2, 3
+
+OK = 0
+BAD_VARINT = 1  # varint runs past its message or is longer than 10 bytes
+BAD_LENGTH = 2  # a length-delimited field runs past its message
+BAD_WIRETYPE = 3  # a wire type protobuf does not allow here (groups, 6, 7) or field number 0
+BAD_PACKED = 4  # packed floats not a multiple of 4 bytes
+UNUSUAL = 5  # legal but exotic encoding (merged oneof / repeated value); use the reference parser
+
+
+@njit(cache=True, nogil=True)
+def _varint(buf, p, end):
+    """Returns (value as uint64, new position) or (0, -1) when malformed."""
+    result = np.uint64(0)
+    shift = np.uint64(0)
+    for _ in range(10):
+        if p >= end:
+            return np.uint64(0), -1
+        b = buf[p]
+        p += 1
+        result |= np.uint64(b & 0x7F) << shift
+        if b < 0x80:
+            return result, p
+        shift += np.uint64(7)
+    return np.uint64(0), -1
+
+
+@njit(cache=True, nogil=True)
+def _skip(buf, p, end, wire):
+    """Skip one field's payload; returns the new position or a negative error code."""
+    if wire == 0:
+        _, q = _varint(buf, p, end)
+        return q if q >= 0 else -BAD_VARINT
+    if wire == 1:
+        return p + 8 if p + 8 <= end else -BAD_LENGTH
+    if wire == 5:
+        return p + 4 if p + 4 <= end else -BAD_LENGTH
+    if wire == 2:
+        n, q = _varint(buf, p, end)
+        if q < 0:
+            return -BAD_VARINT
+        if n > np.uint64(end - q):
+            return -BAD_LENGTH
+        return q + np.int64(n)
+    return -BAD_WIRETYPE
+
+
+@njit(cache=True, nogil=True)
+def _field(buf, p, end):
+    """Read a tag and, for length-delimited fields, the length.
+
+    Returns (field, wire, payload_start, payload_end_or_-1, error)."""
+    tag, q = _varint(buf, p, end)
+    if q < 0:
+        return 0, 0, 0, 0, BAD_VARINT
+    field = np.int64(tag >> np.uint64(3))
+    wire = np.int64(tag & np.uint64(7))
+    if field == 0 or wire in (3, 4, 6, 7):
+        return 0, 0, 0, 0, BAD_WIRETYPE
+    if wire == 2:
+        n, r = _varint(buf, q, end)
+        if r < 0:
+            return 0, 0, 0, 0, BAD_VARINT
+        if n > np.uint64(end - r):
+            return 0, 0, 0, 0, BAD_LENGTH
+        return field, wire, r, r + np.int64(n), OK
+    nxt = _skip(buf, q, end, wire)
+    if nxt < 0:
+        return 0, 0, 0, 0, -nxt
+    return field, wire, q, nxt, OK
+
+
+@njit(cache=True, nogil=True)
+def _count_values(buf, kind, p, end):
+    """Number of values in a *List message; returns (count, error)."""
+    count = 0
+    while p < end:
+        field, wire, s, e, err = _field(buf, p, end)
+        if err != OK:
+            return 0, err
+        p = e
+        if field != 1:
+            continue
+        if kind == KIND_BYTES:
+            if wire == 2:
+                count += 1
+        elif kind == KIND_FLOAT:
+            if wire == 2:
+                if (e - s) % 4 != 0:
+                    return 0, BAD_PACKED
+                count += (e - s) // 4
+            elif wire == 5:
+                count += 1
+        else:
+            if wire == 2:
+                for k in range(s, e):
+                    if buf[k] < 0x80:
+                        count += 1
+                if e > s and buf[e - 1] >= 0x80:
+                    return 0, BAD_VARINT
+            elif wire == 0:
+                count += 1
+    return count, OK
+
+
+@njit(cache=True, nogil=True)
+def _match(buf, s, e, names, name_off, guess):
+    n = len(name_off) - 1
+    length = e - s
+    for j in range(n):
+        f = guess + j
+        if f >= n:
+            f -= n
+        a = name_off[f]
+        if name_off[f + 1] - a != length:
+            continue
+        same = True
+        for k in range(length):
+            if buf[s + k] != names[a + k]:
+                same = False
+                break
+        if same:
+            return f
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def locate(buf, rec_off, rec_len, names, name_off, out_start, out_end, out_kind, out_count):
+    """Pass 1 over a batch: for each record and each wanted feature, the span of its value list,
+    its kind and its value count (kind 0 = absent). Returns ``(record, error, byte position)`` of
+    the first malformed record, or ``(-1, OK, 0)``."""
+    nfeat = len(name_off) - 1
+    for r in range(len(rec_off)):
+        p = rec_off[r]
+        end = p + rec_len[r]
+        guess = 0
+        while p < end:
+            field, wire, s, e, err = _field(buf, p, end)
+            if err != OK:
+                return r, err, p
+            p = e
+            if field != 1 or wire != 2:
+                continue
+            q = s
+            while q < e:  # Features
+                f2, w2, s2, e2, err = _field(buf, q, e)
+                if err != OK:
+                    return r, err, q
+                q = e2
+                if f2 != 1 or w2 != 2:
+                    continue
+                key_s, key_e, val_s, val_e, nval = s2, s2, -1, -1, 0
+                m = s2
+                while m < e2:  # map entry
+                    f3, w3, s3, e3, err = _field(buf, m, e2)
+                    if err != OK:
+                        return r, err, m
+                    m = e3
+                    if w3 != 2:
+                        continue
+                    if f3 == 1:
+                        key_s, key_e = s3, e3
+                    elif f3 == 2:
+                        val_s, val_e = s3, e3
+                        nval += 1
+                if nval > 1:
+                    return r, UNUSUAL, s2
+                f = _match(buf, key_s, key_e, names, name_off, guess)
+                if f < 0:
+                    continue
+                guess = f + 1 if f + 1 < nfeat else 0
+                kind, ls, le, nkind = KIND_NONE, 0, 0, 0
+                v = val_s
+                while v < val_e:  # Feature
+                    f4, w4, s4, e4, err = _field(buf, v, val_e)
+                    if err != OK:
+                        return r, err, v
+                    v = e4
+                    if w4 == 2 and 1 <= f4 <= 3:
+                        kind, ls, le = f4, s4, e4
+                        nkind += 1
+                if nkind > 1:
+                    return r, UNUSUAL, val_s
+                count = 0
+                if kind != KIND_NONE:
+                    count, err = _count_values(buf, kind, ls, le)
+                    if err != OK:
+                        return r, err, ls
+                out_kind[r, f] = kind
+                out_start[r, f] = ls
+                out_end[r, f] = le
+                out_count[r, f] = count
+    return -1, OK, 0
+
+
+@njit(cache=True, nogil=True)
+def fill(buf, starts, ends, f, kind, rows, dst_pos, out, out_len):
+    """Pass 2: the values of feature ``f`` for ``rows``, written from ``dst_pos[i]`` on.
+
+    int64: the varints' 64 bits into ``out``; float32: the 32 bits into ``out``; bytes: each
+    value's offset into ``out`` and its length into ``out_len``.
+    """
+    for i in range(len(rows)):
+        r = rows[i]
+        p, end, o = starts[r, f], ends[r, f], dst_pos[i]
+        while p < end:
+            field, wire, s, e, _ = _field(buf, p, end)
+            p = e
+            if field != 1:
+                continue
+            if kind == KIND_INT64 and wire == 2:
+                q = s
+                while q < e:
+                    out[o], q = _varint(buf, q, e)
+                    o += 1
+            elif kind == KIND_INT64 and wire == 0:
+                out[o], _ = _varint(buf, s, e)
+                o += 1
+            elif kind == KIND_FLOAT and (wire == 2 or wire == 5):
+                for q in range(s, e, 4):
+                    out[o] = np.uint64(_u32(buf, q))
+                    o += 1
+            elif kind == KIND_BYTES and wire == 2:
+                out[o] = np.uint64(s)
+                out_len[o] = e - s
+                o += 1
+
+
+@njit(cache=True, nogil=True)
+def gather_padded(buf, offs, lens, width, out):
+    """Copy byte strings into rows of a zero-padded ``[n, width]`` matrix."""
+    for i in range(len(offs)):
+        s = offs[i]
+        for k in range(lens[i]):
+            out[i, k] = buf[s + k]

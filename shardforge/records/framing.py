@@ -1,0 +1,374 @@
+"""TFRecord framing: writer, readers and compression.
+
+A record is ``uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)``,
+little-endian, exactly as TensorFlow writes it. Files may be GZIP or ZLIB compressed as a whole.
+
+Compressed files written here are single, standard GZIP/ZLIB streams with a *full flush* (a
+byte-aligned point where the compressor forgets its history) every ``FLUSH_EVERY`` bytes of
+uncompressed data, always between records. Every reader reads them as usual; ours can also start
+decompressing at any flush point, which is what makes index-based random access into a
+compressed shard cost one block instead of the whole file (see :mod:`shardforge.records.index`).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Union
+
+import google_crc32c
+import numpy as np
+
+from shardforge.records import _kernels as K
+from shardforge.records.errors import CorruptRecordError, ReadReport
+
+log = logging.getLogger("shardforge.records")
+
+PathLike = Union[str, os.PathLike]  # noqa: UP007
+Paths = Union[PathLike, Iterable[PathLike]]  # noqa: UP007
+
+FLUSH_EVERY = 64 << 10  # uncompressed bytes between full flushes: the cost of one random seek
+CHUNK = 8 << 20  # bytes read (or decompressed) at a time
+_SCAN_BATCH = 65536  # records framed per compiled call
+_WBITS = {"gzip": 31, "zlib": 15}
+_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zz": "zlib", ".zlib": "zlib"}
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C rotated right by 15 bits plus 0xa282ead8."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + K.MASK_DELTA) & K.MASK32
+
+
+def resolve_compression(path: PathLike, compression: str | None = "auto") -> str | None:
+    """``None``, ``"gzip"`` or ``"zlib"``; ``"auto"`` decides from the suffix (.gz, .zz, .zlib)."""
+    if compression is None:
+        return None
+    c = compression.lower()
+    if c == "auto":
+        return _SUFFIXES.get(Path(path).suffix.lower())
+    if c in ("", "none"):
+        return None
+    if c in _WBITS:
+        return c
+    raise ValueError(f"compression must be None, 'gzip', 'zlib' or 'auto', not {compression!r}")
+
+
+def frame(data: bytes) -> bytes:
+    """One record's bytes on disk."""
+    header = struct.pack("<Q", len(data))
+    return b"".join((
+        header, struct.pack("<I", masked_crc32c(header)), data,
+        struct.pack("<I", masked_crc32c(data)),
+    ))
+
+
+class TFRecordWriter:
+    """Write records to one TFRecord file.
+
+    >>> with TFRecordWriter("/tmp/x.tfrecord.gz") as w:  # gzip from the suffix
+    ...     w.write(b"hello")
+
+    With ``index=True`` the index file ``<path>.idx`` is written on close (see
+    :func:`shardforge.records.index.read_index`).
+    """
+
+    def __init__(
+        self, path: PathLike, compression: str | None = "auto", *, index: bool = False,
+        index_path: PathLike | None = None, flush_every: int = FLUSH_EVERY,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.compression = resolve_compression(path, compression)
+        self._file = open(self.path, "wb")
+        self._zip = None
+        if self.compression:
+            self._zip = zlib.compressobj(6, zlib.DEFLATED, _WBITS[self.compression])
+        if index_path is None and index:
+            index_path = self.path + ".idx"
+        self._index_path = os.fspath(index_path) if index_path else None
+        self._flush_every = flush_every
+        self._written = 0  # bytes in the file so far
+        self._ustream = 0  # bytes of the uncompressed stream so far
+        self._block = (0, 0)  # (file offset, stream offset) of the current flush block
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
+        self._blocks: list[tuple[int, int]] = []
+
+    def write(self, data: bytes) -> None:
+        record = frame(data)
+        self._offsets.append(self._ustream)
+        self._lengths.append(len(data))
+        self._ustream += len(record)
+        if self._zip is None:
+            self._file.write(record)
+            return
+        self._blocks.append(self._block)
+        self._emit(self._zip.compress(record))
+        if self._ustream - self._block[1] >= self._flush_every:
+            self._emit(self._zip.flush(zlib.Z_FULL_FLUSH))
+            self._block = (self._written, self._ustream)
+
+    def _emit(self, out: bytes) -> None:
+        if out:
+            self._file.write(out)
+            self._written += len(out)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes in the file so far (compressed bytes lag by what the compressor holds)."""
+        return self._written if self._zip is not None else self._ustream
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        if self._zip is not None:
+            self._emit(self._zip.flush(zlib.Z_FINISH))
+        self._file.close()
+        if self._index_path:
+            from shardforge.records.index import Index, write_index
+
+            blocks = np.array(self._blocks, dtype=np.int64).reshape(-1, 2)
+            write_index(self._index_path, Index(
+                np.array(self._offsets, dtype=np.int64), np.array(self._lengths, dtype=np.int64),
+                blocks[:, 0] if self._zip is not None else None,
+                blocks[:, 1] if self._zip is not None else None,
+            ))
+
+    def __enter__(self) -> TFRecordWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def expand_paths(paths: Paths) -> list[str]:
+    """A path, a glob, or a list of either, to a sorted-per-pattern list of existing files."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if _glob.has_magic(p):
+            matches = sorted(_glob.glob(p))
+            if not matches:
+                raise FileNotFoundError(f"no files match {p!r}")
+            out += matches
+        else:
+            if not os.path.exists(p):
+                raise FileNotFoundError(p)
+            out.append(p)
+    return out
+
+
+class RecordBlock(Sequence):
+    """Records as spans of one ``uint8`` buffer: no Python object per record until you index it.
+
+    ``decode_batch`` takes a block directly; ``block[i]`` is the ``bytes`` of record ``i``.
+    """
+
+    __slots__ = ("buf", "offsets", "lengths")
+
+    def __init__(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> None:
+        self.buf, self.offsets, self.lengths = buf, offsets, lengths
+
+    @classmethod
+    def from_records(cls, records: Sequence[bytes]) -> RecordBlock:
+        lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+        offsets = np.zeros(len(records), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        buf = np.frombuffer(b"".join(records), dtype=np.uint8)
+        return cls(buf, offsets, lengths)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return RecordBlock(self.buf, self.offsets[i], self.lengths[i])
+        o = int(self.offsets[i])
+        return self.buf[o : o + int(self.lengths[i])].tobytes()
+
+    def __iter__(self) -> Iterator[bytes]:
+        data = self.buf.tobytes() if len(self.offsets) > 64 else None
+        for o, n in zip(self.offsets.tolist(), self.lengths.tolist()):
+            yield data[o : o + n] if data is not None else self.buf[o : o + n].tobytes()
+
+
+class _StreamError(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _chunks(path: str, compression: str | None) -> Iterator[bytes]:
+    """The file's (decompressed) bytes, chunk by chunk; raises _StreamError on a bad stream."""
+    with open(path, "rb") as f:
+        if compression is None:
+            while chunk := f.read(CHUNK):
+                yield chunk
+            return
+        wbits = _WBITS[compression]
+        d = zlib.decompressobj(wbits)
+        consumed = 0
+        pending = b""
+        while True:
+            data = pending or f.read(CHUNK)
+            pending = b""
+            if not data:
+                break
+            try:
+                out = d.decompress(data, CHUNK)
+                while out:
+                    yield out
+                    out = d.decompress(d.unconsumed_tail, CHUNK) if d.unconsumed_tail else b""
+            except zlib.error as err:
+                raise _StreamError(
+                    f"{compression} stream is corrupt near compressed byte {consumed}: {err}"
+                ) from None
+            if d.eof:  # concatenated members/streams: start the next one on what is left
+                consumed += len(data) - len(d.unused_data)
+                pending = d.unused_data
+                if not pending:
+                    pending = f.read(CHUNK)
+                    if not pending:
+                        return
+                d = zlib.decompressobj(wbits)
+            else:
+                consumed += len(data)
+        if not d.eof:
+            raise _StreamError(f"{compression} stream ends early (file truncated?)")
+
+
+def iter_blocks(
+    path: PathLike, *, verify: bool = True, on_corrupt: str = "raise",
+    compression: str | None = "auto", report: ReadReport | None = None,
+) -> Iterator[tuple[int, np.ndarray, RecordBlock]]:
+    """Frame one file: yields ``(first record index, stream offsets of the records, block)``.
+
+    Offsets are those of the record headers in the (decompressed) stream, i.e. the index's.
+    """
+    if on_corrupt not in ("raise", "skip"):
+        raise ValueError(f"on_corrupt must be 'raise' or 'skip', not {on_corrupt!r}")
+    path = os.fspath(path)
+    report = report if report is not None else ReadReport()
+    comp = resolve_compression(path, compression)
+    off = np.empty(_SCAN_BATCH, dtype=np.int64)
+    lens = np.empty(_SCAN_BATCH, dtype=np.int64)
+    t = K.CRC_TABLES
+    buf = np.empty(0, dtype=np.uint8)
+    base = 0  # stream offset of buf[0]
+    pos = 0
+    index = 0
+    resyncing = False
+
+    def problem(offset: int, reason: str) -> None:
+        err = CorruptRecordError(path, index, offset, reason)
+        if on_corrupt == "raise":
+            raise err
+        log.warning("skipping corrupt data: %s", err)
+        report.problems.append(err)
+
+    chunks = _chunks(path, comp)
+    while True:
+        try:
+            chunk = next(chunks, None)
+        except _StreamError as err:
+            problem(base + len(buf), err.reason)
+            return
+        if chunk is None:
+            break
+        buf = np.concatenate((buf[pos:], np.frombuffer(chunk, dtype=np.uint8)))
+        base += pos
+        pos = 0
+        while True:
+            if resyncing:
+                p = K.resync(buf, pos, t)
+                if p < 0:
+                    pos = max(pos, len(buf) - K.HEADER + 1)
+                    break
+                pos, resyncing = p, False
+            n, pos, status = K.scan(buf, pos, verify, t, off, lens)
+            if n:
+                block = RecordBlock(buf, off[:n].copy(), lens[:n].copy())
+                yield index, block.offsets - K.HEADER + base, block
+                index += n
+                report.records += n
+            if status == K.SCAN_MORE:
+                break
+            if status == K.SCAN_BAD_LENGTH:
+                problem(base + pos, "length checksum mismatch; skipped to the next valid header")
+                index += 1
+                resyncing = True
+                pos += 1
+            elif status == K.SCAN_BAD_DATA:
+                problem(base + pos, "data checksum mismatch")
+                index += 1
+                pos += K.HEADER + int(K._length(buf, pos)) + K.FOOTER
+    left = len(buf) - pos
+    if resyncing or left == 0:
+        return
+    if left < K.HEADER:
+        problem(base + pos, f"truncated record: only {left} of 12 header bytes before end of file")
+    else:
+        length = int(K._length(buf, pos))
+        problem(base + pos, (
+            f"truncated record: the header says {length} data bytes (+4 checksum) but only "
+            f"{left - K.HEADER} bytes follow before the end of the file"
+        ))
+
+
+class RecordReader(Iterator[bytes]):
+    """Iterator over the records of several files; ``.report`` says what was read and skipped."""
+
+    def __init__(self, paths: Paths, **kwargs) -> None:
+        self.paths = expand_paths(paths)
+        self.report = ReadReport()
+        self._it = self._records(kwargs)
+
+    def _records(self, kwargs) -> Iterator[bytes]:
+        for path in self.paths:
+            for _, _, block in iter_blocks(path, report=self.report, **kwargs):
+                yield from block
+
+    def __next__(self) -> bytes:
+        return next(self._it)
+
+    def __iter__(self) -> RecordReader:
+        return self
+
+
+def read_records(
+    paths_or_glob: Paths, *, verify: bool = True, on_corrupt: str = "raise",
+    compression: str | None = "auto",
+) -> RecordReader:
+    """Iterate the records of a file, a glob, or a list of them, checking CRCs by default.
+
+    With ``on_corrupt="skip"`` corrupt records are logged (logger ``shardforge.records``) and
+    listed in ``reader.report`` (count and offsets) instead of raising:
+
+    >>> reader = read_records("shards/*.tfrecord.gz", on_corrupt="skip")
+    >>> n = sum(1 for _ in reader); print(reader.report.skipped)
+    """
+    return RecordReader(
+        paths_or_glob, verify=verify, on_corrupt=on_corrupt, compression=compression
+    )
+
+
+def read_blocks(
+    paths_or_glob: Paths, *, verify: bool = True, on_corrupt: str = "raise",
+    compression: str | None = "auto", report: ReadReport | None = None,
+) -> Iterator[RecordBlock]:
+    """Like :func:`read_records` but yields :class:`RecordBlock` s (up to 65536 records each), the
+    fast path into :func:`decode_batch`."""
+    for path in expand_paths(paths_or_glob):
+        for _, _, block in iter_blocks(
+            path, verify=verify, on_corrupt=on_corrupt, compression=compression, report=report
+        ):
+            yield block
