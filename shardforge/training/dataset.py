@@ -1,0 +1,588 @@
+"""ShardDataset: sharded, shuffled, exactly resumable reading of TFRecord shards into batches.
+
+How an epoch's records are ordered and split (everything is a pure function of the seed, the
+epoch and the shard sizes read from the index files, so every process computes it alone):
+
+1. **Global order.** The records of all shards are cut into blocks of ``block_size`` consecutive
+   records; the blocks of all shards are shuffled together with a per-epoch seed (which shuffles
+   the shard order and the record blocks at once), then the sequence is cut into windows of
+   ``shuffle_buffer`` records and each window is permuted (a shuffle buffer whose contents are
+   known in advance). ``shuffle=False`` keeps the file order. Call this permutation ``G``.
+2. **Work list.** An epoch reads a list of ranges of ``G`` (all of it, or what a checkpoint left
+   over), concatenated into a virtual sequence ``V`` of ``M`` records.
+3. **Ranks.** Rank ``r`` of ``R`` gets ``V[r*P : (r+1)*P]``, the same count ``P`` for every rank:
+   ``remainder="drop"`` rounds ``M / R`` down to whole batches (the last ``< R * batch_size``
+   records wait for the next epoch's reshuffle), ``"wrap"`` rounds up and wraps around to the
+   start of ``V`` (a few records are read twice), ``"keep"`` splits ``M`` as evenly as possible
+   with a partial last batch (for evaluation: ranks may differ by one batch).
+4. **Workers.** A rank's part is cut into chunks (a batch; a packing window for the packed loader)
+   and each DataLoader worker reads a contiguous run of chunks. No record is read twice within an
+   epoch across ranks and workers (except the wrap-around).
+
+**Position and resumption.** The position of a rank is, for each worker, the number of chunks
+(and items of the current chunk) already *consumed by the training loop*; batches carry their
+(worker, chunk, item) so that the loader in the main process knows it exactly even while workers
+prefetch ahead. Resuming re-derives the partition and seeks every worker straight to its chunk:
+at most one shuffle window is read again, nothing consumed is replayed. A state saved by ``R``
+ranks × ``W`` workers can be loaded by a different topology: the remaining ranges of ``G`` become
+the new work list, so every remaining record is still read exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from shardforge.records.spec import Batch, FixedLen, Spec, VarLen
+
+POSITION_KEY = "_sf_position"  # (worker, epoch, chunk, item, items_in_chunk); the loader strips it
+REMAINDER = ("drop", "wrap", "keep")
+STATE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: shard paths, record counts, parse spec
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Shard paths of a split directory (``out/train``), a glob or a list of paths."""
+    from shardforge.records import list_shards
+
+    if isinstance(source, (str, os.PathLike)):
+        paths = list_shards(source)
+    else:
+        paths = [os.fspath(p) for p in source]
+    if not paths:
+        raise FileNotFoundError(f"no TFRecord shards in {source!r}")
+    return paths
+
+
+def shard_sizes(paths: Sequence[str]) -> np.ndarray:
+    """Records per shard, from the index files (a shard without one is scanned once)."""
+    from shardforge.records import RecordFile, read_index
+
+    sizes = []
+    for path in paths:
+        if os.path.exists(path + ".idx"):
+            sizes.append(len(read_index(path)[0]))
+        else:
+            sizes.append(len(RecordFile(path)))
+    return np.asarray(sizes, dtype=np.int64)
+
+
+def resolve_spec(spec_or_schema: Any, paths: Sequence[str], source: Any) -> Spec:
+    """A parse spec from a spec dict, a schema object (``.spec``), a schema path, or, with
+    ``None``, the ``schema.pbtxt`` beside or above the shards (else inferred from the records)."""
+    if isinstance(spec_or_schema, dict):
+        return spec_or_schema
+    if spec_or_schema is not None and hasattr(spec_or_schema, "spec"):
+        return spec_or_schema.spec
+    if spec_or_schema is None:
+        shard_dir = Path(paths[0]).parent
+        for candidate in (shard_dir, shard_dir.parent):
+            if (candidate / "schema.pbtxt").exists():
+                spec_or_schema = candidate
+                break
+    if spec_or_schema is not None:
+        import shardforge.features as sf
+
+        return sf.load_schema(spec_or_schema).spec
+    from shardforge.records import RecordFile, infer_spec
+
+    with RecordFile(paths[0]) as rf:
+        return infer_spec(rf.read_range(0, 256))
+
+
+# --------------------------------------------------------------------------------------------
+# The epoch's global order G and reading ranges of it
+# --------------------------------------------------------------------------------------------
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
+
+
+class EpochOrder:
+    """The permutation ``G`` of all records for one epoch, and reads of ranges of it."""
+
+    def __init__(self, sizes: np.ndarray, *, seed: int, epoch: int, shuffle: bool,
+                 block_size: int, shuffle_buffer: int) -> None:
+        self.total = int(sizes.sum())
+        self.shard_start = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.shard_start[1:])
+        step = block_size if shuffle else max(int(sizes.max(initial=1)), 1)
+        per_shard = -(-sizes // step)
+        shard = np.repeat(np.arange(len(sizes), dtype=np.int64), per_shard)
+        first = np.cumsum(per_shard) - per_shard
+        start = (np.arange(len(shard), dtype=np.int64) - first[shard]) * step
+        if shuffle:
+            perm = _rng(seed, epoch, 0x5EED).permutation(len(shard))
+            shard, start = shard[perm], start[perm]
+        length = np.minimum(sizes[shard] - start, step)
+        self.block_shard, self.block_first = shard, start
+        self.block_pos = np.zeros(len(shard) + 1, dtype=np.int64)  # S position of each block
+        np.cumsum(length, out=self.block_pos[1:])
+        self.window = int(shuffle_buffer) if shuffle and shuffle_buffer > 1 else 0
+        self.seed, self.epoch = seed, epoch
+
+    def _read_s(self, files: FileCache, a: int, b: int) -> tuple[Any, np.ndarray]:
+        """Records at positions ``a:b`` of the block-shuffled sequence (before windows)."""
+        k0 = int(np.searchsorted(self.block_pos, a, side="right")) - 1
+        k1 = int(np.searchsorted(self.block_pos, b, side="left"))
+        blocks, ids = [], []
+        for k in range(k0, k1):
+            lo = max(a, int(self.block_pos[k])) - int(self.block_pos[k])
+            hi = min(b, int(self.block_pos[k + 1])) - int(self.block_pos[k])
+            shard, first = int(self.block_shard[k]), int(self.block_first[k])
+            blocks.append(files.get(shard).read_block(first + lo, first + hi))
+            ids.append(np.arange(first + lo, first + hi, dtype=np.int64) + self.shard_start[shard])
+        return concat_blocks(blocks), np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+    def read(self, files: FileCache, a: int, b: int) -> tuple[Any, np.ndarray]:
+        """Records ``G[a:b]`` as one RecordBlock plus their global record ids."""
+        if not self.window:
+            return self._read_s(files, a, b)
+        parts = []
+        for w in range(a // self.window, (b - 1) // self.window + 1):
+            block, ids = files.window(self, w)
+            lo, hi = max(a, w * self.window) - w * self.window, min(b, (w + 1) * self.window)
+            parts.append((block[lo : hi - w * self.window], ids[lo : hi - w * self.window]))
+        return concat_blocks([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def read_window(self, files: FileCache, w: int) -> tuple[Any, np.ndarray]:
+        a = w * self.window
+        block, ids = self._read_s(files, a, min(a + self.window, self.total))
+        perm = _rng(self.seed, self.epoch, w, 0xB0FF).permutation(len(ids))
+        return type(block)(block.buf, block.offsets[perm], block.lengths[perm]), ids[perm]
+
+
+def concat_blocks(blocks: list) -> Any:
+    """One RecordBlock holding the records of several, in order."""
+    from shardforge.records.framing import RecordBlock
+
+    if len(blocks) == 1:
+        return blocks[0]
+    if not blocks:
+        return RecordBlock(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    shift = np.cumsum([0] + [len(b.buf) for b in blocks[:-1]])
+    return RecordBlock(np.concatenate([b.buf for b in blocks]),
+                       np.concatenate([b.offsets + s for b, s in zip(blocks, shift)]),
+                       np.concatenate([b.lengths for b in blocks]))
+
+
+class FileCache:
+    """Open RecordFiles (at most ``max_open``) and the last shuffle window read, per process."""
+
+    def __init__(self, paths: Sequence[str], verify: bool, max_open: int = 64) -> None:
+        self.paths, self.verify, self.max_open = paths, verify, max_open
+        self._files: OrderedDict[int, Any] = OrderedDict()
+        self._window: tuple[tuple[int, int, int], Any] | None = None
+
+    def get(self, shard: int) -> Any:
+        from shardforge.records import RecordFile
+
+        rf = self._files.pop(shard, None)
+        if rf is None:
+            rf = RecordFile(self.paths[shard], verify=self.verify)
+            if len(self._files) >= self.max_open:
+                self._files.popitem(last=False)[1].close()
+        self._files[shard] = rf
+        return rf
+
+    def window(self, order: EpochOrder, w: int) -> tuple[Any, np.ndarray]:
+        key = (order.seed, order.epoch, w)
+        if self._window is None or self._window[0] != key:
+            self._window = (key, order.read_window(self, w))
+        return self._window[1]
+
+    def close(self) -> None:
+        for rf in self._files.values():
+            rf.close()
+        self._files.clear()
+        self._window = None
+
+
+# --------------------------------------------------------------------------------------------
+# Partition of an epoch's work list over ranks, workers and chunks
+# --------------------------------------------------------------------------------------------
+
+
+def rank_span(m: int, rank: int, world: int, unit: int, remainder: str) -> tuple[int, int]:
+    """The ``V`` positions ``[lo, hi)`` of ``rank`` (``hi`` may pass ``m``: wrap-around)."""
+    if remainder == "keep":
+        return m * rank // world, m * (rank + 1) // world
+    if remainder == "drop":
+        per_rank = m // world // unit * unit
+    elif m == 0:
+        per_rank = 0
+    else:
+        per_rank = -(-m // (world * unit)) * unit
+    return rank * per_rank, (rank + 1) * per_rank
+
+
+def worker_chunks(n_chunks: int, worker: int, workers: int) -> tuple[int, int]:
+    """The contiguous run of chunk indices ``[c0, c1)`` of ``worker``."""
+    return n_chunks * worker // workers, n_chunks * (worker + 1) // workers
+
+
+class WorkList:
+    """Ranges of ``G`` read in order as one virtual sequence ``V``."""
+
+    def __init__(self, ranges: Sequence[Sequence[int]]) -> None:
+        self.ranges = np.asarray([r for r in ranges if r[1] > r[0]], dtype=np.int64).reshape(-1, 2)
+        self.cum = np.zeros(len(self.ranges) + 1, dtype=np.int64)
+        np.cumsum(self.ranges[:, 1] - self.ranges[:, 0], out=self.cum[1:])
+
+    def __len__(self) -> int:
+        return int(self.cum[-1])
+
+    def to_g(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """``G`` ranges of ``V[lo:hi]``, wrapping around past the end of ``V``."""
+        m, out = len(self), []
+        while lo < hi and m:
+            a, b = lo % m, min(hi - lo + lo % m, m)
+            k = int(np.searchsorted(self.cum, a, side="right")) - 1
+            while a < b:
+                g0 = int(self.ranges[k, 0] + a - self.cum[k])
+                take = min(b - a, int(self.cum[k + 1]) - a)
+                out.append((g0, g0 + take))
+                a += take
+                k += 1
+            lo += b - lo % m
+        return out
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Join ranges that touch (keeps their order)."""
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if b <= a:
+            continue
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def subtract_ranges(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]
+                    ) -> list[tuple[int, int]]:
+    """``ranges`` minus every position in ``taken`` (order of ``ranges`` kept)."""
+    cuts = sorted(taken)
+    out = []
+    for a, b in ranges:
+        for c, d in cuts:
+            if d <= a or c >= b:
+                continue
+            if c > a:
+                out.append((a, c))
+            a = max(a, d)
+            if a >= b:
+                break
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset
+# --------------------------------------------------------------------------------------------
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ShardDataset(IterableDataset):
+    """Columnar batches (``dict[str, np.ndarray | Ragged]``) from TFRecord shards, split over DDP
+    ranks and DataLoader workers at record granularity, shuffled per epoch, exactly resumable.
+
+    >>> ds = ShardDataset("out/train", batch_size=256, seed=0)
+    >>> for batch in ds:                      # one epoch; the next `iter` starts the next one
+    ...     train_step(batch)
+    >>> state = ds.state_dict()                # exact position, O(1) to restore
+    >>> ds.load_state_dict(state)
+
+    ``source``: a split directory, a glob or a list of shard paths. ``spec_or_schema``: a parse
+    spec, a schema (``sf.load_schema``) or ``None`` for the ``schema.pbtxt`` of the output dir;
+    ``features`` keeps only those columns. ``rank`` / ``world_size`` default to
+    ``torch.distributed``'s. ``remainder``: ``"drop"`` / ``"wrap"`` / ``"keep"`` (module docstring).
+    ``record_ids=True`` adds a ``record_id`` column (global index of the record in the shards).
+
+    Iterated directly it reads in the calling process; for worker processes wrap it in
+    :class:`shardforge.training.loader.ShardLoader`, which keeps the exact position.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        batch_size: int,
+        spec_or_schema: Any = None,
+        features: Sequence[str] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        remainder: str = "drop",
+        block_size: int = 256,
+        shuffle_buffer: int = 8192,
+        record_ids: bool = False,
+        verify: bool = True,
+    ) -> None:
+        if remainder not in REMAINDER:
+            raise ValueError(f"remainder must be one of {REMAINDER}, got {remainder!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.paths = resolve_shards(source)
+        self.sizes = shard_sizes(self.paths)
+        spec = resolve_spec(spec_or_schema, self.paths, source)
+        if features is not None:
+            missing = sorted(set(features) - set(spec))
+            if missing:
+                raise KeyError(f"features {missing} are not in the spec ({sorted(spec)})")
+            spec = {name: spec[name] for name in features}
+        self.spec: Spec = spec
+        dist_rank, dist_world = _dist_rank_world()
+        self.rank = dist_rank if rank is None else int(rank)
+        self.world_size = dist_world if world_size is None else int(world_size)
+        self.batch_size = int(batch_size)
+        self.shuffle, self.seed, self.remainder = shuffle, int(seed), remainder
+        self.block_size, self.shuffle_buffer = int(block_size), int(shuffle_buffer)
+        self.record_ids, self.verify = record_ids, verify
+        self.num_workers = 1  # set by ShardLoader
+        self.emit_positions = False  # set by ShardLoader: batches carry POSITION_KEY
+        self.rotate = 0  # logical worker of physical worker 0 (keeps order across a resume)
+        self._reset(0)
+
+    # -- the unit of work ----------------------------------------------------------------------
+
+    @property
+    def chunk_size(self) -> int:
+        """Records per chunk (one batch here; one packing window for the packed loader)."""
+        return self.batch_size
+
+    @property
+    def rank_unit(self) -> int:
+        """Per-rank record counts are multiples of this (whole batches)."""
+        return self.batch_size
+
+    def chunk(self, block: Any, ids: np.ndarray) -> tuple[int, Callable[[int], dict]]:
+        """What one chunk of records turns into: ``(n_items, make_item)``; here one batch."""
+        return 1, lambda i: self.decode(block, ids)
+
+    def decode(self, block: Any, ids: np.ndarray, spec: Spec | None = None) -> Batch:
+        from shardforge.records import decode_batch
+
+        batch = decode_batch(block, self.spec if spec is None else spec)
+        if self.record_ids:
+            batch["record_id"] = ids
+        return batch
+
+    # -- epochs and positions ------------------------------------------------------------------
+
+    def _reset(self, epoch: int, work: Sequence[Sequence[int]] | None = None) -> None:
+        self.epoch = int(epoch)
+        total = int(self.sizes.sum())
+        self.work = [(0, total)] if work is None else [tuple(map(int, r)) for r in work]
+        self.positions = [[0, 0] for _ in range(self.num_workers)]
+        self.next_worker = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its beginning (no-op when already in it: keeps a loaded state)."""
+        if int(epoch) != self.epoch:
+            self._reset(epoch)
+
+    def set_num_workers(self, num_workers: int) -> None:
+        num_workers = max(1, int(num_workers))
+        if num_workers != self.num_workers:
+            if any(p != [0, 0] for p in self.positions):
+                raise RuntimeError("change the number of workers through load_state_dict")
+            self.num_workers = num_workers
+            self.positions = [[0, 0] for _ in range(num_workers)]
+
+    def order(self, epoch: int | None = None) -> EpochOrder:
+        return EpochOrder(self.sizes, seed=self.seed, epoch=self.epoch if epoch is None else epoch,
+                          shuffle=self.shuffle, block_size=self.block_size,
+                          shuffle_buffer=self.shuffle_buffer)
+
+    def worker_plan(self, worker: int) -> tuple[WorkList, int, int, int, int]:
+        """``(work, lo, hi, c0, c1)``: the worker reads chunks ``c0..c1-1`` of ``V[lo:hi]``."""
+        work = WorkList(self.work)
+        lo, hi = rank_span(len(work), self.rank, self.world_size, self.rank_unit, self.remainder)
+        c0, c1 = worker_chunks(-(-(hi - lo) // self.chunk_size), worker, self.num_workers)
+        return work, lo, hi, c0, c1
+
+    def __len__(self) -> int:
+        """Batches per rank in a full epoch (exact for the batch dataset)."""
+        lo, hi = rank_span(int(self.sizes.sum()), self.rank, self.world_size, self.rank_unit,
+                           self.remainder)
+        return -(-(hi - lo) // self.chunk_size)
+
+    def _iter_worker(self, worker: int) -> Iterator[dict]:
+        work, lo, hi, c0, c1 = self.worker_plan(worker)
+        order = self.order()
+        files = FileCache(self.paths, self.verify)
+        chunk_done, item_done = self.positions[worker]
+        try:
+            for c in range(c0 + chunk_done, c1):
+                a, b = lo + c * self.chunk_size, min(lo + (c + 1) * self.chunk_size, hi)
+                parts = [order.read(files, g0, g1) for g0, g1 in work.to_g(a, b)]
+                block = concat_blocks([p[0] for p in parts])
+                ids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+                n_items, make = self.chunk(block, ids)
+                for i in range(item_done, n_items):
+                    item = make(i)
+                    if self.emit_positions:
+                        item[POSITION_KEY] = (worker, self.epoch, c - c0, i, n_items)
+                    yield item
+                item_done = 0
+        finally:
+            files.close()
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        if info is not None:  # inside a DataLoader worker: the loader tracks the position
+            yield from self._iter_worker((info.id + self.rotate) % info.num_workers)
+            return
+        if self.num_workers != 1:
+            raise RuntimeError("this dataset is set up for worker processes: iterate its loader")
+        emit, self.emit_positions = self.emit_positions, True
+        try:
+            for item in self._iter_worker(0):
+                self.advance(item.pop(POSITION_KEY))
+                if emit:
+                    item[POSITION_KEY] = None
+                yield item
+        finally:
+            self.emit_positions = emit
+        self._reset(self.epoch + 1)
+
+    def advance(self, position: tuple) -> None:
+        """Record that the item at ``position`` was consumed."""
+        worker, epoch, chunk, item, n_items = position
+        if epoch != self.epoch:
+            return
+        self.positions[worker] = [chunk + 1, 0] if item + 1 == n_items else [chunk, item + 1]
+        self.next_worker = (worker + 1) % self.num_workers
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """This rank's exact position (plain Python: ints and lists, JSON/pickle friendly)."""
+        return {
+            "version": STATE_VERSION, "kind": type(self).__name__, "seed": self.seed,
+            "shuffle": self.shuffle, "num_records": int(self.sizes.sum()), "epoch": self.epoch,
+            "work": [list(r) for r in self.work], "rank": self.rank,
+            "world_size": self.world_size, "num_workers": self.num_workers,
+            "chunk_size": self.chunk_size, "rank_unit": self.rank_unit,
+            "remainder": self.remainder, "block_size": self.block_size,
+            "shuffle_buffer": self.shuffle_buffer, "positions": [list(p) for p in self.positions],
+            "next_worker": self.next_worker,
+        }
+
+    def load_state_dict(self, state: dict | Sequence[dict]) -> None:
+        """Restore a position saved by :meth:`state_dict`.
+
+        Pass this rank's state for the same topology. To resume on a different number of ranks,
+        workers (or a different batch size), pass the list of *all* ranks' states (e.g. gathered
+        with ``all_gather_object``): the records none of them consumed become this epoch's work
+        list, split over the new topology, each read exactly once.
+        """
+        states = [state] if isinstance(state, dict) else list(state)
+        first = states[0]
+        if first.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown loader state version {first.get('version')!r}")
+        for key, mine in (("num_records", int(self.sizes.sum())), ("seed", self.seed),
+                          ("shuffle", self.shuffle), ("block_size", self.block_size),
+                          ("shuffle_buffer", self.shuffle_buffer)):
+            if first[key] != mine:
+                raise ValueError(f"state was saved with {key}={first[key]!r}, this loader has "
+                                 f"{mine!r}: not the same data order")
+        same = (first["world_size"] == self.world_size and first["num_workers"] == self.num_workers
+                and first["chunk_size"] == self.chunk_size and first["rank_unit"] == self.rank_unit
+                and first["remainder"] == self.remainder)
+        if same:
+            mine = next((s for s in states if s["rank"] == self.rank), None)
+            if mine is None and len(states) > 1:
+                raise ValueError(f"no state for rank {self.rank} among the given states")
+            mine = mine or first
+            self.epoch = int(mine["epoch"])
+            self.work = [tuple(r) for r in mine["work"]]
+            self.positions = [list(p) for p in mine["positions"]]
+            self.next_worker = int(mine["next_worker"])
+            return
+        self._reset(first["epoch"], self.remaining_work(states))
+
+    def remaining_work(self, states: Sequence[dict]) -> list[tuple[int, int]]:
+        """The ranges of ``G`` that no rank of ``states`` consumed (in their ``V`` order)."""
+        first = states[0]
+        world, workers = first["world_size"], first["num_workers"]
+        if len(states) != world:
+            if len(states) == 1 and self.items_per_chunk_fixed:
+                # batch dataset: ranks step in lockstep, so every rank is where this one is
+                states = [dict(first, rank=r) for r in range(world)]
+            else:
+                raise ValueError(f"resuming on a new topology needs the states of all {world} "
+                                 f"ranks, got {len(states)}")
+        work = WorkList(first["work"])
+        order = self.order(first["epoch"])
+        files = FileCache(self.paths, self.verify)
+        left, taken = [], []
+        try:
+            for state in states:
+                for w in range(workers):
+                    lo, hi = rank_span(len(work), state["rank"], world, first["rank_unit"],
+                                       first["remainder"])
+                    chunk = first["chunk_size"]
+                    c0, c1 = worker_chunks(-(-(hi - lo) // chunk), w, workers)
+                    done, item = state["positions"][w]
+                    cut = lo + min((c0 + done) * chunk, hi - lo)
+                    taken += work.to_g(lo + c0 * chunk, cut)
+                    end = lo + min(c1 * chunk, hi - lo)
+                    if item and cut < end:
+                        a, b = cut, min(cut + chunk, end)
+                        used = self.consumed_in_chunk(order, files, work.to_g(a, b), item)
+                        taken += used
+                        left += subtract_ranges(work.to_g(a, b), used)
+                        cut = b
+                    left += work.to_g(cut, end)
+        finally:
+            files.close()
+        out: list[tuple[int, int]] = []
+        for a, b in left:  # drop wrap-around repeats and anything consumed
+            out += subtract_ranges([(a, b)], taken + out)
+        return merge_ranges(out)
+
+    items_per_chunk_fixed = True
+
+    def consumed_in_chunk(self, order: EpochOrder, files: FileCache,
+                          g_ranges: list[tuple[int, int]], items: int) -> list[tuple[int, int]]:
+        """``G`` ranges of the records consumed by the first ``items`` items of a chunk."""
+        return list(g_ranges) if items else []
+
+
+def spec_for(token_feature: str, side_features: Sequence[str], spec: Spec) -> Spec:
+    """The part of ``spec`` the packed loader decodes (tokens must be a VarLen int64)."""
+    tokens = spec.get(token_feature)
+    if tokens is None:
+        raise KeyError(f"token feature {token_feature!r} is not in the spec ({sorted(spec)})")
+    if not isinstance(tokens, VarLen) or tokens.dtype != "int64":
+        tokens = VarLen("int64") if isinstance(tokens, FixedLen) and tokens.dtype == "int64" \
+            else tokens
+    if not isinstance(tokens, VarLen) or tokens.dtype != "int64":
+        raise TypeError(f"token feature {token_feature!r} must be int64 values, got {tokens}")
+    missing = [name for name in side_features if name not in spec]
+    if missing:
+        raise KeyError(f"side features {missing} are not in the spec ({sorted(spec)})")
+    return {token_feature: tokens, **{name: spec[name] for name in side_features}}
