@@ -1,0 +1,518 @@
+"""``FeatureSet``: typed inputs (coerce), one-pass analysis (fit), pure vectorized transform."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shardforge.features.columns import (
+    CategoricalColumn,
+    Column,
+    CrossedColumn,
+    Ctx,
+    Input,
+)
+from shardforge.features.state import TransformState, column_state_to_proto, spec_from_features
+from shardforge.protos import schema_pb2
+from shardforge.records.spec import Batch, FixedLen, Ragged, Spec, VarLen, batch_size, take_rows
+
+_PROTO_DTYPE = {"int64": schema_pb2.INT64, "float32": schema_pb2.FLOAT32, "bytes": schema_pb2.BYTES}
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that could not be coerced or transformed: route it to the errors output."""
+
+    row: Any
+    feature: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: feature {self.feature!r}: {self.reason} (value {self.value!r})"
+
+
+class TransformError(ValueError):
+    """Raised by ``transform(..., errors="raise")``; ``.errors`` lists every failed row."""
+
+    def __init__(self, errors: list[RowError]) -> None:
+        self.errors = errors
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        super().__init__("; ".join(str(e) for e in errors[:3]) + more)
+
+
+def _walk(col: Column) -> Iterable[Column]:
+    yield col
+    for child in col.children():
+        yield from _walk(child)
+
+
+class FeatureSet:
+    """The declared features of a dataset: inputs, learned state, outputs.
+
+    >>> fs = FeatureSet([numeric("x", default=0.0, normalize="zscore")], label=numeric("y"))
+    >>> state = fs.fit([{"x": np.array([1.0, 3.0]), "y": np.array([0.0, 1.0])}])
+    >>> fs.transform({"x": np.array([2.0]), "y": np.array([1.0])}, state)["x"].tolist()
+    [0.0]
+    """
+
+    def __init__(self, columns: Sequence[Column], label: Column | Sequence[Column] | None = None):
+        self.columns = list(columns)
+        labels = [] if label is None else [label] if isinstance(label, Column) else list(label)
+        self.labels = labels
+        for col in self.columns + labels:
+            if not isinstance(col, Column):
+                raise ValueError(f"FeatureSet takes feature columns, got {col!r}")
+        if not self.columns:
+            raise ValueError("FeatureSet needs at least one column")
+        self._by_key: dict[str, Column] = {}
+        for top in self.columns + labels:
+            for col in _walk(top):
+                prev = self._by_key.setdefault(col.key, col)
+                if prev != col:
+                    raise ValueError(
+                        f"two different columns are named {col.key!r}: {prev} and {col}"
+                    )
+        self._inputs: dict[str, Input] = {}
+        for col in self._by_key.values():
+            for inp in col.inputs():
+                self._add_input(inp, col)
+        for col in self._by_key.values():
+            if isinstance(col, CrossedColumn):
+                for k in col.raw_keys():
+                    inp = self._inputs.get(k)
+                    if inp is None:
+                        raise ValueError(
+                            f"crossed column {col.name!r} refers to unknown input {k!r}; "
+                            "declare it with "
+                            f"another column (declared inputs: {sorted(self._inputs)})"
+                        )
+                    if inp.dtype == "float32" or inp.shape:
+                        raise ValueError(
+                            f"crossed column {col.name!r}: input {k!r} must be a bytes "
+                            "or int64 scalar/multivalued input (bucketize floats first)"
+                        )
+                col.resolve(self._inputs)
+        names: dict[str, Column] = {}
+        for col in self.columns + labels:
+            for out_name in self._feature_names(col):
+                prev = names.setdefault(out_name, col)
+                if prev is not col and _source(prev) != _source(col):
+                    raise ValueError(
+                        f"two columns produce the output feature {out_name!r}: {prev} and {col}"
+                    )
+        self._label_names = [n for col in labels for n in self._feature_names(col)]
+
+    def _add_input(self, inp: Input, col: Column) -> None:
+        prev = self._inputs.setdefault(inp.name, inp)
+        if prev != inp:
+            raise ValueError(
+                f"input {inp.name!r} is declared twice differently: {prev} and {inp} "
+                f"(column {col.name!r})"
+            )
+
+    @staticmethod
+    def _feature_names(col: Column) -> list[str]:
+        src = _source(col)
+        names = [src.name]
+        if hasattr(src, "weights_name"):
+            names.append(src.weights_name)
+        return names
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def input_columns(self) -> list[Input]:
+        """The raw inputs (name, dtype, shape, multivalued, default; ``required``)."""
+        return list(self._inputs.values())
+
+    def input_spec(self) -> Spec:
+        """Parse spec of raw tf.Examples holding the inputs (missing floats decode as NaN)."""
+        spec: Spec = {}
+        for inp in self._inputs.values():
+            if inp.multivalued:
+                spec[inp.name] = VarLen(inp.dtype)
+            elif inp.default is None:
+                spec[inp.name] = FixedLen(inp.dtype, inp.shape)
+            else:
+                default = np.nan if inp.dtype == "float32" else inp.default
+                spec[inp.name] = FixedLen(inp.dtype, inp.shape, default)
+        return spec
+
+    @property
+    def output_names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for col in self.columns + self.labels:
+            for n in self._feature_names(col):
+                seen.setdefault(n)
+        return list(seen)
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._label_names)
+
+    def coerce(
+        self, raw: dict[str, Any], row_ids: Sequence | None = None
+    ) -> tuple[Batch, list[RowError]]:
+        """Raw values (CSV strings, JSON values, ``None``/``""`` for missing) -> typed input batch.
+
+        Rows with a value that does not parse, or a missing required value, are removed from the
+        batch and reported as :class:`RowError` (``row`` from ``row_ids``, else the index).
+        """
+        n = _raw_rows(raw)
+        batch: Batch = {}
+        bad: dict[int, list[tuple[str, Any, str]]] = {}
+        for inp in self._inputs.values():
+            values = raw.get(inp.name)
+            if values is None:
+                values = np.full(n, None, dtype=object)
+            batch[inp.name] = _coerce_input(inp, values, n, bad)
+        if not bad:
+            return batch, []
+        ids = list(range(n)) if row_ids is None else list(row_ids)
+        errors = [RowError(ids[i], f, v, r) for i in sorted(bad) for f, v, r in bad[i]]
+        keep = np.setdiff1d(np.arange(n), np.fromiter(bad, dtype=np.int64))
+        return take_rows(batch, keep), errors
+
+    # ------------------------------------------------------------------ analysis
+
+    def analyzer(self) -> FeatureSetAnalyzer:
+        """One combined, picklable analyzer for every statistic of the feature set (one pass)."""
+        return FeatureSetAnalyzer(self)
+
+    def fit(self, batches: Iterable[Batch]) -> TransformState:
+        """Learn the state in one pass over typed input batches (in-process)."""
+        an = self.analyzer()
+        acc = an.create()
+        for batch in batches:
+            acc = an.add_batch(acc, batch)
+        return an.extract(acc)
+
+    def build_state(self, results: dict[str, dict[str, dict]]) -> TransformState:
+        columns = {key: col.finalize(results.get(key, {})) for key, col in self._by_key.items()}
+        proto = schema_pb2.Schema(version=1, labels=self._label_names)
+        for key, st in columns.items():
+            if st:
+                proto.state.columns.append(column_state_to_proto(key, st))
+        # Outputs are described from the state as it will be reloaded (bit-identical transforms).
+        reloaded = TransformState(proto).columns
+        for inp in self._inputs.values():
+            proto.inputs.append(_input_proto(inp))
+        seen: set[str] = set()
+        for col in self.columns + self.labels:
+            for feat in _source(col).features(reloaded):
+                if feat.name not in seen:
+                    seen.add(feat.name)
+                    feat.is_label = feat.name in self._label_names
+                    proto.features.append(feat)
+        for col in self.columns:
+            proto.dense.extend(col.dense(reloaded))
+        return TransformState(proto)
+
+    # ------------------------------------------------------------------ transform
+
+    def transform(
+        self,
+        batch: Batch,
+        state: TransformState,
+        errors: str = "raise",
+        row_ids: Sequence | None = None,
+    ) -> Batch | tuple[Batch, list[RowError]]:
+        """Output features of a typed input batch: a pure, vectorized function of (batch, state).
+
+        ``errors="raise"``: a failed row raises :class:`TransformError`; ``errors="collect"``:
+        returns ``(batch without the failed rows, list[RowError])``.
+        """
+        if errors not in ("raise", "collect"):
+            raise ValueError(f"errors={errors!r}; expected 'raise' or 'collect'")
+        missing = [k for k, c in self._by_key.items() if c.analyzers() and k not in state.columns]
+        if missing:
+            raise ValueError(
+                f"the state has no entry for columns {missing}: fitted with another feature set?"
+            )
+        n = batch_size(batch)
+        ctx = Ctx(batch, state.columns, n)
+        out: Batch = {}
+        for col in self.columns + self.labels:
+            for name, value in col.outputs(ctx).items():
+                out.setdefault(name, value)
+        if not ctx.failures:
+            return (out, []) if errors == "collect" else out
+        ids = list(range(n)) if row_ids is None else list(row_ids)
+        errs, bad_rows = [], set()
+        for feature, rows, values, reason in ctx.failures:
+            for r, v in zip(rows.tolist(), values):
+                if r not in bad_rows or errors == "raise":
+                    errs.append(RowError(ids[r], feature, v, reason))
+                bad_rows.add(r)
+        if errors == "raise":
+            raise TransformError(errs)
+        keep = np.setdiff1d(np.arange(n), np.fromiter(bad_rows, dtype=np.int64))
+        return take_rows(out, keep), errs
+
+    def output_spec(self, state: TransformState) -> Spec:
+        """Parse spec of the transformed records."""
+        return spec_from_features(state.proto.features)
+
+    def schema(self, state: TransformState):
+        """The :class:`~shardforge.features.state.Schema` of ``state`` (outputs + state)."""
+        from shardforge.features.state import Schema
+
+        return Schema(state.proto)
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({[c.name for c in self.columns]}, labels={self._label_names})"
+
+
+def _source(col: Column) -> Column:
+    """The column whose ids/values a wrapper (embedding, indicator) outputs."""
+    while hasattr(col, "categorical") and not isinstance(col, CategoricalColumn):
+        col = col.categorical
+    return col
+
+
+def _input_proto(inp: Input) -> schema_pb2.InputFeature:
+    p = schema_pb2.InputFeature(
+        name=inp.name,
+        dtype=_PROTO_DTYPE[inp.dtype],
+        shape=inp.shape,
+        multivalued=inp.multivalued,
+        required=inp.required,
+    )
+    if inp.default is not None:
+        vals = np.ravel(np.asarray(inp.default, dtype=object)).tolist()
+        if inp.dtype == "bytes":
+            p.default.bytes_values.extend(vals)
+        elif inp.dtype == "int64":
+            p.default.int64_values.extend(int(v) for v in vals)
+        else:
+            p.default.float_values.extend(float(v) for v in vals)
+    return p
+
+
+class FeatureSetAnalyzer:
+    """``create / add_batch / merge / extract`` over every analyzer of a feature set.
+
+    The accumulator is a dict ``{column key: {analyzer name: accumulator}}`` of plain Python
+    and numpy values; the object and its accumulators pickle, so it wraps as a Beam CombineFn.
+    """
+
+    def __init__(self, feature_set: FeatureSet) -> None:
+        self.feature_set = feature_set
+        self.tasks = [
+            (key, name, an)
+            for key, col in feature_set._by_key.items()
+            for name, an in col.analyzers().items()
+        ]
+
+    def create(self) -> dict:
+        acc: dict = {}
+        for key, name, an in self.tasks:
+            acc.setdefault(key, {})[name] = an.create()
+        return acc
+
+    def add_batch(self, acc: dict, batch: Batch) -> dict:
+        cols = self.feature_set._by_key
+        for key, name, an in self.tasks:
+            values = cols[key].analyze_values(batch, name)
+            acc[key][name] = an.add_batch(acc[key][name], values)
+        return acc
+
+    def merge(self, accs: Iterable[dict]) -> dict:
+        accs = list(accs)
+        out: dict = {}
+        for key, name, an in self.tasks:
+            out.setdefault(key, {})[name] = an.merge([a[key][name] for a in accs])
+        return out
+
+    def extract(self, acc: dict) -> TransformState:
+        results: dict[str, dict[str, dict]] = {}
+        for key, name, an in self.tasks:
+            results.setdefault(key, {})[name] = an.extract(acc[key][name])
+        return self.feature_set.build_state(results)
+
+
+# ---------------------------------------------------------------------- coerce helpers
+
+
+def _raw_rows(raw: dict[str, Any]) -> int:
+    sizes = {len(v) for v in raw.values() if v is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"raw columns disagree on the number of rows: {sorted(sizes)}")
+    return sizes.pop() if sizes else 0
+
+
+def _is_missing(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype != object:
+        return np.isnan(arr) if arr.dtype.kind == "f" else np.zeros(len(arr), dtype=bool)
+    return np.equal(arr, None) | np.equal(arr, "") | np.equal(arr, b"")
+
+
+def _parse_one(value: Any, dtype: str) -> Any:
+    """Parse one value (slow path, used to find the bad ones); raises ValueError."""
+    if dtype == "bytes":
+        if isinstance(value, (bytes, np.bytes_)):
+            return bytes(value)
+        if isinstance(value, (str, int, float, np.integer, np.floating)) and not isinstance(
+            value, bool
+        ):
+            return str(value).encode()
+        raise ValueError(f"cannot use {type(value).__name__} as bytes")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple, dict, bool)):
+        raise ValueError(f"cannot parse {type(value).__name__} as {dtype}")
+    if dtype == "float32":
+        return float(value)
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise ValueError("not an integer")
+        return int(value)
+    return int(str(value).strip())
+
+
+def _parse_many(
+    values: np.ndarray, dtype: str, where: np.ndarray, bad: dict, name: str
+) -> np.ndarray:
+    """Parse an object array; failures go to ``bad`` keyed by ``where`` (row of each value)."""
+    np_dtype = {"float32": np.float64, "int64": np.int64, "bytes": object}[dtype]
+    if dtype == "bytes":
+        try:
+            out = np.empty(len(values), dtype=object)
+            out[:] = [v.encode() if type(v) is str else v for v in values]
+            if all(type(v) is bytes for v in out):
+                return out
+        except AttributeError:
+            pass
+    elif values.dtype != object:
+        return values.astype(np_dtype)
+    else:
+        try:
+            out = values.astype(np_dtype)
+            if dtype == "float32" or np.array_equal(
+                out.astype(np.float64), values.astype(np.float64)
+            ):
+                return out
+        except (ValueError, TypeError, OverflowError):
+            pass
+    out = (
+        np.zeros(len(values), dtype=np_dtype)
+        if dtype != "bytes"
+        else np.full(len(values), b"", object)
+    )
+    for i, v in enumerate(values):
+        try:
+            out[i] = _parse_one(v, dtype)
+        except (ValueError, TypeError, OverflowError):
+            bad.setdefault(int(where[i]), []).append((name, v, f"cannot parse {v!r} as {dtype}"))
+    return out
+
+
+def _coerce_input(inp: Input, values: Any, n: int, bad: dict) -> np.ndarray | Ragged:
+    if inp.multivalued:
+        return _coerce_multivalued(inp, values, n, bad)
+    if inp.shape:
+        return _coerce_fixed(inp, values, n, bad)
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.dtype.kind in "U S":
+        arr = arr.astype(object)
+    missing = _is_missing(arr)
+    rows = np.arange(n)
+    present = ~missing
+    out = np.empty(n, dtype={"float32": np.float64, "int64": np.int64, "bytes": object}[inp.dtype])
+    out[present] = _parse_many(arr[present], inp.dtype, rows[present], bad, inp.name)
+    if missing.any():
+        if inp.default is None:
+            for i in np.nonzero(missing)[0].tolist():
+                bad.setdefault(i, []).append((inp.name, None, "missing value and no default"))
+            fill = np.nan if inp.dtype == "float32" else (0 if inp.dtype == "int64" else b"")
+        else:
+            # Floats keep NaN as the missing marker: the transform fills the default, and the
+            # analyzers count it as missing instead of learning statistics from it.
+            fill = np.nan if inp.dtype == "float32" else inp.default
+        out[missing] = fill
+    return out.astype(np.float32) if inp.dtype == "float32" else out
+
+
+def _coerce_fixed(inp: Input, values: Any, n: int, bad: dict) -> np.ndarray:
+    size = int(np.prod(inp.shape))
+    dtype = {"float32": np.float32, "int64": np.int64, "bytes": object}[inp.dtype]
+    out = (
+        np.zeros((n, size), dtype=dtype)
+        if inp.dtype != "bytes"
+        else np.full((n, size), b"", object)
+    )
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, (str, bytes)) and not v):
+            if inp.default is None:
+                bad.setdefault(i, []).append((inp.name, v, "missing value and no default"))
+            else:
+                out[i] = (
+                    np.nan
+                    if inp.dtype == "float32"
+                    else np.broadcast_to(np.asarray(inp.default), size)
+                )
+            continue
+        flat = np.ravel(np.asarray(v, dtype=object))
+        if len(flat) != size:
+            bad.setdefault(i, []).append(
+                (inp.name, v, f"expected {size} values (shape {inp.shape}), got {len(flat)}")
+            )
+            continue
+        before = len(bad.get(i, []))
+        parsed = _parse_many(flat, inp.dtype, np.full(size, i), bad, inp.name)
+        if len(bad.get(i, [])) == before:
+            out[i] = parsed
+    return out.reshape((n, *inp.shape))
+
+
+def _coerce_multivalued(inp: Input, values: Any, n: int, bad: dict) -> Ragged:
+    if isinstance(values, Ragged):
+        return values
+    rows = [
+        [] if v is None else list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+        for v in values
+    ]
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+    splits = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=splits[1:])
+    flat = np.empty(int(splits[-1]), dtype=object)
+    flat[:] = [v for r in rows for v in r]
+    where = np.repeat(np.arange(n), lengths)
+    missing = _is_missing(flat) if len(flat) else np.zeros(0, bool)
+    for i in np.unique(where[missing]).tolist():
+        bad.setdefault(int(i), []).append((inp.name, values[i], "missing value inside a list"))
+    parsed = _parse_many(
+        np.where(missing, "0" if inp.dtype != "bytes" else b"", flat).astype(object),
+        inp.dtype,
+        where,
+        bad,
+        inp.name,
+    )
+    if inp.dtype == "float32":
+        parsed = parsed.astype(np.float32)
+    return Ragged(parsed, splits)
+
+
+def load_feature_set(path: str, attribute: str = "FEATURES") -> FeatureSet:
+    """Import a Python file and return its ``FEATURES`` (a :class:`FeatureSet`)."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"feature file {path!r} does not exist")
+    mod_name = "shardforge_features_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    fs = getattr(module, attribute, None)
+    if not isinstance(fs, FeatureSet):
+        raise ValueError(
+            f"{path} must define {attribute} = sf.FeatureSet([...]), found {type(fs).__name__}"
+        )
+    return fs
