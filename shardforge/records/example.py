@@ -178,11 +178,25 @@ def _default(spec: FixedLen, name: str) -> np.ndarray:
         ) from None
 
 
-def _assemble(spec: Spec, kind: np.ndarray, count: np.ndarray, values) -> Batch:
-    """Check kinds/counts against the spec and build the columns; ``values(f, dtype, rows,
-    dst_pos, total)`` returns a flat array with the values of ``rows`` placed at ``dst_pos``."""
+@dataclass
+class _Column:
+    """Where one feature's values go: ``rows`` (records with values) start at ``dst`` of a flat
+    array of ``total`` values."""
+
+    name: str
+    spec: FixedLen | VarLen
+    rows: np.ndarray
+    dst: np.ndarray
+    total: int
+    splits: np.ndarray | None = None  # VarLen
+    missing: np.ndarray | None = None  # FixedLen rows that take the default
+
+
+def _layout(spec: Spec, kind: np.ndarray, count: np.ndarray) -> list[_Column]:
+    """Check every record's kinds and counts against the spec (raising ExampleDecodeError) and
+    lay out the output columns."""
     n = len(kind)
-    out: Batch = {}
+    cols = []
     for f, (name, s) in enumerate(spec.items()):
         k, c = kind[:, f], count[:, f]
         present = k != K.KIND_NONE
@@ -195,7 +209,7 @@ def _assemble(spec: Spec, kind: np.ndarray, count: np.ndarray, values) -> Batch:
             splits = np.zeros(n + 1, dtype=np.int64)
             np.cumsum(lengths, out=splits[1:])
             rows = np.flatnonzero(lengths)
-            out[name] = Ragged(values(f, s.dtype, rows, splits[rows], int(splits[-1])), splits)
+            cols.append(_Column(name, s, rows, splits[rows], int(splits[-1]), splits=splits))
             continue
         wrong = present & (c != s.size)
         expected = f"{s.size} {s.dtype} value{'s' if s.size != 1 else ''} (shape {s.shape})"
@@ -209,10 +223,21 @@ def _assemble(spec: Spec, kind: np.ndarray, count: np.ndarray, values) -> Batch:
                 name, r, expected, "a missing feature (the spec has no default)"
             )
         rows = np.flatnonzero(present)
-        col = values(f, s.dtype, rows, rows * s.size, n * s.size).reshape((n, *s.shape))
-        if missing.any():
-            col[missing] = _default(s, name)
-        out[name] = col
+        cols.append(_Column(name, s, rows, rows * s.size, n * s.size, missing=missing))
+    return cols
+
+
+def _build(cols: list[_Column], flats: list[np.ndarray], n: int) -> Batch:
+    out: Batch = {}
+    for col, flat in zip(cols, flats):
+        s = col.spec
+        if isinstance(s, VarLen):
+            out[col.name] = Ragged(flat, col.splits)
+            continue
+        arr = flat.reshape((n, *s.shape))
+        if col.missing.any():
+            arr[col.missing] = _default(s, col.name)
+        out[col.name] = arr
     return out
 
 
@@ -277,19 +302,35 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
             f"malformed protobuf: {_WIRE_ERRORS[err]} at byte {int(pos - offsets[r])}",
         )
 
-    def values(f, dtype, rows, dst_pos, total):
-        rows = rows.astype(np.int64)
-        dst_pos = dst_pos.astype(np.int64)
-        out = np.zeros(total, dtype=np.uint64)
-        lens = np.zeros(total if dtype == "bytes" else 0, dtype=np.int64)
-        K.fill(buf, starts, ends, f, _KIND[dtype], rows, dst_pos, out, lens)
-        if dtype == "int64":
-            return out.view(np.int64)
-        if dtype == "float32":
-            return out.astype(np.uint32).view(np.float32)
-        return _bytes_values(buf, out.view(np.int64), lens)
-
-    return _assemble(spec, kind, count, values)
+    cols = _layout(spec, kind, count)
+    # pass 2 fills every feature of a record while the record is in cache: numeric values go to
+    # one uint64 pool, bytes values to (offset, length) pools; dst[r, f] is where record r starts
+    dst = np.full((n, nfeat), -1, dtype=np.int64)
+    bases, pools = [], [0, 0]
+    for f, col in enumerate(cols):
+        pool = int(col.spec.dtype == "bytes")
+        bases.append(pools[pool])
+        dst[col.rows, f] = col.dst + pools[pool]
+        pools[pool] += col.total
+    numbers = np.empty(pools[0], dtype=np.uint64)
+    strings = np.empty(pools[1], dtype=np.int64)
+    string_lens = np.empty(pools[1], dtype=np.int64)
+    bad = K.fill(buf, starts, ends, kind, dst, numbers, strings, string_lens)
+    if bad >= 0:
+        raise ExampleDecodeError(
+            None, int(bad), "a serialized tf.Example",
+            "malformed protobuf: a varint is longer than 10 bytes",
+        )
+    flats = []
+    for col, base in zip(cols, bases):
+        span = slice(base, base + col.total)
+        if col.spec.dtype == "int64":
+            flats.append(numbers[span].view(np.int64))
+        elif col.spec.dtype == "float32":
+            flats.append(numbers[span].astype(np.uint32).view(np.float32))
+        else:
+            flats.append(_bytes_values(buf, strings[span], string_lens[span]))
+    return _build(cols, flats, n)
 
 
 def decode_batch_reference(serialized: Sequence[bytes], spec: Spec) -> Batch:
@@ -310,16 +351,18 @@ def decode_batch_reference(serialized: Sequence[bytes], spec: Spec) -> Batch:
             vals = list(getattr(features[name], which).value)
             kind[r, f], count[r, f], found[f][r] = _ONEOF[which], len(vals), vals
 
-    def values(f, dtype, rows, dst_pos, total):
-        out = np.zeros(total, dtype=object if dtype == "bytes" else np.dtype(dtype))
-        for r, p in zip(rows.tolist(), dst_pos.tolist()):
+    cols = _layout(spec, kind, count)
+    flats = []
+    for f, col in enumerate(cols):
+        dtype = col.spec.dtype
+        flat = np.zeros(col.total, dtype=object if dtype == "bytes" else np.dtype(dtype))
+        for r, p in zip(col.rows.tolist(), col.dst.tolist()):
             vals = found[f][r]
-            out[p : p + len(vals)] = vals
+            flat[p : p + len(vals)] = vals
         if dtype == "bytes":
-            out[out == 0] = b""
-        return out
-
-    return _assemble(spec, kind, count, values)
+            flat[flat == 0] = b""
+        flats.append(flat)
+    return _build(cols, flats, len(records))
 
 
 # --- spec inference ---------------------------------------------------------------------------

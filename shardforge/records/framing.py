@@ -157,7 +157,8 @@ def expand_paths(paths: Paths) -> list[str]:
     for p in paths:
         p = os.fspath(p)
         if _glob.has_magic(p):
-            matches = sorted(_glob.glob(p))
+            # a glob means the shards: never their index files
+            matches = sorted(m for m in _glob.glob(p) if not m.endswith(".idx"))
             if not matches:
                 raise FileNotFoundError(f"no files match {p!r}")
             out += matches
@@ -303,7 +304,9 @@ def iter_blocks(
             if status == K.SCAN_MORE:
                 break
             if status == K.SCAN_BAD_LENGTH:
-                problem(base + pos, "length checksum mismatch; skipped to the next valid header")
+                problem(base + pos, "length checksum mismatch" + (
+                    "; skipped to the next valid record header" if on_corrupt == "skip" else ""
+                ))
                 index += 1
                 resyncing = True
                 pos += 1

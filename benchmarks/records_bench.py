@@ -1,0 +1,156 @@
+"""Read + verify + decode throughput: shardforge vs tf.data + tf.io.parse_example vs `tfrecord`.
+
+    .venv/bin/python benchmarks/records_bench.py            # 200k Examples
+    .venv/bin/python benchmarks/records_bench.py --quick    # 20k, a few seconds
+
+Everything runs pinned to one CPU core (sched_setaffinity, TF thread pools of 1). Each Example
+has 5 float scalars, 4 int64 scalars, one int64 token list of 16-256 values and one short bytes
+value; the shards are uncompressed with CRCs checked by every reader. The last line printed is
+one JSON object with records/s for each reader and ``ratio_vs_tf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+TF_BATCH = 1024
+NUM_SHARDS = 4
+
+
+def write_dataset(directory: str, n: int, seed: int = 0) -> list[str]:
+    from shardforge.records import ShardedWriter, encode_example
+
+    rng = np.random.default_rng(seed)
+    with ShardedWriter(directory, num_shards=NUM_SHARDS) as w:
+        for i in range(n):
+            w.write(encode_example({
+                **{f"f{k}": float(rng.standard_normal()) for k in range(5)},
+                **{f"i{k}": int(rng.integers(0, 1 << 40)) for k in range(4)},
+                "tokens": rng.integers(0, 50_000, size=int(rng.integers(16, 257))),
+                "key": f"item-{i}",
+            }))
+    return w.paths
+
+
+def spec():
+    from shardforge.records import FixedLen, VarLen
+
+    return {
+        **{f"f{k}": FixedLen("float32") for k in range(5)},
+        **{f"i{k}": FixedLen("int64") for k in range(4)},
+        "tokens": VarLen("int64"),
+        "key": FixedLen("bytes"),
+    }
+
+
+def bench_ours(paths: list[str], repeat: int) -> tuple[float, int]:
+    from shardforge.records import decode_batch, read_blocks
+
+    best, n = float("inf"), 0
+    s = spec()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        n = 0
+        tokens = 0
+        for block in read_blocks(paths, verify=True):
+            batch = decode_batch(block, s)
+            n += len(batch["key"])
+            tokens += len(batch["tokens"].values)
+        best = min(best, time.perf_counter() - t0)
+    return n / best, n
+
+
+def bench_tf(paths: list[str], repeat: int) -> tuple[float, int]:
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    features = {
+        **{f"f{k}": tf.io.FixedLenFeature([], tf.float32) for k in range(5)},
+        **{f"i{k}": tf.io.FixedLenFeature([], tf.int64) for k in range(4)},
+        "tokens": tf.io.VarLenFeature(tf.int64),
+        "key": tf.io.FixedLenFeature([], tf.string),
+    }
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    ds = (
+        tf.data.TFRecordDataset(paths)
+        .batch(TF_BATCH)
+        .map(lambda x: tf.io.parse_example(x, features))
+        .with_options(options)
+    )
+    best, n = float("inf"), 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        n = 0
+        for batch in ds:
+            n += int(batch["key"].shape[0])
+        best = min(best, time.perf_counter() - t0)
+    return n / best, n
+
+
+def bench_tfrecord_pkg(paths: list[str], limit: int) -> tuple[float, int] | None:
+    try:
+        from tfrecord.reader import tfrecord_loader
+    except ImportError:
+        return None
+    description = {**{f"f{k}": "float" for k in range(5)}, **{f"i{k}": "int" for k in range(4)},
+                   "tokens": "int", "key": "byte"}
+    t0 = time.perf_counter()
+    n = 0
+    for path in paths:
+        for _ in tfrecord_loader(path, None, description):
+            n += 1
+            if n >= limit:
+                break
+        if n >= limit:
+            break
+    return n / (time.perf_counter() - t0), n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20k records, one repeat")
+    parser.add_argument("--records", type=int, default=None)
+    parser.add_argument("--dir", default=None, help="keep the benchmark shards here")
+    args = parser.parse_args()
+    n = args.records or (20_000 if args.quick else 200_000)
+    repeat = 1 if args.quick else 3
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = args.dir or tmp
+        t0 = time.perf_counter()
+        paths = write_dataset(directory, n)
+        size = sum(os.path.getsize(p) for p in paths)
+        print(f"wrote {n} Examples ({size / 2**20:.1f} MiB, {NUM_SHARDS} shards) "
+              f"in {time.perf_counter() - t0:.1f} s")
+        bench_ours(paths[:1], 1)  # warm the numba cache / page cache
+        ours, n_ours = bench_ours(paths, repeat)
+        tf_rps, n_tf = bench_tf(paths, repeat)
+        assert n_ours == n_tf == n, (n_ours, n_tf, n)
+        pkg = bench_tfrecord_pkg(paths, min(n, 20_000))
+
+    rows = [("shardforge read+verify+decode_batch", ours),
+            (f"tf.data + parse_example (batch {TF_BATCH})", tf_rps)]
+    if pkg:
+        rows.append((f"tfrecord package ({pkg[1]} records)", pkg[0]))
+    print(f"\n{'reader (1 core)':46s} {'records/s':>12s} {'vs TF':>7s}")
+    for name, rps in rows:
+        print(f"{name:46s} {rps:12,.0f} {rps / tf_rps:6.2f}x")
+    result = {"records": n, "shardforge_rps": round(ours), "tf_parse_example_rps": round(tf_rps),
+              "tfrecord_pkg_rps": round(pkg[0]) if pkg else None,
+              "ratio_vs_tf": round(ours / tf_rps, 2)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
