@@ -66,7 +66,7 @@ def flash_attn_varlen_reference(
     causal: bool = True,
     softmax_scale: float | None = None,
 ) -> torch.Tensor:
-    """Per-document softmax attention in fp32 with plain PyTorch ops (differentiable).
+    """Per-document softmax attention in fp32 (fp64 for fp64 inputs) with plain PyTorch ops.
 
     The oracle for the Triton kernels and the CPU path of :func:`flash_attn_varlen`. It builds
     one ``[H, L, L]`` score matrix per document, so memory grows with the longest document.
@@ -75,6 +75,7 @@ def flash_attn_varlen_reference(
     t, h, hkv, d = check_varlen_inputs(q, k, v, cu_seqlens)
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(d)
     group = h // hkv
+    acc = torch.promote_types(q.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
     bounds = cu_seqlens.tolist()
     if bounds[0] != 0 or bounds[-1] > t or any(b < a for a, b in zip(bounds, bounds[1:])):
         raise ValueError(
@@ -85,9 +86,9 @@ def flash_attn_varlen_reference(
     for start, end in zip(bounds, bounds[1:]):
         if end == start:
             continue
-        qd = q[start:end].float().transpose(0, 1)  # [H, L, D]
-        kd = k[start:end].float().transpose(0, 1).repeat_interleave(group, dim=0)
-        vd = v[start:end].float().transpose(0, 1).repeat_interleave(group, dim=0)
+        qd = q[start:end].to(acc).transpose(0, 1)  # [H, L, D]
+        kd = k[start:end].to(acc).transpose(0, 1).repeat_interleave(group, dim=0)
+        vd = v[start:end].to(acc).transpose(0, 1).repeat_interleave(group, dim=0)
         scores = torch.matmul(qd, kd.transpose(1, 2)) * scale  # [H, L, L]
         if causal:
             n = end - start
@@ -96,7 +97,7 @@ def flash_attn_varlen_reference(
         att = torch.softmax(scores, dim=-1)
         pieces.append(torch.matmul(att, vd).transpose(0, 1))  # [L, H, D]
     if bounds[-1] < t:
-        pieces.append(q.new_zeros(t - bounds[-1], h, d, dtype=torch.float32))
+        pieces.append(q.new_zeros(t - bounds[-1], h, d, dtype=acc))
     if not pieces:
         return torch.zeros_like(q)
     return torch.cat(pieces, dim=0).to(q.dtype)
