@@ -195,13 +195,24 @@ def plan_memory(
 def format_bytes(n: float | None) -> str:
     if n is None:
         return "n/a"
-    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+    for unit, scale, floor in (("GB", 1e9, 1e8), ("MB", 1e6, 1e5), ("KB", 1e3, 0)):
+        if n >= floor:
+            return f"{n / scale:,.2f} {unit}" if unit == "GB" else f"{n / scale:,.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_count(n: float) -> str:
+    """7e9 -> '7B', 1.3e8 -> '130M', 125000 -> '125K'."""
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.0f}"
 
 
 def format_plan(plan: MemoryPlan, measured_peak: float | None = None) -> str:
     """The printed breakdown (decimal GB, like the 112 GB textbook figure)."""
     head = (
-        f"memory plan: {plan.params / 1e9:.3g}B params, {plan.precision}, {plan.optimizer}, "
+        f"memory plan: {format_count(plan.params)} params, {plan.precision}, {plan.optimizer}, "
         f"ZeRO-{plan.zero_stage} over {plan.gpus} GPU{'s' if plan.gpus > 1 else ''} (per GPU)"
     )
     lines = [head]
@@ -224,7 +235,7 @@ def format_plan(plan: MemoryPlan, measured_peak: float | None = None) -> str:
 
 def zero_table(plan_kwargs: dict, gpus: int) -> str:
     """Model-state bytes per GPU for ZeRO stages 0-3 side by side (the ZeRO paper's table)."""
-    lines = [f"  ZeRO stage over {gpus} GPUs:  model states per GPU"]
+    lines = [f"  model states per GPU by ZeRO stage, {gpus} GPUs:"]
     for stage in range(4):
         p = plan_memory(**{**plan_kwargs, "zero_stage": stage, "gpus": gpus})
         lines.append(f"    stage {stage}: {format_bytes(p.model_states):>12}"

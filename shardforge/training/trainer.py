@@ -155,52 +155,51 @@ def memory_plan_for(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
 # --------------------------------------------------------------------------------------------
 
 
-def make_loader(cfg: TrainConfig, split: str, *, shuffle: bool, seed: int):
+def make_loader(cfg: TrainConfig, split: str, *, train: bool):
+    """The split's loader: shuffled, equal work per rank for training (the remainder that does
+    not divide over ranks is dropped); in order and complete for evaluation."""
     path = str(Path(cfg.data) / split)
+    common = dict(num_workers=cfg.num_workers if train else 0, shuffle=train, seed=cfg.seed,
+                  remainder="drop" if train else "keep")
     if cfg.task == "lm":
         from shardforge.training import packed_loader
 
         return packed_loader(path, packing_length=cfg.packing_length,
-                             token_feature=cfg.token_feature, num_workers=cfg.num_workers,
-                             shuffle=shuffle, seed=seed)
-    from shardforge.training import ShardDataset
+                             token_feature=cfg.token_feature, **common)
+    from shardforge.training import shard_loader
 
-    return ShardDataset(path, batch_size=cfg.batch_size, shuffle=shuffle, seed=seed)
+    return shard_loader(path, batch_size=cfg.batch_size, **common)
 
 
 class Batches:
-    """An endless iterator over a resumable loader: a new epoch starts when one is exhausted.
+    """An endless stream over a resumable loader: when an epoch ends the next one starts.
 
-    ``state_dict()`` is the loader's own state (it knows how far into the epoch it is) plus the
-    epoch count, so a restored stream yields exactly the batches the original would have.
+    One ``iter(loader)`` is one epoch and the loader itself knows the epoch and its exact
+    position in it, so ``state_dict()`` is just the loader's and a restored stream yields exactly
+    the batches the original would have. Ranks can run out of packed batches a step apart (their
+    documents differ in length), which is why the loop runs a fixed number of steps over this
+    stream instead of ``for batch in loader``.
     """
 
     def __init__(self, loader) -> None:
         self.loader = loader
-        self.epoch = 0
         self._it: Iterator | None = None
 
     def __next__(self):
         for _ in range(2):
             if self._it is None:
-                if hasattr(self.loader, "set_epoch"):
-                    self.loader.set_epoch(self.epoch)
                 self._it = iter(self.loader)
             try:
                 return next(self._it)
             except StopIteration:
                 self._it = None
-                self.epoch += 1
         raise RuntimeError("the training split yields no batches: is it empty?")
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "loader": self.loader.state_dict()}
+        return self.loader.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = state["epoch"]
-        if hasattr(self.loader, "set_epoch"):
-            self.loader.set_epoch(self.epoch)
-        self.loader.load_state_dict(state["loader"])
+    def load_state_dict(self, state: dict | list[dict]) -> None:
+        self.loader.load_state_dict(state)
         self._it = None
 
 
@@ -245,7 +244,7 @@ def evaluate(model, cfg: TrainConfig, device: torch.device, d: Dist, autocast) -
     from shardforge.training.models.tabular import roc_auc
 
     model.eval()
-    loader = make_loader(cfg, cfg.eval_split, shuffle=False, seed=0)
+    loader = make_loader(cfg, cfg.eval_split, train=False)
     total, count = torch.zeros((), dtype=torch.float64), 0
     scores, labels = [], []
     for i, batch in enumerate(loader):
@@ -395,7 +394,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     schema = load_schema(cfg.data)
     model = build_model(cfg, schema).to(device)
     optimizer = build_optimizer(model, cfg, device)
-    batches = Batches(make_loader(cfg, cfg.train_split, shuffle=True, seed=cfg.seed))
+    batches = Batches(make_loader(cfg, cfg.train_split, train=True))
     plan = memory_plan_for(model, cfg, device, d.world_size)
     log(format_plan(plan))
 
@@ -404,8 +403,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         state = ckpt.load_checkpoint(path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        same_world = len(state["loader"]) == d.world_size
-        batches.load_state_dict(state["loader"][d.rank if same_world else 0])
+        # all ranks' loader states: the loader also resumes on a different number of ranks
+        batches.load_state_dict(state["loader"])
+        same_world = len(state["rng"]) == d.world_size
         ckpt.set_rng_state(state["rng"][d.rank if same_world else 0])
         start = state["step"]
         log(f"resumed from {path} at step {start}")
