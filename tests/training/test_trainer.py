@@ -62,7 +62,8 @@ def test_lm_learns_and_writes_its_outputs(lm_data, tmp_path, capsys):
     assert result.steps == 30
     assert result.last_eval["eval_loss"] < 0.8 * result.first_eval["eval_loss"]
     assert 0.5 < result.packing_efficiency <= 1.0
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     assert [r["step"] for r in rows if "eval_loss" in r] == [0, 15, 30]
     assert all({"loss", "lr", "tok_per_s", "packing_efficiency"} <= set(r) for r in rows
                if "loss" in r)
