@@ -827,8 +827,9 @@ class BucketizedColumn(CategoricalColumn):
     def compute_ids(self, ctx: Ctx) -> np.ndarray:
         # Float32 comparisons against float32 boundaries, like TensorFlow's Bucketize op:
         # bucket i holds boundaries[i-1] <= x < boundaries[i].
-        x = self.source_column.raw(ctx).astype(np.float32)
-        b = np.asarray(ctx.state[self.key]["boundaries"], dtype=np.float32)
+        # TensorFlow's CPU kernels flush subnormals to zero, so a subnormal counts as 0 too.
+        x = _flush_subnormals(self.source_column.raw(ctx).astype(np.float32))
+        b = _flush_subnormals(np.asarray(ctx.state[self.key]["boundaries"], dtype=np.float32))
         return np.searchsorted(b, x, side="right").astype(np.int64)
 
     def dense(self, state: dict) -> list[schema_pb2.DenseColumn]:
@@ -841,6 +842,10 @@ class BucketizedColumn(CategoricalColumn):
                 width=nb * math.prod(self.id_shape()),
             )
         ]
+
+
+def _flush_subnormals(x: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(x) < np.finfo(np.float32).tiny, np.float32(0), x)
 
 
 def bucketized(
