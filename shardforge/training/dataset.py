@@ -381,6 +381,14 @@ class ShardDataset(IterableDataset):
         """What one chunk of records turns into: ``(n_items, make_item)``; here one batch."""
         return 1, lambda i: self.decode(block, ids)
 
+    def to_transport(self, item: dict) -> dict:
+        """How an item leaves a worker process (see :meth:`from_transport`)."""
+        return item
+
+    def from_transport(self, item: dict) -> dict:
+        """How the loader turns an item from a worker back into what the caller gets."""
+        return item
+
     def decode(self, block: Any, ids: np.ndarray, spec: Spec | None = None) -> Batch:
         from shardforge.records import decode_batch
 
@@ -453,7 +461,8 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: the loader tracks the position
-            yield from self._iter_worker((info.id + self.rotate) % info.num_workers)
+            for item in self._iter_worker((info.id + self.rotate) % info.num_workers):
+                yield self.to_transport(item)
             return
         if self.num_workers != 1:
             raise RuntimeError("this dataset is set up for worker processes: iterate its loader")

@@ -32,7 +32,13 @@ from shardforge.training.dataset import (
     concat_blocks,
     spec_for,
 )
-from shardforge.training.packing import batch_from_plan, flatten_documents, plan_packs
+from shardforge.training.packing import (
+    batch_from_plan,
+    flatten_documents,
+    packed_to_numpy,
+    packed_to_torch,
+    plan_packs,
+)
 
 
 def _identity(item: Any) -> Any:
@@ -69,7 +75,7 @@ class ShardLoader:
                             collate_fn=_identity, **self._kwargs)
         for item in loader:
             ds.advance(item.pop(POSITION_KEY))
-            yield item
+            yield ds.from_transport(item)
         ds.set_epoch(ds.epoch + 1)
 
     def __len__(self) -> int:
@@ -122,6 +128,12 @@ class PackedDataset(ShardDataset):
 
     def __len__(self) -> int:
         raise TypeError("the number of packed batches depends on the data; it has no len()")
+
+    def to_transport(self, item: dict) -> dict:
+        return packed_to_numpy(item)
+
+    def from_transport(self, item: dict) -> dict:
+        return packed_to_torch(item)
 
     def _plan(self, block: Any, ids: np.ndarray) -> tuple[Any, dict, Any]:
         batch = self.decode(block, ids, self.decode_spec)

@@ -389,6 +389,25 @@ def _finish(input_ids: np.ndarray, labels: np.ndarray, positions: np.ndarray, cu
     return batch
 
 
+_HF_ALIASES = ("cu_seq_lens_q", "cu_seq_lens_k")
+
+
+def packed_to_numpy(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A packed batch with numpy arrays instead of tensors (zero-copy), HF aliases dropped: cheap
+    to pickle between processes (a DataLoader worker moves each tensor through its own shared
+    memory file, which costs more than copying a few KiB)."""
+    return {k: v.numpy() if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items() if k not in _HF_ALIASES}
+
+
+def packed_to_torch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`packed_to_numpy`."""
+    out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" else v
+           for k, v in batch.items()}
+    out["cu_seq_lens_q"] = out["cu_seq_lens_k"] = out["cu_seqlens"]
+    return out
+
+
 def pack_documents(
     tokens: Ragged | Sequence[Any],
     packing_length: int,
