@@ -372,6 +372,7 @@ class TrainResult:
     metrics: Path | None = None
     plot: Path | None = None
     losses: list[float] = field(default_factory=list)  # training loss of every step
+    model: torch.nn.Module | None = None  # the trained model (not the DDP wrapper)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
@@ -454,9 +455,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
             # the schedule is a pure function of the step: the step is its whole state
             "scheduler": {"step": step, "lr": lr_at(step, cfg)},
             "loader": states[0], "rng": states[1], "config": cfg.to_dict(),
+            "world_size": d.world_size,
         }, keep=cfg.keep_checkpoints)
 
-    result = TrainResult(out_dir=out_dir, steps=start, metrics=metrics_path)
+    result = TrainResult(out_dir=out_dir, steps=start, metrics=metrics_path, model=model)
     if start == 0:
         result.first_eval = evaluate(model, cfg, device, d, autocast)
         record({"step": 0, **result.first_eval})
