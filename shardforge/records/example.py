@@ -48,6 +48,15 @@ def _to_bytes(v: Any) -> bytes:
 
 
 def _fill_feature(feature: feature_pb2.Feature, name: str, value: Value) -> None:
+    try:
+        _fill_values(feature, name, value)
+    except (TypeError, ValueError, OverflowError) as err:
+        if f"{name!r}" in str(err):
+            raise
+        raise TypeError(f"feature {name!r}: cannot encode {value!r}: {err}") from None
+
+
+def _fill_values(feature: feature_pb2.Feature, name: str, value: Value) -> None:
     if isinstance(value, (str, bytes, bytearray, np.bytes_, np.str_)):
         feature.bytes_list.value.append(_to_bytes(value))
         return
@@ -313,8 +322,8 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
         dst[col.rows, f] = col.dst + pools[pool]
         pools[pool] += col.total
     numbers = np.empty(pools[0], dtype=np.uint64)
-    strings = np.empty(pools[1], dtype=np.int64)
-    string_lens = np.empty(pools[1], dtype=np.int64)
+    strings = np.zeros(pools[1], dtype=np.int64)  # missing FixedLen rows stay b""
+    string_lens = np.zeros(pools[1], dtype=np.int64)
     bad = K.fill(buf, starts, ends, kind, dst, numbers, strings, string_lens)
     if bad >= 0:
         raise ExampleDecodeError(

@@ -148,6 +148,7 @@ class RecordFile:
     def __init__(
         self, path: PathLike, *, verify: bool = True, compression: str | None = "auto"
     ) -> None:
+        self._fd: int | None = None
         self.path = os.fspath(path)
         self.compression = resolve_compression(self.path, compression)
         self.verify = verify
@@ -155,7 +156,6 @@ class RecordFile:
         self.index = load_index(idx) if os.path.exists(idx) else scan_index(
             self.path, compression=self.compression, verify=verify
         )
-        self._fd: int | None = None
         if self.compression is None and len(self.index):
             end = int(self.index.offsets[-1] + self.index.lengths[-1]) + K.HEADER + K.FOOTER
             size = os.path.getsize(self.path)
