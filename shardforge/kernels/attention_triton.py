@@ -52,24 +52,63 @@ if INTERPRET:
     _DQ_CONFIGS = _configs([(32, 16, 4, 1)])
     _PRE_BLOCK_T = 32
 else:
-    # Hopper (H100/H200): 128-row query tiles feed wgmma with 4-8 warps; 64-128 key columns per
-    # step with 2-4 smem stages fit 228 KB for head dims up to 128 (configs that do not fit are
-    # skipped by the autotuner as OutOfResources; the 64-row ones cover head dim 256).
-    # Forward needs BLOCK_M % BLOCK_N == 0 (the causal diagonal starts on a key block boundary).
+    # Hopper (H100/H200), most preferred first. 128-row query tiles feed wgmma; 64-128 key
+    # columns per step with 2-4 shared-memory stages. `_fitting` drops the configs whose tiles
+    # cannot fit a head dim (see there), so the same lists serve head dims 32 to 256.
+    # Forward: BLOCK_M % BLOCK_N == 0 (the causal diagonal starts on a key block boundary).
     _FWD_CONFIGS = _configs(
         [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 4), (64, 64, 4, 3), (64, 32, 4, 2)]
     )
-    # dK/dV: few query rows per step (the loop is long), many key rows resident; BLOCK_N % BLOCK_M.
-    _DKDV_CONFIGS = _configs([(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 2)])
-    # dQ: the mirror image; BLOCK_M % BLOCK_N == 0.
-    _DQ_CONFIGS = _configs([(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
+    # dK/dV keeps dk and dv accumulators for BLOCK_N keys resident and streams query blocks:
+    # many key rows, few query rows per step; BLOCK_N % BLOCK_M == 0.
+    _DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 8, 2)])
+    # dQ is the mirror image; BLOCK_M % BLOCK_N == 0.
+    _DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
     _PRE_BLOCK_T = 128
-    if os.environ.get("SHARDFORGE_AUTOTUNE", "1") == "0":
-        _FWD_CONFIGS, _DKDV_CONFIGS, _DQ_CONFIGS = (
-            _FWD_CONFIGS[:1],
-            _DKDV_CONFIGS[:1],
-            _DQ_CONFIGS[:1],
-        )
+
+# Set SHARDFORGE_AUTOTUNE=0 to skip autotuning and take the first fitting config (faster start,
+# e.g. for tests; every config computes the same result).
+AUTOTUNE = os.environ.get("SHARDFORGE_AUTOTUNE", "1") != "0"
+_SMEM_BUDGET = 200 * 1024  # of 227 KB per block on Hopper, leaving room for layout scratch
+_ACC_REGS_PER_THREAD = 128  # fp32 accumulator registers per thread before spilling looms
+
+
+def _fitting(resident, streamed, accumulated):  # noqa: ANN001, ANN202
+    """An autotune ``early_config_prune`` that keeps configs whose tiles fit the head dim.
+
+    ``resident``, ``streamed`` and ``accumulated`` map (BLOCK_M, BLOCK_N, D) to element counts of
+    the tiles a program keeps for its lifetime, loads per loop step (one copy per pipeline
+    stage), and accumulates in fp32 registers.
+    """
+
+    def prune(configs, named_args, **kwargs):  # noqa: ANN001, ANN202
+        args = {**named_args, **kwargs}
+        d, elt = args["HEAD_DIM"], args["Q"].element_size()
+        keep = []
+        for c in configs:
+            bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+            smem = elt * (resident(bm, bn, d) + max(c.num_stages - 1, 1) * streamed(bm, bn, d))
+            regs = accumulated(bm, bn, d) / (c.num_warps * 32)
+            if smem <= _SMEM_BUDGET and regs <= _ACC_REGS_PER_THREAD:
+                keep.append(c)
+        keep = keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+        return keep if AUTOTUNE else keep[:1]
+
+    return {"early_config_prune": prune}
+
+
+_FWD_PRUNE = _fitting(
+    resident=lambda m, n, d: m * d, streamed=lambda m, n, d: 2 * n * d,
+    accumulated=lambda m, n, d: m * d,
+)  # fmt: skip
+_DKDV_PRUNE = _fitting(
+    resident=lambda m, n, d: 2 * n * d, streamed=lambda m, n, d: 2 * m * d,
+    accumulated=lambda m, n, d: 2 * n * d,
+)  # fmt: skip
+_DQ_PRUNE = _fitting(
+    resident=lambda m, n, d: 2 * m * d, streamed=lambda m, n, d: 2 * n * d,
+    accumulated=lambda m, n, d: m * d,
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +187,7 @@ def _fwd_key_range(
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=["HEAD_DIM", "CAUSAL"])
+@triton.autotune(configs=_FWD_CONFIGS, key=["HEAD_DIM", "CAUSAL"], prune_configs_by=_FWD_PRUNE)
 @triton.jit
 def _attn_fwd(
     Q, K, V, O, LSE, cu_seqlens, qk_scale, T,
@@ -247,7 +286,7 @@ def _dkdv_query_range(
     return dk, dv
 
 
-@triton.autotune(configs=_DKDV_CONFIGS, key=["HEAD_DIM", "CAUSAL"])
+@triton.autotune(configs=_DKDV_CONFIGS, key=["HEAD_DIM", "CAUSAL"], prune_configs_by=_DKDV_PRUNE)
 @triton.jit
 def _attn_bwd_dkdv(
     Q, K, V, DO, DK, DV, LSE, DELTA, cu_seqlens, qk_scale, sm_scale, T,
@@ -336,7 +375,7 @@ def _dq_key_range(
     return dq
 
 
-@triton.autotune(configs=_DQ_CONFIGS, key=["HEAD_DIM", "CAUSAL"])
+@triton.autotune(configs=_DQ_CONFIGS, key=["HEAD_DIM", "CAUSAL"], prune_configs_by=_DQ_PRUNE)
 @triton.jit
 def _attn_bwd_dq(
     Q, K, V, DO, DQ, LSE, DELTA, cu_seqlens, qk_scale, sm_scale, T,
