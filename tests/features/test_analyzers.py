@@ -1,0 +1,131 @@
+"""Analyzers: single-pass accuracy, mergeability, determinism, the quantile error bound."""
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardforge.features.analyzers import (
+    NumericStats,
+    Quantiles,
+    Vocabulary,
+    bucket_boundaries,
+    quantiles_at,
+)
+
+
+def run(an, chunks, tree="linear"):
+    """Feed chunks to separate accumulators and merge them (linear or pairwise tree)."""
+    accs = [an.add_batch(an.create(), c) for c in chunks]
+    if tree == "linear":
+        return an.merge(accs)
+    while len(accs) > 1:
+        accs = [an.merge(accs[i : i + 2]) for i in range(0, len(accs), 2)]
+    return accs[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))), max_size=30),
+                min_size=1, max_size=6))
+def test_numeric_stats_merge_equals_numpy(chunks):
+    an = NumericStats()
+    out = an.extract(run(an, [np.array(c, dtype=np.float64) for c in chunks], tree="pairwise"))
+    allv = np.array([v for c in chunks for v in c], dtype=np.float64)
+    present = allv[~np.isnan(allv)]
+    assert out["count"] == len(present) and out["missing"] == len(allv) - len(present)
+    if len(present):
+        assert out["mean"] == pytest.approx(present.mean(), rel=1e-9, abs=1e-6)
+        assert out["std"] == pytest.approx(present.std(), rel=1e-6, abs=1e-4)
+        assert (out["min"], out["max"]) == (present.min(), present.max())
+
+
+def test_numeric_stats_is_stable_for_large_offsets():
+    # Naive sum/sum-of-squares loses everything here; the parallel update does not.
+    x = 1e9 + np.random.default_rng(0).normal(0, 1, 100_000)
+    an = NumericStats()
+    out = an.extract(run(an, np.array_split(x, 37)))
+    assert out["std"] == pytest.approx(x.std(), rel=1e-6)
+
+
+def test_vocabulary_counts_and_tie_order():
+    an = Vocabulary()
+    chunks = [np.array([b"b", b"a", b"c", b"a"], dtype=object),
+              np.array([b"c", b"d", b"b"], dtype=object)]
+    out = an.extract(run(an, chunks))
+    # a, b, c all have 2: ties broken by value; d last
+    assert out["values"] == [b"a", b"b", b"c", b"d"]
+    assert out["counts"].tolist() == [2, 2, 2, 1]
+    ints = an.extract(run(an, [np.array([5, 3, 5]), np.array([3, 9])]))
+    assert ints["values"] == [3, 5, 9] and ints["counts"].tolist() == [2, 2, 1]
+
+
+def test_vocabulary_same_result_for_any_merge_tree():
+    rng = np.random.default_rng(0)
+    vals = np.array([f"t{i}".encode() for i in rng.zipf(1.3, 5000) % 700], dtype=object)
+    an = Vocabulary()
+    a = an.extract(run(an, np.array_split(vals, 7), "linear"))
+    b = an.extract(run(an, np.array_split(vals, 13), "pairwise"))
+    assert a["values"] == b["values"] and np.array_equal(a["counts"], b["counts"])
+
+
+def test_approximate_vocabulary_bound_and_heavy_hitters():
+    rng = np.random.default_rng(1)
+    vals = np.array([f"t{i}".encode() for i in rng.zipf(1.2, 50_000)], dtype=object)
+    exact = Vocabulary().extract(run(Vocabulary(), np.array_split(vals, 10)))
+    an = Vocabulary(capacity=200)
+    approx = an.extract(run(an, np.array_split(vals, 10), "pairwise"))
+    assert approx["approximate"] and len(approx["values"]) <= 200
+    bound = len(vals) / 201
+    assert approx["max_undercount"] <= bound
+    true = dict(zip(exact["values"], exact["counts"].tolist()))
+    for v, c in zip(approx["values"], approx["counts"].tolist()):
+        assert true[v] - approx["max_undercount"] <= c <= true[v]
+    # every value more frequent than the bound is kept, so the top 10 agree
+    assert approx["values"][:10] == exact["values"][:10]
+
+
+@pytest.mark.parametrize("dist", ["normal", "lognormal", "ties"])
+def test_quantile_sketch_respects_its_bound(dist):
+    rng = np.random.default_rng(2)
+    n = 300_000
+    x = {"normal": rng.normal(size=n), "lognormal": rng.lognormal(size=n),
+         "ties": rng.integers(0, 20, n).astype(float)}[dist]
+    an = Quantiles(k=256)
+    summary = an.extract(run(an, np.array_split(x, 23), "pairwise"))
+    assert summary["n"] == n and 0 < summary["eps"] < 0.05
+    xs = np.sort(x)
+    qs = np.linspace(0.01, 0.99, 99)
+    for q, v in zip(qs, quantiles_at(summary, qs)):
+        below = np.searchsorted(xs, v, side="left") / n  # fraction < v
+        at_or_below = np.searchsorted(xs, v, side="right") / n
+        assert below - summary["eps"] <= q <= at_or_below + summary["eps"], (q, v)
+
+
+def test_quantiles_deterministic_for_same_order_and_tree():
+    x = np.random.default_rng(3).normal(size=100_000)
+    an = Quantiles(k=64)
+    a = an.extract(run(an, np.array_split(x, 9), "pairwise"))
+    b = an.extract(run(an, np.array_split(x, 9), "pairwise"))
+    assert np.array_equal(a["values"], b["values"]) and a["eps"] == b["eps"]
+    assert np.array_equal(bucket_boundaries(a, 10), bucket_boundaries(b, 10))
+
+
+def test_quantiles_exact_for_small_inputs():
+    x = np.arange(1000, dtype=float)
+    an = Quantiles()
+    s = an.extract(run(an, [x]))
+    assert s["eps"] == 0
+    assert bucket_boundaries(s, 4).tolist() == [249.0, 499.0, 749.0]
+
+
+def test_accumulators_pickle():
+    for an, v in [(NumericStats(), np.ones(3)), (Quantiles(), np.ones(3)),
+                  (Vocabulary(capacity=5), np.array([b"a"], dtype=object))]:
+        acc = an.add_batch(an.create(), v)
+        again = pickle.loads(pickle.dumps((an, acc)))
+        a, b = again[0].extract(again[1]), an.extract(acc)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(np.asarray(a[k], dtype=object), np.asarray(b[k], dtype=object))
