@@ -8,7 +8,10 @@ what the errors output reports.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import csv
+import gzip
 import io
 import json
 import os
@@ -23,7 +26,7 @@ SUFFIXES = {
     ".parquet": "parquet", ".pq": "parquet", ".tfrecord": "tfrecord", ".tfrecords": "tfrecord",
     ".txt": "text", ".py": "text", ".md": "text",
 }
-COMPRESSED = (".gz", ".zz", ".zlib", ".bz2")
+COMPRESSED = (".gz", ".bz2")
 DEFAULT_CHUNK_ROWS = 4096
 # The columns a ``text`` record offers; a feature set declares the ones it uses.
 TEXT_COLUMNS = ("text", "path")
@@ -72,10 +75,25 @@ def infer_format(path: str) -> str:
     return SUFFIXES[ext]
 
 
+@contextlib.contextmanager
 def _open(path: str):
+    """A binary, io-compatible reader of any Beam filesystem path, decompressing by suffix."""
+    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    return FileSystems.open(path)  # decompresses by suffix (.gz, .bz2, ...)
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        lower = path.lower()
+        if lower.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw) as f:
+                yield f
+        elif lower.endswith(".bz2"):
+            with bz2.BZ2File(raw) as f:
+                yield f
+        else:
+            yield raw
+    finally:
+        raw.close()
 
 
 def _chunker(names: Sequence[str], chunk_rows: int):

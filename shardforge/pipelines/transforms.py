@@ -218,14 +218,13 @@ class AnalyzeCombineFn(beam.CombineFn):
 
 
 class _WriteSchemaFn(beam.DoFn):
-    def __init__(self, fs: FeatureSetRef, output: str) -> None:
-        self.fs, self.output = fs, output
+    def __init__(self, output: str) -> None:
+        self.output = output
 
     def process(self, state):
         path = posixpath.join(self.output, "schema.pbtxt")
         with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, "schema.pbtxt")
-            self.fs.get().save_schema(state, local)
+            local = state.save(os.path.join(tmp, "schema.pbtxt"))
             with open(local, "rb") as f:
                 _write_bytes(path, f.read())
         yield path
@@ -241,7 +240,7 @@ class Analyze(beam.PTransform):
     def expand(self, rows):
         state = rows | "CombineAnalyzers" >> beam.CombineGlobally(AnalyzeCombineFn(self.fs))
         if self.output is not None:
-            state | "WriteSchema" >> beam.ParDo(_WriteSchemaFn(self.fs, self.output))
+            state | "WriteSchema" >> beam.ParDo(_WriteSchemaFn(self.output))
         return state
 
 
@@ -411,33 +410,38 @@ class _AllShardsFn(beam.DoFn):
 class _WriteShardFn(beam.DoFn):
     """Write one shard (records in hash order, so reruns give identical bytes) and its index.
 
-    The shard goes to a temporary name and is renamed into place, then the index is built; a
-    retried bundle rewrites the same name with the same bytes.
+    Both are written under a scratch directory and renamed into place (index first, so a visible
+    shard always has its index); a retried bundle rewrites the same names with the same bytes.
     """
 
     def __init__(self, output: str, compression: str | None) -> None:
         self.output, self.compression = output, compression
 
     def process(self, element):
-        from shardforge.records import TFRecordWriter, build_index
+        from shardforge.records import TFRecordWriter
 
         (split, i, n), groups = element
         records = sorted(r for group in groups for r in group)
         name = _shard_name(i, n, self.compression)
         dest = posixpath.join(self.output, split, name)
-        with tempfile.TemporaryDirectory() as tmp:
+        remote = "://" in dest
+        if not remote:  # scratch beside the destination: the rename stays on one filesystem
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+        scratch = None if remote else os.path.dirname(dest)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix=".tmp-") as tmp:
             local = os.path.join(tmp, name)
-            with TFRecordWriter(local, compression=self.compression) as w:
+            index = local + ".idx"
+            # The writer records gzip flush points in the index, so readers can seek into
+            # compressed shards too.
+            with TFRecordWriter(local, compression=self.compression, index=True,
+                                index_path=index) as w:
                 for _, data in records:
                     w.write(data)
-            build_index(local)
-            index = local + ".idx"
-            if "://" not in dest:
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                os.replace(local, dest)
+            if not remote:
                 os.replace(index, dest + ".idx")
+                os.replace(local, dest)
             else:
-                for src, dst in ((local, dest), (index, dest + ".idx")):
+                for src, dst in ((index, dest + ".idx"), (local, dest)):
                     with open(src, "rb") as f:
                         _write_bytes(dst, f.read())
         Metrics.counter(NAMESPACE, f"records_{split}").inc(len(records))
