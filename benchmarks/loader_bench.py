@@ -22,9 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shardforge.records import ShardedWriter, encode_example  # noqa: E402
-from shardforge.training import ShardDataset, packed_loader, plan_packs, shard_loader  # noqa: E402
+from shardforge.training import packed_loader, plan_packs, shard_loader  # noqa: E402
 
 PACKING_LENGTH = 4096
+REPEATS = 2
 
 
 def long_tailed(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -122,25 +123,27 @@ def bench_loaders(n_docs: int, rng: np.random.Generator) -> dict:
         out["tokens"] = total
         for kind, directory in dirs.items():
             for workers in (0, 1, 2):
-                loader = packed_loader(directory, packing_length=PACKING_LENGTH,
-                                       num_workers=workers, seed=0)
-                rate, tokens = timed_tokens(loader, "num_tokens")
-                assert tokens == total, (tokens, total)
+                rate = decode_rate = 0.0
+                for _ in range(REPEATS):  # best of a few: the machine may be shared
+                    loader = packed_loader(directory, packing_length=PACKING_LENGTH,
+                                           num_workers=workers, seed=0)
+                    r, tokens = timed_tokens(loader, "num_tokens")
+                    assert tokens == total, (tokens, total)
+                    batches = shard_loader(directory, batch_size=256, num_workers=workers,
+                                           seed=0, features=["tokens"], remainder="keep")
+                    rate, decode_rate = max(rate, r), max(decode_rate,
+                                                          timed_tokens(batches, "tokens")[0])
                 out[f"packed_{kind}_w{workers}"] = rate
-                batches = shard_loader(directory, batch_size=256, num_workers=workers, seed=0,
-                                       features=["tokens"], remainder="keep")
-                decode_rate, _ = timed_tokens(batches, "tokens")
                 out[f"batches_{kind}_w{workers}"] = decode_rate
                 line = (f"loader [{kind:5s}] workers={workers}: packed_loader "
-                        f"{rate / 1e6:6.2f} M tok/s   ShardDataset batches {decode_rate / 1e6:6.2f} "
-                        "M tok/s")
+                        f"{rate / 1e6:6.2f} M tok/s   ShardDataset batches "
+                        f"{decode_rate / 1e6:6.2f} M tok/s")
                 if have_tfrecord:
-                    ref = tfrecord_tokens_per_s(directory, "gzip" if kind == "gzip" else None,
-                                                workers)
+                    ref = max(tfrecord_tokens_per_s(directory, "gzip" if kind == "gzip"
+                                                    else None, workers) for _ in range(REPEATS))
                     out[f"tfrecord_pkg_{kind}_w{workers}"] = ref
                     line += f"   tfrecord pkg {ref / 1e6:6.2f} M tok/s"
                 print(line, flush=True)
-    assert isinstance(ShardDataset, type)
     return out
 
 

@@ -351,23 +351,29 @@ def build_packed_batch(
     cu = np.zeros(len(piece_doc) + 1, dtype=np.int64)
     np.cumsum(piece_length, out=cu[1:])
     total = int(cu[-1])
-    segment_start = np.repeat(cu[:-1], piece_length)
-    index = np.repeat(tokens.row_splits[piece_doc] + piece_start, piece_length)
-    offsets_in_piece = np.arange(total, dtype=np.int64) - segment_start
-    input_ids = np.asarray(tokens.values[index + offsets_in_piece], dtype=np.int64)
-    labels = input_ids.copy()
-    labels[cu[:-1][piece_length > 0]] = IGNORE_INDEX
+    index = np.repeat(tokens.row_splits[piece_doc] + piece_start - cu[:-1], piece_length)
+    input_ids = np.asarray(tokens.values[index + np.arange(total)], dtype=np.int64)
     ids = piece_doc if doc_ids is None else np.asarray(doc_ids, dtype=np.int64)[piece_doc]
-    return _finish(input_ids, labels, offsets_in_piece, cu, ids, piece_start, piece_doc,
-                   side_features, 1.0 if packing_length is None else total / packing_length)
+    batch = _assemble(input_ids, cu, ids, piece_start,
+                      1.0 if packing_length is None else total / packing_length)
+    for name, column in (side_features or {}).items():
+        if name in batch:
+            raise ValueError(f"side feature {name!r} clashes with a packed-batch key")
+        batch[name] = _side_rows(column, piece_doc)
+    return batch
 
 
-def _finish(input_ids: np.ndarray, labels: np.ndarray, positions: np.ndarray, cu: np.ndarray,
-            doc_ids: np.ndarray, doc_offsets: np.ndarray, side_rows: np.ndarray,
-            side_features: Mapping[str, Any] | None, efficiency: float) -> dict[str, Any]:
+def _assemble(input_ids: np.ndarray, cu: np.ndarray, doc_ids: np.ndarray,
+              doc_offsets: np.ndarray, efficiency: float) -> dict[str, Any]:
+    """The packed batch of ``input_ids`` cut at ``cu``: labels and positions follow from those."""
+    cu = np.asarray(cu, dtype=np.int64)
+    lengths = np.diff(cu)
+    positions = np.arange(cu[-1], dtype=np.int64) - np.repeat(cu[:-1], lengths)
+    labels = input_ids.copy()
+    labels[cu[:-1][lengths > 0]] = IGNORE_INDEX
     cu_seqlens = torch.from_numpy(cu.astype(np.int32))
-    max_seqlen = int(np.diff(cu).max()) if len(cu) > 1 else 0
-    batch: dict[str, Any] = {
+    max_seqlen = int(lengths.max()) if len(lengths) else 0
+    return {
         "input_ids": torch.from_numpy(input_ids),
         "labels": torch.from_numpy(labels),
         "position_ids": torch.from_numpy(positions),
@@ -382,29 +388,29 @@ def _finish(input_ids: np.ndarray, labels: np.ndarray, positions: np.ndarray, cu
         "max_length_q": max_seqlen,
         "max_length_k": max_seqlen,
     }
-    for name, column in (side_features or {}).items():
-        if name in batch:
-            raise ValueError(f"side feature {name!r} clashes with a packed-batch key")
-        batch[name] = _side_rows(column, side_rows)
-    return batch
 
 
-_HF_ALIASES = ("cu_seq_lens_q", "cu_seq_lens_k")
+_CORE = ("input_ids", "cu_seqlens", "doc_ids", "doc_offsets", "packing_efficiency")
+_DERIVED = ("labels", "position_ids", "max_seqlen", "num_tokens", "cu_seq_lens_q", "cu_seq_lens_k",
+            "max_length_q", "max_length_k")
 
 
 def packed_to_numpy(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """A packed batch with numpy arrays instead of tensors (zero-copy), HF aliases dropped: cheap
-    to pickle between processes (a DataLoader worker moves each tensor through its own shared
-    memory file, which costs more than copying a few KiB)."""
+    """A compact picklable form of a packed batch: numpy arrays instead of tensors and without
+    what :func:`packed_to_torch` derives again (labels, positions, lengths). A DataLoader worker
+    moves each tensor through its own shared-memory file, which costs more than pickling a few
+    KiB, and half the bytes are derived anyway."""
     return {k: v.numpy() if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items() if k not in _HF_ALIASES}
+            for k, v in batch.items() if k not in _DERIVED}
 
 
 def packed_to_torch(batch: Mapping[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`packed_to_numpy`."""
-    out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" else v
-           for k, v in batch.items()}
-    out["cu_seq_lens_q"] = out["cu_seq_lens_k"] = out["cu_seqlens"]
+    out = _assemble(*(batch[k] for k in _CORE))
+    for k, v in batch.items():
+        if k not in out:
+            out[k] = torch.from_numpy(v) if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" \
+                else v
     return out
 
 
@@ -528,13 +534,8 @@ def packed_from_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor) ->
     """A packed batch (module docstring) from a padded ``[B, L]`` batch, one document per row;
     ``indices`` (into ``[B * L]``) is added so outputs can be padded back with :func:`pad_input`."""
     flat_ids, indices, cu, _ = unpad_input(input_ids, attention_mask)
-    cu_np = cu.numpy().astype(np.int64)
-    lengths = np.diff(cu_np)
-    positions = np.arange(cu_np[-1], dtype=np.int64) - np.repeat(cu_np[:-1], lengths)
-    ids = flat_ids.to(torch.int64).numpy().copy()
-    labels = ids.copy()
-    labels[cu_np[:-1][lengths > 0]] = IGNORE_INDEX
-    rows = np.arange(len(lengths), dtype=np.int64)
-    batch = _finish(ids, labels, positions, cu_np, rows, np.zeros_like(rows), rows, None, 1.0)
+    rows = np.arange(len(cu) - 1, dtype=np.int64)
+    batch = _assemble(flat_ids.to(torch.int64).numpy().copy(), cu.numpy(), rows,
+                      np.zeros_like(rows), 1.0)
     batch["indices"] = indices
     return batch

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shardforge.kernels import flash_attn_varlen_reference
 from shardforge.records.spec import Ragged
 from shardforge.training.packing import (
     IGNORE_INDEX,
@@ -16,27 +17,14 @@ from shardforge.training.packing import (
     hf_kwargs,
     pack_documents,
     packed_from_padded,
+    packed_to_numpy,
+    packed_to_torch,
     pad_input,
     plan_packs,
     shift_labels,
     split_documents,
     unpad_input,
 )
-
-
-def _packed_attention(q, k, v, cu_seqlens, max_seqlen):
-    try:
-        from shardforge.kernels import flash_attn_varlen_reference
-    except ImportError:  # kernels not landed: block-diagonal causal mask built from cu_seqlens
-        t = q.shape[0]
-        seg = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1),
-                                      torch.diff(cu_seqlens.long()))
-        pos = torch.arange(t)
-        mask = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
-        att = torch.einsum("thd,shd->hts", q, k) / q.shape[-1] ** 0.5
-        att = att.masked_fill(~mask, float("-inf")).softmax(-1)
-        return torch.einsum("hts,shd->thd", att, v)
-    return flash_attn_varlen_reference(q, k, v, cu_seqlens, max_seqlen, causal=True)
 
 
 def _alone_attention(q, k, v):
@@ -186,7 +174,8 @@ def test_per_document_attention_on_packed_batch_equals_each_document_alone():
     emb = torch.randn(1000, 3 * heads * dim)
     qkv = emb[batch["input_ids"]].view(t, 3, heads, dim)
     q, k, v = qkv.unbind(1)
-    out = _packed_attention(q, k, v, batch["cu_seqlens"], batch["max_seqlen"])
+    out = flash_attn_varlen_reference(q, k, v, batch["cu_seqlens"], batch["max_seqlen"],
+                                      causal=True)
     cu = batch["cu_seqlens"].tolist()
     for i, doc in enumerate(batch["doc_ids"].tolist()):
         ids = torch.as_tensor(docs[doc])
@@ -234,3 +223,17 @@ def test_unpad_pad_round_trip_and_packed_from_padded():
 def test_build_packed_batch_rejects_pieces_past_the_document():
     with pytest.raises(ValueError, match="past the end"):
         build_packed_batch([[1, 2]], np.array([0]), np.array([1]), np.array([2]))
+
+
+def test_worker_transport_form_round_trips():
+    docs = [[1, 2, 3], [4, 5], [6]]
+    batch = pack_documents(docs, 8, side_features={"w": np.array([0.5, 1.5, 2.5])})[0]
+    compact = packed_to_numpy(batch)
+    assert "labels" not in compact and isinstance(compact["input_ids"], np.ndarray)
+    back = packed_to_torch(compact)
+    assert back.keys() == batch.keys()
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(back[key], value), key
+        else:
+            assert back[key] == value, key
