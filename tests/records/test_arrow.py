@@ -17,7 +17,10 @@ from shardforge.records import (
     parquet_to_shards,
     read_records,
     shards_to_parquet,
+    take_rows,
 )
+
+from .conftest import assert_batches_equal
 
 BATCH = {
     "id": np.arange(4, dtype=np.int64),
@@ -29,23 +32,13 @@ BATCH = {
 }
 
 
-def _equal(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], Ragged):
-            assert a[k] == b[k], k
-        else:
-            assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, k
-            np.testing.assert_array_equal(a[k], b[k])
-
-
 def test_batch_arrow_round_trip():
     rb = batch_to_arrow(BATCH)
     assert rb.schema.field("tok").type == pa.large_list(pa.int64())
     assert rb.schema.field("name").type == pa.binary()
     assert rb.num_rows == 4
-    _equal(arrow_to_batch(rb), BATCH)
-    _equal(arrow_to_batch(pa.Table.from_batches([rb]).slice(0, 4)), BATCH)
+    assert_batches_equal(arrow_to_batch(rb), BATCH)
+    assert_batches_equal(arrow_to_batch(pa.Table.from_batches([rb]).slice(0, 4)), BATCH)
     sliced = arrow_to_batch(rb.slice(1, 2))
     assert sliced["tok"].to_list() == [[], [3]]
 
@@ -69,9 +62,7 @@ def test_shards_parquet_round_trip(tmp_path):
     assert sorted(table.column("id").to_pylist()) == [0, 1, 2, 3]
     paths = parquet_to_shards(tmp_path / "a.parquet", tmp_path / "out", num_shards=1)
     back = decode_batch(list(read_records(paths)), spec)
-    order = np.argsort(back["id"])
-    _equal({k: (v.take(order) if isinstance(v, Ragged) else v[order]) for k, v in back.items()},
-           BATCH)
+    assert_batches_equal(take_rows(back, np.argsort(back["id"])), BATCH)
     # without a spec one is inferred from the records
     assert shards_to_parquet(paths, tmp_path / "b.parquet") == 4
     assert set(pq.read_table(tmp_path / "b.parquet").column_names) == set(BATCH)

@@ -20,7 +20,7 @@ from shardforge.records import (
     read_records,
 )
 
-from .conftest import COMPRESSIONS
+from .conftest import COMPRESSIONS, assert_batches_equal
 
 SPEC = {
     "id": FixedLen("int64"),
@@ -79,16 +79,6 @@ def _assert_batch_equals_tf(ours, theirs):
             assert col.dtype == (object if t.dtype.name == "string" else t.numpy().dtype)
 
 
-def _assert_batches_equal(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        if isinstance(a[name], Ragged):
-            assert a[name] == b[name], name
-        else:
-            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-            assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape
-
-
 @pytest.mark.parametrize("comp,suffix,tf_type", COMPRESSIONS)
 def test_tensorflow_parses_what_we_write(tmp_path, tf, comp, suffix, tf_type):
     path = str(tmp_path / f"a{suffix}")
@@ -100,7 +90,7 @@ def test_tensorflow_parses_what_we_write(tmp_path, tf, comp, suffix, tf_type):
     theirs = tf.io.parse_example(next(iter(ds)), _tf_spec(tf))
     ours = decode_batch(list(read_records(path)), SPEC)
     _assert_batch_equals_tf(ours, theirs)
-    _assert_batches_equal(ours, decode_batch_reference(serialized, SPEC))
+    assert_batches_equal(ours, decode_batch_reference(serialized, SPEC))
 
 
 def test_we_parse_what_tensorflow_writes(tf):
