@@ -22,7 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from shardforge.features.hashing import StrBuf, _verify_equal, fingerprint64
+from shardforge.features.hashing import (
+    StrBuf,
+    _verify_equal,
+    fingerprint64,
+    group_fingerprints,
+)
 
 
 class NumericStats:
@@ -86,7 +91,8 @@ def _combine_moments(acc: dict, part: dict) -> None:
 
 
 def unique_strings(values: np.ndarray | StrBuf) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct byte strings (object array) and their counts, grouped by Fingerprint64.
+    """Distinct byte strings (object array) and their counts, grouped by Fingerprint64
+    (first-occurrence order).
 
     Only one Python ``bytes`` is made per distinct value. Every value is compared byte-wise with
     its group's representative, so a fingerprint collision can never merge two values.
@@ -94,17 +100,9 @@ def unique_strings(values: np.ndarray | StrBuf) -> tuple[np.ndarray, np.ndarray]
     sb = values if isinstance(values, StrBuf) else StrBuf.from_values(values)
     if len(sb) == 0:
         return np.empty(0, dtype=object), np.zeros(0, dtype=np.int64)
-    fp = fingerprint64(sb)
-    _, first, inverse, counts = np.unique(
-        fp, return_index=True, return_inverse=True, return_counts=True
-    )
+    gid, first, counts = group_fingerprints(fingerprint64(sb))
     same = _verify_equal(
-        sb.buf,
-        sb.offsets,
-        np.arange(len(sb), dtype=np.int64),
-        sb.buf,
-        sb.offsets,
-        first[inverse].astype(np.int64),
+        sb.buf, sb.offsets, np.arange(len(sb), dtype=np.int64), sb.buf, sb.offsets, first[gid]
     )
     if not same.all():  # a 64-bit collision: count this batch exactly the slow way
         objs = sb.to_objects()

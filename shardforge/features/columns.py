@@ -18,10 +18,10 @@ import numpy as np
 from shardforge.features.analyzers import NumericStats, Quantiles, Vocabulary, bucket_boundaries
 from shardforge.features.hashing import (
     StrBuf,
+    StringTable,
     cross_hash,
     fingerprint64,
     int_to_strbuf,
-    lookup,
 )
 from shardforge.features.text import TOKENIZERS, tokenize, truncate_index
 from shardforge.protos import schema_pb2
@@ -445,7 +445,13 @@ def _read_vocab_file(path: str, size: int | None, dtype: str) -> list:
     return [int(v) for v in lines] if dtype == "int64" else lines
 
 
-def _table(state: dict, dtype: str) -> tuple:
+def _bytes_array(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = [_as_bytes(v) for v in values]
+    return out
+
+
+def _table(state: dict, dtype: str) -> Any:
     # Built once per state and cached beside it (never saved).
     table = state.get("_table")
     if table is None:
@@ -455,10 +461,7 @@ def _table(state: dict, dtype: str) -> tuple:
             order = np.argsort(keys, kind="stable")
             table = (keys[order], order.astype(np.int64))
         else:
-            sb = StrBuf.from_values(np.asarray([_as_bytes(v) for v in vocab] or [], dtype=object))
-            fp = fingerprint64(sb)
-            order = np.argsort(fp, kind="stable")
-            table = (fp[order], order.astype(np.int64), sb)
+            table = StringTable(StrBuf.from_values(_bytes_array(vocab)))
         state["_table"] = table
     return table
 
@@ -497,11 +500,11 @@ def vocab_lookup(
         return ids
     sb = values_sb if values_sb is not None else StrBuf.from_values(values)
     fp = fingerprint64(sb)
-    ids = lookup(table[0], table[1], table[2], fp, sb)
+    ids = table.lookup(sb, fp)
     oov = ids < 0
     if oov.any():
         if num_oov_buckets:
-            ids[oov] = len(table[0]) + (fp[oov] % np.uint64(num_oov_buckets)).astype(np.int64)
+            ids[oov] = len(table) + (fp[oov] % np.uint64(num_oov_buckets)).astype(np.int64)
         else:
             ids[oov] = default_value
     return ids

@@ -321,6 +321,14 @@ def _cross_hash(columns_fp, row_splits, n_rows, num_buckets, hash_key):
     return out, splits
 
 
+@numba.njit(**_NOPYTHON)
+def _cat_all(h, fp):
+    out = np.empty(len(h), dtype=np.uint64)
+    for i in range(len(h)):
+        out[i] = fingerprint_cat64(h[i], fp[i])
+    return out
+
+
 CROSS_HASH_KEY = 0xDECAFCAFFE  # TensorFlow's default hash_key for crossed columns
 
 
@@ -332,35 +340,112 @@ def cross_hash(
     ``columns`` is a list of ``(per-value uint64 key, row_splits)``: a string value's key is its
     Fingerprint64, an int64 value is its own key. Returns ``(ids, row_splits)``.
     """
+    n_rows = len(columns[0][1]) - 1
+    if all(len(k) == n_rows for k, _ in columns):  # one value per row: no product to expand
+        h = np.full(n_rows, np.uint64(CROSS_HASH_KEY), dtype=np.uint64)
+        for k, _ in columns:
+            h = _cat_all(h, np.ascontiguousarray(k, dtype=np.uint64))
+        return (h % np.uint64(num_buckets)).astype(np.int64), np.arange(n_rows + 1, dtype=np.int64)
     keys = numba.typed.List([np.ascontiguousarray(k, dtype=np.uint64) for k, _ in columns])
     splits = numba.typed.List([np.ascontiguousarray(s, dtype=np.int64) for _, s in columns])
-    n_rows = len(columns[0][1]) - 1
     return _cross_hash(keys, splits, n_rows, np.uint64(num_buckets), np.uint64(CROSS_HASH_KEY))
 
 
-def lookup(
-    table_fp: np.ndarray,
-    table_ids: np.ndarray,
-    table: StrBuf,
-    values_fp: np.ndarray,
-    values: StrBuf,
-) -> np.ndarray:
-    """Index in ``table`` of each value (-1 if absent): fingerprint search, then byte comparison.
+@numba.njit(**_NOPYTHON)
+def _slot(h, mask):
+    # Fingerprints are already uniformly mixed: their low bits index an open-addressing table.
+    return np.int64(h & np.uint64(mask))
 
-    ``table_fp`` is sorted with ``table_ids`` the table positions in that order.
-    """
-    pos = np.searchsorted(table_fp, values_fp)
-    pos_c = np.minimum(pos, max(len(table_fp) - 1, 0))
-    if len(table_fp) == 0:
-        return np.full(len(values_fp), -1, dtype=np.int64)
-    hit = table_fp[pos_c] == values_fp
-    cand = np.where(hit, table_ids[pos_c], 0)
-    same = _verify_equal(
-        values.buf,
-        values.offsets,
-        np.arange(len(values_fp), dtype=np.int64),
-        table.buf,
-        table.offsets,
-        cand.astype(np.int64),
-    )
-    return np.where(hit & same, cand, -1).astype(np.int64)
+
+@numba.njit(**_NOPYTHON)
+def group_fingerprints(fp):
+    """Group equal fingerprints in one pass: (group of each value, first index, count) per group
+    in first-occurrence order (a hash table, not a sort)."""
+    n = len(fp)
+    cap = 1024
+    slots = np.full(cap, -1, dtype=np.int64)
+    size = max(n, 1)
+    gfp = np.empty(size, dtype=np.uint64)
+    first = np.empty(size, dtype=np.int64)
+    counts = np.zeros(size, dtype=np.int64)
+    gid = np.empty(n, dtype=np.int64)
+    ng = 0
+    for i in range(n):
+        h = fp[i]
+        s = _slot(h, cap - 1)
+        while True:
+            g = slots[s]
+            if g == -1:
+                slots[s] = ng
+                gfp[ng] = h
+                first[ng] = i
+                counts[ng] = 1
+                gid[i] = ng
+                ng += 1
+                if ng * 2 > cap:  # keep the load factor under 1/2
+                    cap *= 2
+                    slots = np.full(cap, -1, dtype=np.int64)
+                    for k in range(ng):
+                        t = _slot(gfp[k], cap - 1)
+                        while slots[t] != -1:
+                            t = (t + 1) & (cap - 1)
+                        slots[t] = k
+                break
+            if gfp[g] == h:
+                counts[g] += 1
+                gid[i] = g
+                break
+            s = (s + 1) & (cap - 1)
+    return gid, first[:ng].copy(), counts[:ng].copy()
+
+
+@numba.njit(**_NOPYTHON)
+def build_table(fp):
+    """Open-addressing slots (load <= 1/2) mapping fingerprints to their positions in ``fp``."""
+    cap = 8
+    while cap < 2 * len(fp):
+        cap *= 2
+    slots = np.full(cap, -1, dtype=np.int64)
+    for i in range(len(fp)):
+        s = _slot(fp[i], cap - 1)
+        while slots[s] != -1:
+            s = (s + 1) & (cap - 1)
+        slots[s] = i
+    return slots
+
+
+@numba.njit(**_NOPYTHON)
+def _probe(slots, table_fp, tbuf, toff, fp, vbuf, voff):
+    mask = len(slots) - 1
+    out = np.full(len(fp), -1, dtype=np.int64)
+    for i in range(len(fp)):
+        h = fp[i]
+        s = _slot(h, mask)
+        while True:
+            j = slots[s]
+            if j == -1:
+                break
+            if table_fp[j] == h and _equal_at(
+                vbuf, voff[i], voff[i + 1] - voff[i], tbuf, toff[j], toff[j + 1] - toff[j]
+            ):
+                out[i] = j
+                break
+            s = (s + 1) & mask
+    return out
+
+
+class StringTable:
+    """Exact string -> position lookup: a fingerprint hash table, then a byte comparison."""
+
+    def __init__(self, strings: StrBuf) -> None:
+        self.strings = strings
+        self.fp = fingerprint64(strings)
+        self.slots = build_table(self.fp)
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+    def lookup(self, values: StrBuf, values_fp: np.ndarray) -> np.ndarray:
+        """Position of each value in the table, -1 if absent."""
+        t = self.strings
+        return _probe(self.slots, self.fp, t.buf, t.offsets, values_fp, values.buf, values.offsets)

@@ -1,0 +1,77 @@
+"""Rows/s of the example feature set (examples/click_features.py) in-process.
+
+    .venv/bin/python benchmarks/features_bench.py            # 1M rows
+    .venv/bin/python benchmarks/features_bench.py --rows 100000 --batch-size 8192
+
+Fit = one pass of every analyzer over typed batches (FEATURES.fit); transform = FEATURES.transform
+per batch; coerce = raw Python/numpy columns -> typed batch. The first batch of each stage is run
+once beforehand so numba's (cached) compilation is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from examples.click_features import FEATURES  # noqa: E402
+from examples.clicklog import generate_clicklog  # noqa: E402
+from shardforge.records.spec import take_rows  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=65_536)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    raw = generate_clicklog(args.rows, args.seed)
+    gen_s = time.perf_counter() - t
+    starts = range(0, args.rows, args.batch_size)
+    raw_batches = [{k: v[i : i + args.batch_size] for k, v in raw.items()} for i in starts]
+
+    FEATURES.coerce(raw_batches[0])
+    t = time.perf_counter()
+    batches = [FEATURES.coerce(b)[0] for b in raw_batches]
+    coerce_s = time.perf_counter() - t
+
+    warm = take_rows(batches[0], np.arange(min(1000, args.rows)))
+    FEATURES.transform(warm, FEATURES.fit([warm]))
+    t = time.perf_counter()
+    state = FEATURES.fit(batches)
+    fit_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    for b in batches:
+        FEATURES.transform(b, state)
+    transform_s = time.perf_counter() - t
+
+    results = {
+        "rows": args.rows, "batch_size": args.batch_size, "cpus": os.cpu_count(),
+        "generate_s": round(gen_s, 2),
+        "coerce_rows_per_s": round(args.rows / coerce_s),
+        "fit_rows_per_s": round(args.rows / fit_s),
+        "transform_rows_per_s": round(args.rows / transform_s),
+        "fit_s": round(fit_s, 2), "transform_s": round(transform_s, 2),
+        "coerce_s": round(coerce_s, 2),
+    }
+    print(f"{'stage':<10} {'seconds':>8} {'rows/s':>12}")
+    for stage in ("coerce", "fit", "transform"):
+        print(f"{stage:<10} {results[stage + '_s']:>8.2f} {results[stage + '_rows_per_s']:>12,}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
