@@ -82,11 +82,17 @@ def write_corpus(root: Path, n_docs: int, rng: np.random.Generator) -> dict[str,
     return dirs, int(lengths.sum())
 
 
-def timed_tokens(batches, key: str) -> tuple[float, int]:
-    start, tokens = time.perf_counter(), 0
+def timed_tokens(batches, count) -> tuple[float, int, float]:
+    """Steady-state tokens/s (the clock starts at the first batch, so worker start-up is left
+    out), all tokens seen, and the seconds to the first batch."""
+    start, tokens, first, t0 = time.perf_counter(), 0, None, 0.0
     for batch in batches:
-        tokens += int(batch[key]) if key == "num_tokens" else len(batch[key].values)
-    return tokens / (time.perf_counter() - start), tokens
+        n = count(batch)
+        if first is None:
+            first, t0 = n, time.perf_counter()
+        tokens += n
+    rate = (tokens - (first or 0)) / max(time.perf_counter() - t0, 1e-9)
+    return rate, tokens, t0 - start
 
 
 def tfrecord_tokens_per_s(directory: str, compression: str | None, workers: int) -> float:
@@ -105,10 +111,7 @@ def tfrecord_tokens_per_s(directory: str, compression: str | None, workers: int)
 
     loader = torch.utils.data.DataLoader(Shards(), batch_size=None, num_workers=workers,
                                          collate_fn=lambda x: x)
-    start, tokens = time.perf_counter(), 0
-    for example in loader:
-        tokens += len(example["tokens"])
-    return tokens / (time.perf_counter() - start)
+    return timed_tokens(loader, lambda example: len(example["tokens"]))[0]
 
 
 def bench_loaders(n_docs: int, rng: np.random.Generator) -> dict:
@@ -124,19 +127,23 @@ def bench_loaders(n_docs: int, rng: np.random.Generator) -> dict:
         for kind, directory in dirs.items():
             for workers in (0, 1, 2):
                 rate = decode_rate = 0.0
+                latency = float("inf")
                 for _ in range(REPEATS):  # best of a few: the machine may be shared
                     loader = packed_loader(directory, packing_length=PACKING_LENGTH,
                                            num_workers=workers, seed=0)
-                    r, tokens = timed_tokens(loader, "num_tokens")
+                    r, tokens, first = timed_tokens(loader, lambda batch: batch["num_tokens"])
                     assert tokens == total, (tokens, total)
                     batches = shard_loader(directory, batch_size=256, num_workers=workers,
                                            seed=0, features=["tokens"], remainder="keep")
-                    rate, decode_rate = max(rate, r), max(decode_rate,
-                                                          timed_tokens(batches, "tokens")[0])
+                    rate, latency = max(rate, r), min(latency, first)
+                    r = timed_tokens(batches, lambda batch: len(batch["tokens"].values))[0]
+                    decode_rate = max(decode_rate, r)
                 out[f"packed_{kind}_w{workers}"] = rate
+                out[f"packed_{kind}_w{workers}_first_batch_s"] = latency
                 out[f"batches_{kind}_w{workers}"] = decode_rate
                 line = (f"loader [{kind:5s}] workers={workers}: packed_loader "
-                        f"{rate / 1e6:6.2f} M tok/s   ShardDataset batches "
+                        f"{rate / 1e6:6.2f} M tok/s (first batch {latency:.2f} s)   "
+                        "ShardDataset batches "
                         f"{decode_rate / 1e6:6.2f} M tok/s")
                 if have_tfrecord:
                     ref = max(tfrecord_tokens_per_s(directory, "gzip" if kind == "gzip"

@@ -43,6 +43,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from shardforge.records.spec import Batch, FixedLen, Spec, VarLen
 
 POSITION_KEY = "_sf_position"  # (worker, epoch, chunk, item, items_in_chunk); the loader strips it
+GROUP_KEY = "_sf_group"  # items a worker sends as one message
 REMAINDER = ("drop", "wrap", "keep")
 STATE_VERSION = 1
 
@@ -381,6 +382,10 @@ class ShardDataset(IterableDataset):
         """What one chunk of records turns into: ``(n_items, make_item)``; here one batch."""
         return 1, lambda i: self.decode(block, ids)
 
+    # Items a worker sends per message: a DataLoader message costs far more than pickling a
+    # few KiB, so small items (packed batches) travel in groups; columnar batches are big.
+    transport_group = 1
+
     def to_transport(self, item: dict) -> dict:
         """How an item leaves a worker process (see :meth:`from_transport`)."""
         return item
@@ -461,8 +466,14 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: the loader tracks the position
+            group: list[dict] = []
             for item in self._iter_worker((info.id + self.rotate) % info.num_workers):
-                yield self.to_transport(item)
+                group.append(self.to_transport(item))
+                if len(group) == self.transport_group:
+                    yield {GROUP_KEY: group}
+                    group = []
+            if group:
+                yield {GROUP_KEY: group}
             return
         if self.num_workers != 1:
             raise RuntimeError("this dataset is set up for worker processes: iterate its loader")

@@ -25,6 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from shardforge.training.dataset import (
+    GROUP_KEY,
     POSITION_KEY,
     EpochOrder,
     FileCache,
@@ -73,9 +74,10 @@ class ShardLoader:
         ds.emit_positions, ds.rotate = True, ds.next_worker
         loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers,
                             collate_fn=_identity, **self._kwargs)
-        for item in loader:
-            ds.advance(item.pop(POSITION_KEY))
-            yield ds.from_transport(item)
+        for message in loader:
+            for item in message[GROUP_KEY]:
+                ds.advance(item.pop(POSITION_KEY))
+                yield ds.from_transport(item)
         ds.set_epoch(ds.epoch + 1)
 
     def __len__(self) -> int:
@@ -111,6 +113,7 @@ class PackedDataset(ShardDataset):
     """
 
     items_per_chunk_fixed = False
+    transport_group = 32
 
     def __init__(self, source: str | os.PathLike | Sequence[str | os.PathLike], *,
                  packing_length: int | None, token_feature: str = "tokens",
