@@ -22,7 +22,7 @@ from .conftest import assert_batches_equal
 
 NAMES = ["a", "b", "tok", "é", ""]
 SETTINGS = settings(
-    max_examples=60, deadline=None,
+    max_examples=60, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
