@@ -408,7 +408,7 @@ class ShardDataset(IterableDataset):
         self.epoch = int(epoch)
         total = int(self.sizes.sum())
         self.work = [(0, total)] if work is None else [tuple(map(int, r)) for r in work]
-        self.positions = [[0, 0] for _ in range(self.num_workers)]
+        self.positions = [[0, 0, 0] for _ in range(self.num_workers)]
         self.next_worker = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -419,10 +419,10 @@ class ShardDataset(IterableDataset):
     def set_num_workers(self, num_workers: int) -> None:
         num_workers = max(1, int(num_workers))
         if num_workers != self.num_workers:
-            if any(p != [0, 0] for p in self.positions):
+            if any(p != [0, 0, 0] for p in self.positions):
                 raise RuntimeError("change the number of workers through load_state_dict")
             self.num_workers = num_workers
-            self.positions = [[0, 0] for _ in range(num_workers)]
+            self.positions = [[0, 0, 0] for _ in range(num_workers)]
 
     def order(self, epoch: int | None = None) -> EpochOrder:
         return EpochOrder(self.sizes, seed=self.seed, epoch=self.epoch if epoch is None else epoch,
@@ -446,7 +446,7 @@ class ShardDataset(IterableDataset):
         work, lo, hi, c0, c1 = self.worker_plan(worker)
         order = self.order()
         files = FileCache(self.paths, self.verify)
-        chunk_done, item_done = self.positions[worker]
+        chunk_done, item_done, _ = self.positions[worker]
         try:
             for c in range(c0 + chunk_done, c1):
                 a, b = lo + c * self.chunk_size, min(lo + (c + 1) * self.chunk_size, hi)
@@ -466,10 +466,14 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: the loader tracks the position
-            group: list[dict] = []
-            for item in self._iter_worker((info.id + self.rotate) % info.num_workers):
+            worker = (info.id + self.rotate) % info.num_workers
+            served, group = self.positions[worker][2], []
+            for item in self._iter_worker(worker):
                 group.append(self.to_transport(item))
-                if len(group) == self.transport_group:
+                served += 1
+                # group boundaries depend only on the worker's item count, so a resumed run
+                # sends the same groups and the DataLoader interleaves them in the same order
+                if served % self.transport_group == 0:
                     yield {GROUP_KEY: group}
                     group = []
             if group:
@@ -493,8 +497,12 @@ class ShardDataset(IterableDataset):
         worker, epoch, chunk, item, n_items = position
         if epoch != self.epoch:
             return
-        self.positions[worker] = [chunk + 1, 0] if item + 1 == n_items else [chunk, item + 1]
-        self.next_worker = (worker + 1) % self.num_workers
+        served = self.positions[worker][2] + 1
+        self.positions[worker] = ([chunk + 1, 0, served] if item + 1 == n_items
+                                  else [chunk, item + 1, served])
+        # the DataLoader takes a whole group from a worker before moving to the next one
+        self.next_worker = worker if served % self.transport_group else (worker + 1) % \
+            self.num_workers
 
     # -- state -----------------------------------------------------------------------------
 
@@ -566,7 +574,7 @@ class ShardDataset(IterableDataset):
                                        first["remainder"])
                     chunk = first["chunk_size"]
                     c0, c1 = worker_chunks(-(-(hi - lo) // chunk), w, workers)
-                    done, item = state["positions"][w]
+                    done, item, _ = state["positions"][w]
                     cut = lo + min((c0 + done) * chunk, hi - lo)
                     taken += work.to_g(lo + c0 * chunk, cut)
                     end = lo + min(c1 * chunk, hi - lo)
