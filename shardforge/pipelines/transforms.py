@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from shardforge.pipelines import sources, stats
-from shardforge.records.spec import Batch, Ragged, batch_size, take_rows
+from shardforge.records.spec import Batch, Ragged, batch_size
 
 ERRORS = "errors"
 NUM_READ = "num_read"
@@ -256,16 +256,6 @@ def _row_slices(col, n: int) -> list:
     return list(col.reshape(n, -1)) if n else []
 
 
-def encode_rows(batch: Batch) -> list[bytes]:
-    """Serialize each row of a columnar batch as a tf.Example (features in sorted order)."""
-    from shardforge.records import encode_example
-
-    n = batch_size(batch)
-    names = sorted(batch)
-    cols = [_row_slices(batch[name], n) for name in names]
-    return [encode_example(dict(zip(names, row))) for row in zip(*cols)]
-
-
 def _hash64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
@@ -275,6 +265,22 @@ def split_of(hashes: np.ndarray, eval_fraction: float) -> np.ndarray:
     return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53) < eval_fraction
 
 
+def _value_bytes(values) -> bytes:
+    values = np.asarray(values)
+    if values.dtype == object:
+        return b"\x1f".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
+    return values.tobytes()
+
+
+def row_hashes(batch: Batch, columns: Sequence[str]) -> np.ndarray:
+    """A stable 64-bit hash per row of the typed input ``columns`` (same on every run, runner
+    and machine: no Python ``hash``, no dependence on learned state)."""
+    n = batch_size(batch)
+    slices = [_row_slices(batch[c], n) for c in sorted(columns)]
+    return np.array([_hash64(b"\x1e".join(_value_bytes(v) for v in row))
+                     for row in zip(*slices)], dtype=np.uint64).reshape(n)
+
+
 class _TransformFn(beam.DoFn):
     """``fs.transform`` on one batch with the analyzed state, then encode and split."""
 
@@ -282,24 +288,23 @@ class _TransformFn(beam.DoFn):
         self.fs, self.eval_fraction, self.split_key = fs, eval_fraction, split_key
 
     def process(self, rows: Rows, state):
+        from shardforge.records import encode_batch
+
+        # Split on the input, not the output: the split must not move when the learned state
+        # differs in the last bit between runs (float sums merge in any order).
+        key_columns = [self.split_key] if self.split_key else list(rows.batch)
+        is_eval = split_of(row_hashes(rows.batch, key_columns), self.eval_fraction)
         out, errors = self.fs.get().transform(rows.batch, state, errors="collect",
                                               row_ids=rows.ids)
         for e in errors:
             yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform"))
-        records = encode_rows(out)
+        if errors:
+            bad = {str(e.row) for e in errors}
+            is_eval = is_eval[[r not in bad for r in rows.ids]]
+        records = encode_batch(out)
         if not records:
             return
         record_hashes = np.array([_hash64(r) for r in records], dtype=np.uint64)
-        if self.split_key is None:
-            split_hashes = record_hashes
-        else:
-            bad = {str(e.row) for e in errors}
-            kept = np.array([i for i, r in enumerate(rows.ids) if r not in bad], dtype=np.int64)
-            keys = _row_slices(take_rows({"k": rows.batch[self.split_key]}, kept)["k"],
-                               len(kept))
-            split_hashes = np.array([_hash64(repr(np.asarray(k).tolist()).encode())
-                                     for k in keys], dtype=np.uint64)
-        is_eval = split_of(split_hashes, self.eval_fraction)
         for split, mask in (("train", ~is_eval), ("eval", is_eval)):
             idx = np.flatnonzero(mask)
             if len(idx):
@@ -311,8 +316,8 @@ class Transform(beam.PTransform):
 
     Rows arrive batched (the readers emit chunks of ``chunk_rows``: the equivalent of
     ``beam.BatchElements`` without a per-row step). A row goes to eval when the hash of its
-    ``split_key`` column (default: of the whole encoded record) falls below ``eval_fraction``,
-    so reruns split identically on any runner.
+    ``split_key`` input column (default: of all its input values) falls below
+    ``eval_fraction``, so reruns split identically on any runner.
     """
 
     def __init__(self, features, state, eval_fraction: float = 0.1,

@@ -1,0 +1,81 @@
+"""Shared helpers: the example click log and feature set, in-process oracles over the outputs.
+
+Beam start-up dominates these tests, so each module runs its pipelines once in module-scoped
+fixtures and asserts many things on the outputs; modules are pinned to one xdist worker each.
+"""
+
+import glob
+import importlib.util
+import os
+from collections import Counter
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLICK_FEATURES = os.path.join(REPO, "examples", "click_features.py")
+# In-process pipelines for most tests; the offline multi-process default runs where it matters.
+IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+def load_example(name: str):
+    path = os.path.join(REPO, "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_typed(fs, path: str, fmt: str = "csv"):
+    """The typed input batches of a file, read and coerced in-process (the oracle's input)."""
+    from shardforge.pipelines import sources
+
+    batches, errors = [], []
+    for item in sources.read_file(path, fmt, list(fs.input_spec())):
+        if isinstance(item, sources.ReadError):
+            errors.append(item)
+            continue
+        batch, errs = fs.coerce(item.columns, row_ids=item.ids)
+        batches.append(batch)
+        errors.extend(errs)
+    return batches, errors
+
+
+def concat(batches):
+    from shardforge.records.spec import Ragged
+
+    out = {}
+    for name in batches[0]:
+        cols = [b[name] for b in batches]
+        if isinstance(cols[0], Ragged):
+            out[name] = Ragged.from_rows([r for c in cols for r in c.to_list()],
+                                         dtype=cols[0].values.dtype)
+        else:
+            out[name] = np.concatenate(cols)
+    return out
+
+
+def shard_paths(out: str, split: str) -> list[str]:
+    paths = glob.glob(os.path.join(out, split, "part-*"))
+    return sorted(p for p in paths if not p.endswith(".idx"))
+
+
+def read_split(out: str, split: str, spec):
+    """Decode every record of a split with the records decoder."""
+    from shardforge.records import decode_batch, read_records
+
+    return decode_batch(list(read_records(shard_paths(out, split))), spec)
+
+
+def row_multiset(batch, float_digits: int | None = None) -> Counter:
+    """Rows of a columnar batch as hashable tuples (floats optionally rounded)."""
+    from shardforge.records.spec import Ragged, batch_size
+
+    def cell(col, i):
+        v = col[i] if isinstance(col, Ragged) else np.asarray(col[i])
+        v = np.asarray(v)
+        if float_digits is not None and v.dtype.kind == "f":
+            v = np.round(v.astype(np.float64), float_digits)
+        return tuple(v.ravel().tolist())
+
+    names = sorted(batch)
+    return Counter(tuple(cell(batch[n], i) for n in names) for i in range(batch_size(batch)))
