@@ -4,9 +4,9 @@ import subprocess
 import sys
 import textwrap
 
-from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions
 
-from shardforge.pipelines.options import make_options, make_pipeline
+from shardforge.pipelines.options import make_options
 
 GUARDED_RUN = textwrap.dedent("""
     import json, os, socket, sys
@@ -60,10 +60,3 @@ def test_local_defaults_and_pass_through():
     assert opts.view_as(DirectOptions).direct_num_workers == 3
     assert opts.view_as(DirectOptions).direct_running_mode == "in_memory"
     assert opts.get_all_options()["job_name"] == "clicks"
-
-
-def test_other_runners_are_left_to_beam():
-    opts = make_options(["--runner", "DataflowRunner", "--project", "p", "--region", "r",
-                         "--temp_location", "gs://b/tmp"])
-    assert opts.view_as(StandardOptions).runner == "DataflowRunner"
-    assert type(make_pipeline(options=opts).runner).__name__ == "DataflowRunner"
