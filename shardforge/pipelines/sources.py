@@ -15,7 +15,7 @@ import gzip
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,8 +192,10 @@ def read_parquet(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUN
             yield RawChunk(ids, columns)
 
 
-def read_tfrecord(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS):
-    """tf.Example records; a one-value feature becomes a scalar, a missing one ``None``."""
+def read_tfrecord(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                  scalars: Collection[str] = ()):
+    """tf.Example records: value lists, but a plain value for the ``scalars`` (inputs declared
+    with one value) when the record holds exactly one; a missing feature is ``None``."""
     from shardforge.records import decode_example
 
     add, flush = _chunker(names, chunk_rows)
@@ -211,6 +213,8 @@ def read_tfrecord(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHU
             values = example.get(name)
             if values is None or len(values) == 0:
                 record[name] = None
+            elif name in scalars and len(values) == 1:
+                record[name] = values[0].item() if hasattr(values[0], "item") else values[0]
             else:
                 record[name] = values.tolist()
         if (chunk := add(row_id, record)) is not None:
@@ -254,11 +258,16 @@ READERS = {
 }
 
 
-def read_file(path: str, fmt: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS):
-    """Chunks and :class:`ReadError`\\ s of one file, in file order."""
+def read_file(path: str, fmt: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS,
+              scalars: Collection[str] = ()):
+    """Chunks and :class:`ReadError`\\ s of one file, in file order. ``scalars``: the inputs
+    declared with one value (only TFRecord needs telling: its values always come as lists)."""
     if fmt not in READERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    yield from READERS[fmt](path, names, chunk_rows)
+    if fmt == "tfrecord":
+        yield from read_tfrecord(path, names, chunk_rows, scalars)
+    else:
+        yield from READERS[fmt](path, names, chunk_rows)
 
 
 def missing_counts(chunk: RawChunk, keep: np.ndarray) -> dict[str, int]:

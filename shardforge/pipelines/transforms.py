@@ -115,13 +115,14 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 
 class _ReadFileFn(beam.DoFn):
-    def __init__(self, fmt: str | None, names: Sequence[str], chunk_rows: int) -> None:
-        self.fmt, self.names, self.chunk_rows = fmt, list(names), chunk_rows
+    def __init__(self, fmt: str | None, spec, chunk_rows: int) -> None:
+        self.fmt, self.names, self.chunk_rows = fmt, list(spec), chunk_rows
+        self.scalars = {n for n, s in spec.items() if getattr(s, "shape", None) == ()}
         self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
 
     def process(self, path: str):
         fmt = self.fmt or sources.infer_format(path)
-        for item in sources.read_file(path, fmt, self.names, self.chunk_rows):
+        for item in sources.read_file(path, fmt, self.names, self.chunk_rows, self.scalars):
             if isinstance(item, sources.ReadError):
                 self.rows_read.inc()
                 yield pvalue.TaggedOutput(NUM_READ, 1)
@@ -162,16 +163,16 @@ class ReadRaw(beam.PTransform):
         self.fs, self.fmt, self.chunk_rows = _as_ref(features), fmt, chunk_rows
 
     def expand(self, pbegin):
-        names = list(self.fs.get().input_spec())
+        spec = self.fs.get().input_spec()
         if self.fmt == "text":
-            names = [n for n in names if n in sources.TEXT_COLUMNS]
+            spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
         read = (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Match" >> fileio.MatchAll()
             | "Paths" >> beam.Map(lambda m: m.path)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(_ReadFileFn(self.fmt, names, self.chunk_rows))
+            | "ReadFiles" >> beam.ParDo(_ReadFileFn(self.fmt, spec, self.chunk_rows))
             .with_outputs(ERRORS, NUM_READ, main="chunks")
         )
         parsed = (

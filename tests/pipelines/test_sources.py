@@ -61,8 +61,8 @@ def test_tfrecord_offsets_and_values(tmp_path):
     with TFRecordWriter(str(path)) as w:
         for p in payloads:
             w.write(p)
-    ids, cols, errors = _all(list(sources.read_tfrecord(str(path), ["x", "w"])))
-    assert cols == {"x": [[1], [2]], "w": [[b"a", b"b"], None]}
+    ids, cols, errors = _all(list(sources.read_tfrecord(str(path), ["x", "w"], scalars={"x"})))
+    assert cols == {"x": [1, 2], "w": [[b"a", b"b"], None]}
     assert ids == [f"{path}@0", f"{path}@{len(payloads[0]) + 16}"] and not errors
 
 
