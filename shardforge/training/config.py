@@ -45,6 +45,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 disables clipping
+    # stop early after this many seconds of training (0: no limit); the schedule still spans
+    # max_steps, so a run cut short ends at a higher learning rate than planned
+    time_limit_s: float = 0.0
 
     # bookkeeping
     eval_every: int = 50

@@ -471,6 +471,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     window_items, window_time, window_packing = 0, 0.0, []
     step_times: list[float] = []
     checkpoint_path = None
+    t_train = time.perf_counter()
     model.train()
     for step in range(start, min(last, cfg.max_steps)):
         t0 = time.perf_counter()
@@ -500,8 +501,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         result.losses.append(step_loss)
         done = step + 1
         result.steps = done
+        out_of_time = time_is_up(cfg, time.perf_counter() - t_train, d, device)
+        final = done == cfg.max_steps or out_of_time
 
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
+        if done % cfg.log_every == 0 or final:
             rate = window_items / max(window_time, 1e-9)
             packing = float(np.mean(window_packing)) if window_packing else None
             eta = float(np.mean(step_times[-50:])) * (cfg.max_steps - done)
@@ -515,13 +518,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
                 progress.update(done, step_loss, rate, eta, packing, lr)
             result.throughput = rate
             window_items, window_time, window_packing = 0, 0.0, []
-        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+        if done % cfg.eval_every == 0 or final:
             result.last_eval = evaluate(model, cfg, device, d, autocast)
             record({"step": done, **result.last_eval})
             log(f"step {done}: eval loss {result.last_eval['eval_loss']:.4f}"
                 + _eval_suffix(result.last_eval))
-        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done in (cfg.max_steps, last):
+        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or final or done == last:
             checkpoint_path = save(done)
+        if out_of_time:
+            log(f"time_limit_s={cfg.time_limit_s:g} reached: stopping at step {done}")
+            break
 
     result.train_loss = result.losses[-1] if result.losses else float("nan")
     result.checkpoint = checkpoint_path or ckpt.latest_checkpoint(ckpt_dir)
@@ -537,6 +543,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     if d.world_size > 1:
         dist.barrier()
     return result
+
+
+def time_is_up(cfg: TrainConfig, elapsed: float, d: Dist, device: torch.device) -> bool:
+    """Whether ``time_limit_s`` has passed; under DDP every rank takes rank 0's answer, so
+    they all stop at the same step."""
+    if not cfg.time_limit_s:
+        return False
+    flag = torch.tensor([float(elapsed > cfg.time_limit_s)], device=device)  # NCCL: on the GPU
+    if d.world_size > 1:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _eval_suffix(ev: dict) -> str:

@@ -130,3 +130,9 @@ def test_cli_train_with_yaml_and_overrides(lm_data, tmp_path):
                  "plot=false", "warmup_steps=1"]) == 0
     assert (tmp_path / "run" / "checkpoints" / "step-000005.pt").exists()
     assert main(["train", "--data", str(lm_data), "no_such_key=1"]) == 2
+
+
+def test_time_limit_stops_with_eval_and_checkpoint(lm_data, tmp_path):
+    result = train(lm_config(lm_data, tmp_path / "run", max_steps=50, time_limit_s=1e-6))
+    assert result.steps == 1
+    assert result.last_eval and result.checkpoint.name == "step-000001.pt"
