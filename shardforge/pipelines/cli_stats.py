@@ -9,6 +9,7 @@ import html
 import io
 import json
 import os
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,14 +36,19 @@ def print_table(doc: dict) -> None:
 
     splits = ", ".join(f"{s} {v['records']}" for s, v in doc.get("splits", {}).items())
     table = Table(title=f"{doc['rows_read']} rows read, {doc['errors']} errors; records: {splits}")
-    for col in ("feature", "dtype", "count", "missing", "min", "max", "mean", "std", "top values"):
-        table.add_column(col, justify="left" if col in ("feature", "dtype", "top values")
-                         else "right")
+    longest = max((len(f["name"]) for f in doc["features"]), default=7)
+    table.add_column("feature", no_wrap=True, min_width=longest)
+    table.add_column("dtype", no_wrap=True)
+    for col in ("count", "missing", "min", "max", "mean", "std"):
+        table.add_column(col, justify="right")
+    table.add_column("top values", overflow="fold")
     for f in doc["features"]:
-        table.add_row(f["name"], f["dtype"], _fmt(f["count"]), _fmt(f["missing"]),
+        dtype = f["dtype"] + (" (length)" if "stats_of" in f else "")
+        table.add_row(f["name"], dtype, _fmt(f["count"]), _fmt(f["missing"]),
                       _fmt(f.get("min")), _fmt(f.get("max")), _fmt(f.get("mean")),
                       _fmt(f.get("std")), _top(f))
-    Console().print(table)
+    # piped output gets a wide table instead of rich's 80-column default
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def _png(feature: dict) -> str | None:
