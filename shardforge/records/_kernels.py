@@ -62,12 +62,12 @@ def crc32c(buf, start, end, t):
     return crc ^ MASK32
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _masked(crc):
     return ((((crc >> 15) | (crc << 17)) & MASK32) + MASK_DELTA) & MASK32
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _u32(buf, p):
     return (
         np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
@@ -75,7 +75,7 @@ def _u32(buf, p):
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _length(buf, p):
     if buf[p + 7] >= 0x80:
         return np.int64(HUGE)
@@ -85,7 +85,7 @@ def _length(buf, p):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _header_ok(buf, p, t):
     return _masked(crc32c(buf, p, p + 8, t)) == _u32(buf, p + 8)
 
@@ -167,9 +167,10 @@ BAD_LENGTH = 2  # a length-delimited field runs past its message
 BAD_WIRETYPE = 3  # a wire type protobuf does not allow here (groups, 6, 7) or field number 0
 BAD_PACKED = 4  # packed floats not a multiple of 4 bytes
 UNUSUAL = 5  # legal but exotic encoding (merged oneof / repeated value); use the reference parser
+MAX_HINTS = 256  # entry positions whose feature is remembered from record to record
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _varint(buf, p, end):
     """Returns (value as uint64, new position) or (0, -1) when malformed."""
     if p < end and buf[p] < 0x80:  # tags and short lengths: one byte
@@ -188,7 +189,7 @@ def _varint(buf, p, end):
     return np.uint64(0), -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _skip(buf, p, end, wire):
     """Skip one field's payload; returns the new position or a negative error code."""
     if wire == 0:
@@ -208,7 +209,7 @@ def _skip(buf, p, end, wire):
     return -BAD_WIRETYPE
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _field(buf, p, end):
     """Read a tag and, for length-delimited fields, the length.
 
@@ -239,7 +240,7 @@ def _field(buf, p, end):
     return field, wire, q, nxt, OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _count_terminal_bytes(buf, s, e):
     """Varints in a packed run = bytes without the continuation bit (a loop LLVM vectorizes)."""
     c = 0
@@ -248,7 +249,7 @@ def _count_terminal_bytes(buf, s, e):
     return c
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _count_values(buf, kind, p, end):
     """Number of values in a *List message; returns (count, error)."""
     count = 0
@@ -279,7 +280,7 @@ def _count_values(buf, kind, p, end):
     return count, OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _match(buf, s, e, names, name_off, guess):
     n = len(name_off) - 1
     length = e - s
@@ -305,11 +306,11 @@ def locate(buf, rec_off, rec_len, names, name_off, out_start, out_end, out_kind,
     """Pass 1 over a batch: for each record and each wanted feature, the span of its value list,
     its kind and its value count (kind 0 = absent). Returns ``(record, error, byte position)`` of
     the first malformed record, or ``(-1, OK, 0)``."""
-    nfeat = len(name_off) - 1
+    hints = np.zeros(MAX_HINTS, dtype=np.int64)
     for r in range(len(rec_off)):
         p = rec_off[r]
         end = p + rec_len[r]
-        guess = 0
+        entry = 0
         while p < end:
             field, wire, s, e, err = _field(buf, p, end)
             if err != OK:
@@ -327,6 +328,14 @@ def locate(buf, rec_off, rec_len, names, name_off, out_start, out_end, out_kind,
                     continue
                 key_s, key_e, val_s, val_e, nval = s2, s2, -1, -1, 0
                 m = s2
+                if e2 - s2 >= 4 and buf[s2] == 0x0A and buf[s2 + 1] < 0x80:
+                    # canonical entry: key (one-byte length) then value, nothing else
+                    k_e = s2 + 2 + np.int64(buf[s2 + 1])
+                    if k_e < e2 and buf[k_e] == 0x12:
+                        n, v_s = _varint(buf, k_e + 1, e2)
+                        if v_s > 0 and np.uint64(e2 - v_s) == n:
+                            key_s, key_e, val_s, val_e, nval = s2 + 2, k_e, v_s, e2, 1
+                            m = e2
                 while m < e2:  # map entry
                     f3, w3, s3, e3, err = _field(buf, m, e2)
                     if err != OK:
@@ -341,12 +350,21 @@ def locate(buf, rec_off, rec_len, names, name_off, out_start, out_end, out_kind,
                         nval += 1
                 if nval > 1:
                     return r, UNUSUAL, s2
-                f = _match(buf, key_s, key_e, names, name_off, guess)
+                # records of one dataset list their features in the same order: guess the
+                # feature the previous record had at this entry position
+                slot = min(entry, MAX_HINTS - 1)
+                entry += 1
+                f = _match(buf, key_s, key_e, names, name_off, hints[slot])
                 if f < 0:
                     continue
-                guess = f + 1 if f + 1 < nfeat else 0
+                hints[slot] = f
                 kind, ls, le, nkind = KIND_NONE, 0, 0, 0
                 v = val_s
+                if val_e - val_s >= 2 and 0x0A <= buf[v] <= 0x1A and buf[v] & 7 == 2:
+                    n, l_s = _varint(buf, v + 1, val_e)  # canonical Feature: one list
+                    if l_s > 0 and np.uint64(val_e - l_s) == n:
+                        kind, ls, le, nkind = np.int64(buf[v] >> 3), l_s, val_e, 1
+                        v = val_e
                 while v < val_e:  # Feature
                     f4, w4, s4, e4, err = _field(buf, v, val_e)
                     if err != OK:
