@@ -220,19 +220,13 @@ def lm_forward(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, 
                                  "packing_efficiency": float(batch.get("packing_efficiency", 1.0))}
 
 
-def tabular_inputs(batch: dict, device: torch.device) -> dict:
-    from shardforge.records.spec import Ragged
-
-    return {k: v if isinstance(v, Ragged) or (isinstance(v, np.ndarray) and v.dtype == object)
-            else torch.as_tensor(v).to(device) for k, v in batch.items()}
-
-
 def tabular_forward(model, batch: dict, device: torch.device, label: str
                     ) -> tuple[torch.Tensor, int, dict]:
-    inputs = tabular_inputs(batch, device)
-    labels = inputs.pop(label)
+    # the FeatureLayer takes the columnar numpy batch as is and moves it to its own device
+    inputs = dict(batch)
+    labels = torch.as_tensor(np.asarray(inputs.pop(label))).to(device)
     logits = model(inputs)
-    loss = model.loss(logits, labels)
+    loss = getattr(model, "module", model).loss(logits, labels)  # DDP wraps the model
     return loss, int(labels.shape[0]), {"ce": loss.detach(), "tokens": int(labels.shape[0]),
                                         "logits": logits.detach(), "labels": labels.detach()}
 
