@@ -177,3 +177,19 @@ def test_work_list_wraps_and_ranges_subtract():
     assert work.to_g(2, 5) == [(12, 14), (20, 21)]
     assert work.to_g(4, 9) == [(20, 22), (10, 13)]
     assert subtract_ranges([(0, 10), (20, 30)], [(2, 4), (8, 22)]) == [(0, 2), (4, 8), (22, 30)]
+
+
+def test_spec_comes_from_the_output_dirs_schema(tmp_path):
+    from google.protobuf import text_format
+
+    from shardforge.protos import schema_pb2
+
+    write_shards(tmp_path / "out" / "train", sizes=(10,))
+    schema = schema_pb2.Schema()
+    schema.features.add(name="tokens", dtype=schema_pb2.INT64, varlen=True)
+    (tmp_path / "out" / "schema.pbtxt").write_text(text_format.MessageToString(schema))
+    ds = make(str(tmp_path / "out" / "train"), batch_size=5)
+    assert ds.spec == {"tokens": VarLen("int64")}  # not inferred: the schema has no "id"
+    assert set(next(iter(ds))) == {"tokens"}
+    with pytest.raises(KeyError, match="nope"):
+        make(str(tmp_path / "out" / "train"), features=["nope"])
