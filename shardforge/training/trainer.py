@@ -92,13 +92,10 @@ def load_schema(data_dir: str):
 
 
 def vocab_size_from_schema(schema, token_feature: str) -> int | None:
-    """The token feature's vocabulary size as the pipeline recorded it, if it did."""
+    """The token feature's number of ids as the pipeline recorded it in the schema."""
     for feature in schema.features:
-        if getattr(feature, "name", None) == token_feature:
-            for attr in ("vocab_size", "num_buckets", "max_value"):
-                value = getattr(feature, attr, 0)
-                if value:
-                    return int(value) + (1 if attr == "max_value" else 0)
+        if feature.name == token_feature and feature.num_buckets:
+            return int(feature.num_buckets)
     return None
 
 
@@ -137,10 +134,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
 def memory_plan_for(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
                     world_size: int):
     n_params = sum(p.numel() for p in model.parameters())
-    kwargs: dict[str, Any] = dict(
-        precision="bf16-mixed" if device.type == "cuda" else "fp32", optimizer="adamw",
-        gpus=world_size,
-    )
+    # the weights stay fp32 (autocast computes in bf16 on the GPU), so the model states are fp32
+    kwargs: dict[str, Any] = dict(precision="fp32", optimizer="adamw", gpus=world_size)
     model_cfg = getattr(model, "cfg", None)
     if cfg.task == "lm" and model_cfg is not None:
         kwargs.update(seq_len=cfg.packing_length, micro_batch=1, layers=model_cfg.n_layer,
