@@ -125,6 +125,7 @@ class FusedAdamW(torch.optim.Optimizer):
         if backend not in ("auto", "triton", "reference"):
             raise ValueError(f"backend must be 'auto', 'triton' or 'reference'; got {backend!r}")
         self.backend = backend
+        self._plans: dict[int, _GroupPlan] = {}
         defaults = dict(
             _TORCH_GROUP_DEFAULTS,
             lr=lr,
@@ -138,6 +139,7 @@ class FusedAdamW(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._plans = {}
         for group in self.param_groups:
             for key, value in _TORCH_GROUP_DEFAULTS.items():
                 group.setdefault(key, value)
@@ -166,6 +168,7 @@ class FusedAdamW(torch.optim.Optimizer):
         re-read from ``state_dict`` at full precision.
         """
         super().load_state_dict(state_dict)
+        self._plans = {}
         saved_state = state_dict["state"]
         for group, saved_group in zip(self.param_groups, state_dict["param_groups"]):
             if group.get("amsgrad"):
@@ -200,23 +203,11 @@ class FusedAdamW(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
-        states = []
-        for p in params:
-            if p.grad.is_sparse:
-                raise RuntimeError("FusedAdamW does not support sparse gradients")
-            state = self.state[p]
-            states.append(state if state else self._init_state(p, group))
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1.0)
-        step_values = torch.stack(steps).tolist() if len(steps) > 1 else [steps[0].item()]
-
-        # A bucket shares dtypes, device and step count, so one launch (or one foreach chain)
-        # serves it; normally a group has one or two buckets.
-        buckets: dict[tuple, list[int]] = {}
-        for i, (p, state) in enumerate(zip(params, states)):
-            key = (p.device, p.dtype, p.grad.dtype, "master_param" in state, step_values[i])
-            buckets.setdefault(key, []).append(i)
-
+        plan = self._plans.get(id(group))
+        if plan is None or not plan.matches(params):
+            plan = self._plans[id(group)] = _GroupPlan(self, group, params)
+        plan.steps.add_(1.0)  # every parameter's state["step"] is a view into this buffer
+        step_values = plan.steps.tolist()
         beta1, beta2 = (float(b) for b in group["betas"])
         hyper = dict(
             lr=float(group["lr"]),
@@ -226,22 +217,85 @@ class FusedAdamW(torch.optim.Optimizer):
             weight_decay=float(group["weight_decay"]),
             maximize=bool(group["maximize"]),
         )
-        for (device, *_, has_master, step), idx in buckets.items():
-            ps = [params[i] for i in idx]
-            grads = [p.grad for p in ps]
-            exp_avgs = [states[i]["exp_avg"] for i in idx]
-            exp_avg_sqs = [states[i]["exp_avg_sq"] for i in idx]
-            masters = [states[i]["master_param"] for i in idx] if has_master else None
-            if self._use_triton(device):
-                from shardforge.kernels import adamw_triton
-
-                adamw_triton.adamw_triton_(
-                    ps, grads, exp_avgs, exp_avg_sqs, masters, step=step, **hyper
-                )
+        uniform = len(set(step_values)) == 1
+        for bucket in plan.buckets:
+            # Parameters that started training later have smaller step counts: one call each.
+            by_step: dict[float, list[int]] = {}
+            if uniform:
+                by_step[step_values[0]] = bucket.index
             else:
-                adamw_reference_(ps, grads, exp_avgs, exp_avg_sqs, masters, step=step, **hyper)
+                for j, i in enumerate(bucket.index):
+                    by_step.setdefault(step_values[i], []).append(j)
+            for step, sel in by_step.items():
+                whole = len(sel) == len(bucket.index)
+                columns = (bucket.params, bucket.exp_avgs, bucket.exp_avg_sqs, bucket.masters)
+                ps, ex, ex2, ms = (
+                    c if whole or c is None else [c[j] for j in sel] for c in columns
+                )
+                grads = [p.grad for p in ps]
+                if self._use_triton(bucket.device):
+                    from shardforge.kernels import adamw_triton
+
+                    adamw_triton.adamw_triton_(ps, grads, ex, ex2, ms, step=step, **hyper)
+                else:
+                    adamw_reference_(ps, grads, ex, ex2, ms, step=step, **hyper)
 
     def _use_triton(self, device: torch.device) -> bool:
         if self.backend == "triton":
             return True
         return self.backend == "auto" and device.type == "cuda" and triton_available()
+
+
+class _Bucket:
+    """Parameters of one group sharing device and dtypes: one kernel launch serves them."""
+
+    def __init__(self, device: torch.device, has_master: bool) -> None:
+        self.device, self.index = device, []
+        self.params, self.exp_avgs, self.exp_avg_sqs = [], [], []
+        self.masters: list[torch.Tensor] | None = [] if has_master else None
+
+
+class _GroupPlan:
+    """Per-group bookkeeping rebuilt only when the set of parameters with gradients (or their
+    state) changes, so a step costs a few Python operations per parameter, not dozens.
+
+    ``steps`` is one CPU float tensor holding every parameter's step count; each
+    ``state["step"]`` is a 0-d view into it, so one ``add_`` advances them all while the
+    state_dict still has torch's per-parameter ``step`` tensors (distinct elements, so
+    torch.optim.AdamW increments each once after loading).
+    """
+
+    def __init__(self, opt: FusedAdamW, group: dict[str, Any], params: list[torch.Tensor]):
+        states = []
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError("FusedAdamW does not support sparse gradients")
+            state = opt.state[p]
+            states.append(state if state else opt._init_state(p, group))
+        self.steps = torch.tensor([float(s["step"]) for s in states], dtype=_scalar_dtype())
+        for i, state in enumerate(states):
+            state["step"] = self.steps[i]
+        self.params = params
+        self.grad_dtypes = [p.grad.dtype for p in params]
+        buckets: dict[tuple, _Bucket] = {}
+        for i, (p, state) in enumerate(zip(params, states)):
+            has_master = "master_param" in state
+            key = (p.device, p.dtype, p.grad.dtype, has_master)
+            bucket = buckets.get(key) or buckets.setdefault(key, _Bucket(p.device, has_master))
+            bucket.index.append(i)
+            bucket.params.append(p)
+            bucket.exp_avgs.append(state["exp_avg"])
+            bucket.exp_avg_sqs.append(state["exp_avg_sq"])
+            if has_master:
+                bucket.masters.append(state["master_param"])
+        self.buckets = list(buckets.values())
+
+    def matches(self, params: list[torch.Tensor]) -> bool:
+        """Same parameters with gradients and same gradient dtypes (``load_state_dict`` drops
+        all plans, as it replaces the state objects)."""
+        if len(params) != len(self.params):
+            return False
+        for p, q, dt in zip(params, self.params, self.grad_dtypes):
+            if p is not q or p.grad.dtype != dt:
+                return False
+        return True
