@@ -341,7 +341,8 @@ def cross_hash(
     Fingerprint64, an int64 value is its own key. Returns ``(ids, row_splits)``.
     """
     n_rows = len(columns[0][1]) - 1
-    if all(len(k) == n_rows for k, _ in columns):  # one value per row: no product to expand
+    one_each = np.arange(n_rows + 1, dtype=np.int64)
+    if all(np.array_equal(sp, one_each) for _, sp in columns):  # one value per row: no product
         h = np.full(n_rows, np.uint64(CROSS_HASH_KEY), dtype=np.uint64)
         for k, _ in columns:
             h = _cat_all(h, np.ascontiguousarray(k, dtype=np.uint64))
