@@ -169,10 +169,14 @@ def lm_steps_for_budget(model_cfg: dict, packing_length: int, budget_s: float, d
     ids = torch.randint(0, 256, (packing_length,), device=dev)
     pos = (torch.arange(packing_length, device=dev) % doc)
     cu = torch.arange(0, packing_length + 1, doc, dtype=torch.int32, device=dev)
+    # as the trainer runs it: bf16 autocast on the GPU, fp32 on the CPU
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     times = []
     for _ in range(4):
         t0 = time.perf_counter()
-        model(ids, pos, cu, doc, targets=ids).loss.backward()
+        with autocast:
+            loss = model(ids, pos, cu, doc, targets=ids).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
         if dev.type == "cuda":
