@@ -44,6 +44,19 @@ def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
     ]
 
 
+# Hopper (H100/H200), most preferred first. 128-row query tiles feed wgmma; 64-128 key columns
+# per step with 2-4 shared-memory stages. `_fitting` drops the configs whose tiles cannot fit a
+# head dim (see there), so the same lists serve head dims 16 to 256.
+# Forward: BLOCK_M % BLOCK_N == 0 (the causal diagonal starts on a key block boundary).
+GPU_FWD_CONFIGS = _configs(
+    [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 4), (64, 64, 4, 3), (64, 32, 4, 2)]
+)
+# dK/dV keeps dk and dv accumulators for BLOCK_N keys resident and streams query blocks: many
+# key rows, few query rows per step; BLOCK_N % BLOCK_M == 0.
+GPU_DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 8, 2)])
+# dQ is the mirror image; BLOCK_M % BLOCK_N == 0.
+GPU_DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
+
 if INTERPRET:
     # The interpreter runs each program in numpy: small blocks keep tests fast and make short
     # test documents span several blocks (BLOCK_M != BLOCK_N exercises both phase splits).
@@ -52,18 +65,7 @@ if INTERPRET:
     _DQ_CONFIGS = _configs([(32, 16, 4, 1)])
     _PRE_BLOCK_T = 32
 else:
-    # Hopper (H100/H200), most preferred first. 128-row query tiles feed wgmma; 64-128 key
-    # columns per step with 2-4 shared-memory stages. `_fitting` drops the configs whose tiles
-    # cannot fit a head dim (see there), so the same lists serve head dims 32 to 256.
-    # Forward: BLOCK_M % BLOCK_N == 0 (the causal diagonal starts on a key block boundary).
-    _FWD_CONFIGS = _configs(
-        [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 4), (64, 64, 4, 3), (64, 32, 4, 2)]
-    )
-    # dK/dV keeps dk and dv accumulators for BLOCK_N keys resident and streams query blocks:
-    # many key rows, few query rows per step; BLOCK_N % BLOCK_M == 0.
-    _DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 8, 2)])
-    # dQ is the mirror image; BLOCK_M % BLOCK_N == 0.
-    _DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
+    _FWD_CONFIGS, _DKDV_CONFIGS, _DQ_CONFIGS = GPU_FWD_CONFIGS, GPU_DKDV_CONFIGS, GPU_DQ_CONFIGS
     _PRE_BLOCK_T = 128
 
 # Set SHARDFORGE_AUTOTUNE=0 to skip autotuning and take the first fitting config (faster start,
@@ -71,6 +73,8 @@ else:
 AUTOTUNE = os.environ.get("SHARDFORGE_AUTOTUNE", "1") != "0"
 _SMEM_BUDGET = 200 * 1024  # of 227 KB per block on Hopper, leaving room for layout scratch
 _ACC_REGS_PER_THREAD = 128  # fp32 accumulator registers per thread before spilling looms
+# Each tuned config costs a compile (seconds) per head dim / causal / dtype: tune the best three.
+_MAX_TUNED = 3
 
 
 def _fitting(resident, streamed, accumulated):  # noqa: ANN001, ANN202
@@ -92,7 +96,7 @@ def _fitting(resident, streamed, accumulated):  # noqa: ANN001, ANN202
             if smem <= _SMEM_BUDGET and regs <= _ACC_REGS_PER_THREAD:
                 keep.append(c)
         keep = keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
-        return keep if AUTOTUNE else keep[:1]
+        return keep[:_MAX_TUNED] if AUTOTUNE else keep[:1]
 
     return {"early_config_prune": prune}
 

@@ -164,3 +164,27 @@ def test_backend_triton_runs_the_kernel_through_the_public_api():
     assert out.grad_fn is not None and "FlashAttnVarlen" in type(out.grad_fn).__name__
     # The launch went through triton's interpreter, not a compiled GPU binary.
     assert type(at._attn_fwd.fn).__name__ == "InterpretedFunction"
+
+
+@pytest.mark.parametrize("elt", [2, 4], ids=["16bit", "fp32"])
+@pytest.mark.parametrize("d", [16, 32, 64, 128, 256])
+def test_gpu_autotune_sets_fit_every_head_dim(d, elt):
+    """The Hopper config lists (unused here) keep, per head dim, 1-3 configs that satisfy each
+    kernel's block divisibility and fit shared memory and the accumulator register budget."""
+    pytest.importorskip("triton", reason="triton not installed")
+    from shardforge.kernels import attention_triton as at
+
+    class _Tensor:
+        def element_size(self):
+            return elt
+
+    for configs, prune, big, small in (
+        (at.GPU_FWD_CONFIGS, at._FWD_PRUNE, "BLOCK_M", "BLOCK_N"),
+        (at.GPU_DKDV_CONFIGS, at._DKDV_PRUNE, "BLOCK_N", "BLOCK_M"),
+        (at.GPU_DQ_CONFIGS, at._DQ_PRUNE, "BLOCK_M", "BLOCK_N"),
+    ):
+        kept = prune["early_config_prune"](configs, {"Q": _Tensor()}, HEAD_DIM=d)
+        assert 1 <= len(kept) <= at._MAX_TUNED
+        for c in kept:
+            assert c.kwargs[big] % c.kwargs[small] == 0
+            assert c.kwargs["BLOCK_M"] >= 16 and c.kwargs["BLOCK_N"] >= 16  # tl.dot minimum
