@@ -1,7 +1,8 @@
-"""Vectorized tokenizers and ragged helpers (Arrow compute kernels, no per-row Python)."""
+"""Vectorized tokenizers (numba over one byte buffer; Arrow RE2 for regex), ragged helpers."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,21 +24,22 @@ def tokenize(
     """Tokens of each string as ``(StrBuf of tokens, row_splits)``; empty tokens are dropped.
 
     ``whitespace`` splits on ASCII whitespace like ``str.split()``; ``regex`` splits on matches of
-    ``pattern`` (RE2 syntax); ``bytes`` makes every byte a token.
+    ``pattern`` (RE2 syntax); ``bytes`` makes every byte a token. Whitespace and bytes run in
+    numba over the concatenated buffer; regex uses Arrow's RE2 kernel.
     """
+    if tokenizer in ("whitespace", "bytes"):
+        sb = values if isinstance(values, StrBuf) else StrBuf.from_values(values)
+        buf = _ascii_lower(sb.buf) if lowercase else sb.buf
+        if tokenizer == "bytes":
+            return StrBuf(buf, np.arange(len(buf) + 1, dtype=np.int64)), sb.offsets
+        tok_buf, tok_offsets, splits = _split_whitespace(buf, sb.offsets)
+        return StrBuf(tok_buf, tok_offsets), splits
+    if tokenizer != "regex":
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {TOKENIZERS}")
     arr = to_arrow_strings(values)
     if lowercase:
         arr = pc.ascii_lower(arr)
-    if tokenizer == "bytes":
-        sb = StrBuf.from_arrow(arr.view(pa.large_binary()))
-        index = np.arange(len(sb.buf) + 1, dtype=np.int64)
-        return StrBuf(sb.buf, index), sb.offsets
-    if tokenizer == "whitespace":
-        lists = pc.ascii_split_whitespace(arr)
-    elif tokenizer == "regex":
-        lists = pc.split_pattern_regex(arr, pattern)
-    else:
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {TOKENIZERS}")
+    lists = pc.split_pattern_regex(arr, pattern)
     flat = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
     tokens = StrBuf.from_arrow(
@@ -52,6 +54,41 @@ def tokenize(
     splits = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(np.bincount(parents, minlength=len(values)), out=splits[1:])
     return tokens, splits
+
+
+def _ascii_lower(buf: np.ndarray) -> np.ndarray:
+    upper = (buf >= ord("A")) & (buf <= ord("Z"))
+    return np.where(upper, buf + np.uint8(32), buf).astype(np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_whitespace(buf, offsets):
+    # ASCII whitespace as bytes.split() sees it: space, \t, \n, \v, \f, \r.
+    n = len(offsets) - 1
+    out = np.empty(len(buf), dtype=np.uint8)
+    tok = np.empty(len(buf) // 2 + 2, dtype=np.int64)
+    splits = np.zeros(n + 1, dtype=np.int64)
+    nt = 0
+    pos = 0
+    for r in range(n):
+        inside = False
+        for i in range(offsets[r], offsets[r + 1]):
+            c = buf[i]
+            space = c == 32 or (c >= 9 and c <= 13)
+            if space:
+                inside = False
+            else:
+                if not inside:
+                    tok[nt] = pos
+                    nt += 1
+                    inside = True
+                out[pos] = c
+                pos += 1
+        splits[r + 1] = nt
+    tok_offsets = np.empty(nt + 1, dtype=np.int64)
+    tok_offsets[:nt] = tok[:nt]
+    tok_offsets[nt] = pos
+    return out[:pos].copy(), tok_offsets, splits
 
 
 def take_strings(sb: StrBuf, index: np.ndarray) -> StrBuf:

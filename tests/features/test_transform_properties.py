@@ -59,3 +59,19 @@ def test_transform_is_rowwise_and_deterministic(data_rows, data):
     merged = an.extract(an.merge(parts))
     for key in ("country", "tags", "q"):
         assert merged.columns[key]["vocab"] == state.columns[key]["vocab"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(max_size=40) | st.text(alphabet=" \t\nAbc\x0bé", max_size=20)
+                .map(str.encode), min_size=1, max_size=20), st.booleans())
+def test_whitespace_and_bytes_tokenizers_match_python(values, lowercase):
+    from shardforge.features.text import tokenize
+
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    prep = [v.lower() if lowercase else v for v in values]  # bytes.lower() is ASCII-only
+    tokens, splits = tokenize(arr, "whitespace", lowercase=lowercase)
+    flat = tokens.to_objects().tolist()
+    assert [flat[a:b] for a, b in zip(splits[:-1], splits[1:])] == [v.split() for v in prep]
+    tokens, splits = tokenize(arr, "bytes", lowercase=lowercase)
+    assert Ragged(tokens.buf, splits).to_list() == [list(v) for v in prep]
