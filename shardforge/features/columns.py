@@ -928,7 +928,7 @@ class CrossedColumn(CategoricalColumn):
             ids = k.ids(ctx)
             if isinstance(ids, Ragged):
                 return ids.values.view(np.uint64), ids.row_splits
-            flat = ids.reshape(len(ids), -1)
+            flat = ids.reshape(len(ids), math.prod(k.id_shape()))
             return flat.ravel().view(np.uint64), np.arange(
                 len(ids) + 1, dtype=np.int64
             ) * flat.shape[1]

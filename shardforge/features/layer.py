@@ -95,7 +95,8 @@ class FeatureLayer(nn.Module):
         col = batch[p.feature]
         nb = int(f.num_buckets)
         if not f.varlen and len(f.shape):  # fixed [B, k] ids: k one-hots side by side
-            ids = torch.as_tensor(np.asarray(col), device=self._device()).reshape(len(col), -1)
+            ids = torch.as_tensor(np.asarray(col), device=self._device())
+            ids = ids.reshape(len(col), math.prod(f.shape))
             ids = ids + torch.arange(ids.shape[1], device=ids.device) * nb
             col = Ragged(ids.reshape(-1).cpu().numpy(), np.arange(len(col) + 1) * ids.shape[1])
         ids, w, bag, n = self._bags(
@@ -121,7 +122,7 @@ class FeatureLayer(nn.Module):
                     else batch[p.feature],
                     device=self._device(),
                 )
-                out[p.name] = x.reshape(len(x), -1).to(torch.float32)
+                out[p.name] = x.reshape(len(x), int(p.width)).to(torch.float32)
             elif p.type == _DENSE.EMBEDDING:
                 out[p.name] = self._embedding(batch, p)
             else:
@@ -170,7 +171,7 @@ def _ragged(col: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]
         values, splits = col
     else:
         values = col if torch.is_tensor(col) else np.asarray(col)
-        flat = values.reshape(len(values), -1)
+        flat = values.reshape(len(values), math.prod(values.shape[1:]))
         splits = np.arange(len(values) + 1, dtype=np.int64) * flat.shape[1]
         values = flat.reshape(-1)
     values = torch.as_tensor(

@@ -304,3 +304,12 @@ def test_records_round_trip_with_output_and_input_specs(clicks, click_state):
                                if not (k == "price" and np.isnan(v[i]))}) for i in range(50)]
     again = decode_batch(records, FEATURES.input_spec())
     same_batch(FEATURES.transform(again, click_state), FEATURES.transform(raw, click_state))
+
+
+def test_empty_batches_and_empty_fit():
+    empty, _ = FEATURES.coerce({k: [] for k in ("price", "age", "country", "item_id", "query",
+                                                 "label")})
+    state = FEATURES.fit([])  # no data: empty vocabularies, a single bucket, identity scaling
+    out = FEATURES.transform(empty, state)
+    assert all(len(v) == 0 for v in out.values())
+    assert sf.FeatureLayer(FEATURES.schema(state))(out).shape[0] == 0
