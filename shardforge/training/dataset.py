@@ -513,7 +513,7 @@ class ShardDataset(IterableDataset):
             "shuffle": self.shuffle, "num_records": int(self.sizes.sum()), "epoch": self.epoch,
             "work": [list(r) for r in self.work], "rank": self.rank,
             "world_size": self.world_size, "num_workers": self.num_workers,
-            "chunk_size": self.chunk_size, "rank_unit": self.rank_unit,
+            "chunk_size": self.chunk_size, "rank_unit": self.rank_unit, "layout": self.layout(),
             "remainder": self.remainder, "block_size": self.block_size,
             "shuffle_buffer": self.shuffle_buffer, "positions": [list(p) for p in self.positions],
             "next_worker": self.next_worker,
@@ -539,7 +539,7 @@ class ShardDataset(IterableDataset):
                                  f"{mine!r}: not the same data order")
         same = (first["world_size"] == self.world_size and first["num_workers"] == self.num_workers
                 and first["chunk_size"] == self.chunk_size and first["rank_unit"] == self.rank_unit
-                and first["remainder"] == self.remainder)
+                and first["remainder"] == self.remainder and first["layout"] == self.layout())
         if same:
             mine = next((s for s in states if s["rank"] == self.rank), None)
             if mine is None and len(states) > 1:
@@ -580,7 +580,8 @@ class ShardDataset(IterableDataset):
                     end = lo + min(c1 * chunk, hi - lo)
                     if item and cut < end:
                         a, b = cut, min(cut + chunk, end)
-                        used = self.consumed_in_chunk(order, files, work.to_g(a, b), item)
+                        used = self.consumed_in_chunk(order, files, work.to_g(a, b), item,
+                                                      first["layout"])
                         taken += used
                         left += subtract_ranges(work.to_g(a, b), used)
                         cut = b
@@ -594,9 +595,15 @@ class ShardDataset(IterableDataset):
 
     items_per_chunk_fixed = True
 
+    def layout(self) -> dict:
+        """What, besides the chunk size, decides how a chunk's items are numbered."""
+        return {}
+
     def consumed_in_chunk(self, order: EpochOrder, files: FileCache,
-                          g_ranges: list[tuple[int, int]], items: int) -> list[tuple[int, int]]:
-        """``G`` ranges of the records consumed by the first ``items`` items of a chunk."""
+                          g_ranges: list[tuple[int, int]], items: int, layout: dict
+                          ) -> list[tuple[int, int]]:
+        """``G`` ranges of the records consumed by the first ``items`` items of a chunk that was
+        cut up under ``layout``."""
         return list(g_ranges) if items else []
 
 

@@ -138,14 +138,20 @@ class PackedDataset(ShardDataset):
     def from_transport(self, item: dict) -> dict:
         return packed_to_torch(item)
 
-    def _plan(self, block: Any, ids: np.ndarray) -> tuple[Any, dict, Any]:
+    def layout(self) -> dict:
+        return {"packing_length": self.packing_length, "strategy": self.strategy,
+                "overflow": self.overflow}
+
+    def _plan(self, block: Any, ids: np.ndarray, layout: dict | None = None
+              ) -> tuple[Any, dict, Any]:
+        layout = self.layout() if layout is None else layout
         batch = self.decode(block, ids, self.decode_spec)
         tokens = batch.pop(self.token_feature)
         batch.pop("record_id", None)
-        if self.packing_length is None:
+        if layout["packing_length"] is None:
             return tokens, batch, None
-        plan = plan_packs(tokens.row_lengths(), self.packing_length, strategy=self.strategy,
-                          overflow=self.overflow)
+        plan = plan_packs(tokens.row_lengths(), layout["packing_length"],
+                          strategy=layout["strategy"], overflow=layout["overflow"])
         return tokens, batch, plan
 
     def chunk(self, block: Any, ids: np.ndarray) -> tuple[int, Callable[[int], dict]]:
@@ -165,13 +171,14 @@ class PackedDataset(ShardDataset):
         return len(plan), make
 
     def consumed_in_chunk(self, order: EpochOrder, files: FileCache,
-                          g_ranges: list[tuple[int, int]], items: int) -> list[tuple[int, int]]:
+                          g_ranges: list[tuple[int, int]], items: int, layout: dict
+                          ) -> list[tuple[int, int]]:
         """A document counts as consumed once all its pieces were (a split document whose first
         pieces were consumed is read again in full: tokens may repeat, none is lost)."""
         parts = [order.read(files, a, b) for a, b in g_ranges]
         block = concat_blocks([p[0] for p in parts])
         ids = np.concatenate([p[1] for p in parts])
-        tokens, _, plan = self._plan(block, ids)
+        tokens, _, plan = self._plan(block, ids, layout)
         g_pos = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in g_ranges])
         if plan is None:
             return list(g_ranges)

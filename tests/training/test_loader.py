@@ -142,3 +142,15 @@ def test_flattening_loader_and_shard_loader_types(shards):
     assert isinstance(loader, ShardLoader)
     batch = next(iter(shard_loader(path, batch_size=4, shuffle=False)))
     assert isinstance(batch["id"], np.ndarray) and batch["id"].tolist() == [0, 1, 2, 3]
+
+
+def test_packed_resume_with_a_new_packing_length_reads_the_rest_once(shards):
+    path, docs = shards
+    loader = packed(path)
+    it = iter(loader)
+    head = [d for _ in range(5) for d in next(it)["doc_ids"].tolist()]
+    resumed = packed(path, packing_length=200)
+    resumed.load_state_dict(loader.state_dict())
+    rest = [d for b in resumed for d in b["doc_ids"].tolist()]
+    assert max(b["num_tokens"] for b in packed(path, packing_length=200)) > 128
+    assert sorted(head + rest) == list(range(len(docs)))
