@@ -1126,6 +1126,10 @@ class SequenceColumn(CategoricalColumn):
     sequence = True
 
     @property
+    def key(self) -> str:
+        return self.name + "/sequence"  # the output keeps the categorical's name
+
+    @property
     def varlen(self) -> bool:
         return True
 

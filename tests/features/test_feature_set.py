@@ -313,3 +313,16 @@ def test_empty_batches_and_empty_fit():
     out = FEATURES.transform(empty, state)
     assert all(len(v) == 0 for v in out.values())
     assert sf.FeatureLayer(FEATURES.schema(state))(out).shape[0] == 0
+
+
+def test_sequence_of_multivalued_categorical():
+    clicks_seq = sf.sequence(sf.categorical_vocab("items", multivalued=True), max_length=2)
+    fs = sf.FeatureSet([sf.embedding(clicks_seq, dim=4, combiner="sum")])
+    batch = {"items": Ragged.from_rows([[b"a", b"b", b"c"], [], [b"b"]], dtype=object)}
+    state = fs.fit([batch])
+    out = fs.transform(batch, state)
+    assert out["items"].to_list() == [[1, 0], [], [0]]  # b (2x) before a, c; truncated to 2
+    feature = fs.schema(state).feature("items")
+    assert feature.sequence and feature.varlen and feature.num_buckets == 3
+    padded, lengths = sf.FeatureLayer(fs.schema(state)).sequence(out, "items")
+    assert padded.shape == (3, 2, 4) and lengths.tolist() == [2, 0, 1]
