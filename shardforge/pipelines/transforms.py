@@ -8,7 +8,6 @@ steps are batches (``Rows``: row ids + a columnar batch), never one Python dict 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -249,37 +248,59 @@ class Analyze(beam.PTransform):
 # Transform
 
 
-def _row_slices(col, n: int) -> list:
-    if isinstance(col, Ragged):
-        s = col.row_splits
-        return [col.values[s[i] : s[i + 1]] for i in range(n)]
-    col = np.asarray(col)
-    return list(col.reshape(n, -1)) if n else []
-
-
-def _hash64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
-
-
 def split_of(hashes: np.ndarray, eval_fraction: float) -> np.ndarray:
     """``True`` where a row goes to eval: the top 53 bits of its hash as a uniform in [0, 1)."""
     return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53) < eval_fraction
 
 
-def _value_bytes(values) -> bytes:
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, vectorized (uint64 arithmetic wraps)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def _value_hashes(values: np.ndarray) -> np.ndarray:
+    from shardforge.features.hashing import fingerprint64
+
     values = np.asarray(values)
     if values.dtype == object:
-        return b"\x1f".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
-    return values.tobytes()
+        return fingerprint64(values)
+    if values.dtype.kind == "f":
+        return _mix(values.astype(np.float64).view(np.uint64))
+    return _mix(values.astype(np.int64).view(np.uint64))
+
+
+def _column_hashes(col, n: int) -> np.ndarray:
+    if isinstance(col, Ragged):
+        lengths = col.row_lengths().astype(np.uint64)
+        position = np.arange(len(col.values), dtype=np.uint64) - np.repeat(
+            col.row_splits[:-1], col.row_lengths()).astype(np.uint64)
+        mixed = _mix(_value_hashes(col.values) ^ _mix(position + np.uint64(1)))
+        sums = np.zeros(len(mixed) + 1, dtype=np.uint64)
+        np.cumsum(mixed, dtype=np.uint64, out=sums[1:])
+        return _mix((sums[col.row_splits[1:]] - sums[col.row_splits[:-1]]) ^ lengths)
+    values = np.asarray(col).reshape(n, -1)
+    h = np.zeros(n, dtype=np.uint64)
+    for j in range(values.shape[1]):
+        h = _mix(h ^ _value_hashes(values[:, j]) + np.uint64(j))
+    return h
 
 
 def row_hashes(batch: Batch, columns: Sequence[str]) -> np.ndarray:
-    """A stable 64-bit hash per row of the typed input ``columns`` (same on every run, runner
-    and machine: no Python ``hash``, no dependence on learned state)."""
+    """A stable 64-bit hash per row of the typed input ``columns``, vectorized: the same on
+    every run, runner and machine (FarmHash for strings, splitmix64 for numbers; no Python
+    ``hash`` and nothing learned)."""
     n = batch_size(batch)
-    slices = [_row_slices(batch[c], n) for c in sorted(columns)]
-    return np.array([_hash64(b"\x1e".join(_value_bytes(v) for v in row))
-                     for row in zip(*slices)], dtype=np.uint64).reshape(n)
+    h = np.full(n, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for name in sorted(columns):
+        h = _mix(h ^ _column_hashes(batch[name], n))
+    return h
 
 
 class _TransformFn(beam.DoFn):
@@ -305,7 +326,7 @@ class _TransformFn(beam.DoFn):
         records = encode_batch(out)
         if not records:
             return
-        record_hashes = np.array([_hash64(r) for r in records], dtype=np.uint64)
+        record_hashes = _value_hashes(np.array(records, dtype=object))
         for split, mask in (("train", ~is_eval), ("eval", is_eval)):
             idx = np.flatnonzero(mask)
             if len(idx):
@@ -396,7 +417,7 @@ class _KeyByShardFn(beam.DoFn):
         shard = (hashes % np.uint64(n)).astype(np.int64)
         for s in np.unique(shard):
             idx = np.flatnonzero(shard == s)
-            yield (split, int(s), n), [(int(hashes[i]), records[i]) for i in idx]
+            yield (split, int(s), n), (hashes[idx], [records[i] for i in idx])
 
 
 class _AllShardsFn(beam.DoFn):
@@ -410,7 +431,7 @@ class _AllShardsFn(beam.DoFn):
         for split in self.splits:
             n = _num_shards(sizes, split, self.num_shards, self.shard_size)
             for i in range(n):
-                yield (split, i, n), []
+                yield (split, i, n), (np.zeros(0, dtype=np.uint64), [])
 
 
 class _WriteShardFn(beam.DoFn):
@@ -427,7 +448,10 @@ class _WriteShardFn(beam.DoFn):
         from shardforge.records import TFRecordWriter
 
         (split, i, n), groups = element
-        records = sorted(r for group in groups for r in group)
+        groups = list(groups)
+        hashes = np.concatenate([h for h, _ in groups])
+        records = [r for _, rs in groups for r in rs]
+        order = np.argsort(hashes, kind="stable")
         name = _shard_name(i, n, self.compression)
         dest = posixpath.join(self.output, split, name)
         remote = "://" in dest
@@ -441,8 +465,8 @@ class _WriteShardFn(beam.DoFn):
             # compressed shards too.
             with TFRecordWriter(local, compression=self.compression, index=True,
                                 index_path=index) as w:
-                for _, data in records:
-                    w.write(data)
+                for k in order:
+                    w.write(records[k])
             if not remote:
                 os.replace(index, dest + ".idx")
                 os.replace(local, dest)

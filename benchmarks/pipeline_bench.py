@@ -1,0 +1,142 @@
+"""End-to-end Beam job on a 200k-row click log: rows/s and peak memory.
+
+    .venv/bin/python benchmarks/pipeline_bench.py [--rows 200000] [--workers 2]
+        [--tft-python /path/to/venv-with-tensorflow-transform/bin/python]
+
+Generates the CSV with examples/clicklog.py (cached under --data-dir), runs the example feature
+set (examples/click_features.py) through `run_pipeline` on the offline local runner, and prints
+one JSON line last: rows/s, wall seconds, peak RSS of the launcher and of its worker processes.
+With --tft-python it also runs the equivalent tf.Transform preprocessing_fn on the same file
+(in that interpreter) and reports the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TFT_SCRIPT = r'''
+import json, sys, tempfile, time
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx_bsl.public import tfxio
+
+csv_path, workers = sys.argv[1], int(sys.argv[2])
+columns = ["label", "price", "age", "country", "item_id", "query", "lat", "lon"]
+spec = {
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "price": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    "age": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    "country": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "item_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "query": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "lat": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    "lon": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+}
+
+def preprocessing_fn(x):
+    age_b = tft.bucketize(x["age"], 10)
+    country = tft.compute_and_apply_vocabulary(x["country"], top_k=100, num_oov_buckets=1)
+    tokens = tf.strings.split(x["query"])
+    return {
+        "price": tft.scale_to_z_score(x["price"]),
+        "age_bucketized": age_b,
+        "country": country,
+        "item_id": tf.strings.to_hash_bucket_fast(x["item_id"], 100000),
+        "age_bucketized_X_country": tf.sparse.to_dense(tf.sparse.cross_hashed(
+            [tf.reshape(age_b, [-1, 1]), tf.reshape(country, [-1, 1])], num_buckets=1000)),
+        "query": tft.compute_and_apply_vocabulary(tokens, top_k=2000, num_oov_buckets=1),
+        "label": x["label"],
+    }
+
+schema = schema_utils.schema_from_feature_spec(spec)
+out = tempfile.mkdtemp()
+start = time.perf_counter()
+opts = beam.options.pipeline_options.PipelineOptions(
+    ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+with beam.Pipeline(runner=FnApiRunner(), options=opts) as p, tft_beam.Context(temp_dir=out):
+    source = tfxio.BeamRecordCsvTFXIO(physical_format="text", column_names=columns, schema=schema)
+    raw = (p | beam.io.ReadFromText(csv_path, skip_header_lines=1)
+             | source.BeamSource())
+    analyze = tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=True)
+    (transformed, _), fn = (raw, source.TensorAdapterConfig()) | analyze
+    _ = (transformed | beam.FlatMap(lambda rb_and_extra: [b"x"] * rb_and_extra[0].num_rows)
+                     | beam.io.WriteToTFRecord(out + "/tft"))
+print(json.dumps({"seconds": time.perf_counter() - start}))
+'''
+
+
+def _load(name: str):
+    path = os.path.join(REPO, "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _children_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "sf_bench"))
+    parser.add_argument("--tft-python", default=None,
+                        help="python of a venv with tensorflow-transform, for the comparison")
+    args = parser.parse_args()
+
+    import logging
+
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    from shardforge.pipelines import run_pipeline
+
+    os.makedirs(args.data_dir, exist_ok=True)
+    csv_path = os.path.join(args.data_dir, f"clicks-{args.rows}.csv")
+    if not os.path.exists(csv_path):
+        start = time.perf_counter()
+        _load("clicklog").write_csv(csv_path, args.rows, seed=0)
+        print(f"generated {csv_path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    out = os.path.join(args.data_dir, "out")
+    summary = run_pipeline(
+        os.path.join(REPO, "examples", "click_features.py"), csv_path, out, overwrite=True,
+        beam_args=[f"--direct_num_workers={args.workers}"],
+    )
+    result = {
+        "bench": "pipeline", "rows": summary.rows_read, "workers": args.workers,
+        "seconds": round(summary.seconds, 2),
+        "rows_per_s": round(summary.rows_read / summary.seconds),
+        "records": summary.splits, "errors": summary.errors,
+        "csv_mb": round(os.path.getsize(csv_path) / 2**20, 1),
+        "peak_rss_mb_launcher": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb_worker": round(_children_peak_rss_mb()),
+    }
+    if args.tft_python:
+        proc = subprocess.run([args.tft_python, "-c", TFT_SCRIPT, csv_path, str(args.workers)],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            tft_seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+            result["tft_rows_per_s"] = round(summary.rows_read / tft_seconds)
+            result["speedup_vs_tft"] = round(tft_seconds / summary.seconds, 2)
+        else:
+            result["tft_error"] = proc.stderr.strip().splitlines()[-1:]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
