@@ -56,7 +56,9 @@ def _walk(col: Column) -> Iterable[Column]:
 class FeatureSet:
     """The declared features of a dataset: inputs, learned state, outputs.
 
-    >>> fs = FeatureSet([numeric("x", default=0.0, normalize="zscore")], label=numeric("y"))
+    >>> import shardforge.features as sf
+    >>> x = sf.numeric("x", default=0.0, normalize="zscore")
+    >>> fs = sf.FeatureSet([x], label=sf.numeric("y"))
     >>> state = fs.fit([{"x": np.array([1.0, 3.0]), "y": np.array([0.0, 1.0])}])
     >>> fs.transform({"x": np.array([2.0]), "y": np.array([1.0])}, state)["x"].tolist()
     [0.0]

@@ -8,8 +8,9 @@ and ``indicator`` columns as one-hot / multi-hot counts (weights for weighted co
 ``layer.part_slices`` give each part's position in ``[B, D]``.
 
 >>> layer = FeatureLayer(load_schema("out/"))       # doctest: +SKIP
->>> x = layer(batch)                                 # [B, layer.output_dim]
->>> q, lengths = layer.sequence(batch, "query_embedding")   # [B, T, 32], [B]
+>>> # x: [B, layer.output_dim]; q: [B, T, 32] and lengths [B]
+>>> x = layer(batch)                                 # doctest: +SKIP
+>>> q, lengths = layer.sequence(batch, "query_embedding")   # doctest: +SKIP
 """
 
 from __future__ import annotations
