@@ -13,7 +13,6 @@ With --tft-python it also runs the equivalent tf.Transform preprocessing_fn on t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -80,14 +79,6 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 '''
 
 
-def _load(name: str):
-    path = os.path.join(REPO, "examples", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _children_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -110,7 +101,9 @@ def main() -> None:
     csv_path = os.path.join(args.data_dir, f"clicks-{args.rows}.csv")
     if not os.path.exists(csv_path):
         start = time.perf_counter()
-        _load("clicklog").write_csv(csv_path, args.rows, seed=0)
+        from examples.clicklog import write_csv
+
+        write_csv(csv_path, args.rows, seed=0)
         print(f"generated {csv_path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     out = os.path.join(args.data_dir, "out")
     summary = run_pipeline(

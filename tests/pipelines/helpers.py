@@ -5,7 +5,6 @@ fixtures and asserts many things on the outputs; modules are pinned to one xdist
 """
 
 import glob
-import importlib.util
 import os
 from collections import Counter
 
@@ -15,14 +14,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLICK_FEATURES = os.path.join(REPO, "examples", "click_features.py")
 # In-process pipelines for most tests; the offline multi-process default runs where it matters.
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-
-
-def load_example(name: str):
-    path = os.path.join(REPO, "examples", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_typed(fs, path: str, fmt: str = "csv"):

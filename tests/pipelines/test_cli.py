@@ -5,8 +5,9 @@ import os
 
 import pytest
 
+from examples.clicklog import write_csv
 from shardforge.cli import main
-from tests.pipelines.helpers import CLICK_FEATURES, load_example, shard_paths
+from tests.pipelines.helpers import CLICK_FEATURES, shard_paths
 
 pytestmark = pytest.mark.xdist_group("pipelines-cli")
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.xdist_group("pipelines-cli")
 def run_out(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     csv = str(d / "clicks.csv")
-    load_example("clicklog").write_csv(csv, 400, seed=1)
+    write_csv(csv, 400, seed=1)
     out = str(d / "out")
     # --direct_running_mode / --direct_num_workers are Beam's flags, not ours
     rc = main(["run", "--features", CLICK_FEATURES, "--input", csv, "--output", out,

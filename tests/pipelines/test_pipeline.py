@@ -11,11 +11,11 @@ import os
 import numpy as np
 import pytest
 
+from examples.clicklog import write_csv
 from tests.pipelines.helpers import (
     CLICK_FEATURES,
     IN_MEMORY,
     concat,
-    load_example,
     read_split,
     read_typed,
     row_multiset,
@@ -29,7 +29,7 @@ N_ROWS = 3000
 @pytest.fixture(scope="module")
 def click_csv(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("data") / "clicks.csv")
-    load_example("clicklog").write_csv(path, N_ROWS, seed=3)
+    write_csv(path, N_ROWS, seed=3)
     return path
 
 
