@@ -246,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
         # the calibration is a guess on a busy machine: the time limit keeps the promise
         time_limit = f"time_limit_s={1.5 * scale.lm_budget_s:g}" if scale.lm_budget_s else ""
         overrides = [f"max_steps={n_steps}", f"packing_length={scale.packing_length}",
-                     f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={n_steps // 2}",
+                     f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={max(1, n_steps // 4)}",
                      f"ckpt_every={n_steps // 2}",
                      *(f"model.{k}={v}" for k, v in scale.lm_model.items())]
         lm_cfg = TrainConfig.load(REPO / "examples" / "lm.yaml", [

@@ -457,7 +457,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     last = stop_at if stop_at is not None else cfg.max_steps
-    window_items, window_time, window_packing = 0, 0.0, []
+    window_items, window_time, window_packing, window_losses = 0, 0.0, [], []
     step_times: list[float] = []
     checkpoint_path = None
     t_train = time.perf_counter()
@@ -488,6 +488,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         window_items += items * d.world_size
         window_time += step_time
         result.losses.append(step_loss)
+        window_losses.append(step_loss)
         done = step + 1
         result.steps = done
         out_of_time = time_is_up(cfg, time.perf_counter() - t_train, d, device)
@@ -497,16 +498,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
             rate = window_items / max(window_time, 1e-9)
             packing = float(np.mean(window_packing)) if window_packing else None
             eta = float(np.mean(step_times[-50:])) * (cfg.max_steps - done)
-            row = {"step": done, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
+            loss_avg = float(np.mean(window_losses))  # over the steps since the last line
+            row = {"step": done, "loss": loss_avg, "lr": lr, "grad_norm": grad_norm,
                    f"{progress.unit}_per_s": rate}
             if packing is not None:
                 row["packing_efficiency"] = packing
                 result.packing_efficiency = packing
             record(row)
             if d.is_main:
-                progress.update(done, step_loss, rate, eta, packing, lr)
+                progress.update(done, loss_avg, rate, eta, packing, lr)
             result.throughput = rate
-            window_items, window_time, window_packing = 0, 0.0, []
+            window_items, window_time, window_packing, window_losses = 0, 0.0, [], []
         if done % cfg.eval_every == 0 or final:
             result.last_eval = evaluate(model, cfg, device, d, autocast)
             record({"step": done, **result.last_eval})
