@@ -133,7 +133,7 @@ def flash_attn_varlen(
             otherwise), ``"triton"`` or ``"reference"``.
 
     Returns:
-        ``[T, H, D]`` in ``q.dtype``.
+        ``[T, H, D]`` in ``q.dtype`` (under CUDA autocast: in the autocast dtype, like SDPA).
 
     Example:
         >>> q = torch.randn(7, 4, 64); kv = torch.randn(7, 2, 64)
@@ -150,6 +150,11 @@ def flash_attn_varlen(
         return flash_attn_varlen_reference(q, k, v, cu_seqlens, max_seqlen, causal, softmax_scale)
     from shardforge.kernels import attention_triton
 
+    if q.is_cuda and torch.is_autocast_enabled("cuda"):
+        # Like F.scaled_dot_product_attention, run in autocast's precision (q may arrive in
+        # fp32 from a RoPE or norm computed in fp32 while v is already bf16).
+        dtype = torch.get_autocast_dtype("cuda")
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     return attention_triton.flash_attn_varlen_triton(
         q, k, v, cu_seqlens, max_seqlen, causal, softmax_scale
     )

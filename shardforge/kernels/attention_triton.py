@@ -439,10 +439,8 @@ def _prepare(q, k, v, cu_seqlens, softmax_scale):  # noqa: ANN001, ANN202 - inte
     if d not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head dim {d} not supported by the Triton kernel; use one of "
                          f"{SUPPORTED_HEAD_DIMS} or backend='reference'")
-    if cu_seqlens.device != q.device:
-        raise ValueError(f"cu_seqlens is on {cu_seqlens.device}, q on {q.device}")
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(d)
-    return t, h, hkv, d, cu_seqlens.to(torch.int32), scale
+    return t, h, hkv, d, cu_seqlens.to(device=q.device, dtype=torch.int32), scale
 
 
 def attention_forward(

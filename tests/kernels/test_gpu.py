@@ -65,6 +65,14 @@ def test_attention_goes_through_triton_on_cuda():
     assert "FlashAttnVarlen" in type(out.grad_fn).__name__
 
 
+def test_attention_under_autocast_accepts_mixed_input_dtypes():
+    q, k, v, cu, max_len = make_inputs([5, 300], 4, 2, 64, torch.bfloat16, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = flash_attn_varlen(q.float(), k, v, cu.cpu(), max_len)  # fp32 q, cu_seqlens on CPU
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, flash_attn_varlen(q, k, v, cu, max_len))
+
+
 def _adamw_pair(shapes, dtype=torch.float32, offset=0):
     """Our params (optionally unaligned views into one buffer) and fp32 torch copies."""
     total = sum(torch.Size(s).numel() for s in shapes) + offset
