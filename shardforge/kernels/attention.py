@@ -10,7 +10,8 @@ The varlen convention (the same as flash-attention's ``flash_attn_varlen_func``)
   documents. Tokens after ``cu_seqlens[-1]`` (if any) belong to no document: their output and
   gradients are zero.
 * ``max_seqlen`` is the longest document length (a Python int): it sizes the kernel grid without
-  reading ``cu_seqlens`` back from the GPU.
+  reading ``cu_seqlens`` back from the GPU, so it must not be smaller than the longest document
+  (rows past it would not be computed).
 * ``causal=True`` masks keys after the query inside each document; ``softmax_scale`` defaults to
   ``1 / sqrt(D)``.
 
