@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -1023,26 +1024,14 @@ class TextColumn(CategoricalColumn):
 
     def compute_ids(self, ctx: Ctx) -> Ragged:
         tokens, splits = self._tokens({self.key_: ctx.get(self.source, self.name)})
-        if self.max_length is not None:
-            index, splits = truncate_index(splits, self.max_length)
-            tokens_idx = index
-        else:
-            tokens_idx = None
         if self.tokenizer == "bytes":
             ids = tokens.buf.astype(np.int64)
-            return Ragged(ids if tokens_idx is None else ids[tokens_idx], splits)
-        if tokens_idx is not None:
-            from shardforge.features.text import take_strings
-
-            tokens = take_strings(tokens, tokens_idx)
-        ids = vocab_lookup(
-            ctx.state[self.key],
-            None,
-            "bytes",
-            self.num_oov_buckets,
-            self.default_value,
-            values_sb=tokens,
-        )
+        else:
+            st = ctx.state[self.key]
+            ids = vocab_lookup(st, None, "bytes", self.num_oov_buckets, self.default_value, tokens)
+        if self.max_length is not None:
+            index, splits = truncate_index(splits, self.max_length)
+            ids = ids[index]
         return Ragged(ids, splits)
 
 
@@ -1075,8 +1064,6 @@ def text(
             f"text column {key!r}: tokenizer={tokenizer!r}; expected one of {TOKENIZERS}"
         )
     if tokenizer == "regex":
-        import re
-
         if not pattern:
             raise ValueError(f"text column {key!r}: tokenizer='regex' needs pattern=")
         try:
