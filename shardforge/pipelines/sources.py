@@ -270,6 +270,15 @@ def read_file(path: str, fmt: str, names: Sequence[str], chunk_rows: int = DEFAU
         yield from READERS[fmt](path, names, chunk_rows)
 
 
+def merge_chunks(chunks: Sequence[RawChunk]) -> RawChunk:
+    """One chunk of several (small files, e.g. one document each, batched for the transforms)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    names = list(chunks[0].columns)
+    return RawChunk([r for c in chunks for r in c.ids],
+                    {n: [v for c in chunks for v in c.columns[n]] for n in names})
+
+
 def missing_counts(chunk: RawChunk, keep: np.ndarray) -> dict[str, int]:
     """How many of the kept rows had no value for each column (``None``, ``""`` or empty list)."""
     counts = {}

@@ -177,6 +177,12 @@ class ReadRaw(beam.PTransform):
         parsed = (
             read.chunks
             | "SpreadChunks" >> beam.Reshuffle()
+            # Small chunks (small files, one-document text files) join up to chunk_rows rows;
+            # a full chunk passes alone.
+            | "Batch" >> beam.BatchElements(
+                min_batch_size=self.chunk_rows, max_batch_size=self.chunk_rows,
+                element_size_fn=lambda chunk: len(chunk.ids))
+            | "MergeChunks" >> beam.Map(sources.merge_chunks)
             | "Coerce" >> beam.ParDo(_CoerceFn(self.fs)).with_outputs(ERRORS, main="rows")
         )
         errors = (read[ERRORS], parsed[ERRORS]) | "ReadErrors" >> beam.Flatten()

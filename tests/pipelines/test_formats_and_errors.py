@@ -164,3 +164,19 @@ def test_error_budget_fails_the_job_and_writes_no_shards(data):
     assert not glob.glob(str(out / "train" / "part-*"))
     errors = glob.glob(str(out / "errors" / "*.jsonl"))
     assert errors and sum(1 for p in errors for _ in open(p)) == 3
+
+
+def test_shard_size_sets_the_shard_count(data):
+    from shardforge.pipelines.transforms import parse_size
+    from tests.pipelines.helpers import shard_paths
+
+    assert parse_size("2KB") == 2048 and parse_size("128MB") == 128 << 20
+    summary = _run(data, "rows.jsonl", "out_sized", shard_size="2KB", eval_fraction=0.0)
+    with open(summary.stats) as f:
+        written = json.load(f)["splits"]["train"]["bytes"]
+    n = -(-written // 2048)
+    assert n > 1
+    paths = shard_paths(summary.output, "train")
+    assert [os.path.basename(p) for p in paths] == [
+        f"part-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
+    assert summary.splits == {"train": N}

@@ -101,3 +101,11 @@ def test_missing_counts():
     assert sources.missing_counts(chunk, [0, 1, 2]) == {"x": 2, "y": 2}
     assert sources.missing_counts(chunk, [2]) == {"x": 0, "y": 1}
     assert json.dumps(sources.ReadError("f:1", "bad").to_json())
+
+
+def test_merge_chunks():
+    a = sources.RawChunk(["f:1"], {"x": ["1"]})
+    b = sources.RawChunk(["g:1", "g:2"], {"x": [None, "3"]})
+    assert sources.merge_chunks([a]) is a
+    merged = sources.merge_chunks([a, b])
+    assert merged.ids == ["f:1", "g:1", "g:2"] and merged.columns == {"x": ["1", None, "3"]}
