@@ -10,6 +10,7 @@ Trailing ``key=value`` arguments override the YAML config (dotted keys reach int
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,8 @@ def main(args: argparse.Namespace) -> int:
         print("shardforge train: give --data DIR (a pipeline output dir) or data: in the config")
         return 2
     result = train(cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     first, last = result.first_eval.get("eval_loss"), result.last_eval.get("eval_loss")
     summary = [f"done: {result.steps} steps, run dir {result.out_dir}"]
     if first is not None and last is not None:
