@@ -16,6 +16,7 @@ below (``torch._foreach_*`` in the same order as torch's foreach AdamW) runs els
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -293,9 +294,8 @@ class _GroupPlan:
     def matches(self, params: list[torch.Tensor]) -> bool:
         """Same parameters with gradients and same gradient dtypes (``load_state_dict`` drops
         all plans, as it replaces the state objects)."""
-        if len(params) != len(self.params):
-            return False
-        for p, q, dt in zip(params, self.params, self.grad_dtypes):
-            if p is not q or p.grad.dtype != dt:
-                return False
-        return True
+        return (
+            len(params) == len(self.params)
+            and all(map(operator.is_, params, self.params))
+            and [p.grad.dtype for p in params] == self.grad_dtypes
+        )

@@ -18,6 +18,7 @@ div, addcdiv) with IEEE-rounded sqrt and division, so fp32 results agree to with
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -139,8 +140,10 @@ class _LaunchPlan:
 
     @staticmethod
     def key_of(columns: list[list[torch.Tensor]]) -> tuple:
-        return tuple(t.data_ptr() for col in columns for t in col) + tuple(
-            t.numel() for t in columns[0]
+        # map() over C methods: this runs every step for every tensor, so no Python frames.
+        return (
+            *map(torch.Tensor.data_ptr, itertools.chain.from_iterable(columns)),
+            *map(torch.Tensor.numel, columns[0]),
         )
 
 
@@ -186,11 +189,13 @@ def adamw_triton_(
         weight_decay=weight_decay, maximize=maximize,
     )  # fmt: skip
     states = masters if masters is not None else exp_avgs
-    flat = [
-        all(t.is_contiguous() for t in ts)
-        for ts in zip(params, grads, exp_avgs, exp_avg_sqs, states)
-    ]
-    if not all(flat):
+    everything = itertools.chain(params, grads, exp_avgs, exp_avg_sqs, masters or ())
+    if not all(map(torch.Tensor.is_contiguous, everything)):
+        flat = [
+            all(t.is_contiguous() for t in ts)
+            for ts in zip(params, grads, exp_avgs, exp_avg_sqs, states)
+        ]
+
         def pick(ts, keep):  # noqa: ANN001, ANN202
             return None if ts is None else [t for t, f in zip(ts, flat) if f == keep]
 
