@@ -353,7 +353,8 @@ def _raw_rows(raw: dict[str, Any]) -> int:
 def _is_missing(arr: np.ndarray) -> np.ndarray:
     if arr.dtype != object:
         return np.isnan(arr) if arr.dtype.kind == "f" else np.zeros(len(arr), dtype=bool)
-    return np.equal(arr, None) | np.equal(arr, "") | np.equal(arr, b"")
+    # None, "" and b"" (CSV, JSON null), and float NaN (pandas-style missing): NaN != NaN
+    return np.equal(arr, None) | np.equal(arr, "") | np.equal(arr, b"") | np.not_equal(arr, arr)
 
 
 def _parse_one(value: Any, dtype: str) -> Any:

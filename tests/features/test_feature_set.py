@@ -326,3 +326,11 @@ def test_sequence_of_multivalued_categorical():
     assert feature.sequence and feature.varlen and feature.num_buckets == 3
     padded, lengths = sf.FeatureLayer(fs.schema(state)).sequence(out, "items")
     assert padded.shape == (3, 2, 4) and lengths.tolist() == [2, 0, 1]
+
+
+def test_coerce_treats_nan_objects_as_missing():
+    fs = sf.FeatureSet([sf.categorical_hash("c", 10, default="?"), sf.numeric("x", default=1.0)])
+    raw = {"c": obj(["a", float("nan"), None, b"b"]), "x": obj([2.0, float("nan"), "nan", None])}
+    batch, errors = fs.coerce(raw)
+    assert errors == [] and batch["c"].tolist() == [b"a", b"?", b"?", b"b"]
+    assert fs.transform(batch, fs.fit([batch]))["x"].tolist() == [2.0, 1.0, 1.0, 1.0]
