@@ -983,6 +983,7 @@ class TextColumn(CategoricalColumn):
     max_length: int | None = None
     default: Any = b""
     name: str = ""
+    approximate_capacity: int | None = None
 
     column_type = "text"
     multivalued = False
@@ -1002,7 +1003,7 @@ class TextColumn(CategoricalColumn):
     def analyzers(self) -> dict[str, Any]:
         if self.tokenizer == "bytes" or self.vocabulary is not None:
             return {}
-        return {"vocab": Vocabulary()}
+        return {"vocab": Vocabulary(self.approximate_capacity)}
 
     def _tokens(self, batch: dict) -> tuple[StrBuf, np.ndarray]:
         return tokenize(batch[self.key_], self.tokenizer, self.pattern, self.lowercase)
@@ -1048,6 +1049,7 @@ def text(
     max_length: int | None = None,
     default: Any = "",
     name: str | None = None,
+    approximate_capacity: int | None = None,
 ) -> TextColumn:
     """Text to varlen int64 token ids (a sequence column).
 
@@ -1055,6 +1057,7 @@ def text(
     (UTF-8 bytes as ids 0..255, no vocabulary). The vocabulary is learned (``top_k``,
     ``frequency_threshold``) unless ``vocabulary_list`` is given; OOV tokens hash into
     ``num_oov_buckets``. ``max_length`` keeps the first tokens of each row.
+    ``approximate_capacity`` bounds the vocabulary analyzer's memory (see ``categorical_vocab``).
 
     >>> query = text("query", tokenizer="whitespace", top_k=2000)
     """
@@ -1079,6 +1082,8 @@ def text(
     _validate_vocab_options(key, top_k, frequency_threshold, num_oov_buckets, default_value)
     if max_length is not None:
         _check_positive(max_length, f"text column {key!r}: max_length")
+    if approximate_capacity is not None:
+        _check_positive(approximate_capacity, f"text column {key!r}: approximate_capacity")
     vocab = None
     if vocabulary_list is not None:
         vocab = tuple(_as_bytes(v) for v in vocabulary_list)
@@ -1098,6 +1103,7 @@ def text(
         max_length,
         default,
         name or key,
+        approximate_capacity,
     )
 
 
