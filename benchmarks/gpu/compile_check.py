@@ -82,7 +82,7 @@ def attention_variants(quick: bool):  # noqa: ANN201
         ("dkdv", at._attn_bwd_dkdv, at._DKDV_CONFIGS, at._DKDV_PRUNE),
         ("dq", at._attn_bwd_dq, at._DQ_CONFIGS, at._DQ_PRUNE),
     ]
-    dtypes = [("bf16", 2)] if quick else [("bf16", 2), ("fp16", 2)]
+    dtypes = [("bf16", 2)] if quick else [("bf16", 2), ("fp16", 2), ("fp32", 4)]
     head_dims = (64, 128) if quick else (32, 64, 128, 256)
     for name, tuner, configs, prune in kernels:
         fn = tuner.fn

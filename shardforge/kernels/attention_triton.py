@@ -14,6 +14,7 @@ past the end of their (shorter) document exit at once.
   kernel per query block that loops over key blocks. No atomics anywhere, so autotuning may rerun
   any kernel safely.
 
+Inputs are fp16 or bf16 (fp32 accumulation); fp32 inputs work too, with TF32 matmuls on the GPU.
 Tests run these kernels on CPU tensors with ``TRITON_INTERPRET=1``, which triton reads when the
 kernels are decorated, i.e. when this module is imported; small blocks are used there.
 """
