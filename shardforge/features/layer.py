@@ -47,6 +47,8 @@ class FeatureLayer(nn.Module):
                 if prev[1] != p.dim:
                     raise ValueError(f"shared embedding {table!r} has different dims")
                 tables[table] = (max(prev[0], rows), p.dim, p.max_norm)
+        # follows .to(device) even when the layer has no embedding table (no parameters)
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.tables = nn.ModuleDict()
         for name, (rows, dim, max_norm) in tables.items():
             bag = nn.EmbeddingBag(rows, dim, mode="sum", max_norm=max_norm or None)
@@ -59,9 +61,7 @@ class FeatureLayer(nn.Module):
         self.output_dim = int(sum(widths))
 
     def _device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
+        return self._anchor.device
 
     def _bags(
         self, batch: dict, feature: str, weight_feature: str = ""
