@@ -18,11 +18,12 @@ from shardforge.records.framing import (
     RecordBlock,
     RecordReader,
     TFRecordWriter,
+    list_shards,
     masked_crc32c,
     read_blocks,
     read_records,
 )
-from shardforge.records.index import RecordFile, build_index, list_shards, load_index, read_index
+from shardforge.records.index import RecordFile, build_index, load_index, read_index
 from shardforge.records.sharded import ShardedWriter
 from shardforge.records.spec import (
     Batch,

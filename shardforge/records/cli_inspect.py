@@ -20,13 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", default="auto", help="none|gzip|zlib|auto (by suffix)")
 
 
-def _paths(path: str) -> list[str]:
-    from shardforge.records import list_shards
-    from shardforge.records.framing import expand_paths
-
-    return list_shards(path) if os.path.isdir(path) else expand_paths(path)
-
-
 def _jsonable(values: np.ndarray) -> list:
     if values.dtype == object:
         return [v.decode("utf-8", errors="backslashreplace") for v in values]
@@ -41,11 +34,11 @@ def _show(values: np.ndarray, width: int = 8) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from shardforge.records import decode_example, read_records, summarize_features
-    from shardforge.records.framing import resolve_compression
+    from shardforge.records.framing import expand_paths, resolve_compression
 
     compression = None if args.compression.lower() == "none" else args.compression
     try:
-        paths = _paths(args.path)
+        paths = expand_paths(args.path)
     except FileNotFoundError as err:
         print(f"shardforge inspect: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob as _glob
 import logging
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -95,19 +96,23 @@ class TFRecordWriter:
         self._written = 0  # bytes in the file so far
         self._ustream = 0  # bytes of the uncompressed stream so far
         self._block = (0, 0)  # (file offset, stream offset) of the current flush block
+        self._records = 0
         self._offsets: list[int] = []
         self._lengths: list[int] = []
         self._blocks: list[tuple[int, int]] = []
 
     def write(self, data: bytes) -> None:
         record = frame(data)
-        self._offsets.append(self._ustream)
-        self._lengths.append(len(data))
+        self._records += 1
+        if self._index_path:
+            self._offsets.append(self._ustream)
+            self._lengths.append(len(data))
+            if self._zip is not None:
+                self._blocks.append(self._block)
         self._ustream += len(record)
         if self._zip is None:
             self._file.write(record)
             return
-        self._blocks.append(self._block)
         self._emit(self._zip.compress(record))
         if self._ustream - self._block[1] >= self._flush_every:
             self._emit(self._zip.flush(zlib.Z_FULL_FLUSH))
@@ -119,7 +124,7 @@ class TFRecordWriter:
             self._written += len(out)
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        return self._records
 
     @property
     def bytes_written(self) -> int:
@@ -149,14 +154,31 @@ class TFRecordWriter:
         self.close()
 
 
+_SHARD_RE = re.compile(r"\.(tfrecord|tfrecords|rec)(\.gz|\.gzip|\.zz|\.zlib)?$")
+
+
+def list_shards(dir_or_glob: PathLike) -> list[str]:
+    """Sorted shard files of a directory (``*.tfrecord[.gz|.zz|.zlib]``) or a glob; never index or
+    temporary files."""
+    p = os.fspath(dir_or_glob)
+    if os.path.isdir(p):
+        paths = [str(q) for q in Path(p).iterdir() if _SHARD_RE.search(q.name)]
+    else:
+        paths = _glob.glob(p) if _glob.has_magic(p) else [p]
+        paths = [q for q in paths if not q.endswith(".idx") and ".tmp-" not in q]
+    return sorted(q for q in paths if os.path.isfile(q) and not os.path.basename(q).startswith("."))
+
+
 def expand_paths(paths: Paths) -> list[str]:
-    """A path, a glob, or a list of either, to a sorted-per-pattern list of existing files."""
+    """Files, directories (their shards) and globs, or a list of them, to existing files."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[str] = []
     for p in paths:
         p = os.fspath(p)
-        if _glob.has_magic(p):
+        if os.path.isdir(p):
+            out += list_shards(p)
+        elif _glob.has_magic(p):
             # a glob means the shards: never their index files
             matches = sorted(m for m in _glob.glob(p) if not m.endswith(".idx"))
             if not matches:
@@ -208,13 +230,26 @@ class _StreamError(Exception):
         self.reason = reason
 
 
-def _chunks(path: str, compression: str | None) -> Iterator[bytes]:
-    """The file's (decompressed) bytes, chunk by chunk; raises _StreamError on a bad stream."""
+def _refills(path: str, compression: str | None) -> Iterator[np.ndarray]:
+    """``send(tail)`` the unconsumed end of the buffer, get ``tail + the next bytes`` of the
+    (decompressed) file back; the first value needs ``send(None)``, StopIteration at the end.
+    Raises _StreamError on a bad compressed stream."""
+    tail = np.zeros(0, dtype=np.uint8)
+    if compression is None:  # read straight into the new buffer: one copy per byte
+        with open(path, "rb") as f:
+            while True:
+                buf = np.empty(len(tail) + CHUNK, dtype=np.uint8)
+                buf[: len(tail)] = tail
+                n = f.readinto(memoryview(buf)[len(tail) :])
+                if not n:
+                    return
+                tail = yield buf[: len(tail) + n]
+    for chunk in _decompressed_chunks(path, compression):
+        tail = yield np.concatenate((tail, np.frombuffer(chunk, dtype=np.uint8)))
+
+
+def _decompressed_chunks(path: str, compression: str) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        if compression is None:
-            while chunk := f.read(CHUNK):
-                yield chunk
-            return
         wbits = _WBITS[compression]
         d = zlib.decompressobj(wbits)
         consumed = 0
@@ -276,18 +311,17 @@ def iter_blocks(
         log.warning("skipping corrupt data: %s", err)
         report.problems.append(err)
 
-    chunks = _chunks(path, comp)
+    refills = _refills(path, comp)
+    first = True
     while True:
         try:
-            chunk = next(chunks, None)
+            buf, base, pos = refills.send(None if first else buf[pos:]), base + pos, 0
+        except StopIteration:
+            break
         except _StreamError as err:
             problem(base + len(buf), err.reason)
             return
-        if chunk is None:
-            break
-        buf = np.concatenate((buf[pos:], np.frombuffer(chunk, dtype=np.uint8)))
-        base += pos
-        pos = 0
+        first = False
         while True:
             if resyncing:
                 p = K.resync(buf, pos, t)

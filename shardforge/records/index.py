@@ -18,13 +18,10 @@ block_stream_offsets].
 
 from __future__ import annotations
 
-import glob as _glob
 import os
-import re
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -117,21 +114,6 @@ def build_index(path: PathLike, *, compression: str | None = "auto") -> str:
     out = index_path(path)
     write_index(out, scan_index(path, compression=compression))
     return out
-
-
-_SHARD_RE = re.compile(r"\.(tfrecord|tfrecords|rec)(\.gz|\.gzip|\.zz|\.zlib)?$")
-
-
-def list_shards(dir_or_glob: PathLike) -> list[str]:
-    """Sorted shard files of a directory (``*.tfrecord[.gz|.zz|.zlib]``) or a glob; never index or
-    temporary files."""
-    p = os.fspath(dir_or_glob)
-    if os.path.isdir(p):
-        paths = [str(q) for q in Path(p).iterdir() if _SHARD_RE.search(q.name)]
-    else:
-        paths = _glob.glob(p) if _glob.has_magic(p) else [p]
-        paths = [q for q in paths if not q.endswith(INDEX_SUFFIX) and ".tmp-" not in q]
-    return sorted(q for q in paths if os.path.isfile(q) and not os.path.basename(q).startswith("."))
 
 
 class RecordFile:

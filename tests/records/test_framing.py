@@ -58,6 +58,7 @@ def test_files_lists_and_globs(tmp_path):
     b = _write(str(tmp_path / "b.tfrecord.gz"), RECORDS[3:])
     assert list(read_records([a, b])) == RECORDS
     assert list(read_records(str(tmp_path / "*.tfrecord*"))) == RECORDS  # .idx files ignored
+    assert list(read_records(tmp_path)) == RECORDS  # a directory: its shards
     assert [r for blk in read_blocks([a, b]) for r in blk] == RECORDS
     with pytest.raises(FileNotFoundError):
         read_records(str(tmp_path / "nope*.tfrecord"))
