@@ -930,6 +930,8 @@ class CrossedColumn(CategoricalColumn):
             if isinstance(ids, Ragged):
                 return ids.values.view(np.uint64), ids.row_splits
             flat = ids.reshape(len(ids), math.prod(k.id_shape()))
+            if flat.shape[1] > 1:  # like TF: position i of a [k]-shaped column adds i * buckets
+                flat = flat + np.arange(flat.shape[1]) * k.num_buckets(ctx.state)
             return flat.ravel().view(np.uint64), np.arange(
                 len(ids) + 1, dtype=np.int64
             ) * flat.shape[1]

@@ -170,3 +170,17 @@ def test_embedding_combiners_match_tf_formulas(combiner):
                                                   combiner=combiner).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert torch.is_tensor(layer(out))
+
+
+def test_crossed_with_vector_bucketized_matches_tf():
+    v = np.float32([[0.5, 2.5], [1.5, -1.0]])
+    tags = [[b"a"], [b"b", b"c"]]
+    b = sf.bucketized(sf.numeric("v", shape=(2,)), boundaries=[0.0, 1.0, 2.0])
+    cross = sf.crossed([b, "t"], hash_bucket_size=777)
+    fs = sf.FeatureSet([sf.indicator(cross), sf.categorical_hash("t", 5, multivalued=True)])
+    batch = {"v": v, "t": Ragged.from_rows(tags, dtype=object)}
+    out = fs.transform(batch, fs.fit([batch]))
+    tb = fc.bucketized_column(fc.numeric_column("v", shape=(2,)), [0.0, 1.0, 2.0])
+    col = fc.crossed_column([tb, "t"], hash_bucket_size=777)
+    feats = {"v": tf.constant(v), "t": tf.ragged.constant(tags, dtype=tf.string).to_sparse()}
+    assert rows(out[cross.name]) == tf_ids(col, feats)
