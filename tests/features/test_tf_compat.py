@@ -184,3 +184,25 @@ def test_crossed_with_vector_bucketized_matches_tf():
     col = fc.crossed_column([tb, "t"], hash_bucket_size=777)
     feats = {"v": tf.constant(v), "t": tf.ragged.constant(tags, dtype=tf.string).to_sparse()}
     assert rows(out[cross.name]) == tf_ids(col, feats)
+
+
+def test_indicator_multi_hot_and_weighted_match_tf():
+    from shardforge.features.layer import FeatureLayer
+
+    keys = [[b"a", b"a", b"c"], [], [b"zz"]]
+    weights = [[0.5, 1.0, 2.0], [], [3.0]]
+    cat = sf.categorical_vocab_list("k", ["a", "b", "c"], num_oov_buckets=1, multivalued=True)
+    weighted = sf.weighted_categorical(cat, "w")
+    fs = sf.FeatureSet([sf.indicator(cat), sf.indicator(weighted)])
+    batch = {"k": Ragged.from_rows(keys, dtype=object),
+             "w": Ragged.from_rows(weights, dtype=np.float32)}
+    state = fs.fit([batch])
+    parts = FeatureLayer(fs.schema(state)).parts(fs.transform(batch, state))
+    tf_feats = {"k": tf.ragged.constant(keys).to_sparse(),
+                "w": tf.ragged.constant(weights).to_sparse()}
+    tcat = fc.categorical_column_with_vocabulary_list("k", ["a", "b", "c"], num_oov_buckets=1)
+    for col, name in [(tcat, "k_indicator"),
+                      (fc.weighted_categorical_column(tcat, "w"), weighted.name + "_indicator")]:
+        dense = fc.indicator_column(col).get_dense_tensor(
+            fcv2.FeatureTransformationCache(tf_feats), None)
+        np.testing.assert_allclose(parts[name].numpy(), dense.numpy())
