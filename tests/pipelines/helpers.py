@@ -51,10 +51,10 @@ def shard_paths(out: str, split: str) -> list[str]:
 
 
 def read_split(out: str, split: str, spec):
-    """Decode every record of a split with the records decoder."""
-    from shardforge.records import decode_batch, read_records
+    """Decode every record of a split (protobuf reference decoder: no JIT warm-up)."""
+    from shardforge.records import decode_batch_reference, read_records
 
-    return decode_batch(list(read_records(shard_paths(out, split))), spec)
+    return decode_batch_reference(list(read_records(shard_paths(out, split))), spec)
 
 
 def row_multiset(batch, float_digits: int | None = None) -> Counter:
