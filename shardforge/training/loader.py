@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from shardforge.training.dataset import (
@@ -61,15 +62,24 @@ class ShardLoader:
         self.dataset = dataset
         self.num_workers = int(num_workers)
         dataset.set_num_workers(max(1, self.num_workers))
-        self._kwargs: dict[str, Any] = {"pin_memory": pin_memory}
+        # items cross processes as numpy and become tensors here, so pinning happens here too
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self._kwargs: dict[str, Any] = {}
         if self.num_workers:
             self._kwargs.update(prefetch_factor=prefetch_factor,
                                 multiprocessing_context=multiprocessing_context)
 
+    def _deliver(self, item: dict) -> dict:
+        if self.pin_memory:
+            return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v
+                    for k, v in item.items()}
+        return item
+
     def __iter__(self) -> Iterator[dict]:
         ds = self.dataset
         if self.num_workers == 0:
-            yield from ds
+            for item in ds:
+                yield self._deliver(item)
             return
         ds.emit_positions, ds.rotate = True, ds.next_worker
         loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers,
@@ -77,7 +87,7 @@ class ShardLoader:
         for message in loader:
             for item in message[GROUP_KEY]:
                 ds.advance(item.pop(POSITION_KEY))
-                yield ds.from_transport(item)
+                yield self._deliver(ds.from_transport(item))
         ds.set_epoch(ds.epoch + 1)
 
     def __len__(self) -> int:
