@@ -26,7 +26,7 @@ def run(an, chunks, tree="linear"):
     return accs[0]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(st.lists(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))), max_size=30),
                 min_size=1, max_size=6))
 def test_numeric_stats_merge_equals_numpy(chunks):

@@ -42,7 +42,7 @@ def test_fingerprint64_matches_tf_on_every_length():
         np.testing.assert_array_equal(hash_bucket(obj(values), m), expected)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)
 @given(st.lists(st.binary(min_size=0, max_size=200), min_size=1, max_size=50))
 def test_fingerprint64_property(values):
     fp = fingerprint64(obj(values))

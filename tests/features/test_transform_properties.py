@@ -39,7 +39,7 @@ def split_equal(a, b, c):
             assert np.array_equal(a[k], np.concatenate([b[k], c[k]])), k
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, database=None)
 @given(rows, st.data())
 def test_transform_is_rowwise_and_deterministic(data_rows, data):
     raw = {k: [r[k] for r in data_rows] for k in data_rows[0]}
@@ -61,7 +61,7 @@ def test_transform_is_rowwise_and_deterministic(data_rows, data):
         assert merged.columns[key]["vocab"] == state.columns[key]["vocab"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(st.lists(st.binary(max_size=40) | st.text(alphabet=" \t\nAbc\x0bé", max_size=20)
                 .map(str.encode), min_size=1, max_size=20), st.booleans())
 def test_whitespace_and_bytes_tokenizers_match_python(values, lowercase):
