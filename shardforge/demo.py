@@ -34,6 +34,10 @@ SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2
 MIN_FILE_BYTES, MAX_FILE_BYTES = 1_000, 40_000
 SIZE_BUCKETS = [2_000, 5_000, 10_000, 20_000]  # file-size bucket boundaries, bytes
 STEPS = ("stdlib-data", "lm", "clicklog")
+# The demo's models are too small to gain much from splitting ops over threads, and on a busy
+# machine threads waiting for each other made LM steps 5-20x slower here (measured: 0.15 s per
+# step with one thread against 1.2-3.6 s with two, at load average 8 on 2 cores)
+CPU_THREADS = 1
 
 
 @dataclass
@@ -150,7 +154,7 @@ def _banner(text: str) -> None:
 
 
 def lm_steps_for_budget(model_cfg: dict, packing_length: int, budget_s: float, device: str,
-                        bounds: tuple[int, int]) -> tuple[int, float]:
+                        bounds: tuple[int, int], threads: int) -> tuple[int, float]:
     """How many LM steps fit in ``budget_s`` here: times a few steps of the configured model on
     a synthetic batch shaped like the stdlib's (most files are longer than the packing length,
     so a batch is one document piece), so the demo takes minutes on any CPU."""
@@ -163,6 +167,9 @@ def lm_steps_for_budget(model_cfg: dict, packing_length: int, budget_s: float, d
         return lo, float("nan")
     dev = torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available()
                        else "cpu")
+    threads_before = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(threads)
     model = PackedLM(LMConfig(vocab_size=256, **model_cfg)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     doc = packing_length
@@ -182,6 +189,7 @@ def lm_steps_for_budget(model_cfg: dict, packing_length: int, budget_s: float, d
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+    torch.set_num_threads(threads_before)
     per_step = float(np.median(times[1:]))
     return int(np.clip(budget_s / per_step, lo, hi)), per_step
 
@@ -238,7 +246,8 @@ def main(args: argparse.Namespace) -> int:
     if "lm" in steps:
         _banner("2/4 train the small LM on packed batches")
         n_steps, per_step = lm_steps_for_budget(scale.lm_model, scale.packing_length,
-                                                scale.lm_budget_s, args.device, scale.lm_steps)
+                                                scale.lm_budget_s, args.device, scale.lm_steps,
+                                                CPU_THREADS)
         if per_step == per_step:  # not NaN: calibrated
             _say(f"calibration: {per_step:.2f}s per step here -> {n_steps} steps "
                  f"(~{scale.lm_budget_s:.0f}s budget)")
@@ -246,6 +255,7 @@ def main(args: argparse.Namespace) -> int:
         # the calibration is a guess on a busy machine: the time limit keeps the promise
         time_limit = f"time_limit_s={1.5 * scale.lm_budget_s:g}" if scale.lm_budget_s else ""
         overrides = [f"max_steps={n_steps}", f"packing_length={scale.packing_length}",
+                     f"threads={CPU_THREADS}",
                      f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={max(1, n_steps // 4)}",
                      f"ckpt_every={n_steps // 2}",
                      *(f"model.{k}={v}" for k, v in scale.lm_model.items())]
@@ -284,6 +294,7 @@ def main(args: argparse.Namespace) -> int:
              f"{time.perf_counter() - t0:.0f}s -> {click_data}")
         run_dir = out / "clicklog" / "run"
         overrides = [f"max_steps={scale.click_steps}", f"eval_every={scale.click_steps}",
+                     f"threads={CPU_THREADS}",
                      f"ckpt_every={scale.click_steps}"]
         tab = train(TrainConfig.load(REPO / "examples" / "tabular.yaml", [
             f"data={click_data}", f"out_dir={run_dir}", f"device={args.device}", *overrides]))

@@ -57,6 +57,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # torch intra-op threads on the CPU (0: torch's default, one per core). Small models are
+    # often faster with 1: their ops are too small to split, and on a busy machine threads
+    # that wait for each other cost far more than they bring
+    threads: int = 0
     tensorboard: bool = False  # written only if the tensorboard package is installed
     plot: bool = True
 

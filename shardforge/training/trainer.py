@@ -379,6 +379,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     progress = ProgressLine(cfg.max_steps, "tok" if cfg.task == "lm" else "rows", stream)
     log = progress.message if d.is_main else (lambda text: None)
 
+    threads_before = torch.get_num_threads()
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     np.random.seed(cfg.seed + d.rank)
     schema = load_schema(cfg.data)
@@ -533,6 +536,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         result.plot = plot_curves(metrics_path, out_dir / "curves.png")
     if d.world_size > 1:
         dist.barrier()
+    torch.set_num_threads(threads_before)
     return result
 
 

@@ -50,7 +50,8 @@ def lm_data(tmp_path_factory):
 def lm_config(data, out_dir, **overrides):
     values = dict(task="lm", data=str(data), out_dir=str(out_dir), packing_length=256,
                   model=dict(TINY_LM), max_steps=12, warmup_steps=2, lr=1e-2, min_lr=1e-3,
-                  eval_every=6, eval_batches=4, log_every=3, ckpt_every=4, plot=False, seed=0)
+                  eval_every=6, eval_batches=4, log_every=3, ckpt_every=4, plot=False, seed=0,
+                  threads=1)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -109,7 +110,7 @@ def test_tabular_model_reaches_auc(tmp_path):
     cfg = TrainConfig(task="tabular", data=str(data), out_dir=str(tmp_path / "run"),
                       batch_size=128, model={"hidden": [16], "n_classes": 2}, max_steps=60,
                       warmup_steps=5, lr=1e-2, min_lr=1e-3, eval_every=60, eval_batches=0,
-                      log_every=20, ckpt_every=0, plot=False)
+                      log_every=20, ckpt_every=0, plot=False, threads=1)
     result = train(cfg)
     assert result.last_eval["eval_auc"] > 0.8
     assert result.last_eval["eval_items"] == 600  # the whole eval split, remainder included
