@@ -547,7 +547,7 @@ def _gate(_, num_read, num_errors, _files, max_error_fraction, errors_dir):
 class DeadLetters(beam.PTransform):
     """Error dicts → ``output/errors/errors-SSSSS-of-NNNNN.jsonl``; returns the gate singleton
     that is ``True`` once the errors are written and the error budget holds (else the job fails
-    with :class:`TooManyErrors`), and the error count."""
+    with :class:`TooManyErrors`), and the number of failed rows."""
 
     def __init__(self, output: str, num_read, max_error_fraction: float = 0.01) -> None:
         super().__init__()
@@ -562,7 +562,13 @@ class DeadLetters(beam.PTransform):
             | "WriteErrors" >> beam.io.WriteToText(
                 posixpath.join(errors_dir, "errors"), file_name_suffix=".jsonl", num_shards=1)
         )
-        count = errors | "CountErrors" >> beam.combiners.Count.Globally()
+        # a row can fail on several features: the budget counts rows, the file lists each
+        count = (
+            errors
+            | "FailedRows" >> beam.Map(lambda e: e["source"])
+            | "DistinctRows" >> beam.Distinct()
+            | "CountFailedRows" >> beam.combiners.Count.Globally()
+        )
         gate = (
             errors.pipeline
             | "GateSeed" >> beam.Create([None])

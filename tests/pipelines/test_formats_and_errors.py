@@ -64,8 +64,8 @@ def data(tmp_path_factory):
         for r in rows:
             w.write(encode_example({k: ([v] if not isinstance(v, list) else
                                         [t.encode() for t in v]) for k, v in r.items()}))
-    # dead letters: bad JSON, an unparsable number, an id outside [0, 5)
-    bad = ['{"x": 1.0, "slot": 1, "y": 0, \n', '{"x": "abc", "slot": 1, "y": 0}\n',
+    # dead letters: bad JSON, two unparsable numbers in one row, an id outside [0, 5)
+    bad = ['{"x": 1.0, "slot": 1, "y": 0, \n', '{"x": "abc", "slot": 1, "y": "no"}\n',
            '{"x": 1.0, "slot": 9, "y": 1}\n']
     with open(d / "bad.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows[:100])
@@ -143,12 +143,13 @@ def test_dead_letters_name_source_feature_and_reason(data):
     assert sum(summary.splits.values()) == 100
     lines = [json.loads(ln) for p in glob.glob(os.path.join(summary.errors_dir, "*.jsonl"))
              for ln in open(p)]
+    assert len(lines) == 4  # one per failure; the budget counts failed rows
     by_stage = {e["stage"]: e for e in lines}
     path = str(data / "bad.jsonl")
     assert by_stage["read"]["source"] == f"{path}:101"
     assert by_stage["read"]["reason"].startswith("invalid JSON")
-    assert by_stage["parse"]["source"] == f"{path}:102"
-    assert by_stage["parse"]["feature"] == "x" and by_stage["parse"]["value"] == "abc"
+    parse = sorted((e["feature"], e["value"], e["source"]) for e in lines if e["stage"] == "parse")
+    assert parse == [("x", "abc", f"{path}:102"), ("y", "no", f"{path}:102")]
     assert by_stage["transform"]["source"] == f"{path}:103"
     assert by_stage["transform"]["feature"] == "slot" and by_stage["transform"]["reason"]
     with open(os.path.join(summary.output, "stats.json")) as f:
@@ -163,7 +164,7 @@ def test_error_budget_fails_the_job_and_writes_no_shards(data):
     out = data / "out_fail"
     assert not glob.glob(str(out / "train" / "part-*"))
     errors = glob.glob(str(out / "errors" / "*.jsonl"))
-    assert errors and sum(1 for p in errors for _ in open(p)) == 3
+    assert errors and sum(1 for p in errors for _ in open(p)) == 4
 
 
 def test_shard_size_sets_the_shard_count(data):
