@@ -279,12 +279,15 @@ def merge_chunks(chunks: Sequence[RawChunk]) -> RawChunk:
                     {n: [v for c in chunks for v in c.columns[n]] for n in names})
 
 
-def missing_counts(chunk: RawChunk, keep: np.ndarray) -> dict[str, int]:
+def _is_missing(value) -> bool:
+    return value is None or (hasattr(value, "__len__") and len(value) == 0)
+
+
+def missing_counts(chunk: RawChunk, keep: Sequence[int]) -> dict[str, int]:
     """How many of the kept rows had no value for each column (``None``, ``""`` or empty list)."""
+    keep = np.asarray(keep, dtype=np.int64)
     counts = {}
     for name, values in chunk.columns.items():
-        counts[name] = int(sum(
-            1 for i in keep if values[i] is None or (hasattr(values[i], "__len__")
-                                                       and len(values[i]) == 0)
-        ))
+        missing = np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))
+        counts[name] = int(missing[keep].sum())
     return counts
