@@ -2,17 +2,26 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tensorflow.python.feature_column import feature_column_v2 as fcv2
 
 import shardforge.features as sf
 from shardforge.features.hashing import fingerprint64, hash_bucket
 from shardforge.records.spec import Ragged
 
-fc = tf.feature_column
 MODULI = [2**63 - 25, 2**61 - 1, 1_000_003, 7, 1]
+tf = fc = fcv2 = None  # TensorFlow is imported by the first test that runs, not at collection
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow():
+    # Importing TF at collection would load it into every xdist worker, and protoc (used by
+    # tests/protos) crashes in a process that has TensorFlow loaded.
+    global tf, fc, fcv2
+    import tensorflow
+    from tensorflow.python.feature_column import feature_column_v2
+
+    tf, fc, fcv2 = tensorflow, tensorflow.feature_column, feature_column_v2
 
 
 def tf_ids(column, features):
