@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-OUTPUT_ENTRIES = ("schema.pbtxt", "stats.json", "train", "eval", "errors")
+OUTPUT_ENTRIES = ("schema.pbtxt", "stats.json", "stats.html", "train", "eval", "errors")
 
 
 @dataclass
