@@ -302,10 +302,17 @@ def _match(buf, s, e, names, name_off, guess):
 
 
 @njit(cache=True, nogil=True)
-def locate(buf, rec_off, rec_len, names, name_off, out_start, out_end, out_kind, out_count):
+def locate(
+    buf, rec_off, rec_len, names, name_off, out_start, out_end, out_kind, out_count,
+    scalar_kind, scalar_out,
+):
     """Pass 1 over a batch: for each record and each wanted feature, the span of its value list,
     its kind and its value count (kind 0 = absent). Returns ``(record, error, byte position)`` of
-    the first malformed record, or ``(-1, OK, 0)``."""
+    the first malformed record, or ``(-1, OK, 0)``.
+
+    Numeric scalar features (``scalar_kind[f]`` > 0) in the usual encoding (one packed value) are
+    decoded on the spot into ``scalar_out[r, f]``, their start set to -1 so pass 2 skips them.
+    """
     hints = np.zeros(MAX_HINTS, dtype=np.int64)
     for r in range(len(rec_off)):
         p = rec_off[r]
@@ -384,6 +391,13 @@ def locate(buf, rec_off, rec_len, names, name_off, out_start, out_end, out_kind,
                 out_start[r, f] = ls
                 out_end[r, f] = le
                 out_count[r, f] = count
+                if count == 1 and kind == scalar_kind[f] and buf[ls] == 0x0A:
+                    if kind == KIND_FLOAT and le - ls == 6:
+                        scalar_out[r, f] = np.uint64(_u32(buf, ls + 2))
+                        out_start[r, f] = -1
+                    elif kind == KIND_INT64 and buf[ls + 1] == le - ls - 2:
+                        scalar_out[r, f], _ = _varint(buf, ls + 2, le)
+                        out_start[r, f] = -1
     return -1, OK, 0
 
 

@@ -302,7 +302,15 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
     names, name_off = _names(spec)
     offsets = np.ascontiguousarray(block.offsets, dtype=np.int64)
     lengths = np.ascontiguousarray(block.lengths, dtype=np.int64)
-    r, err, pos = K.locate(buf, offsets, lengths, names, name_off, starts, ends, kind, count)
+    # numeric scalars are usually decoded by pass 1 already (see K.locate)
+    scalar_kind = np.array(
+        [_KIND[s.dtype] if isinstance(s, FixedLen) and s.size == 1 and s.dtype != "bytes" else 0
+         for s in spec.values()], dtype=np.int64,
+    )
+    scalars = np.empty((n, nfeat), dtype=np.uint64)
+    r, err, pos = K.locate(
+        buf, offsets, lengths, names, name_off, starts, ends, kind, count, scalar_kind, scalars
+    )
     if r >= 0:
         if err == K.UNUSUAL:  # legal but exotic encodings: let protobuf apply its merge rules
             return decode_batch_reference(block, spec)
@@ -319,7 +327,12 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
     for f, col in enumerate(cols):
         pool = int(col.spec.dtype == "bytes")
         bases.append(pools[pool])
-        dst[col.rows, f] = col.dst + pools[pool]
+        rows = col.rows
+        if scalar_kind[f]:  # pass 2 only for the scalars pass 1 left (start still set)
+            rows = rows[starts[rows, f] >= 0]
+            dst[rows, f] = rows + pools[pool]
+        else:
+            dst[rows, f] = col.dst + pools[pool]
         pools[pool] += col.total
     numbers = np.empty(pools[0], dtype=np.uint64)
     strings = np.zeros(pools[1], dtype=np.int64)  # missing FixedLen rows stay b""
@@ -331,8 +344,11 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
             "malformed protobuf: a varint is longer than 10 bytes",
         )
     flats = []
-    for col, base in zip(cols, bases):
+    for f, (col, base) in enumerate(zip(cols, bases)):
         span = slice(base, base + col.total)
+        if scalar_kind[f]:
+            done = starts[:, f] < 0
+            numbers[span][done] = scalars[done, f]
         if col.spec.dtype == "int64":
             flats.append(numbers[span].view(np.int64))
         elif col.spec.dtype == "float32":
