@@ -54,7 +54,7 @@ class Scale:
     beam_args: tuple[str, ...] = field(default_factory=tuple)
 
 
-FULL = Scale(files=300, lm_budget_s=200, lm_steps=(100, 1500), packing_length=512,
+FULL = Scale(files=300, lm_budget_s=300, lm_steps=(100, 1500), packing_length=512,
              lm_model=dict(n_layer=4, n_head=4, n_kv_head=2, d_model=128, qk_norm=True,
                            z_loss=1e-4),
              click_rows=50_000, click_steps=250)
@@ -256,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
         time_limit = f"time_limit_s={1.5 * scale.lm_budget_s:g}" if scale.lm_budget_s else ""
         overrides = [f"max_steps={n_steps}", f"packing_length={scale.packing_length}",
                      f"threads={CPU_THREADS}",
-                     f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={max(1, n_steps // 4)}",
+                     f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={-(-n_steps // 4)}",
                      f"ckpt_every={n_steps // 2}",
                      *(f"model.{k}={v}" for k, v in scale.lm_model.items())]
         lm_cfg = TrainConfig.load(REPO / "examples" / "lm.yaml", [
