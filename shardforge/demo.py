@@ -54,7 +54,7 @@ class Scale:
     beam_args: tuple[str, ...] = field(default_factory=tuple)
 
 
-FULL = Scale(files=300, lm_budget_s=300, lm_steps=(100, 1500), packing_length=512,
+FULL = Scale(files=300, lm_budget_s=300, lm_steps=(100, 3000), packing_length=512,
              lm_model=dict(n_layer=4, n_head=4, n_kv_head=2, d_model=128, qk_norm=True,
                            z_loss=1e-4),
              click_rows=50_000, click_steps=250)
