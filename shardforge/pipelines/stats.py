@@ -50,6 +50,18 @@ def _dtype(values: np.ndarray) -> str:
     return "float32" if values.dtype.kind == "f" else "int64"
 
 
+def _count(top: Counter, values: np.ndarray) -> None:
+    """Add value counts (strings decoded once per distinct value, not once per row)."""
+    if not len(values):
+        return
+    uniq, counts = np.unique(values, return_counts=True)
+    if uniq.dtype == object:
+        keys = [u.decode("utf-8", "replace") if isinstance(u, bytes) else str(u) for u in uniq]
+    else:
+        keys = uniq.tolist()
+    top.update(dict(zip(keys, counts.tolist())))
+
+
 def add_batch(accs: dict[str, FeatureAcc], batch: Batch, missing: dict[str, int]) -> None:
     """Fold one typed input batch (and its per-column missing counts) into ``accs``."""
     for name, col in batch.items():
@@ -59,18 +71,16 @@ def add_batch(accs: dict[str, FeatureAcc], batch: Batch, missing: dict[str, int]
         acc.rows += len(col)
         acc.missing += int(missing.get(name, 0))
         if acc.dtype == "bytes":
-            lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-            short = [v for v, n in zip(values, lengths) if n <= MAX_COUNTED_BYTES]
-            acc.top.update(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                           for v in short)
+            lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+            _count(acc.top, values[lengths <= MAX_COUNTED_BYTES])
             values = lengths.astype(np.float64)
         else:
+            if acc.dtype == "int64":
+                _count(acc.top, values)
             values = values.astype(np.float64)
             nan = np.isnan(values)
             acc.nan += int(nan.sum())
             values = values[~nan]
-            if acc.dtype == "int64":
-                acc.top.update(values.astype(np.int64).tolist())
         acc.num_values += len(values)
         if len(values):
             acc.min = min(acc.min, float(values.min()))
