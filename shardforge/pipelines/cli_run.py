@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-fraction", type=float, default=0.1,
                         help="fraction of rows hashed into eval/ (default 0.1)")
     parser.add_argument("--split-key", default=None,
-                        help="input column whose hash picks the split (default: the whole record)")
+                        help="input column whose hash picks the split (default: all input "
+                        "values of the row)")
     shards = parser.add_mutually_exclusive_group()
     shards.add_argument("--num-shards", type=int, default=None, help="shards per split")
     shards.add_argument("--shard-size", default="128MB",
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the outputs of a previous run in --output")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.epilog = ("Any other flag is a Beam pipeline option, e.g. --direct_num_workers 4, or "
+                     "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
+                     "--setup_file ./setup.py")
     parser.set_defaults(accepts_extra=True)
 
 
