@@ -411,6 +411,7 @@ def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
     longer than 10 bytes.
     """
     n, nfeat = dst.shape
+    nbuf = len(buf)
     for r in range(n):
         for f in range(nfeat):
             o = dst[r, f]
@@ -426,6 +427,22 @@ def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
                 if kind == KIND_INT64 and wire == 2:
                     q = s
                     while q < e:  # pass 1 checked the run ends on a terminal byte
+                        if q + 2 < nbuf:
+                            # up to 3 bytes (values below 2**21) without a data-dependent
+                            # branch: which of the 1/2/3-byte cases is a coin toss for token ids
+                            b0 = np.int64(buf[q])
+                            b1 = np.int64(buf[q + 1])
+                            b2 = np.int64(buf[q + 2])
+                            c0 = b0 >> 7
+                            c1 = (b1 >> 7) & c0
+                            if (b2 >> 7) & c1 == 0:
+                                out[o] = np.uint64(
+                                    (b0 & 0x7F) | (((b1 & 0x7F) << 7) * c0)
+                                    | (((b2 & 0x7F) << 14) * c1)
+                                )
+                                o += 1
+                                q += 1 + c0 + c1
+                                continue
                         b = buf[q]
                         q += 1
                         if b < 0x80:
