@@ -8,8 +8,13 @@ varint needs all 64 bits) so that numba never promotes mixed signed/unsigned val
 
 from __future__ import annotations
 
+import ctypes
+from pathlib import Path
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 # --- CRC-32C (Castagnoli), slicing-by-8 -------------------------------------------------------
 
@@ -31,6 +36,47 @@ def _crc_tables() -> np.ndarray:
 
 
 CRC_TABLES = _crc_tables()
+
+
+def _native_crc32c() -> int:
+    """Address of ``crc32c_extend(uint32 crc, const uint8 *data, size_t n)`` in the library that
+    google-crc32c ships (hardware CRC instructions), or 0 to use the tables below."""
+    try:
+        import google_crc32c
+
+        root = Path(google_crc32c.__file__).parent
+        for lib in sorted(root.parent.glob("google_crc32c.libs/libcrc32c*")) + sorted(
+            root.glob("*crc32c*.so*")
+        ):
+            try:
+                fn = ctypes.CDLL(str(lib)).crc32c_extend
+            except (OSError, AttributeError):
+                continue
+            return ctypes.cast(fn, ctypes.c_void_p).value or 0
+    except ImportError:
+        pass
+    return 0
+
+
+# Passed to the kernels as a plain integer so that their cached machine code holds no address.
+CRC_FN = _native_crc32c()
+
+
+@intrinsic
+def _call_crc32c_extend(typingctx, fn, crc, buf, start, count):
+    """``((uint32 (*)(uint32, const uint8 *, size_t)) fn)(crc, &buf[start], count)``."""
+    sig = types.uint32(types.int64, types.uint32, buf, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        fn_addr, crc_v, arr_v, start_v, count_v = args
+        data = context.make_array(signature.args[2])(context, builder, value=arr_v).data
+        ptr = builder.gep(data, [start_v])
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), i8p, ir.IntType(64)])
+        callee = builder.inttoptr(fn_addr, fnty.as_pointer())
+        return builder.call(callee, [crc_v, builder.bitcast(ptr, i8p), count_v])
+
+    return sig, codegen
 MASK32 = 0xFFFFFFFF
 MASK_DELTA = 0xA282EAD8
 HEADER = 12  # uint64 length + masked crc32c of the length
@@ -60,6 +106,15 @@ def crc32c(buf, start, end, t):
         crc = t[0, (crc ^ np.int64(buf[i])) & 0xFF] ^ (crc >> 8)
         i += 1
     return crc ^ MASK32
+
+
+@njit(cache=True, nogil=True, inline="always")
+def data_crc32c(buf, start, end, t, fn):
+    """CRC-32C of ``buf[start:end]``: the native library when ``fn`` is its address, else the
+    tables."""
+    if fn != 0:
+        return np.int64(_call_crc32c_extend(fn, np.uint32(0), buf, start, end - start))
+    return crc32c(buf, start, end, t)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -99,7 +154,7 @@ SCAN_BAD_DATA = 3  # the data's checksum does not match (the length is trustwort
 
 
 @njit(cache=True, nogil=True)
-def scan(buf, pos, verify, t, out_off, out_len):
+def scan(buf, pos, verify, t, fn, out_off, out_len):
     """Frame records from ``pos``: fills ``out_off``/``out_len`` with data spans.
 
     Returns ``(n, pos, status)``; ``pos`` is the first byte not consumed (the start of the record
@@ -116,7 +171,9 @@ def scan(buf, pos, verify, t, out_off, out_len):
         if length > end - pos - HEADER - FOOTER:
             return n, pos, SCAN_MORE
         data = pos + HEADER
-        if verify and _masked(crc32c(buf, data, data + length, t)) != _u32(buf, data + length):
+        if verify and _masked(data_crc32c(buf, data, data + length, t, fn)) != _u32(
+            buf, data + length
+        ):
             return n, pos, SCAN_BAD_DATA
         out_off[n] = data
         out_len[n] = length
@@ -136,7 +193,7 @@ def resync(buf, pos, t):
 
 
 @njit(cache=True, nogil=True)
-def verify_framed(buf, rec_off, rec_len, t):
+def verify_framed(buf, rec_off, rec_len, t, fn):
     """Check records framed at known offsets (from an index): returns ``(i, problem)`` of the
     first bad one (problem 1: stored length differs from the index, 2: length checksum,
     3: data checksum) or ``(-1, 0)``."""
@@ -147,7 +204,8 @@ def verify_framed(buf, rec_off, rec_len, t):
         if _length(buf, p) != rec_len[i]:
             return i, 1
         data = p + HEADER
-        if _masked(crc32c(buf, data, data + rec_len[i], t)) != _u32(buf, data + rec_len[i]):
+        crc = data_crc32c(buf, data, data + rec_len[i], t, fn)
+        if _masked(crc) != _u32(buf, data + rec_len[i]):
             return i, 3
     return -1, 0
 

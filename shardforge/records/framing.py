@@ -329,7 +329,7 @@ def iter_blocks(
                     pos = max(pos, len(buf) - K.HEADER + 1)
                     break
                 pos, resyncing = p, False
-            n, pos, status = K.scan(buf, pos, verify, t, off, lens)
+            n, pos, status = K.scan(buf, pos, verify, t, K.CRC_FN, off, lens)
             if n:
                 block = RecordBlock(buf, off[:n].copy(), lens[:n].copy())
                 yield index, block.offsets - K.HEADER + base, block

@@ -176,7 +176,7 @@ class RecordFile:
         if len(buf) < end - first:
             raise CorruptRecordError(self.path, start, first, "file is shorter than its index says")
         if self.verify:
-            bad, why = K.verify_framed(buf, rel, lengths, K.CRC_TABLES)
+            bad, why = K.verify_framed(buf, rel, lengths, K.CRC_TABLES, K.CRC_FN)
             if bad >= 0:
                 reason = {
                     1: "stored length differs from the index (stale index? run `shardforge index`)",
