@@ -146,3 +146,20 @@ def test_huge_length_without_verify_is_truncation_not_allocation(tmp_path):
         list(read_records(path, verify=False))
     with pytest.raises(CorruptRecordError, match="length checksum"):
         list(read_records(path))
+
+
+def test_table_crc_fallback_matches_native(tmp_path, monkeypatch):
+    import google_crc32c
+    import numpy as np
+
+    from shardforge.records import _kernels as K
+
+    data = os.urandom(1001)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    assert K.crc32c(buf, 3, 1000, K.CRC_TABLES) == google_crc32c.value(data[3:1000])
+    path = _write(str(tmp_path / "a.tfrecord"))
+    _corrupt(path, _offset_of(5) + 12 + 2)
+    monkeypatch.setattr(K, "CRC_FN", 0)  # as on a platform without the native library
+    reader = read_records(path, on_corrupt="skip")
+    assert list(reader) == RECORDS[:5] + RECORDS[6:]
+    assert reader.report.skipped_offsets == [(path, _offset_of(5))]
