@@ -441,7 +441,10 @@ def locate(
                 if nkind > 1:
                     return r, UNUSUAL, val_s
                 count = 0
-                if kind != KIND_NONE:
+                packed = le - ls >= 2 and buf[ls] == 0x0A and np.int64(buf[ls + 1]) == le - ls - 2
+                if kind == KIND_FLOAT and packed and buf[ls + 1] % 4 == 0:
+                    count = np.int64(buf[ls + 1]) // 4  # the usual FloatList: one packed run
+                elif kind != KIND_NONE:
                     count, err = _count_values(buf, kind, ls, le)
                     if err != OK:
                         return r, err, ls
