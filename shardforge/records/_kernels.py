@@ -117,12 +117,12 @@ def data_crc32c(buf, start, end, t, fn):
     return crc32c(buf, start, end, t)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _masked(crc):
     return ((((crc >> 15) | (crc << 17)) & MASK32) + MASK_DELTA) & MASK32
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _u32(buf, p):
     return (
         np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
@@ -130,7 +130,7 @@ def _u32(buf, p):
     )
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _length(buf, p):
     if buf[p + 7] >= 0x80:
         return np.int64(HUGE)
@@ -140,7 +140,7 @@ def _length(buf, p):
     return n
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _header_ok(buf, p, t):
     return _masked(crc32c(buf, p, p + 8, t)) == _u32(buf, p + 8)
 
@@ -247,7 +247,7 @@ def _varint(buf, p, end):
     return np.uint64(0), -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _skip(buf, p, end, wire):
     """Skip one field's payload; returns the new position or a negative error code."""
     if wire == 0:
@@ -298,7 +298,7 @@ def _field(buf, p, end):
     return field, wire, q, nxt, OK
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _count_terminal_bytes(buf, s, e):
     """Varints in a packed run = bytes without the continuation bit (a loop LLVM vectorizes)."""
     c = 0
@@ -307,7 +307,7 @@ def _count_terminal_bytes(buf, s, e):
     return c
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _count_values(buf, kind, p, end):
     """Number of values in a *List message; returns (count, error)."""
     count = 0
@@ -338,7 +338,7 @@ def _count_values(buf, kind, p, end):
     return count, OK
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _match(buf, s, e, names, name_off, guess):
     n = len(name_off) - 1
     length = e - s
