@@ -1,4 +1,4 @@
-"""shardforge: declarative features, Beam pipelines to TFRecord shards, padding-free PyTorch training.
+"""shardforge: declarative features, Beam jobs to TFRecord shards, padding-free PyTorch training.
 
 Subpackages (import what you need; nothing here imports Beam, TensorFlow or Triton):
 

@@ -13,8 +13,8 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("shardforge.pipelines.cli_run", "Beam job: read raw data, analyze, transform, write shards"),
-    "stats": ("shardforge.pipelines.cli_stats", "print per-feature statistics and write stats.html"),
+    "run": ("shardforge.pipelines.cli_run", "Beam job: read raw data, analyze, transform, shard"),
+    "stats": ("shardforge.pipelines.cli_stats", "per-feature statistics table and stats.html"),
     "inspect": ("shardforge.records.cli_inspect", "count, verify and pretty-print TFRecord files"),
     "index": ("shardforge.records.cli_index", "(re)build the index files of TFRecord shards"),
     "train": ("shardforge.training.cli_train", "train a model from shards"),

@@ -2,9 +2,9 @@
 wire-compatible with TensorFlow's ``tf.train.Example`` / ``SequenceExample``."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
-
-from grpc_tools import protoc
 
 import shardforge.protos
 from shardforge.protos import example_pb2
@@ -18,8 +18,10 @@ def test_committed_pb2_are_fresh(tmp_path):
     protos = sorted(PROTO_DIR.glob("*.proto"))
     for proto in protos:
         shutil.copy(proto, out / proto.name)
-    args = ["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}"]
-    assert protoc.main(args + [str(out / p.name) for p in protos]) == 0
+    # In a child process: protoc segfaults in a process that has already loaded TensorFlow.
+    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path}",
+            f"--python_out={tmp_path}", f"--pyi_out={tmp_path}"]
+    subprocess.run(args + [str(out / p.name) for p in protos], check=True)
     for proto in protos:
         for suffix in ("_pb2.py", "_pb2.pyi"):
             name = proto.stem + suffix
