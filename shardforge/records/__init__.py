@@ -9,6 +9,7 @@ from shardforge.records.example import (
     decode_batch_reference,
     decode_example,
     decode_sequence_example,
+    encode_batch,
     encode_example,
     encode_sequence_example,
     infer_spec,
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 _ARROW = {
-    "arrow_to_batch", "batch_to_arrow", "encode_batch", "parquet_to_shards", "shards_to_parquet",
+    "arrow_to_batch", "batch_to_arrow", "parquet_to_shards", "shards_to_parquet",
 }
 
 

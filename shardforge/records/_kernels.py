@@ -544,3 +544,146 @@ def gather_padded(buf, offs, lens, width, out):
         s = offs[i]
         for k in range(lens[i]):
             out[i, k] = buf[s + k]
+
+
+# --- tf.Example writer ------------------------------------------------------------------------
+# Writes what protobuf's deterministic serialization writes: map entries sorted by key, packed
+# numeric lists, and (like the protobuf classes fed by ``encode_example``) an empty numeric list
+# for a numeric value with no elements but an empty Feature for bytes with none.
+
+COL_INT64, COL_FLOAT, COL_BYTES = 0, 1, 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _varint_size(v):
+    n = 1
+    while v >= np.uint64(0x80):
+        v >>= np.uint64(7)
+        n += 1
+    return n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_varint(out, p, v):
+    while v >= np.uint64(0x80):
+        out[p] = np.uint8((v & np.uint64(0x7F)) | np.uint64(0x80))
+        v >>= np.uint64(7)
+        p += 1
+    out[p] = np.uint8(v)
+    return p + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _usize(n):
+    return _varint_size(np.uint64(n))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _feature_size(kind, count, payload):
+    """Bytes of a Feature message whose list holds ``count`` values in ``payload`` bytes (the
+    packed run for numbers, the repeated fields for bytes)."""
+    if kind == COL_BYTES:
+        if count == 0:
+            return 0
+        return 1 + _usize(payload) + payload
+    if count == 0:
+        return 2  # an empty list: tag + zero length
+    body = 1 + _usize(payload) + payload
+    return 1 + _usize(body) + body
+
+
+@njit(cache=True, nogil=True)
+def example_sizes(kinds, splits, present, nums, bytes_off, key_len, payload, body, rec_len):
+    """Pass 1 of the writer: ``payload[c, r]`` (see ``_feature_size``) for every present feature,
+    the length of every record's Features message in ``body`` and of the record in ``rec_len``."""
+    ncol, n = present.shape
+    for r in range(n):
+        total = 0
+        for c in range(ncol):
+            if not present[c, r]:
+                continue
+            a, b = splits[c, r], splits[c, r + 1]
+            kind = kinds[c]
+            if kind == COL_INT64:
+                size = 0
+                for i in range(a, b):
+                    size += _varint_size(nums[i])
+            elif kind == COL_FLOAT:
+                size = 4 * (b - a)
+            else:
+                size = 0
+                for i in range(a, b):
+                    m = bytes_off[i + 1] - bytes_off[i]
+                    size += 1 + _usize(m) + m
+            payload[c, r] = size
+            feat = _feature_size(kind, b - a, size)
+            entry = 1 + _usize(key_len[c]) + key_len[c] + 1 + _usize(feat) + feat
+            total += 1 + _usize(entry) + entry
+        body[r] = total
+        rec_len[r] = 1 + _usize(total) + total if total > 0 else 0
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def example_write(kinds, splits, present, nums, bytes_buf, bytes_off, keys, key_off, payload,
+                  body, rec_off, out):
+    """Pass 2 of the writer: record ``r`` at ``out[rec_off[r]:rec_off[r + 1]]``."""
+    ncol, n = present.shape
+    for r in range(n):
+        if body[r] == 0:
+            continue  # no features: the empty message
+        p = rec_off[r]
+        out[p] = 0x0A  # Example.features
+        p = _put_varint(out, p + 1, np.uint64(body[r]))
+        for c in range(ncol):
+            if not present[c, r]:
+                continue
+            a, b = splits[c, r], splits[c, r + 1]
+            kind = kinds[c]
+            size = payload[c, r]
+            feat = _feature_size(kind, b - a, size)
+            k0, k1 = key_off[c], key_off[c + 1]
+            klen = k1 - k0
+            entry = 1 + _usize(klen) + klen + 1 + _usize(feat) + feat
+            out[p] = 0x0A  # Features.feature (a map entry)
+            p = _put_varint(out, p + 1, np.uint64(entry))
+            out[p] = 0x0A  # key
+            p = _put_varint(out, p + 1, np.uint64(klen))
+            for k in range(k0, k1):
+                out[p] = keys[k]
+                p += 1
+            out[p] = 0x12  # value
+            p = _put_varint(out, p + 1, np.uint64(feat))
+            if kind == COL_BYTES:
+                if a == b:
+                    continue
+                out[p] = 0x0A  # bytes_list
+                p = _put_varint(out, p + 1, np.uint64(size))
+                for i in range(a, b):
+                    s, e = bytes_off[i], bytes_off[i + 1]
+                    out[p] = 0x0A
+                    p = _put_varint(out, p + 1, np.uint64(e - s))
+                    for k in range(s, e):
+                        out[p] = bytes_buf[k]
+                        p += 1
+                continue
+            out[p] = 0x1A if kind == COL_INT64 else 0x12  # int64_list / float_list
+            if a == b:
+                out[p + 1] = 0
+                p += 2
+                continue
+            p = _put_varint(out, p + 1, np.uint64(1 + _usize(size) + size))
+            out[p] = 0x0A  # the packed values
+            p = _put_varint(out, p + 1, np.uint64(size))
+            if kind == COL_INT64:
+                for i in range(a, b):
+                    p = _put_varint(out, p, nums[i])
+            else:
+                for i in range(a, b):
+                    v = nums[i]
+                    out[p] = np.uint8(v & np.uint64(0xFF))
+                    out[p + 1] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
+                    out[p + 2] = np.uint8((v >> np.uint64(16)) & np.uint64(0xFF))
+                    out[p + 3] = np.uint8((v >> np.uint64(24)) & np.uint64(0xFF))
+                    p += 4
+    return 0

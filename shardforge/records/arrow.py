@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shardforge.records.example import decode_batch, encode_example, infer_spec
+from shardforge.records.example import decode_batch, encode_batch, infer_spec
 from shardforge.records.framing import Paths, expand_paths, read_blocks, read_records
 from shardforge.records.sharded import ShardedWriter
-from shardforge.records.spec import Batch, Ragged, Spec, batch_size
+from shardforge.records.spec import Batch, Ragged, Spec
 
 _SHAPE = b"shardforge.shape"
 
@@ -91,15 +91,6 @@ def arrow_to_batch(rb: pa.RecordBatch | pa.Table) -> Batch:
         else:
             out[field.name] = _numpy(arr)
     return out
-
-
-def encode_batch(batch: Batch) -> list[bytes]:
-    """Each row of a columnar batch as a serialized tf.Example."""
-    names = list(batch)
-    return [
-        encode_example({name: batch[name][i] for name in names})
-        for i in range(batch_size(batch))
-    ]
 
 
 def shards_to_parquet(

@@ -21,7 +21,7 @@ from shardforge.protos import example_pb2, feature_pb2
 from shardforge.records import _kernels as K
 from shardforge.records.errors import ExampleDecodeError
 from shardforge.records.framing import RecordBlock
-from shardforge.records.spec import Batch, FixedLen, Ragged, Spec, VarLen
+from shardforge.records.spec import Batch, FixedLen, Ragged, Spec, VarLen, batch_size
 
 Value = Union[int, float, bytes, str, Sequence, np.ndarray, None]  # noqa: UP007
 
@@ -108,7 +108,8 @@ def encode_example(features: Mapping[str, Value]) -> bytes:
     """
     ex = example_pb2.Example()
     _features(features, ex.features)
-    return ex.SerializeToString()
+    # deterministic: features sorted by name, the same bytes in every process
+    return ex.SerializeToString(deterministic=True)
 
 
 def encode_sequence_example(
@@ -122,7 +123,139 @@ def encode_sequence_example(
         fl = seq.feature_lists.feature_list[name]
         for step in steps:
             _fill_feature(fl.feature.add(), name, step)
-    return seq.SerializeToString()
+    return seq.SerializeToString(deterministic=True)
+
+
+# --- batch encoding ---------------------------------------------------------------------------
+
+_INT64_MAX = np.iinfo(np.int64).max
+_FLOAT_QUIET_BIT = np.uint64(0x400000)
+
+
+def _map_order(name: str) -> tuple[int, ...]:
+    """Where protobuf (upb) puts a map key in its deterministic serialization: by UTF-8 bytes,
+    except that a key comes after the longer keys it is a prefix of."""
+    return (*name.encode(), 256)
+
+
+def _strings(values: np.ndarray, allow_none: bool) -> tuple[list[bytes], np.ndarray | None] | None:
+    """The bytes of a string column and, where ``allow_none``, which entries are not None; None
+    when some value is not bytes/str (the per-row encoder then says what is wrong)."""
+    kind = values.dtype.kind
+    items = values.tolist()
+    if kind == "S":
+        return items, None
+    if kind == "U":
+        return [v.encode() for v in items], None
+    types = set(map(type, items))
+    if types <= {bytes}:
+        return items, None
+    if not types <= ({bytes, str, type(None)} if allow_none else {bytes, str}):
+        return None
+    present = None
+    if type(None) in types:
+        present = np.array([v is not None for v in items], dtype=np.uint8)
+        items = [b"" if v is None else v for v in items]
+    return [v.encode() if type(v) is str else v for v in items], present
+
+
+def _column(col: np.ndarray | Ragged, n: int):
+    """``(kind, row_splits, present, numbers | list of bytes)`` of one batch column, laid out
+    for the compiled writer: the values each row gets from ``encode_example(col[i])``. None for
+    anything but plain numbers and strings."""
+    scalar = False
+    if isinstance(col, Ragged):
+        values, splits = col.values, col.row_splits
+        if not isinstance(values, np.ndarray) or values.ndim == 0:
+            return None
+        if values.ndim > 1:  # a row's values are flattened
+            inner = int(np.prod(values.shape[1:], dtype=np.int64))
+            values, splits = values.reshape(-1), splits * inner
+    elif isinstance(col, np.ndarray) and col.ndim >= 1:
+        scalar = col.ndim == 1
+        values = col.reshape(-1)
+        splits = np.arange(n + 1, dtype=np.int64) * (values.size // n)
+    else:
+        return None
+    kind = values.dtype.kind
+    present = None
+    if kind in "biu":
+        if scalar and kind == "u" and values.size and values.max() > _INT64_MAX:
+            return None  # out of int64 range: an error of the per-row encoder
+        return K.COL_INT64, splits, None, values.astype(np.int64).view(np.uint64)
+    if kind == "f":
+        with np.errstate(over="ignore"):
+            f32 = values.astype(np.float32)
+        bits = f32.view(np.uint32).astype(np.uint64)
+        bits[np.isnan(f32)] |= _FLOAT_QUIET_BIT  # float32 -> Python float quiets a signaling NaN
+        return K.COL_FLOAT, splits, None, bits
+    if kind in "SUO":
+        got = _strings(values, allow_none=scalar)
+        if got is None:
+            return None
+        items, present = got
+        return K.COL_BYTES, splits, present, items
+    return None
+
+
+def encode_batch(batch: Batch) -> list[bytes]:
+    """Each row of a columnar batch as a serialized tf.Example, the same bytes as
+    ``encode_example({name: batch[name][i] for name in batch})`` gives row by row.
+
+    Plain columns (numbers, strings; dense ``[n, *shape]`` or :class:`Ragged`) are written by
+    compiled code in two passes over the batch, sizes then bytes, into one buffer; a batch with
+    any other column falls back to :func:`encode_example` per row.
+
+    >>> batch = {"id": np.array([7, 8]), "tok": Ragged.from_rows([[1], []])}
+    >>> decode_example(encode_batch(batch)[0])
+    {'id': array([7]), 'tok': array([1])}
+    """
+    n = batch_size(batch)
+    if n == 0:
+        return []
+    names = sorted(batch, key=_map_order)
+    cols = [_column(batch[name], n) for name in names]
+    if any(c is None for c in cols):
+        return [encode_example({name: batch[name][i] for name in names}) for i in range(n)]
+    ncol = len(names)
+    kinds = np.array([c[0] for c in cols], dtype=np.int64)
+    splits = np.empty((ncol, n + 1), dtype=np.int64)
+    present = np.ones((ncol, n), dtype=np.uint8)
+    nums, strings = [], []
+    num_base = str_base = 0
+    for j, (kind, col_splits, col_present, values) in enumerate(cols):
+        if kind == K.COL_BYTES:
+            splits[j] = col_splits + str_base
+            strings.extend(values)
+            str_base += len(values)
+        else:
+            splits[j] = col_splits + num_base
+            nums.append(values)
+            num_base += len(values)
+        if col_present is not None:
+            present[j] = col_present
+    numbers = np.concatenate(nums) if nums else np.zeros(0, dtype=np.uint64)
+    str_off = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)),
+              out=str_off[1:])
+    str_buf = np.frombuffer(b"".join(strings) or b"\0", dtype=np.uint8)
+    encoded = [name.encode() for name in names]
+    keys = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+    key_off = np.zeros(ncol + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=key_off[1:])
+
+    payload = np.zeros((ncol, n), dtype=np.int64)
+    body = np.zeros(n, dtype=np.int64)
+    rec_off = np.zeros(n + 1, dtype=np.int64)
+    K.example_sizes(kinds, splits, present, numbers, str_off, np.diff(key_off), payload, body,
+                    rec_off[1:])
+    np.cumsum(rec_off, out=rec_off)
+    out = np.empty(int(rec_off[-1]), dtype=np.uint8)
+    K.example_write(kinds, splits, present, numbers, str_buf, str_off, keys, key_off, payload,
+                    body, rec_off, out)
+    data = out.tobytes()
+    bounds = rec_off.tolist()
+    return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # --- single-record decoding -----------------------------------------------------------------
