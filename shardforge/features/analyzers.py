@@ -2,11 +2,13 @@
 
 Each analyzer learns one statistic over the flat values of a column in a single pass. Accumulators
 are plain dicts of numpy arrays and Python scalars, so they pickle (Beam ships them between
-workers) and merge in any tree. All results are deterministic for a given input order and merge
-tree.
+workers) and merge in any tree. :class:`NumericStats` and the exact :class:`Vocabulary` depend only
+on the multiset of values: any batching, order or merge tree learns bit-identical results. The
+bounded summaries (:class:`Quantiles`, ``Vocabulary(capacity=m)``) are deterministic for a given
+input order and merge tree, and keep their error bounds for any.
 
-- :class:`NumericStats`: count, missing (NaN), mean and variance (Chan et al.'s parallel update,
-  each batch reduced in float64 with two passes), min and max.
+- :class:`NumericStats`: count, missing (NaN), mean and std from exact integer sums of ``x`` and
+  ``x²`` (no rounding until ``extract``, so no cancellation and no merge-order effect), min, max.
 - :class:`Vocabulary`: values with counts, most frequent first, ties broken by value. Exact by
   default; ``capacity=m`` keeps a bounded Misra-Gries summary (counts underestimated by at most
   ``N / (m + 1)``, any value with frequency above that is kept).
@@ -20,6 +22,9 @@ tree.
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
 from shardforge.features.hashing import (
@@ -31,63 +36,148 @@ from shardforge.features.hashing import (
 
 
 class NumericStats:
-    """Count, missing count, mean, variance, min, max of float values (NaN = missing)."""
+    """Count, missing count, mean, std, min, max of float values (NaN = missing).
+
+    Sums are exact, so the result depends only on the multiset of values: any batching, order or
+    merge tree gives bit-identical statistics. Every finite float64 is an integer multiple of
+    ``2**-1074``, so the accumulator keeps ``sum = Σx·2**1074`` and ``sumsq = Σx²·2**2148`` as
+    Python ints (a numba kernel sums each batch into per-exponent integer bins); merging adds
+    integers. ``extract`` computes the mean and ``std = sqrt((n·Σx² - (Σx)²) / n²)`` from these
+    exact integers, so there is no cancellation however large the offset (``1e9 + N(0, 1)``): the
+    mean is correctly rounded and the std within an ulp. ``±inf`` values are counted apart (the
+    mean is then ``±inf`` or NaN and the std NaN).
+
+    >>> an = NumericStats()
+    >>> an.extract(an.add_batch(an.create(), np.array([1.0, 2.0, np.nan, 4.0])))["mean"]
+    2.3333333333333335
+    """
 
     def create(self) -> dict:
-        return {"count": 0, "missing": 0, "mean": 0.0, "m2": 0.0, "min": np.inf, "max": -np.inf}
+        return {"count": 0, "missing": 0, "sum": 0, "sumsq": 0, "posinf": 0, "neginf": 0,
+                "min": np.inf, "max": -np.inf}
 
     def add_batch(self, acc: dict, values: np.ndarray) -> dict:
-        x = np.asarray(values, dtype=np.float64).ravel()
-        nan = np.isnan(x)
-        n_missing = int(nan.sum())
-        if n_missing:
-            x = x[~nan]
-        acc["missing"] += n_missing
-        if len(x):
-            mean = float(x.mean())
-            part = {
-                "count": len(x),
-                "mean": mean,
-                "m2": float(np.square(x - mean).sum()),
-                "min": float(x.min()),
-                "max": float(x.max()),
-                "missing": 0,
-            }
-            _combine_moments(acc, part)
+        x = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        for i in range(0, len(x), _CHUNK):
+            part = x[i : i + _CHUNK]
+            sums = np.zeros((_N_EXP, 3), dtype=np.int64)
+            squares = np.zeros((_N_EXP, 5), dtype=np.int64)
+            rows = np.empty(_N_EXP, dtype=np.int64)
+            count, missing, posinf, neginf, lo, hi, n_rows = _moments_kernel(
+                part, part.view(np.int64), sums, squares, rows
+            )
+            total, total_sq = _bins_to_ints(sums, squares, rows[:n_rows].tolist())
+            acc["count"] += count
+            acc["missing"] += missing
+            acc["posinf"] += posinf
+            acc["neginf"] += neginf
+            acc["sum"] += total
+            acc["sumsq"] += total_sq
+            acc["min"] = min(acc["min"], lo)
+            acc["max"] = max(acc["max"], hi)
         return acc
 
     def merge(self, accs) -> dict:
         out = self.create()
         for acc in accs:
-            out["missing"] += acc["missing"]
-            _combine_moments(out, acc)
+            for f in ("count", "missing", "sum", "sumsq", "posinf", "neginf"):
+                out[f] += acc[f]
+            out["min"] = min(out["min"], acc["min"])
+            out["max"] = max(out["max"], acc["max"])
         return out
 
     def extract(self, acc: dict) -> dict:
         n = acc["count"]
-        var = acc["m2"] / n if n else 0.0
-        return {
-            "count": n,
-            "missing": acc["missing"],
-            "mean": acc["mean"] if n else 0.0,
-            "std": float(np.sqrt(var)),
-            "min": acc["min"] if n else 0.0,
-            "max": acc["max"] if n else 0.0,
-        }
+        if n == 0:
+            mean = std = lo = hi = 0.0
+        else:
+            # +0.0 turns -0.0 into 0.0: which zero min() keeps depends on the order
+            lo, hi = acc["min"] + 0.0, acc["max"] + 0.0
+            if acc["posinf"] or acc["neginf"]:
+                mean = np.nan if acc["posinf"] and acc["neginf"] else (
+                    np.inf if acc["posinf"] else -np.inf)
+                std = np.nan
+            else:
+                # Python's int / int is correctly rounded, also for these ~4000-bit integers.
+                mean = acc["sum"] / (n << _SUM_SHIFT)
+                num = n * acc["sumsq"] - acc["sum"] * acc["sum"]  # n² · 2**2148 · variance
+                t = max(0, 64 - num.bit_length() // 2)  # isqrt keeps >= 64 significant bits
+                std = math.isqrt(num << (2 * t)) / (n << (_SUM_SHIFT + t))
+        return {"count": n, "missing": acc["missing"], "mean": float(mean), "std": float(std),
+                "min": float(lo), "max": float(hi)}
 
 
-def _combine_moments(acc: dict, part: dict) -> None:
-    # Chan, Golub & LeVeque: exact merge of (count, mean, M2) without catastrophic cancellation.
-    na, nb = acc["count"], part["count"]
-    if nb == 0:
-        return
-    n = na + nb
-    delta = part["mean"] - acc["mean"]
-    acc["mean"] = acc["mean"] + delta * nb / n
-    acc["m2"] = acc["m2"] + part["m2"] + delta * delta * na * nb / n
-    acc["count"] = n
-    acc["min"] = min(acc["min"], part["min"])
-    acc["max"] = max(acc["max"], part["max"])
+# A finite float64 x is ±m·2**(p - 1074) with an integer significand m < 2**53 and 0 <= p <= 2045
+# (p = biased exponent - 1; subnormals p = 0), so x·2**1074 and x²·2**2148 are integers. The
+# kernel splits m into three 18-bit digits m = u·2**36 + v·2**18 + w and adds, per exponent p, the
+# digits of ±m and the five digit products of m² = w² + 2vw·2**18 + (v² + 2uw)·2**36 + 2uv·2**54
+# + u²·2**72 into int64 bins: fixed slots, no carries, no variable shifts in the loop.
+_SUM_SHIFT = 1074
+_N_EXP = 2046
+# Every bin gains < 2**37 per value, so 2**25 values per kernel call cannot overflow int64.
+_CHUNK = 1 << 25
+
+
+@numba.njit(cache=True, nogil=True)
+def _moments_kernel(x, bits, sums, squares, rows):
+    """One pass: counts, min, max; digits of Σ±m into ``sums[p]``, of Σm² into ``squares[p]``;
+    the exponents ``p`` used, in first-use order, into ``rows[:n_rows]``."""
+    n_rows = 0
+    count = 0
+    missing = 0
+    posinf = 0
+    neginf = 0
+    lo = np.inf
+    hi = -np.inf
+    for i in range(len(x)):
+        val = x[i]
+        if val != val:
+            missing += 1
+            continue
+        count += 1
+        lo = min(lo, val)
+        hi = max(hi, val)
+        b = bits[i]
+        e = (b >> 52) & 0x7FF
+        if e == 0x7FF:
+            if val > 0:
+                posinf += 1
+            else:
+                neginf += 1
+            continue
+        m = b & 0xFFFFFFFFFFFFF
+        p = 0
+        if e:
+            m |= np.int64(1) << 52
+            p = e - 1
+        elif m == 0:
+            continue  # ±0.0 adds nothing (and must not look like a new exponent below)
+        if squares[p, 4] == 0 and squares[p, 0] == 0 and squares[p, 2] == 0:
+            rows[n_rows] = p  # first value with this exponent (u > 0, w > 0 or v > 0)
+            n_rows += 1
+        sign = (b >> 63) | 1  # -1 or 1, without a branch on random signs
+        u = m >> 36
+        v = (m >> 18) & 0x3FFFF
+        w = m & 0x3FFFF
+        sums[p, 0] += sign * w
+        sums[p, 1] += sign * v
+        sums[p, 2] += sign * u
+        squares[p, 0] += w * w
+        squares[p, 1] += 2 * v * w
+        squares[p, 2] += v * v + 2 * u * w
+        squares[p, 3] += 2 * u * v
+        squares[p, 4] += u * u
+    return count, missing, posinf, neginf, lo, hi, n_rows
+
+
+def _bins_to_ints(sums: np.ndarray, squares: np.ndarray, rows: list[int]) -> tuple[int, int]:
+    """(Σx·2**1074, Σx²·2**2148) as Python ints from the kernel's per-exponent digit sums."""
+    total = total_sq = 0
+    for p, (w, v, u), sq in zip(rows, sums[rows].tolist(), squares[rows].tolist()):
+        total += (w + (v << 18) + (u << 36)) << p
+        sq_m = sq[0] + (sq[1] << 18) + (sq[2] << 36) + (sq[3] << 54) + (sq[4] << 72)
+        total_sq += sq_m << (2 * p)
+    return total, total_sq
 
 
 def unique_strings(values: np.ndarray | StrBuf) -> tuple[np.ndarray, np.ndarray]:
@@ -252,5 +342,5 @@ def quantiles_at(summary: dict, qs: np.ndarray) -> np.ndarray:
 def bucket_boundaries(summary: dict, num_buckets: int) -> np.ndarray:
     """``num_buckets - 1`` quantile boundaries (deduplicated, float32-exact) for bucketizing."""
     qs = np.arange(1, num_buckets) / num_buckets
-    b = quantiles_at(summary, qs).astype(np.float32)
+    b = quantiles_at(summary, qs).astype(np.float32) + np.float32(0)  # -0.0 -> 0.0, as in min()
     return np.unique(b).astype(np.float64)

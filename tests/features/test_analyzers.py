@@ -1,6 +1,8 @@
 """Analyzers: single-pass accuracy, mergeability, determinism, the quantile error bound."""
 
 import pickle
+from decimal import Decimal, localcontext
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -26,27 +28,82 @@ def run(an, chunks, tree="linear"):
     return accs[0]
 
 
-@settings(max_examples=40, deadline=None, database=None)
-@given(st.lists(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))), max_size=30),
-                min_size=1, max_size=6))
-def test_numeric_stats_merge_equals_numpy(chunks):
+def exact_mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Oracle in rational arithmetic: the correctly rounded mean, the std to 50 digits."""
+    fr = [Fraction(v) for v in x.tolist()]
+    mean = sum(fr) / len(fr)
+    var = sum((f - mean) ** 2 for f in fr) / len(fr)
+    with localcontext() as ctx:
+        ctx.prec = 50
+        std = (Decimal(var.numerator) / Decimal(var.denominator)).sqrt()
+    return float(mean), float(std)
+
+
+def random_tree(an, chunks, rng):
+    """Accumulate shuffled chunks (through pickle, as Beam does) and merge them in a random tree."""
+    accs = [pickle.loads(pickle.dumps(an.add_batch(an.create(), c))) for c in chunks]
+    accs = [accs[i] for i in rng.permutation(len(accs))]
+    while len(accs) > 1:
+        i, k = int(rng.integers(len(accs))), int(rng.integers(2, 4))
+        accs[i : i + k] = [an.merge(accs[i : i + k])]
+    return accs[0]
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                          st.floats(-1e6, 1e6), st.just(float("nan"))), max_size=40),
+       st.integers(0, 2**32 - 1))
+def test_numeric_stats_exact_and_independent_of_batching(values, seed):
+    # Full float64 range: subnormals, +-0.0, values near the overflow threshold.
+    allv = np.array(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
     an = NumericStats()
-    out = an.extract(run(an, [np.array(c, dtype=np.float64) for c in chunks], tree="pairwise"))
-    allv = np.array([v for c in chunks for v in c], dtype=np.float64)
+    whole = an.extract(an.add_batch(an.create(), allv))
+    cuts = np.sort(rng.integers(0, len(allv) + 1, size=int(rng.integers(0, 6))))
+    assert an.extract(random_tree(an, np.split(rng.permutation(allv), cuts), rng)) == whole
     present = allv[~np.isnan(allv)]
-    assert out["count"] == len(present) and out["missing"] == len(allv) - len(present)
+    assert whole["count"] == len(present) and whole["missing"] == len(allv) - len(present)
     if len(present):
-        assert out["mean"] == pytest.approx(present.mean(), rel=1e-9, abs=1e-6)
-        assert out["std"] == pytest.approx(present.std(), rel=1e-6, abs=1e-4)
-        assert (out["min"], out["max"]) == (present.min(), present.max())
+        mean, std = exact_mean_std(present)
+        assert whole["mean"] == mean
+        assert whole["std"] == pytest.approx(std, rel=1e-15, abs=1e-323)
+        assert (whole["min"], whole["max"]) == (present.min(), present.max())
+        assert str(whole["min"]) != "-0.0" and str(whole["max"]) != "-0.0"
 
 
-def test_numeric_stats_is_stable_for_large_offsets():
-    # Naive sum/sum-of-squares loses everything here; the parallel update does not.
-    x = 1e9 + np.random.default_rng(0).normal(0, 1, 100_000)
+def test_numeric_stats_identical_for_any_batching_order_and_tree():
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.lognormal(3, 2, 60_000), 1e6 + rng.normal(size=60_000),
+                        -rng.exponential(1e-300, 500), np.zeros(3000), -np.zeros(3000),
+                        [5e-324, np.nan, 1e300]])
     an = NumericStats()
-    out = an.extract(run(an, np.array_split(x, 37)))
-    assert out["std"] == pytest.approx(x.std(), rel=1e-6)
+    ref = an.extract(an.add_batch(an.create(), x))
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        cuts = np.sort(r.choice(len(x), size=int(r.integers(1, 60)), replace=False))
+        assert an.extract(random_tree(an, np.split(r.permutation(x), cuts), r)) == ref
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+def test_numeric_stats_no_cancellation_for_large_offsets(offset):
+    # sum(x**2) - sum(x)**2 / n in float64 loses every digit of the std here; exact sums do not.
+    x = offset + np.random.default_rng(0).normal(0, 1, 100_000)
+    an = NumericStats()
+    out = an.extract(run(an, np.array_split(x, 37), tree="pairwise"))
+    xl = x.astype(np.longdouble)
+    assert out["mean"] == pytest.approx(float(xl.mean()), rel=1e-15)
+    assert out["std"] == pytest.approx(float(np.sqrt(np.var(xl))), rel=1e-12)
+    assert out["std"] == pytest.approx(np.std(x), rel=1e-9)
+
+
+def test_numeric_stats_infinities_and_empty():
+    an = NumericStats()
+    assert an.extract(an.create()) == {"count": 0, "missing": 0, "mean": 0.0, "std": 0.0,
+                                       "min": 0.0, "max": 0.0}
+    out = an.extract(run(an, [np.array([np.inf, 1.0]), np.array([np.nan])]))
+    assert (out["count"], out["missing"], out["mean"], out["max"]) == (2, 1, np.inf, np.inf)
+    assert np.isnan(out["std"])
+    assert np.isnan(an.extract(an.add_batch(an.create(), np.array([np.inf, -np.inf])))["mean"])
 
 
 def test_vocabulary_counts_and_tie_order():

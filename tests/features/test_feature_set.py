@@ -10,6 +10,7 @@ import pytest
 
 import shardforge.features as sf
 from shardforge.records.spec import FixedLen, Ragged, VarLen, take_rows
+from tests.features.test_analyzers import random_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -91,6 +92,35 @@ def test_fit_is_one_pass_and_merge_matches(clicks, click_state):
     for key in ("country", "query"):
         assert merged.columns[key]["vocab"] == click_state.columns[key]["vocab"]
     assert merged.columns["price"]["mean"] == pytest.approx(click_state.columns["price"]["mean"])
+
+
+def _fit_shuffled(clicks, n_rows, seed):
+    """Fit the first ``n_rows`` rows, shuffled, in random batches merged in a random tree."""
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(n_rows)
+    cuts = np.sort(rng.choice(np.arange(1, n_rows), size=int(rng.integers(1, 30)), replace=False))
+    an = FEATURES.analyzer()
+    return an.extract(random_tree(an, [take_rows(clicks, idx) for idx in np.split(rows, cuts)],
+                                  rng))
+
+
+def test_state_bytes_independent_of_batching_order_and_merge_tree(tmp_path, clicks):
+    # 8000 rows stay below the quantile sketch's 2k = 8192: no compaction, so every analyzer
+    # (stats, vocabularies, quantile boundaries) depends on the multiset of rows only.
+    saved = {open(_fit_shuffled(clicks, 8000, seed).save(str(tmp_path / str(seed))), "rb").read()
+             for seed in range(4)}
+    ordered = FEATURES.fit([take_rows(clicks, np.arange(8000))])
+    assert saved == {open(ordered.save(str(tmp_path / "ordered")), "rb").read()}
+    # Beyond that only the sketch's boundaries (within its bound) may depend on the order.
+    a, b = _fit_shuffled(clicks, 20_000, 10).proto, _fit_shuffled(clicks, 20_000, 11).proto
+    for proto in (a, b):
+        for cs in proto.state.columns:
+            del cs.boundaries[:]
+            cs.quantile_rank_error = 0
+        for f in proto.features:
+            f.num_buckets = 0 if f.column_type == "bucketized" else f.num_buckets
+    assert a == b
+    assert a.state.columns[0].column == "price" and a.state.columns[0].std > 0
 
 
 def test_coerce_reports_bad_rows_with_ids():
