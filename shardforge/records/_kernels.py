@@ -462,6 +462,33 @@ def locate(
     return -1, OK, 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _packed_varints(buf, s, e, out, o):
+    """Decode the packed varints of ``buf[s:e]`` (pass 1 checked that the run ends on a final
+    byte) into ``out[o:]``; returns the next ``o`` and the largest shift a byte needed (> 63:
+    a varint longer than 10 bytes).
+
+    One step per byte and no branch on the data: token ids take 1, 2 or 3 bytes about at random,
+    so any branch on a value's length is mispredicted all the time. Each byte adds its 7 bits to
+    ``acc``, which is stored at ``out[o]`` every time (the last store of a value is the whole
+    value); a final byte (top bit clear) moves ``o`` on and clears ``acc`` and ``shift``.
+    """
+    acc = np.uint64(0)
+    shift = np.uint64(0)
+    shifts = np.uint64(0)
+    for q in range(s, e):
+        b = np.uint64(buf[q])
+        acc |= (b & np.uint64(0x7F)) << (shift & np.uint64(63))
+        out[o] = acc
+        more = b >> np.uint64(7)
+        keep = np.uint64(0) - more  # all ones while the value goes on
+        o += np.int64(1) - np.int64(more)
+        shifts |= shift
+        acc &= keep
+        shift = (shift + np.uint64(7)) & keep
+    return o, np.int64(shifts)
+
+
 @njit(cache=True, nogil=True)
 def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
     """Pass 2: the values of every located feature, record by record.
@@ -472,7 +499,6 @@ def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
     longer than 10 bytes.
     """
     n, nfeat = dst.shape
-    nbuf = len(buf)
     for r in range(n):
         for f in range(nfeat):
             o = dst[r, f]
@@ -486,43 +512,9 @@ def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
                 if field != 1:
                     continue
                 if kind == KIND_INT64 and wire == 2:
-                    q = s
-                    while q < e:  # pass 1 checked the run ends on a terminal byte
-                        if q + 2 < nbuf:
-                            # up to 3 bytes (values below 2**21) without a data-dependent
-                            # branch: which of the 1/2/3-byte cases is a coin toss for token ids
-                            b0 = np.int64(buf[q])
-                            b1 = np.int64(buf[q + 1])
-                            b2 = np.int64(buf[q + 2])
-                            c0 = b0 >> 7
-                            c1 = (b1 >> 7) & c0
-                            if (b2 >> 7) & c1 == 0:
-                                out[o] = np.uint64(
-                                    (b0 & 0x7F) | (((b1 & 0x7F) << 7) * c0)
-                                    | (((b2 & 0x7F) << 14) * c1)
-                                )
-                                o += 1
-                                q += 1 + c0 + c1
-                                continue
-                        b = buf[q]
-                        q += 1
-                        if b < 0x80:
-                            out[o] = np.uint64(b)
-                        else:
-                            v = np.uint64(b & 0x7F)
-                            shift = np.uint64(7)
-                            while True:
-                                b = buf[q]
-                                q += 1
-                                if shift < 64:
-                                    v |= np.uint64(b & 0x7F) << shift
-                                if b < 0x80:
-                                    break
-                                shift += np.uint64(7)
-                            if shift > 63:
-                                return r  # a varint longer than 10 bytes
-                            out[o] = v
-                        o += 1
+                    o, longest = _packed_varints(buf, s, e, out, o)
+                    if longest > 63:
+                        return r  # a varint longer than 10 bytes
                 elif kind == KIND_INT64 and wire == 0:
                     out[o], _ = _varint(buf, s, e)
                     o += 1
