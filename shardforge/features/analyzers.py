@@ -4,19 +4,22 @@ Each analyzer learns one statistic over the flat values of a column in a single 
 are plain dicts of numpy arrays and Python scalars, so they pickle (Beam ships them between
 workers) and merge in any tree. :class:`NumericStats` and the exact :class:`Vocabulary` depend only
 on the multiset of values: any batching, order or merge tree learns bit-identical results. The
-bounded summaries (:class:`Quantiles`, ``Vocabulary(capacity=m)``) are deterministic for a given
-input order and merge tree, and keep their error bounds for any.
+bounded summaries (:class:`Quantiles` past ``2k`` distinct values, ``Vocabulary(capacity=m)`` once
+it prunes) are deterministic for a given input order and merge tree, and keep their error bounds
+for any.
 
 - :class:`NumericStats`: count, missing (NaN), mean and std from exact integer sums of ``x`` and
   ``x²`` (no rounding until ``extract``, so no cancellation and no merge-order effect), min, max.
 - :class:`Vocabulary`: values with counts, most frequent first, ties broken by value. Exact by
   default; ``capacity=m`` keeps a bounded Misra-Gries summary (counts underestimated by at most
   ``N / (m + 1)``, any value with frequency above that is kept).
-- :class:`Quantiles`: a deterministic compactor hierarchy (MRL/KLL-style, fixed capacity ``2k``
-  per level). Compacting a sorted level-``h`` buffer keeps every other item with double weight,
-  which moves any rank by at most ``2**h``; the sketch adds up these amounts, so ``extract``
-  returns a *proven* rank-error bound ``eps`` (fraction of the count). At most ``N / (2k)`` per
-  level over ``log2(N / 2k) + 1`` levels: with the default ``k = 4096`` and 1M values,
+- :class:`Quantiles`: exact (distinct values with counts, independent of order) while a column
+  has at most ``2k`` distinct values; past that a deterministic compactor hierarchy
+  (MRL/KLL-style, fixed capacity ``2k`` per level). Compacting a sorted level-``h`` buffer keeps
+  every other item with double weight, which moves any rank by at most ``2**h``; the sketch adds
+  up these amounts, so ``extract`` returns a *proven* rank-error bound ``eps`` (fraction of the
+  count). At most ``N / (2k)`` per level over ``log2(N / 2k) + 1`` levels (a level only compacts
+  once ``2k`` items of weight ``2**h`` reached it): with the default ``k = 4096`` and 1M values,
   ``eps <= 0.1%``.
 """
 
@@ -260,7 +263,14 @@ class Vocabulary:
 
 
 class Quantiles:
-    """Mergeable quantile sketch with a tracked, proven rank-error bound (see module docstring)."""
+    """Mergeable quantile sketch with a tracked, proven rank-error bound (see module docstring).
+
+    While a column has at most ``2k`` distinct values (integers, codes, small inputs) the
+    accumulator is exact: sorted distinct values with counts, which depend only on the multiset
+    of values, so any order or merge tree gives the same result and ``eps == 0``. Past that it
+    becomes the compactor sketch, losslessly: a value with count ``c`` enters level ``h`` for
+    each set bit ``2**h`` of ``c``.
+    """
 
     def __init__(self, k: int = 4096) -> None:
         if k < 8:
@@ -268,28 +278,55 @@ class Quantiles:
         self.k = k
 
     def create(self) -> dict:
-        return {"levels": [], "parity": [], "n": 0, "err": 0.0}
+        empty = (np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64))
+        return {"levels": [], "parity": [], "n": 0, "err": 0.0, "exact": empty}
 
     def add_batch(self, acc: dict, values: np.ndarray) -> dict:
         x = np.asarray(values, dtype=np.float64).ravel()
         x = x[~np.isnan(x)]
         if len(x) == 0:
             return acc
-        self._push(acc, 0, x)
         acc["n"] += len(x)
+        if acc["exact"] is not None:
+            # +0.0: -0.0 and 0.0 are one value, stored as 0.0 whichever came first
+            batch = np.unique(x + 0.0, return_counts=True)
+            if len(batch[0]) <= 2 * self.k:
+                acc["exact"] = _add_counts(acc["exact"], batch)
+            else:
+                self._to_sketch(acc)
+                self._push_counts(acc, *batch)
+        else:
+            self._push(acc, 0, x)
         self._compact(acc)
         return acc
 
     def merge(self, accs) -> dict:
         out = self.create()
         for acc in accs:
+            out["n"] += acc["n"]
+            out["err"] += acc["err"]
+            if acc["exact"] is not None and out["exact"] is not None:
+                out["exact"] = _add_counts(out["exact"], acc["exact"])
+                continue
+            self._to_sketch(out)
+            if acc["exact"] is not None:
+                self._push_counts(out, *acc["exact"])
+                continue
             for h, buf in enumerate(acc["levels"]):
                 self._push(out, h, buf)
                 out["parity"][h] ^= acc["parity"][h]
-            out["n"] += acc["n"]
-            out["err"] += acc["err"]
         self._compact(out)
         return out
+
+    def _push_counts(self, acc: dict, values: np.ndarray, counts: np.ndarray) -> None:
+        for h in range(int(counts.max(initial=0)).bit_length()):
+            self._push(acc, h, values[(counts >> h) & 1 == 1])
+
+    def _to_sketch(self, acc: dict) -> None:
+        if acc["exact"] is not None:
+            values, counts = acc["exact"]
+            acc["exact"] = None
+            self._push_counts(acc, values, counts)
 
     @staticmethod
     def _push(acc: dict, h: int, x: np.ndarray) -> None:
@@ -299,6 +336,10 @@ class Quantiles:
         acc["levels"][h] = np.concatenate([acc["levels"][h], x])
 
     def _compact(self, acc: dict) -> None:
+        if acc["exact"] is not None:
+            if len(acc["exact"][0]) <= 2 * self.k:
+                return
+            self._to_sketch(acc)
         h = 0
         while h < len(acc["levels"]):
             buf = acc["levels"][h]
@@ -316,6 +357,10 @@ class Quantiles:
 
     def extract(self, acc: dict) -> dict:
         """``values``/``weights`` (sorted) summarize the data; ``eps`` bounds the rank error."""
+        if acc["exact"] is not None:
+            values, counts = acc["exact"]
+            return {"values": values, "weights": counts.astype(np.float64), "n": acc["n"],
+                    "eps": 0.0}
         parts = [(buf, np.full(len(buf), 2.0**h)) for h, buf in enumerate(acc["levels"])]
         if not parts or acc["n"] == 0:
             return {"values": np.zeros(0), "weights": np.zeros(0), "n": 0, "eps": 0.0}
@@ -328,6 +373,14 @@ class Quantiles:
             "n": acc["n"],
             "eps": acc["err"] / acc["n"],
         }
+
+
+def _add_counts(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Sum two (sorted distinct values, counts) summaries."""
+    values, inverse = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
+    # float64 sums of integer counts are exact below 2**53
+    counts = np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=len(values))
+    return values, counts.astype(np.int64)
 
 
 def quantiles_at(summary: dict, qs: np.ndarray) -> np.ndarray:

@@ -143,15 +143,21 @@ def test_approximate_vocabulary_bound_and_heavy_hitters():
     assert approx["values"][:10] == exact["values"][:10]
 
 
-@pytest.mark.parametrize("dist", ["normal", "lognormal", "ties"])
+@pytest.mark.parametrize("dist", ["normal", "lognormal", "ties", "few_values", "sorted_ties"])
 def test_quantile_sketch_respects_its_bound(dist):
     rng = np.random.default_rng(2)
     n = 300_000
     x = {"normal": rng.normal(size=n), "lognormal": rng.lognormal(size=n),
-         "ties": rng.integers(0, 20, n).astype(float)}[dist]
+         "ties": rng.integers(0, 2000, n).astype(float),
+         "few_values": rng.integers(0, 20, n).astype(float),
+         # each batch has few distinct values (exact), their merges outgrow 2k: the switch to
+         # the sketch happens inside merge
+         "sorted_ties": np.sort(rng.integers(0, 3000, n)).astype(float)}[dist]
     an = Quantiles(k=256)
-    summary = an.extract(run(an, np.array_split(x, 23), "pairwise"))
-    assert summary["n"] == n and 0 < summary["eps"] < 0.05
+    summary = an.extract(run(an, np.array_split(x, 400 if dist == "sorted_ties" else 23),
+                             "pairwise"))
+    assert summary["n"] == n and 0 <= summary["eps"] < 0.05
+    assert (summary["eps"] == 0) == (dist == "few_values")  # <= 2k distinct values: exact
     xs = np.sort(x)
     qs = np.linspace(0.01, 0.99, 99)
     for q, v in zip(qs, quantiles_at(summary, qs)):
@@ -167,6 +173,23 @@ def test_quantiles_deterministic_for_same_order_and_tree():
     b = an.extract(run(an, np.array_split(x, 9), "pairwise"))
     assert np.array_equal(a["values"], b["values"]) and a["eps"] == b["eps"]
     assert np.array_equal(bucket_boundaries(a, 10), bucket_boundaries(b, 10))
+
+
+def test_quantiles_exact_and_order_free_for_few_distinct_values():
+    rng = np.random.default_rng(4)
+    x = rng.integers(18, 81, 200_000).astype(float)
+    x[:10] = -0.0
+    an = Quantiles(k=64)  # 63 distinct values <= 2k = 128
+    ref = an.extract(an.add_batch(an.create(), x))
+    for seed in range(3):
+        r = np.random.default_rng(seed)
+        cuts = np.sort(r.choice(len(x), size=30, replace=False))
+        out = an.extract(random_tree(an, np.split(r.permutation(x), cuts), r))
+        assert out["eps"] == 0 and out["n"] == len(x)
+        assert out["values"].tobytes() == ref["values"].tobytes()
+        assert np.array_equal(out["weights"], ref["weights"])
+    assert bucket_boundaries(ref, 4).tolist() == np.quantile(x, [0.25, 0.5, 0.75],
+                                                             method="inverted_cdf").tolist()
 
 
 def test_quantiles_exact_for_small_inputs():

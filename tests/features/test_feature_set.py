@@ -104,23 +104,13 @@ def _fit_shuffled(clicks, n_rows, seed):
                                   rng))
 
 
-def test_state_bytes_independent_of_batching_order_and_merge_tree(tmp_path, clicks):
-    # 8000 rows stay below the quantile sketch's 2k = 8192: no compaction, so every analyzer
-    # (stats, vocabularies, quantile boundaries) depends on the multiset of rows only.
-    saved = {open(_fit_shuffled(clicks, 8000, seed).save(str(tmp_path / str(seed))), "rb").read()
+def test_state_bytes_independent_of_batching_order_and_merge_tree(tmp_path, clicks, click_state):
+    # Exact stats and vocabularies; age (63 distinct values) keeps exact quantile counts.
+    saved = {open(_fit_shuffled(clicks, 20_000, seed).save(str(tmp_path / str(seed))), "rb").read()
              for seed in range(4)}
-    ordered = FEATURES.fit([take_rows(clicks, np.arange(8000))])
-    assert saved == {open(ordered.save(str(tmp_path / "ordered")), "rb").read()}
-    # Beyond that only the sketch's boundaries (within its bound) may depend on the order.
-    a, b = _fit_shuffled(clicks, 20_000, 10).proto, _fit_shuffled(clicks, 20_000, 11).proto
-    for proto in (a, b):
-        for cs in proto.state.columns:
-            del cs.boundaries[:]
-            cs.quantile_rank_error = 0
-        for f in proto.features:
-            f.num_buckets = 0 if f.column_type == "bucketized" else f.num_buckets
-    assert a == b
-    assert a.state.columns[0].column == "price" and a.state.columns[0].std > 0
+    assert saved == {open(click_state.save(str(tmp_path / "ordered")), "rb").read()}
+    assert click_state.columns["price"]["std"] > 0
+    assert click_state.columns["age_bucketized"]["quantile_rank_error"] == 0
 
 
 def test_coerce_reports_bad_rows_with_ids():
