@@ -338,7 +338,7 @@ def _count_values(buf, kind, p, end):
     return count, OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _match(buf, s, e, names, name_off, guess):
     n = len(name_off) - 1
     length = e - s
@@ -441,10 +441,21 @@ def locate(
                 if nkind > 1:
                     return r, UNUSUAL, val_s
                 count = 0
-                packed = le - ls >= 2 and buf[ls] == 0x0A and np.int64(buf[ls + 1]) == le - ls - 2
-                if kind == KIND_FLOAT and packed and buf[ls + 1] % 4 == 0:
-                    count = np.int64(buf[ls + 1]) // 4  # the usual FloatList: one packed run
-                elif kind != KIND_NONE:
+                scalar = np.uint64(0)
+                run = ls  # start of the values when the list is one packed run (the usual)
+                short_run = le - ls >= 2 and buf[ls] == 0x0A and buf[ls + 1] == le - ls - 2
+                if kind == KIND_FLOAT and short_run and buf[ls + 1] & 3 == 0:
+                    run, count = ls + 2, np.int64(buf[ls + 1]) >> 2
+                    if count == 1:
+                        scalar = np.uint64(_u32(buf, run))
+                elif kind == KIND_INT64 and le - ls >= 2 and buf[ls] == 0x0A and buf[le - 1] < 0x80:
+                    n, run = _varint(buf, ls + 1, le)
+                    if run > 0 and np.uint64(le - run) == n:
+                        scalar, after = _varint(buf, run, le)
+                        count = 1 if after == le else _count_terminal_bytes(buf, run, le)
+                    else:
+                        run = ls
+                if run == ls and kind != KIND_NONE:
                     count, err = _count_values(buf, kind, ls, le)
                     if err != OK:
                         return r, err, ls
@@ -452,13 +463,9 @@ def locate(
                 out_start[r, f] = ls
                 out_end[r, f] = le
                 out_count[r, f] = count
-                if count == 1 and kind == scalar_kind[f] and buf[ls] == 0x0A:
-                    if kind == KIND_FLOAT and le - ls == 6:
-                        scalar_out[r, f] = np.uint64(_u32(buf, ls + 2))
-                        out_start[r, f] = -1
-                    elif kind == KIND_INT64 and buf[ls + 1] == le - ls - 2:
-                        scalar_out[r, f], _ = _varint(buf, ls + 2, le)
-                        out_start[r, f] = -1
+                if count == 1 and run > ls and kind == scalar_kind[f]:
+                    scalar_out[r, f] = scalar
+                    out_start[r, f] = -1
     return -1, OK, 0
 
 
