@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/records_bench.py            # 200k Examples
     .venv/bin/python benchmarks/records_bench.py --quick    # 20k, a few seconds
 
+It also times the writer side on one core: ``encode_batch`` (compiled) against ``encode_example``
+row by row on the click-log example batch (examples/click_features.py applied to
+examples/clicklog.py rows, 4096 rows, 7 features) and prints both in µs/row.
+
 Everything runs pinned to one CPU core (sched_setaffinity, TF thread pools of 1); records/s are
 given per CPU-second (the primary figure, robust on a shared machine) and per wall-second. Each
 Example has 5 float scalars, 4 int64 scalars, one int64 token list of 16-256 values and one
@@ -22,6 +26,7 @@ import time
 
 import numpy as np
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_BATCH = 1024
 NUM_SHARDS = 4
 
@@ -60,6 +65,34 @@ def ours_pass(paths: list[str]) -> int:
     for block in read_blocks(paths, verify=True):
         n += len(decode_batch(block, s)["key"])
     return n
+
+
+def bench_encode(rows: int = 4096, repeat: int = 5) -> tuple[float, float]:
+    """(encode_batch µs/row, encode_example-per-row µs/row) on the click-log example batch."""
+    sys.path.insert(0, REPO)
+    import shardforge.features as sf
+    from examples.clicklog import generate_clicklog
+    from shardforge.records import encode_batch, encode_example
+
+    fs = sf.load_feature_set(os.path.join(REPO, "examples", "click_features.py"))
+    raw = {k: v.tolist() for k, v in generate_clicklog(rows, seed=0).items()}
+    batch, _ = fs.coerce(raw)
+    out = fs.transform(batch, fs.fit([batch]))
+    n = len(encode_batch(out))  # compiles (or loads) the kernels
+
+    def per_row() -> None:
+        for i in range(n):
+            encode_example({name: col[i] for name, col in out.items()})
+
+    times = []
+    for fn in (lambda: encode_batch(out), per_row):
+        best = float("inf")
+        for _ in range(repeat):
+            c0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - c0)
+        times.append(best / n * 1e6)
+    return times[0], times[1]
 
 
 def tf_pass_factory(paths: list[str]):
@@ -154,6 +187,7 @@ def main() -> None:
                 assert got == n, (name, got, n)
                 best[name] = [min(best[name][0], wall), min(best[name][1], cpu)]
         pkg = bench_tfrecord_pkg(paths, min(n, 20_000))
+    encode_us, encode_rows_us = bench_encode()
 
     ours_wall, ours_cpu = (n / t for t in best["ours"])
     tf_wall, tf_cpu = (n / t for t in best["tf"])
@@ -165,12 +199,16 @@ def main() -> None:
           f"{'vs TF':>6s}")
     for name, cpu, wall in rows:
         print(f"{name:46s} {cpu:11,.0f} {cpu / tf_cpu:5.2f}x {wall:11,.0f} {wall / tf_wall:5.2f}x")
+    print(f"\nencode_batch (click-log batch, 1 core) {encode_us:.2f} µs/row; encode_example per "
+          f"row {encode_rows_us:.2f} µs/row ({encode_rows_us / encode_us:.0f}x)")
     result = {
         "records": n, "shardforge_rps": round(ours_cpu), "tf_parse_example_rps": round(tf_cpu),
         "tfrecord_pkg_rps": round(pkg[0]) if pkg else None,
         "ratio_vs_tf": round(ours_cpu / tf_cpu, 2),
         "wall_rps": {"shardforge": round(ours_wall), "tf": round(tf_wall)},
         "ratio_vs_tf_wall": round(ours_wall / tf_wall, 2),
+        "encode_batch_us_per_row": round(encode_us, 3),
+        "encode_example_us_per_row": round(encode_rows_us, 2),
     }
     print(json.dumps(result))
 
