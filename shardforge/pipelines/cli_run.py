@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-fraction", type=float, default=0.1,
                         help="fraction of rows hashed into eval/ (default 0.1)")
     parser.add_argument("--split-key", default=None,
-                        help="input column whose hash picks the split (default: all input "
-                        "values of the row)")
+                        help="input column whose hash picks the split and the shard (default: "
+                        "all input values of the row)")
     shards = parser.add_mutually_exclusive_group()
     shards.add_argument("--num-shards", type=int, default=None, help="shards per split")
     shards.add_argument("--shard-size", default="128MB",

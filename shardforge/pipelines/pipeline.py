@@ -39,10 +39,14 @@ class Summary:
 
 
 def _check_inputs(patterns: Sequence[str]) -> None:
+    # Beam's matcher, as the job reads: its ``**`` spans directories (``dir/**.py``), Python's
+    # ``glob`` does not.
+    from apache_beam.io.filesystems import FileSystems
+
     for pattern in patterns:
         if "://" in pattern:
             continue
-        if not glob.glob(pattern):
+        if not FileSystems.match([pattern])[0].metadata_list:
             raise FileNotFoundError(f"no input files match {pattern!r}")
 
 

@@ -318,29 +318,36 @@ class _TransformFn(beam.DoFn):
     def process(self, rows: Rows, state):
         from shardforge.records import encode_batch
 
-        # Split on the input, not the output: the split must not move when the learned state
-        # differs in the last bit between runs (float sums merge in any order).
-        key_columns = [self.split_key] if self.split_key else list(rows.batch)
-        is_eval = split_of(row_hashes(rows.batch, key_columns), self.eval_fraction)
+        # Split and shard on the input row, not the serialized record: a row's place must not
+        # depend on the encoder's byte layout (the split once hashed the Example bytes, whose
+        # feature-map order protobuf picked per process, so reruns split differently) nor move
+        # when the learned state differs in the last bit between runs (float sums merge in any
+        # order).
+        # With a split key the key alone places a row (split and shard): a corpus keyed by its
+        # text shards the same wherever its files lie, though their paths are input columns.
+        row_hash = row_hashes(rows.batch, [self.split_key] if self.split_key else list(rows.batch))
+        is_eval = split_of(row_hash, self.eval_fraction)
         out, errors = self.fs.get().transform(rows.batch, state, errors="collect",
                                               row_ids=rows.ids)
         for e in errors:
             yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform"))
         if errors:
             bad = {str(e.row) for e in errors}
-            is_eval = is_eval[[r not in bad for r in rows.ids]]
+            kept = np.array([r not in bad for r in rows.ids], dtype=bool)
+            is_eval, row_hash = is_eval[kept], row_hash[kept]
         records = encode_batch(out)
         if not records:
             return
-        record_hashes = _value_hashes(np.array(records, dtype=object))
         for split, mask in (("train", ~is_eval), ("eval", is_eval)):
             idx = np.flatnonzero(mask)
             if len(idx):
-                yield split, [records[i] for i in idx], record_hashes[idx]
+                yield split, [records[i] for i in idx], row_hash[idx]
 
 
 class Transform(beam.PTransform):
-    """``Rows`` + state → ``{"records": (split, [bytes], hashes), "errors": dict}``.
+    """``Rows`` + state → ``{"records": (split, [bytes], hashes), "errors": dict}``; ``hashes``
+    are of the records' input rows, or of their ``split_key`` (they pick the split, the shard
+    and the order in it).
 
     Rows arrive batched (the readers emit chunks of ``chunk_rows``: the equivalent of
     ``beam.BatchElements`` without a per-row step). A row goes to eval when the hash of its
@@ -440,8 +447,23 @@ class _AllShardsFn(beam.DoFn):
                 yield (split, i, n), (np.zeros(0, dtype=np.uint64), [])
 
 
+def _shard_order(hashes: np.ndarray, records: list[bytes]) -> np.ndarray:
+    """Indices of ``records`` by hash, ties (rows sharing a split key, duplicates) by bytes, so
+    the order does not depend on which bundle delivered a record first."""
+    order = np.argsort(hashes, kind="stable")
+    ties = np.flatnonzero(np.diff(hashes[order]) == 0)
+    if len(ties):
+        # runs of equal hashes: [start, stop) in sorted positions
+        starts = ties[np.r_[True, np.diff(ties) > 1]]
+        stops = ties[np.r_[np.diff(ties) > 1, True]] + 2
+        for a, b in zip(starts, stops):
+            order[a:b] = sorted(order[a:b], key=records.__getitem__)
+    return order
+
+
 class _WriteShardFn(beam.DoFn):
-    """Write one shard (records in hash order, so reruns give identical bytes) and its index.
+    """Write one shard (records in the order of their input rows' hashes, equal hashes by the
+    records' bytes, so reruns write the same bytes) and its index.
 
     Both are written under a scratch directory and renamed into place (index first, so a visible
     shard always has its index); a retried bundle rewrites the same names with the same bytes.
@@ -457,7 +479,7 @@ class _WriteShardFn(beam.DoFn):
         groups = list(groups)
         hashes = np.concatenate([h for h, _ in groups])
         records = [r for _, rs in groups for r in rs]
-        order = np.argsort(hashes, kind="stable")
+        order = _shard_order(hashes, records)
         name = _shard_name(i, n, self.compression)
         dest = posixpath.join(self.output, split, name)
         remote = "://" in dest
