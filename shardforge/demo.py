@@ -1,16 +1,17 @@
 """``shardforge demo``: the whole product on data every machine has, in about ten minutes on CPU.
 
-1. A Beam job reads Python standard-library sources (found through ``sysconfig``) as text
-   documents and writes train/eval shards with byte-level token ids plus side features learned
-   or derived in the job (module category with a vocabulary from the analyze pass, file-size
-   bucket), the schema, stats and errors.
+1. A Beam job reads Python standard-library sources (found through ``sysconfig``, copied to
+   ``OUT/stdlib/corpus``) as text documents and writes train/eval shards with byte-level token
+   ids plus side features learned or derived in the job (package with a vocabulary from the
+   analyze pass, file-size bucket), the schema, stats and errors. The feature set is
+   ``examples/stdlib_features.py``, the one ``shardforge run`` uses by hand.
 2. The small packed LM trains on those shards for a few minutes; eval loss before and after.
 3. The click-log example (a known feature/label relationship) goes through the same pipeline and
    the tabular model trains to a printed AUC.
 4. A summary: where everything is, the figures, and the commands to rerun each step.
 
     shardforge demo                  # ./demo_out, CPU, about 10 minutes on 2 cores
-    shardforge demo --quick          # smoke test (CI), about half a minute
+    shardforge demo --quick          # smoke test (CI): fixed step counts, about 15 s
     shardforge demo --device cuda    # train on the GPU
     shardforge demo --steps lm       # rerun one step (stdlib-data, lm, clicklog)
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shlex
 import sys
 import sysconfig
 import time
@@ -28,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+STDLIB_FEATURES = REPO / "examples" / "stdlib_features.py"
 # stdlib parts that are not ordinary library code (or are huge generated tables)
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
              "__pycache__", "turtledemo", "ensurepip", "pydoc_data", "encodings"}
 MIN_FILE_BYTES, MAX_FILE_BYTES = 1_000, 40_000
-SIZE_BUCKETS = [2_000, 5_000, 10_000, 20_000]  # file-size bucket boundaries, bytes
 STEPS = ("stdlib-data", "lm", "clicklog")
 # The demo's models are too small to gain much from splitting ops over threads, and on a busy
 # machine threads waiting for each other made LM steps 5-20x slower here (measured: 0.15 s per
@@ -59,10 +61,10 @@ FULL = Scale(files=300, lm_budget_s=300, lm_steps=(100, 3000), packing_length=51
                            z_loss=1e-4),
              click_rows=50_000, click_steps=250)
 # in-process Beam: at this size worker processes cost more than the work
-QUICK = Scale(files=40, lm_budget_s=0, lm_steps=(30, 30), packing_length=512,
+QUICK = Scale(files=40, lm_budget_s=0, lm_steps=(60, 60), packing_length=512,
               lm_model=dict(n_layer=1, n_head=2, n_kv_head=1, d_model=32, qk_norm=True,
                             z_loss=1e-4),
-              click_rows=4_000, click_steps=40,
+              click_rows=20_000, click_steps=80,
               beam_args=("--direct_running_mode=in_memory", "--direct_num_workers=1"))
 
 
@@ -89,60 +91,33 @@ def stdlib_files(n_files: int) -> list[Path]:
     return files[::step][:n_files]
 
 
-def stdlib_features():
-    """The demo's feature set over the ``text`` reader's inputs (``text``, ``path``):
+def stage_corpus(files: list[Path], corpus: Path) -> Path:
+    """Copy ``files`` under ``corpus`` with their paths relative to the stdlib, so the Beam job
+    (the demo's, or ``shardforge run`` by hand) reads exactly these files through one glob."""
+    import shutil
 
-    - ``tokens``: the file's UTF-8 bytes as ids 0..255 (byte-level: no unknown tokens);
-    - ``module``: the top-level stdlib package of the file (``email``, ``asyncio``, ...,
-      ``<module>`` for a top-level module), vocabulary learned in the analyze pass;
-    - ``size_bucket``: the file size bucketed at :data:`SIZE_BUCKETS`.
+    root = Path(sysconfig.get_paths()["stdlib"])
+    if corpus.exists():
+        shutil.rmtree(corpus)
+    for path in files:
+        dest = corpus / path.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    return corpus
 
-    ``module`` and ``size_bucket`` are derived from the raw inputs, so they are two small custom
-    columns (subclasses of the feature library's column types, used by Beam like any other).
-    """
-    import shardforge.features as sf
-    from shardforge.features.columns import CategoricalColumn, VocabColumn, vocab_lookup
 
-    tokens = sf.text("text", tokenizer="bytes", name="tokens")
-    root = sysconfig.get_paths()["stdlib"].rstrip("/") + "/"
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (shorter commands)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
-    def module_of(paths) -> np.ndarray:
-        out = np.empty(len(paths), dtype=object)
-        for i, p in enumerate(paths):
-            p = p.decode() if isinstance(p, bytes) else str(p)
-            rel = p[len(root):] if p.startswith(root) else p.rsplit("/", 1)[-1]
-            out[i] = (rel.split("/", 1)[0] if "/" in rel else "<module>").encode()
-        return out
 
-    @dataclass(frozen=True, eq=True)
-    class ModuleColumn(VocabColumn):
-        def analyze_values(self, batch: dict, key: str) -> np.ndarray:
-            return module_of(batch[self.key_])
-
-        def compute_ids(self, ctx) -> np.ndarray:
-            values = module_of(ctx.get(self.source, self.name))
-            return vocab_lookup(ctx.state[self.key], values, "bytes", self.num_oov_buckets,
-                                self.default_value)
-
-    @dataclass(frozen=True, eq=True)
-    class SizeBucketColumn(CategoricalColumn):
-        boundaries: tuple = tuple(SIZE_BUCKETS)
-        name: str = "size_bucket"
-        column_type = "bucketized"
-
-        def inputs(self) -> list:
-            return [tokens.source]  # the same raw input as the tokens: the file's text
-
-        def num_buckets(self, state: dict) -> int:
-            return len(self.boundaries) + 1
-
-        def compute_ids(self, ctx) -> np.ndarray:
-            texts = ctx.get(tokens.source, self.name)
-            sizes = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-            return np.searchsorted(np.asarray(self.boundaries), sizes, side="right")
-
-    module = ModuleColumn("path", num_oov_buckets=1, default=b"", name="module")
-    return sf.FeatureSet([tokens, module, SizeBucketColumn()])
+def _command(subcommand: str, argv: list[str]) -> str:
+    """A ``shardforge`` command line a user can paste, examples paths shortened."""
+    shown = [_shown(Path(a)) if a.startswith(str(REPO)) else a for a in argv]
+    return shlex.join(["shardforge", subcommand, *shown])
 
 
 def _say(text: str) -> None:
@@ -216,7 +191,6 @@ def main(args: argparse.Namespace) -> int:
     scale = QUICK if args.quick else FULL
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    quick = " --quick" if args.quick else ""
     t_start = time.perf_counter()
     figures: dict[str, str] = {}
     outputs: list[tuple[str, Path]] = []
@@ -227,21 +201,27 @@ def main(args: argparse.Namespace) -> int:
     if "stdlib-data" in steps:
         _banner("1/4 Beam job: Python standard library sources -> packed-LM shards")
         files = stdlib_files(scale.files)
-        (out / "stdlib").mkdir(parents=True, exist_ok=True)
+        corpus = stage_corpus(files, out / "stdlib" / "corpus")
         (out / "stdlib" / "files.txt").write_text("".join(f"{p}\n" for p in files))
         _say(f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, from "
-             f"{sysconfig.get_paths()['stdlib']}")
+             f"{sysconfig.get_paths()['stdlib']}, copied to {corpus}")
+        # Split by the document's text, not its path: a copy of the corpus elsewhere splits the
+        # same way, and duplicate files never straddle train and eval.
+        run_args = ["--features", str(STDLIB_FEATURES), "--input", f"{corpus}/**.py",
+                    "--format", "text", "--split-key", "text", "--eval-fraction", "0.1",
+                    "--num-shards", "2", "--output", str(lm_data), "--overwrite",
+                    *scale.beam_args]
         t0 = time.perf_counter()
-        summary = run_pipeline(stdlib_features(), [str(p) for p in files], str(lm_data),
-                               fmt="text", eval_fraction=0.1, num_shards=2,
+        summary = run_pipeline(str(STDLIB_FEATURES), f"{corpus}/**.py", str(lm_data),
+                               fmt="text", split_key="text", eval_fraction=0.1, num_shards=2,
                                beam_args=scale.beam_args, overwrite=True)
         _say(f"wrote {summary.splits} documents, {summary.errors} errors, in "
              f"{time.perf_counter() - t0:.0f}s -> {lm_data}")
         figures["stdlib documents train/eval"] = (
             f"{summary.splits.get('train', 0)}/{summary.splits.get('eval', 0)}")
-        outputs.append(("stdlib shards, schema, stats, errors", lm_data))
-        commands.append(("Beam job over the stdlib",
-                         f"shardforge demo --out {out}{quick} --steps stdlib-data"))
+        outputs += [("stdlib corpus (copied files)", corpus),
+                    ("stdlib shards, schema, stats, errors", lm_data)]
+        commands.append(("Beam job over the stdlib corpus", _command("run", run_args)))
 
     if "lm" in steps:
         _banner("2/4 train the small LM on packed batches")
@@ -252,8 +232,12 @@ def main(args: argparse.Namespace) -> int:
             _say(f"calibration: {per_step:.2f}s per step here -> {n_steps} steps "
                  f"(~{scale.lm_budget_s:.0f}s budget)")
         run_dir = out / "stdlib" / "run"
-        # the calibration is a guess on a busy machine: the time limit keeps the promise
-        time_limit = f"time_limit_s={1.5 * scale.lm_budget_s:g}" if scale.lm_budget_s else ""
+        # The calibration is a guess on a busy machine: the time limit keeps the promise of
+        # minutes, but never cuts below the step floor (learning matters more than the clock).
+        time_limit = ""
+        if scale.lm_budget_s:
+            limit = max(1.5 * scale.lm_budget_s, 2 * scale.lm_steps[0] * per_step)
+            time_limit = f"time_limit_s={limit:.0f}"
         overrides = [f"max_steps={n_steps}", f"packing_length={scale.packing_length}",
                      f"threads={CPU_THREADS}",
                      f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={-(-n_steps // 4)}",
@@ -275,8 +259,10 @@ def main(args: argparse.Namespace) -> int:
         figures["LM training throughput"] = f"{lm.throughput:,.0f} tokens/s"
         outputs += [("LM metrics", lm.metrics), ("LM loss curves", lm.plot),
                     ("LM checkpoint", lm.checkpoint)]
-        commands.append(("train the LM", f"shardforge train --config examples/lm.yaml --data "
-                                          f"{lm_data} --out {run_dir} " + " ".join(overrides)))
+        commands.append(("train the LM", _command("train", [
+            "--config", str(REPO / "examples" / "lm.yaml"), "--data", str(lm_data),
+            "--out", str(run_dir), "--device", args.device, *overrides,
+            *filter(None, [time_limit])])))
 
     if "clicklog" in steps:
         _banner("3/4 click-log example: CSV -> Beam job -> FeatureLayer + MLP")
@@ -309,13 +295,16 @@ def main(args: argparse.Namespace) -> int:
         outputs += [("click-log CSV", csv_path), ("click-log shards", click_data),
                     ("tabular metrics", tab.metrics), ("tabular loss curves", tab.plot)]
         commands += [
-            ("click-log CSV", f"python examples/clicklog.py {csv_path} --rows {scale.click_rows}"),
-            ("Beam job over the CSV", f"shardforge run --features examples/click_features.py "
-                                      f"--input {csv_path} --output {click_data} --format csv "
-                                      f"--overwrite"),
-            ("train the tabular model", f"shardforge train --config examples/tabular.yaml "
-                                        f"--data {click_data} --out {run_dir} "
-                                        + " ".join(overrides)),
+            ("click-log CSV", shlex.join(["python", _shown(REPO / "examples" / "clicklog.py"),
+                                          str(csv_path), "--rows", str(scale.click_rows),
+                                          "--seed", "0"])),
+            ("Beam job over the CSV", _command("run", [
+                "--features", str(features_py), "--input", str(csv_path),
+                "--output", str(click_data), "--format", "csv", "--eval-fraction", "0.2",
+                "--num-shards", "2", "--overwrite", *scale.beam_args])),
+            ("train the tabular model", _command("train", [
+                "--config", str(REPO / "examples" / "tabular.yaml"), "--data", str(click_data),
+                "--out", str(run_dir), "--device", args.device, *overrides])),
         ]
 
     _banner("4/4 summary")

@@ -1,11 +1,31 @@
 """`shardforge demo --quick` runs every step end to end (Beam, LM, tabular) and learns."""
 
 import json
+import shlex
+from pathlib import Path
 
 from shardforge.cli import main
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _decoded_splits(data):
+    import shardforge.features as sf
+    from shardforge.records import decode_batch_reference, read_records
+
+    spec = sf.load_schema(str(data)).spec
+    out = {}
+    for split in ("train", "eval"):
+        batch = decode_batch_reference(
+            list(read_records(sorted(str(p) for p in (data / split).glob("part-*.tfrecord")))),
+            spec)
+        out[split] = sorted((bytes(t.astype("uint8")), int(m), int(s)) for t, m, s in zip(
+            batch["tokens"], batch["package"], batch["size_bucket"]))
+    return out
+
 
 def test_demo_quick(tmp_path, capsys):
+    """Quick mode runs fixed step counts (no clock involved), so it learns on any machine."""
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for text in ("1/4 Beam job", "2/4 train", "3/4 click-log", "4/4 summary",
@@ -15,7 +35,7 @@ def test_demo_quick(tmp_path, capsys):
     assert (data / "schema.pbtxt").exists() and (data / "stats.json").exists()
     assert list((data / "train").glob("part-*.tfrecord")) and (data / "errors").exists()
     schema = (data / "schema.pbtxt").read_text()
-    assert all(name in schema for name in ('"tokens"', '"module"', '"size_bucket"'))
+    assert all(name in schema for name in ('"tokens"', '"package"', '"size_bucket"'))
     rows = [json.loads(line) for line in
             (tmp_path / "stdlib" / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
@@ -23,33 +43,39 @@ def test_demo_quick(tmp_path, capsys):
     assert (tmp_path / "stdlib" / "run" / "curves.png").exists()
     assert (tmp_path / "clicklog" / "run" / "metrics.jsonl").exists()
 
+    # the printed Beam command reproduces the stdlib step: same records in each split
+    command = next(line.strip() for line in out.splitlines()
+                   if line.strip().startswith("shardforge run --features")
+                   and "stdlib_features.py" in line)
+    argv = shlex.split(command)[1:]
+    again = tmp_path / "again"
+    argv[argv.index("--output") + 1] = str(again)
+    assert main(argv) == 0
+    assert _decoded_splits(again) == _decoded_splits(data)
+
 
 def test_demo_rejects_unknown_steps(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "lm,bogus"]) == 2
     assert "bogus" in capsys.readouterr().out
 
 
-def test_stdlib_features_derive_module_and_size_bucket():
-    import sysconfig
-
+def test_stdlib_features_derive_package_and_size_bucket():
     import numpy as np
 
-    from shardforge.demo import SIZE_BUCKETS, stdlib_features
+    import shardforge.features as sf
 
-    root = sysconfig.get_paths()["stdlib"]
-    fs = stdlib_features()
+    fs = sf.load_feature_set(str(REPO / "examples" / "stdlib_features.py"))
     raw = {"text": ["x" * 100, "y" * 6000, "z" * 50_000, "w" * 3000],
-           "path": [f"{root}/email/parser.py", f"{root}/os.py", f"{root}/email/utils.py",
-                    f"{root}/json/decoder.py"]}
+           "path": ["/lib/python3/email/parser.py", "/lib/python3/os.py",
+                    "/lib/python3/email/utils.py", "C:\\py\\json\\decoder.py"]}
     batch, errors = fs.coerce(raw)
     assert not errors
     state = fs.fit([batch])
     out = fs.transform(batch, state)
     assert out["tokens"].row_lengths().tolist() == [100, 6000, 50_000, 3000]
     assert out["tokens"][0].tolist() == [ord("x")] * 100
-    # vocabulary learned by frequency: email (2) first, then the others
-    assert out["module"][0] == out["module"][2] == 0
-    assert len(set(out["module"].tolist())) == 3
-    assert out["size_bucket"].tolist() == list(np.searchsorted(SIZE_BUCKETS,
-                                                               [100, 6000, 50_000, 3000],
-                                                               side="right"))
+    # vocabulary learned by frequency: email (2) first, then python3 and json
+    assert out["package"][0] == out["package"][2] == 0
+    assert len(set(out["package"].tolist())) == 3
+    assert out["size_bucket"].tolist() == list(np.searchsorted(
+        [2_000, 5_000, 10_000, 20_000], [100, 6000, 50_000, 3000], side="right"))
