@@ -77,6 +77,23 @@ def _call_crc32c_extend(typingctx, fn, crc, buf, start, count):
         return builder.call(callee, [crc_v, builder.bitcast(ptr, i8p), count_v])
 
     return sig, codegen
+
+
+@intrinsic
+def _at(typingctx, arr, index):
+    """``arr[index]`` for an ``index`` known to be in bounds and non-negative: numba's indexing
+    adds a negative-index (wraparound) select to every load, which costs the byte loops of the
+    wire-format walk a good part of their time and keeps LLVM from vectorizing them."""
+    sig = arr.dtype(arr, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr_v, index_v = args
+        data = context.make_array(signature.args[0])(context, builder, value=arr_v).data
+        return builder.load(builder.gep(data, [index_v]))
+
+    return sig, codegen
+
+
 MASK32 = 0xFFFFFFFF
 MASK_DELTA = 0xA282EAD8
 HEADER = 12  # uint64 length + masked crc32c of the length
@@ -125,8 +142,8 @@ def _masked(crc):
 @njit(cache=True, nogil=True)
 def _u32(buf, p):
     return (
-        np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
-        | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24)
+        np.int64(_at(buf, p)) | (np.int64(_at(buf, p + 1)) << 8)
+        | (np.int64(_at(buf, p + 2)) << 16) | (np.int64(_at(buf, p + 3)) << 24)
     )
 
 
@@ -231,14 +248,14 @@ MAX_HINTS = 256  # entry positions whose feature is remembered from record to re
 @njit(cache=True, nogil=True, inline="always")
 def _varint(buf, p, end):
     """Returns (value as uint64, new position) or (0, -1) when malformed."""
-    if p < end and buf[p] < 0x80:  # tags and short lengths: one byte
-        return np.uint64(buf[p]), p + 1
+    if p < end and _at(buf, p) < 0x80:  # tags and short lengths: one byte
+        return np.uint64(_at(buf, p)), p + 1
     result = np.uint64(0)
     shift = np.uint64(0)
     for _ in range(10):
         if p >= end:
             return np.uint64(0), -1
-        b = buf[p]
+        b = _at(buf, p)
         p += 1
         result |= np.uint64(b & 0x7F) << shift
         if b < 0x80:
@@ -272,12 +289,13 @@ def _field(buf, p, end):
     """Read a tag and, for length-delimited fields, the length.
 
     Returns (field, wire, payload_start, payload_end, error)."""
-    if p + 1 < end and buf[p] < 0x80 and buf[p] & 7 == 2 and buf[p + 1] < 0x80 and buf[p] >= 8:
+    first = _at(buf, p) if p + 1 < end else 0
+    if first < 0x80 and first & 7 == 2 and first >= 8 and _at(buf, p + 1) < 0x80:
         # the common case: a one-byte tag of a length-delimited field with a one-byte length
-        e = p + 2 + np.int64(buf[p + 1])
+        e = p + 2 + np.int64(_at(buf, p + 1))
         if e > end:
             return 0, 0, 0, 0, BAD_LENGTH
-        return np.int64(buf[p] >> 3), np.int64(2), p + 2, e, OK
+        return np.int64(first >> 3), np.int64(2), p + 2, e, OK
     tag, q = _varint(buf, p, end)
     if q < 0:
         return 0, 0, 0, 0, BAD_VARINT
@@ -300,10 +318,12 @@ def _field(buf, p, end):
 
 @njit(cache=True, nogil=True)
 def _count_terminal_bytes(buf, s, e):
-    """Varints in a packed run = bytes without the continuation bit (a loop LLVM vectorizes)."""
+    """Varints in a packed run = bytes without the continuation bit (a loop LLVM vectorizes:
+    iterating over a slice, unlike ``_at(buf, k)`` with a signed ``k``, has no negative-index
+    wraparound select per byte)."""
     c = 0
-    for k in range(s, e):
-        c += np.int64(buf[k] < 0x80)
+    for b in buf[s:e]:
+        c += np.int64(b < 0x80)
     return c
 
 
@@ -331,7 +351,7 @@ def _count_values(buf, kind, p, end):
         else:
             if wire == 2:
                 count += _count_terminal_bytes(buf, s, e)
-                if e > s and buf[e - 1] >= 0x80:
+                if e > s and _at(buf, e - 1) >= 0x80:
                     return 0, BAD_VARINT
             elif wire == 0:
                 count += 1
@@ -351,7 +371,7 @@ def _match(buf, s, e, names, name_off, guess):
             continue
         same = True
         for k in range(length):
-            if buf[s + k] != names[a + k]:
+            if _at(buf, s + k) != names[a + k]:
                 same = False
                 break
         if same:
@@ -393,10 +413,10 @@ def locate(
                     continue
                 key_s, key_e, val_s, val_e, nval = s2, s2, -1, -1, 0
                 m = s2
-                if e2 - s2 >= 4 and buf[s2] == 0x0A and buf[s2 + 1] < 0x80:
+                if e2 - s2 >= 4 and _at(buf, s2) == 0x0A and _at(buf, s2 + 1) < 0x80:
                     # canonical entry: key (one-byte length) then value, nothing else
-                    k_e = s2 + 2 + np.int64(buf[s2 + 1])
-                    if k_e < e2 and buf[k_e] == 0x12:
+                    k_e = s2 + 2 + np.int64(_at(buf, s2 + 1))
+                    if k_e < e2 and _at(buf, k_e) == 0x12:
                         n, v_s = _varint(buf, k_e + 1, e2)
                         if v_s > 0 and np.uint64(e2 - v_s) == n:
                             key_s, key_e, val_s, val_e, nval = s2 + 2, k_e, v_s, e2, 1
@@ -425,10 +445,10 @@ def locate(
                 hints[slot] = f
                 kind, ls, le, nkind = KIND_NONE, 0, 0, 0
                 v = val_s
-                if val_e - val_s >= 2 and 0x0A <= buf[v] <= 0x1A and buf[v] & 7 == 2:
+                if val_e - val_s >= 2 and 0x0A <= _at(buf, v) <= 0x1A and _at(buf, v) & 7 == 2:
                     n, l_s = _varint(buf, v + 1, val_e)  # canonical Feature: one list
                     if l_s > 0 and np.uint64(val_e - l_s) == n:
-                        kind, ls, le, nkind = np.int64(buf[v] >> 3), l_s, val_e, 1
+                        kind, ls, le, nkind = np.int64(_at(buf, v) >> 3), l_s, val_e, 1
                         v = val_e
                 while v < val_e:  # Feature
                     f4, w4, s4, e4, err = _field(buf, v, val_e)
@@ -443,12 +463,13 @@ def locate(
                 count = 0
                 scalar = np.uint64(0)
                 run = ls  # start of the values when the list is one packed run (the usual)
-                short_run = le - ls >= 2 and buf[ls] == 0x0A and buf[ls + 1] == le - ls - 2
-                if kind == KIND_FLOAT and short_run and buf[ls + 1] & 3 == 0:
-                    run, count = ls + 2, np.int64(buf[ls + 1]) >> 2
+                list_tag = _at(buf, ls) if le - ls >= 2 else 0
+                short_run = list_tag == 0x0A and _at(buf, ls + 1) == le - ls - 2
+                if kind == KIND_FLOAT and short_run and _at(buf, ls + 1) & 3 == 0:
+                    run, count = ls + 2, np.int64(_at(buf, ls + 1)) >> 2
                     if count == 1:
                         scalar = np.uint64(_u32(buf, run))
-                elif kind == KIND_INT64 and le - ls >= 2 and buf[ls] == 0x0A and buf[le - 1] < 0x80:
+                elif kind == KIND_INT64 and list_tag == 0x0A and _at(buf, le - 1) < 0x80:
                     n, run = _varint(buf, ls + 1, le)
                     if run > 0 and np.uint64(le - run) == n:
                         scalar, after = _varint(buf, run, le)
@@ -483,8 +504,8 @@ def _packed_varints(buf, s, e, out, o):
     acc = np.uint64(0)
     shift = np.uint64(0)
     shifts = np.uint64(0)
-    for q in range(s, e):
-        b = np.uint64(buf[q])
+    for byte in buf[s:e]:  # a slice: no wraparound check per byte (see _count_terminal_bytes)
+        b = np.uint64(byte)
         acc |= (b & np.uint64(0x7F)) << (shift & np.uint64(63))
         out[o] = acc
         more = b >> np.uint64(7)
@@ -542,7 +563,7 @@ def gather_padded(buf, offs, lens, width, out):
     for i in range(len(offs)):
         s = offs[i]
         for k in range(lens[i]):
-            out[i, k] = buf[s + k]
+            out[i, k] = _at(buf, s + k)
 
 
 # --- tf.Example writer ------------------------------------------------------------------------
@@ -605,8 +626,8 @@ def example_sizes(kinds, splits, present, nums, bytes_off, key_len, payload, bod
             kind = kinds[c]
             if kind == COL_INT64:
                 size = 0
-                for i in range(a, b):
-                    size += _varint_size(nums[i])
+                for v in nums[a:b]:
+                    size += _varint_size(v)
             elif kind == COL_FLOAT:
                 size = 4 * (b - a)
             else:
@@ -675,11 +696,10 @@ def example_write(kinds, splits, present, nums, bytes_buf, bytes_off, keys, key_
             out[p] = 0x0A  # the packed values
             p = _put_varint(out, p + 1, np.uint64(size))
             if kind == COL_INT64:
-                for i in range(a, b):
-                    p = _put_varint(out, p, nums[i])
+                for v in nums[a:b]:
+                    p = _put_varint(out, p, v)
             else:
-                for i in range(a, b):
-                    v = nums[i]
+                for v in nums[a:b]:
                     out[p] = np.uint8(v & np.uint64(0xFF))
                     out[p + 1] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
                     out[p + 2] = np.uint8((v >> np.uint64(16)) & np.uint64(0xFF))
