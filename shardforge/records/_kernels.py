@@ -158,8 +158,8 @@ def _length(buf, p):
 
 
 @njit(cache=True, nogil=True)
-def _header_ok(buf, p, t):
-    return _masked(crc32c(buf, p, p + 8, t)) == _u32(buf, p + 8)
+def _header_ok(buf, p, t, fn):
+    return _masked(data_crc32c(buf, p, p + 8, t, fn)) == _u32(buf, p + 8)
 
 
 # --- framing --------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def scan(buf, pos, verify, t, fn, out_off, out_len):
     while n < len(out_off):
         if pos + HEADER > end:
             return n, pos, SCAN_MORE
-        if verify and not _header_ok(buf, pos, t):
+        if verify and not _header_ok(buf, pos, t, fn):
             return n, pos, SCAN_BAD_LENGTH
         length = _length(buf, pos)
         if length > end - pos - HEADER - FOOTER:
@@ -200,10 +200,10 @@ def scan(buf, pos, verify, t, fn, out_off, out_len):
 
 
 @njit(cache=True, nogil=True)
-def resync(buf, pos, t):
+def resync(buf, pos, t, fn):
     """First position >= ``pos`` holding a record header whose checksum matches, or -1."""
     while pos + HEADER <= len(buf):
-        if _header_ok(buf, pos, t):
+        if _header_ok(buf, pos, t, fn):
             return pos
         pos += 1
     return -1
@@ -216,7 +216,7 @@ def verify_framed(buf, rec_off, rec_len, t, fn):
     3: data checksum) or ``(-1, 0)``."""
     for i in range(len(rec_off)):
         p = rec_off[i]
-        if not _header_ok(buf, p, t):
+        if not _header_ok(buf, p, t, fn):
             return i, 2
         if _length(buf, p) != rec_len[i]:
             return i, 1

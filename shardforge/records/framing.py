@@ -324,7 +324,7 @@ def iter_blocks(
         first = False
         while True:
             if resyncing:
-                p = K.resync(buf, pos, t)
+                p = K.resync(buf, pos, t, K.CRC_FN)
                 if p < 0:
                     pos = max(pos, len(buf) - K.HEADER + 1)
                     break
