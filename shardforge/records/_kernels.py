@@ -366,12 +366,12 @@ def _match(buf, s, e, names, name_off, guess):
         f = guess + j
         if f >= n:
             f -= n
-        a = name_off[f]
-        if name_off[f + 1] - a != length:
+        a = _at(name_off, f)
+        if _at(name_off, f + 1) - a != length:
             continue
         same = True
         for k in range(length):
-            if _at(buf, s + k) != names[a + k]:
+            if _at(buf, s + k) != _at(names, a + k):
                 same = False
                 break
         if same:
@@ -439,7 +439,7 @@ def locate(
                 # feature the previous record had at this entry position
                 slot = min(entry, MAX_HINTS - 1)
                 entry += 1
-                f = _match(buf, key_s, key_e, names, name_off, hints[slot])
+                f = _match(buf, key_s, key_e, names, name_off, _at(hints, slot))
                 if f < 0:
                     continue
                 hints[slot] = f
@@ -480,13 +480,14 @@ def locate(
                     count, err = _count_values(buf, kind, ls, le)
                     if err != OK:
                         return r, err, ls
-                out_kind[r, f] = kind
-                out_start[r, f] = ls
-                out_end[r, f] = le
-                out_count[r, f] = count
-                if count == 1 and run > ls and kind == scalar_kind[f]:
-                    scalar_out[r, f] = scalar
-                    out_start[r, f] = -1
+                at = (np.uint64(r), np.uint64(f))  # unsigned: no negative-index select
+                out_kind[at] = kind
+                out_start[at] = ls
+                out_end[at] = le
+                out_count[at] = count
+                if count == 1 and run > ls and kind == _at(scalar_kind, f):
+                    scalar_out[at] = scalar
+                    out_start[at] = -1
     return -1, OK, 0
 
 
@@ -507,7 +508,7 @@ def _packed_varints(buf, s, e, out, o):
     for byte in buf[s:e]:  # a slice: no wraparound check per byte (see _count_terminal_bytes)
         b = np.uint64(byte)
         acc |= (b & np.uint64(0x7F)) << (shift & np.uint64(63))
-        out[o] = acc
+        out[np.uint64(o)] = acc  # unsigned index: no negative-index select
         more = b >> np.uint64(7)
         keep = np.uint64(0) - more  # all ones while the value goes on
         o += np.int64(1) - np.int64(more)
@@ -529,11 +530,12 @@ def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
     n, nfeat = dst.shape
     for r in range(n):
         for f in range(nfeat):
-            o = dst[r, f]
+            at = (np.uint64(r), np.uint64(f))  # unsigned: no negative-index select
+            o = dst[at]
             if o < 0:
                 continue
-            kind = kinds[r, f]
-            p, end = starts[r, f], ends[r, f]
+            kind = kinds[at]
+            p, end = starts[at], ends[at]
             while p < end:
                 field, wire, s, e, _ = _field(buf, p, end)
                 p = e
