@@ -389,7 +389,7 @@ def locate(
     the first malformed record, or ``(-1, OK, 0)``.
 
     Numeric scalar features (``scalar_kind[f]`` > 0) in the usual encoding (one packed value) are
-    decoded on the spot into ``scalar_out[r, f]``, their start set to -1 so pass 2 skips them.
+    decoded on the spot into ``scalar_out[f, r]``, their start set to -1 so pass 2 skips them.
     """
     hints = np.zeros(MAX_HINTS, dtype=np.int64)
     for r in range(len(rec_off)):
@@ -486,7 +486,7 @@ def locate(
                 out_end[at] = le
                 out_count[at] = count
                 if count == 1 and run > ls and kind == _at(scalar_kind, f):
-                    scalar_out[at] = scalar
+                    scalar_out[np.uint64(f), np.uint64(r)] = scalar  # [feature, record]
                     out_start[at] = -1
     return -1, OK, 0
 

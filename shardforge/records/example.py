@@ -440,7 +440,7 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
         [_KIND[s.dtype] if isinstance(s, FixedLen) and s.size == 1 and s.dtype != "bytes" else 0
          for s in spec.values()], dtype=np.int64,
     )
-    scalars = np.empty((n, nfeat), dtype=np.uint64)
+    scalars = np.empty((nfeat, n), dtype=np.uint64)  # [feature, record]: contiguous columns
     r, err, pos = K.locate(
         buf, offsets, lengths, names, name_off, starts, ends, kind, count, scalar_kind, scalars
     )
@@ -459,13 +459,16 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
     bases, pools = [], [0, 0]
     for f, col in enumerate(cols):
         pool = int(col.spec.dtype == "bytes")
-        bases.append(pools[pool])
         rows = col.rows
         if scalar_kind[f]:  # pass 2 only for the scalars pass 1 left (start still set)
             rows = rows[starts[rows, f] >= 0]
+            if not len(rows):  # all decoded by pass 1: the column is scalars[f] as it is
+                bases.append(-1)
+                continue
             dst[rows, f] = rows + pools[pool]
         else:
             dst[rows, f] = col.dst + pools[pool]
+        bases.append(pools[pool])
         pools[pool] += col.total
     numbers = np.empty(pools[0], dtype=np.uint64)
     strings = np.zeros(pools[1], dtype=np.int64)  # missing FixedLen rows stay b""
@@ -478,15 +481,19 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
         )
     flats = []
     for f, (col, base) in enumerate(zip(cols, bases)):
-        span = slice(base, base + col.total)
-        if scalar_kind[f]:
-            done = starts[:, f] < 0
-            numbers[span][done] = scalars[done, f]
-        if col.spec.dtype == "int64":
-            flats.append(numbers[span].view(np.int64))
-        elif col.spec.dtype == "float32":
-            flats.append(numbers[span].astype(np.uint32).view(np.float32))
+        if base < 0:
+            column = scalars[f]
         else:
+            column = numbers[base : base + col.total]
+            if scalar_kind[f]:
+                done = starts[:, f] < 0
+                column[done] = scalars[f, done]
+        if col.spec.dtype == "int64":
+            flats.append(column.view(np.int64))
+        elif col.spec.dtype == "float32":
+            flats.append(column.astype(np.uint32).view(np.float32))
+        else:
+            span = slice(base, base + col.total)
             flats.append(_bytes_values(buf, strings[span], string_lens[span]))
     return _build(cols, flats, n)
 
