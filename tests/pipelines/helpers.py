@@ -57,15 +57,12 @@ def read_split(out: str, split: str, spec):
     return decode_batch_reference(list(read_records(shard_paths(out, split))), spec)
 
 
-def row_multiset(batch, float_digits: int | None = None) -> Counter:
-    """Rows of a columnar batch as hashable tuples (floats optionally rounded)."""
-    from shardforge.records.spec import Ragged, batch_size
+def row_multiset(batch) -> Counter:
+    """Rows of a columnar batch as hashable tuples."""
+    from shardforge.records.spec import batch_size
 
     def cell(col, i):
-        v = col[i] if isinstance(col, Ragged) else np.asarray(col[i])
-        v = np.asarray(v)
-        if float_digits is not None and v.dtype.kind == "f":
-            v = np.round(v.astype(np.float64), float_digits)
+        v = np.asarray(col[i])
         return tuple(v.ravel().tolist())
 
     names = sorted(batch)
