@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-STDLIB_FEATURES = REPO / "examples" / "stdlib_features.py"
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+STDLIB_FEATURES = EXAMPLES / "stdlib_features.py"
 # stdlib parts that are not ordinary library code (or are huge generated tables)
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
              "__pycache__", "turtledemo", "ensurepip", "pydoc_data", "encodings"}
@@ -171,7 +172,7 @@ def lm_steps_for_budget(model_cfg: dict, packing_length: int, budget_s: float, d
 
 def load_example(name: str):
     """A module of the repo's ``examples/`` directory (not an installed package)."""
-    path = REPO / "examples" / f"{name}.py"
+    path = EXAMPLES / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"shardforge_examples_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -243,7 +244,7 @@ def main(args: argparse.Namespace) -> int:
                      f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={-(-n_steps // 4)}",
                      f"ckpt_every={n_steps // 2}",
                      *(f"model.{k}={v}" for k, v in scale.lm_model.items())]
-        lm_cfg = TrainConfig.load(REPO / "examples" / "lm.yaml", [
+        lm_cfg = TrainConfig.load(EXAMPLES / "lm.yaml", [
             f"data={lm_data}", f"out_dir={run_dir}", f"device={args.device}", *overrides,
             *filter(None, [time_limit])])
         lm = train(lm_cfg)
@@ -260,7 +261,7 @@ def main(args: argparse.Namespace) -> int:
         outputs += [("LM metrics", lm.metrics), ("LM loss curves", lm.plot),
                     ("LM checkpoint", lm.checkpoint)]
         commands.append(("train the LM", _command("train", [
-            "--config", str(REPO / "examples" / "lm.yaml"), "--data", str(lm_data),
+            "--config", str(EXAMPLES / "lm.yaml"), "--data", str(lm_data),
             "--out", str(run_dir), "--device", args.device, *overrides,
             *filter(None, [time_limit])])))
 
@@ -271,7 +272,7 @@ def main(args: argparse.Namespace) -> int:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         clicklog.write_csv(str(csv_path), scale.click_rows, 0)
         click_data = out / "clicklog" / "data"
-        features_py = REPO / "examples" / "click_features.py"
+        features_py = EXAMPLES / "click_features.py"
         t0 = time.perf_counter()
         summary = run_pipeline(str(features_py), str(csv_path), str(click_data), fmt="csv",
                                eval_fraction=0.2, num_shards=2, beam_args=scale.beam_args,
@@ -282,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
         overrides = [f"max_steps={scale.click_steps}", f"eval_every={scale.click_steps}",
                      f"threads={CPU_THREADS}",
                      f"ckpt_every={scale.click_steps}"]
-        tab = train(TrainConfig.load(REPO / "examples" / "tabular.yaml", [
+        tab = train(TrainConfig.load(EXAMPLES / "tabular.yaml", [
             f"data={click_data}", f"out_dir={run_dir}", f"device={args.device}", *overrides]))
         auc = tab.last_eval.get("eval_auc", float("nan"))
         ok = ok and auc > 0.6
@@ -295,7 +296,7 @@ def main(args: argparse.Namespace) -> int:
         outputs += [("click-log CSV", csv_path), ("click-log shards", click_data),
                     ("tabular metrics", tab.metrics), ("tabular loss curves", tab.plot)]
         commands += [
-            ("click-log CSV", shlex.join(["python", _shown(REPO / "examples" / "clicklog.py"),
+            ("click-log CSV", shlex.join(["python", _shown(EXAMPLES / "clicklog.py"),
                                           str(csv_path), "--rows", str(scale.click_rows),
                                           "--seed", "0"])),
             ("Beam job over the CSV", _command("run", [
@@ -303,7 +304,7 @@ def main(args: argparse.Namespace) -> int:
                 "--output", str(click_data), "--format", "csv", "--eval-fraction", "0.2",
                 "--num-shards", "2", "--overwrite", *scale.beam_args])),
             ("train the tabular model", _command("train", [
-                "--config", str(REPO / "examples" / "tabular.yaml"), "--data", str(click_data),
+                "--config", str(EXAMPLES / "tabular.yaml"), "--data", str(click_data),
                 "--out", str(run_dir), "--device", args.device, *overrides])),
         ]
 

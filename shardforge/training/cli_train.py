@@ -1,8 +1,8 @@
 """``shardforge train``: train a model from a pipeline's output directory.
 
-    shardforge train --config examples/lm.yaml --data out/ max_steps=300 model.n_layer=4
-    shardforge train --config examples/lm.yaml --data out/ --resume
-    torchrun --nproc_per_node 2 -m shardforge.cli train --config examples/lm.yaml --data out/
+    shardforge train --config shardforge/examples/lm.yaml --data out/ max_steps=300 model.n_layer=4
+    shardforge train --config shardforge/examples/lm.yaml --data out/ --resume
+    torchrun --nproc_per_node 2 -m shardforge.cli train --config shardforge/examples/lm.yaml --data out/
 
 Trailing ``key=value`` arguments override the YAML config (dotted keys reach into ``model``).
 """
@@ -14,7 +14,7 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="YAML training config (see examples/)")
+    parser.add_argument("--config", default=None, help="YAML training config (see shardforge/examples/)")
     parser.add_argument("--data", default=None, help="pipeline output dir with train/ and eval/")
     parser.add_argument("--out", default=None, help="run dir for checkpoints and metrics "
                                                     "(config key out_dir)")

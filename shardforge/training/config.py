@@ -1,6 +1,6 @@
 """The training configuration: one dataclass, loadable from YAML, overridable with ``key=value``.
 
-    cfg = TrainConfig.load("examples/lm.yaml", overrides=["max_steps=50", "model.n_layer=2"])
+    cfg = TrainConfig.load("shardforge/examples/lm.yaml", overrides=["max_steps=50", "model.n_layer=2"])
 
 Values in overrides are parsed as YAML scalars (``lr=3e-4`` is a float, ``qk_norm=true`` a
 bool); a dotted key reaches into the ``model`` dict. Unknown keys are errors, so a typo never

@@ -8,8 +8,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from examples.click_features import FEATURES  # noqa: E402
-from examples.clicklog import click_logit, generate_clicklog, write_csv  # noqa: E402
+from shardforge.examples.click_features import FEATURES  # noqa: E402
+from shardforge.examples.clicklog import click_logit, generate_clicklog, write_csv  # noqa: E402
 
 
 def auc(scores, labels):

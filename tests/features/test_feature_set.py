@@ -14,8 +14,8 @@ from tests.features.test_analyzers import random_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from examples.click_features import FEATURES  # noqa: E402
-from examples.clicklog import generate_clicklog  # noqa: E402
+from shardforge.examples.click_features import FEATURES  # noqa: E402
+from shardforge.examples.clicklog import generate_clicklog  # noqa: E402
 
 
 def obj(values):
@@ -288,7 +288,7 @@ def test_feature_layer_order_parts_and_sequence(clicks, click_state):
 
 
 def test_load_feature_set(tmp_path):
-    fs = sf.load_feature_set(os.path.join(ROOT, "examples", "click_features.py"))
+    fs = sf.load_feature_set(os.path.join(ROOT, "shardforge", "examples", "click_features.py"))
     assert fs.output_names == FEATURES.output_names
     bad = tmp_path / "nofeatures.py"
     bad.write_text("X = 1\n")

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLICK_FEATURES = os.path.join(REPO, "examples", "click_features.py")
+CLICK_FEATURES = os.path.join(REPO, "shardforge", "examples", "click_features.py")
 # In-process pipelines for most tests; the offline multi-process default runs where it matters.
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from examples.clicklog import write_csv
+from shardforge.examples.clicklog import write_csv
 from shardforge.cli import main
 from tests.pipelines.helpers import CLICK_FEATURES, shard_paths
 

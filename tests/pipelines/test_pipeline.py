@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from examples.clicklog import write_csv
+from shardforge.examples.clicklog import write_csv
 from tests.pipelines.helpers import (
     CLICK_FEATURES,
     IN_MEMORY,

@@ -16,7 +16,7 @@ import pytest
 from tests.pipelines.helpers import IN_MEMORY, REPO, read_split, row_multiset, shard_paths
 
 pytestmark = pytest.mark.xdist_group("pipelines-text-split")
-STDLIB_FEATURES = os.path.join(REPO, "examples", "stdlib_features.py")
+STDLIB_FEATURES = os.path.join(REPO, "shardforge", "examples", "stdlib_features.py")
 N_FILES = 60
 
 

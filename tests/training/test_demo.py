@@ -64,7 +64,7 @@ def test_stdlib_features_derive_package_and_size_bucket():
 
     import shardforge.features as sf
 
-    fs = sf.load_feature_set(str(REPO / "examples" / "stdlib_features.py"))
+    fs = sf.load_feature_set(str(REPO / "shardforge" / "examples" / "stdlib_features.py"))
     raw = {"text": ["x" * 100, "y" * 6000, "z" * 50_000, "w" * 3000],
            "path": ["/lib/python3/email/parser.py", "/lib/python3/os.py",
                     "/lib/python3/email/utils.py", "C:\\py\\json\\decoder.py"]}

@@ -25,7 +25,7 @@ def test_yaml_config_with_overrides(tmp_path):
 
 def test_example_configs_load():
     for name in ("lm", "tabular"):
-        cfg = TrainConfig.load(f"examples/{name}.yaml")
+        cfg = TrainConfig.load(f"shardforge/examples/{name}.yaml")
         assert cfg.task == name
 
 

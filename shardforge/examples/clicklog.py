@@ -1,6 +1,6 @@
 """Synthetic click log with a known relationship between the features and the click label.
 
-    from examples.clicklog import generate_clicklog, write_csv
+    from shardforge.examples.clicklog import generate_clicklog, write_csv
     cols = generate_clicklog(100_000, seed=0)    # dict of numpy columns
     write_csv("clicks.csv", 100_000, seed=0)
 

@@ -1,6 +1,6 @@
-"""The example feature set of the features README over the click log (examples/clicklog.py).
+"""The example feature set of the features README over the click log (shardforge/examples/clicklog.py).
 
-shardforge run --features examples/click_features.py --input clicks.csv --output out/
+shardforge run --features shardforge/examples/click_features.py --input clicks.csv --output out/
 """
 
 import shardforge.features as sf

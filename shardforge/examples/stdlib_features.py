@@ -11,7 +11,7 @@ The ``text`` reader gives each file as one row with its ``text`` and ``path``. F
 they are two small custom columns (subclasses of the feature library's column types). They live
 in this file, which is self-contained: ``shardforge run`` ships its text to every Beam worker::
 
-    shardforge run --features examples/stdlib_features.py --format text --split-key text \\
+    shardforge run --features shardforge/examples/stdlib_features.py --format text --split-key text \\
         --input 'corpus/*.py' --input 'corpus/*/*.py' --output out/
 """
 
