@@ -11,30 +11,43 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
 _NAME = re.compile(r"step-(\d+)\.pt$")
+_TMP_PREFIX = ".tmp-"
 
 
-def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``directory/step-{step:06d}.pt`` atomically; keep only the newest ``keep`` files."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"step-{step:06d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
+def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through a temporary file in the same directory (fsync, then rename), so
+    readers see the old file or the new one, never half of one. ``data``: the bytes, or a
+    function that writes them to the open file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``directory/step-{step:06d}.pt`` atomically; keep only the newest ``keep`` files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = write_atomic(directory / f"step-{step:06d}.pt", lambda f: torch.save(state, f))
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
