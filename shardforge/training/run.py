@@ -34,12 +34,13 @@ import torch.distributed as dist
 
 from shardforge.training import checkpoint as ckpt
 from shardforge.training.config import TrainConfig
-from shardforge.training.memory import format_plan, plan_memory
+from shardforge.training.memory import format_bytes, format_plan, plan_memory
 from shardforge.training.parallel import (
     Dist,
     autocast_for,
     device_type_for,
     full_state_dicts,
+    held_bytes,
     load_full_state_dicts,
     pick_device,
     setup_distributed,
@@ -63,6 +64,8 @@ class TrainResult:
     plot: Path | None = None
     losses: list[float] = field(default_factory=list)  # training loss of every step
     model: torch.nn.Module | None = None  # the trained model (not the DDP wrapper)
+    # bytes this rank holds after the first optimizer step, and the plan's figures beside them
+    memory: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Batches:
@@ -108,7 +111,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, unit: str, stream=None) -> None:
         self.cfg = cfg
-        self.dist: Dist = setup_distributed(device_type_for(cfg))
+        self.dist: Dist = setup_distributed(device_type_for(cfg), cfg.zero_stage)
         self.device = pick_device(cfg, self.dist.local_rank)
         self.autocast = autocast_for(self.device)
         self.out_dir = Path(cfg.out_dir)
@@ -138,8 +141,10 @@ class Run:
     def print_plan(self, model: torch.nn.Module, **model_shape: Any) -> None:
         """The memory plan of this model, precision and world size (``model_shape``: the
         planner's ``seq_len``/``layers``/``hidden``/``vocab`` where the recipe knows them)."""
-        kwargs: dict[str, Any] = dict(precision="fp32", optimizer="adamw",
-                                      gpus=self.dist.world_size, **model_shape)
+        kwargs: dict[str, Any] = dict(
+            precision="fp32", optimizer="adamw", zero_stage=self.cfg.zero_stage,
+            gpus=self.dist.world_size,
+            activation_checkpointing=self.cfg.activation_checkpointing, **model_shape)
         if self.device.type == "cuda":
             kwargs["gpu_memory"] = torch.cuda.get_device_properties(self.device).total_memory
         # the weights stay fp32 (autocast computes in bf16 on the GPU): fp32 model states
@@ -150,6 +155,8 @@ class Run:
 
     def resume(self, model, optimizer, batches: Batches) -> int:
         """Restore the newest checkpoint of the run dir; returns its step (0 if none)."""
+        if self.dist.is_main:
+            ckpt.remove_temporaries(self.ckpt_dir)  # of a save that was killed
         path = ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from scratch")
@@ -184,6 +191,37 @@ class Run:
         return range(self.start, min(last, self.cfg.max_steps))
 
     # -- per step ---------------------------------------------------------------------------
+
+    def measure_memory(self, model, optimizer) -> None:
+        """After the first optimizer step of the run (call before zeroing the gradients): the
+        bytes this rank holds for weights, gradients and optimizer states beside the plan, and
+        on a GPU the peak allocated beside the planned total with activations. Every rank
+        prints its own line block."""
+        if self.result.memory or self.plan is None:
+            return
+        measured: dict[str, float] = dict(held_bytes(model, optimizer))
+        planned = {"weights": self.plan.weights, "gradients": self.plan.gradients,
+                   "optimizer states": self.plan.optimizer_states,
+                   "model states": self.plan.model_states}
+        if self.device.type == "cuda":
+            measured["peak allocated"] = torch.cuda.max_memory_allocated(self.device)
+            planned["peak allocated"] = self.plan.total
+        self.result.memory = {"planned": planned, "measured": measured}
+        d = self.dist
+        lines = [f"memory held by rank {d.rank} of {d.world_size} after the first step "
+                 f"(ZeRO-{self.cfg.zero_stage}): planned vs measured"]
+        for name, plan in planned.items():
+            got = measured[name]
+            label = "peak allocated (cuda)" if name == "peak allocated" else name
+            note = "  (plan: model states + activations)" if name == "peak allocated" else ""
+            lines.append(f"  {label:<22}{format_bytes(plan):>12}{format_bytes(got):>12}"
+                         f"  {100 * (got - plan) / plan:+.1f}%{note}")
+        text = "\n".join(lines)
+        if d.world_size > 1:  # every rank's figures, printed in rank order by rank 0
+            texts: list = [None] * d.world_size
+            dist.all_gather_object(texts, text)
+            text = "\n".join(texts)
+        self.log(text)
 
     def end_step(self, step: int, loss: float, items: int, seconds: float, lr: float,
                  grad_norm: float, packing: list[float] = ()) -> None:

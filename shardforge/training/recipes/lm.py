@@ -105,6 +105,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
             tokens += int(batch["input_ids"].numel())
             packing.append(float(batch.get("packing_efficiency", 1.0)))
         grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
+        run.measure_memory(model, optimizer)  # after the first step: bytes held vs the plan
+        optimizer.zero_grad(set_to_none=True)
         run.end_step(step + 1, step_loss, tokens, time.perf_counter() - t0, lr, grad_norm,
                      packing)
         if run.eval_due():

@@ -101,6 +101,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
             step_loss += loss.item() / cfg.grad_accum
             rows += int(labels.shape[0])
         grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
+        run.measure_memory(model, optimizer)  # after the first step: bytes held vs the plan
+        optimizer.zero_grad(set_to_none=True)
         run.end_step(step + 1, step_loss, rows, time.perf_counter() - t0, lr, grad_norm)
         if run.eval_due():
             run.record_eval(evaluate(model, run))
