@@ -104,10 +104,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain data, so "
-            f"it is not a shardforge checkpoint (loading it could run code). Delete it or move "
-            f"it out of the run dir. ({str(err).splitlines()[0]})") from None
+        # torch's message: the advice to retry with weights_only=False, then the reason
+        found = re.search(r"(?:unsupported )?GLOBAL [\w.]+", str(err))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused to load: it asks to run {found.group(0).split()[-1]} (a pickle "
+                f"that constructs objects or calls functions), so it is not a shardforge "
+                f"checkpoint. Delete it or move it out of the run dir.") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not written by "
+                              f"torch.save)") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint: {err}") from None
     if not isinstance(state, dict) or "step" not in state:
