@@ -9,6 +9,7 @@ steps averages the gradients of the same W micro-batches a distributed step does
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -71,7 +72,7 @@ WORKER = textwrap.dedent("""
     import json, os, sys
     import torch
     from shardforge.training.trainer import train
-    from tests.training.test_zero import use_batches, zero_config
+    from tests.training.test_zero import fused_adamw_on_fsdp2_shards, use_batches, zero_config
 
     data, batches, root = sys.argv[1:4]
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -84,9 +85,47 @@ WORKER = textwrap.dedent("""
         second = train(cfg, resume=True)
         out[stage] = {"losses": full.losses, "memory": full.memory,
                       "resumed": first.losses + second.losses}
+    out["fused_adamw_on_shards"] = fused_adamw_on_fsdp2_shards()
     with open(f"{root}/rank{rank}.json", "w") as f:
         json.dump(out, f)
 """)
+
+
+def fused_adamw_on_fsdp2_shards() -> dict:
+    """In a 2-rank group: FusedAdamW on a bf16 model sharded by FSDP2 (each rank's DTensor
+    holds half of each weight) against FusedAdamW on an unsharded copy fed the same batches."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from shardforge.kernels import FusedAdamW
+
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+    ref = ref.to(torch.bfloat16)
+    model = copy.deepcopy(ref)
+    for layer in (model[0], model[2]):
+        fully_shard(layer)
+    fully_shard(model)
+    opt = FusedAdamW(model.parameters(), lr=1e-2, weight_decay=0.1, backend="reference")
+    ref_opt = FusedAdamW(ref.parameters(), lr=1e-2, weight_decay=0.1, backend="reference")
+    for step in range(5):
+        x = torch.randn(4, 16, generator=torch.Generator().manual_seed(step)).to(torch.bfloat16)
+        for m, o in ((model, opt), (ref, ref_opt)):
+            m(x).float().pow(2).mean().backward()
+            o.step()
+            o.zero_grad()
+    shard_rows = model[0].weight.to_local().shape[0]
+    same = all(torch.equal(p.full_tensor(), q.detach())
+               for p, q in zip(model.parameters(), ref.parameters()))
+    masters = all(torch.equal(opt.state[p]["master_param"].full_tensor(),
+                              ref_opt.state[q]["master_param"])
+                  for p, q in zip(model.parameters(), ref.parameters()))
+    return {"same_weights": same, "same_masters": masters, "shard_rows": shard_rows,
+            "world": dist.get_world_size(),
+            "states_are_dtensors": all(isinstance(s["exp_avg"], DTensor)
+                                       for s in opt.state.values())}
+
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +241,15 @@ def test_a_two_rank_zero3_checkpoint_resumes_on_one_process(zero_runs, single_pr
         lm.make_loader = real
     torch.testing.assert_close(torch.tensor(resumed.losses),
                                torch.tensor(single_process.losses[10:]), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adamw_updates_fsdp2_shards_like_the_whole_model(zero_runs):
+    _, _, ranks, _ = zero_runs
+    for rank in ranks:
+        result = rank["fused_adamw_on_shards"]
+        assert result["world"] == 2 and result["shard_rows"] == 16  # half of a [32, 16] weight
+        assert result["same_weights"] and result["same_masters"]
+        assert result["states_are_dtensors"]
 
 
 def test_activation_checkpointing_recomputes_blocks_with_the_same_losses(tmp_path):
