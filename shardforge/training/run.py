@@ -215,7 +215,7 @@ class Run:
             label = "peak allocated (cuda)" if name == "peak allocated" else name
             note = "  (plan: model states + activations)" if name == "peak allocated" else ""
             lines.append(f"  {label:<22}{format_bytes(plan):>12}{format_bytes(got):>12}"
-                         f"  {100 * (got - plan) / plan:+.1f}%{note}")
+                         f"  {100 * (got - plan) / plan:+.2f}%{note}")
         text = "\n".join(lines)
         if d.world_size > 1:  # every rank's figures, printed in rank order by rank 0
             texts: list = [None] * d.world_size
