@@ -11,7 +11,7 @@
 # kernels_bench.log, zero_memory.{json,md,log}}. Exit status: 0 only when every step succeeds;
 # each step runs even if an earlier one fails. Caps: 180 s for the tests, 300 s for the
 # benchmark (which writes its JSON after every section, so a timeout keeps what finished),
-# 180 s for the ZeRO run (JSON after every stage). BENCH_ARGS=--dry-run and
+# 240 s for the ZeRO run (JSON after every stage). BENCH_ARGS=--dry-run and
 # ZERO_ARGS="--device cpu --small --packing-length 256" check the plumbing on a CPU.
 set -u
 cd "$(dirname "$0")/../.."
@@ -48,7 +48,7 @@ timeout 300 "$PY" benchmarks/kernels_bench.py --results-dir "$RESULTS_DIR" ${BEN
 bench_rc=${PIPESTATUS[0]}
 
 echo "== [3/3] benchmarks/gpu/zero_memory.py (ZeRO stages 0 and 3, planned vs measured memory)"
-timeout 180 "$PY" benchmarks/gpu/zero_memory.py --results-dir "$RESULTS_DIR" ${ZERO_ARGS:-} 2>&1 \
+timeout 240 "$PY" benchmarks/gpu/zero_memory.py --results-dir "$RESULTS_DIR" ${ZERO_ARGS:-} 2>&1 \
   | tee "$RESULTS_DIR/zero_memory.log"
 zero_rc=${PIPESTATUS[0]}
 

@@ -93,39 +93,55 @@ WORKER = textwrap.dedent("""
 
 def fused_adamw_on_fsdp2_shards() -> dict:
     """In a 2-rank group: FusedAdamW on a bf16 model sharded by FSDP2 (each rank's DTensor
-    holds half of each weight) against FusedAdamW on an unsharded copy fed the same batches."""
+    holds half of each weight) against FusedAdamW on an unsharded copy fed the same batches;
+    then its gathered state loaded into a fresh sharded model continues identically."""
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
 
     from shardforge.kernels import FusedAdamW
+    from shardforge.training.parallel import full_state_dicts, load_full_state_dicts
+
+    def sharded(module):
+        module = copy.deepcopy(module)
+        for layer in (module[0], module[2]):
+            fully_shard(layer)
+        fully_shard(module)
+        return module, FusedAdamW(module.parameters(), lr=1e-2, weight_decay=0.1,
+                                  backend="reference")
+
+    def step(pairs, seed):
+        x = torch.randn(4, 16, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16)
+        for m, o in pairs:
+            m(x).float().pow(2).mean().backward()
+            o.step()
+            o.zero_grad()
 
     torch.manual_seed(0)
     ref = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
     ref = ref.to(torch.bfloat16)
-    model = copy.deepcopy(ref)
-    for layer in (model[0], model[2]):
-        fully_shard(layer)
-    fully_shard(model)
-    opt = FusedAdamW(model.parameters(), lr=1e-2, weight_decay=0.1, backend="reference")
+    model, opt = sharded(ref)
     ref_opt = FusedAdamW(ref.parameters(), lr=1e-2, weight_decay=0.1, backend="reference")
-    for step in range(5):
-        x = torch.randn(4, 16, generator=torch.Generator().manual_seed(step)).to(torch.bfloat16)
-        for m, o in ((model, opt), (ref, ref_opt)):
-            m(x).float().pow(2).mean().backward()
-            o.step()
-            o.zero_grad()
-    shard_rows = model[0].weight.to_local().shape[0]
-    same = all(torch.equal(p.full_tensor(), q.detach())
-               for p, q in zip(model.parameters(), ref.parameters()))
-    masters = all(torch.equal(opt.state[p]["master_param"].full_tensor(),
-                              ref_opt.state[q]["master_param"])
-                  for p, q in zip(model.parameters(), ref.parameters()))
-    return {"same_weights": same, "same_masters": masters, "shard_rows": shard_rows,
-            "world": dist.get_world_size(),
-            "states_are_dtensors": all(isinstance(s["exp_avg"], DTensor)
-                                       for s in opt.state.values())}
-
+    for seed in range(5):
+        step([(model, opt), (ref, ref_opt)], seed)
+    # a resume: rank 0's gathered state, read by every rank, into a fresh sharded model
+    whole = list(full_state_dicts(model, opt))
+    dist.broadcast_object_list(whole, src=0)
+    fresh, fresh_opt = sharded(ref)
+    load_full_state_dicts(fresh, fresh_opt, *whole)
+    step([(model, opt), (ref, ref_opt), (fresh, fresh_opt)], 5)
+    pairs = list(zip(model.parameters(), ref.parameters(), fresh.parameters()))
+    return {
+        "world": dist.get_world_size(),
+        "shard_rows": model[0].weight.to_local().shape[0],
+        "same_weights": all(torch.equal(p.full_tensor(), q.detach()) for p, q, _ in pairs),
+        "same_masters": all(torch.equal(opt.state[p]["master_param"].full_tensor(),
+                                        ref_opt.state[q]["master_param"]) for p, q, _ in pairs),
+        "states_are_dtensors": all(isinstance(s["exp_avg"], DTensor)
+                                   for s in opt.state.values()),
+        "resumed_like_uninterrupted": all(torch.equal(p.full_tensor(), f.full_tensor())
+                                          for p, _, f in pairs),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +265,7 @@ def test_fused_adamw_updates_fsdp2_shards_like_the_whole_model(zero_runs):
         result = rank["fused_adamw_on_shards"]
         assert result["world"] == 2 and result["shard_rows"] == 16  # half of a [32, 16] weight
         assert result["same_weights"] and result["same_masters"]
-        assert result["states_are_dtensors"]
+        assert result["states_are_dtensors"] and result["resumed_like_uninterrupted"]
 
 
 def test_activation_checkpointing_recomputes_blocks_with_the_same_losses(tmp_path):
