@@ -4,17 +4,23 @@ the step bookkeeping (log / eval / checkpoint / time limit) and the result.
 A recipe (``shardforge/training/recipes/<task>.py``) is one ``train(cfg, ...)`` function that
 reads top to bottom::
 
-    run = start_run(cfg, unit="tok", stream=stream)      # process group, device, seed, run dir
-    model, optimizer = parallelize(build_model(...), cfg, run.dist, run.device)
+    run = Run(cfg, unit="tok", stream=stream)           # process group, device, seed
+    model = build_model(...).to(run.device)
+    run.print_plan(model, ...)                           # the memory plan it is about to run
+    model, optimizer = parallelize(model, cfg, run.dist, run.device)   # DDP / ZeRO 1-3
     batches = Batches(make_loader(...))
     start = run.resume(model, optimizer, batches) if resume else 0
-    for step in run.steps(start, stop_at):
+    run.begin(start, stop_at)                            # config.json, metrics.jsonl
+    for step in run.steps():
         set_lr(optimizer, lr_at(step, cfg))
         ... forward, backward over grad_accum micro-batches ...
         grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
-        run.end_step(step + 1, ...)                         # log line, metrics.jsonl
-        if run.eval_due(): run.record_eval(evaluate(...))
+        run.measure_memory(model, optimizer)             # first step: bytes held vs the plan
+        optimizer.zero_grad(set_to_none=True)
+        run.end_step(step + 1, ...)                      # progress line, metrics.jsonl
+        if run.eval_due(): run.record_eval(evaluate(model, run))
         if run.checkpoint_due(): run.save(model, optimizer, batches)
+        if run.is_final: break
     return run.finish(model)
 """
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ import torch
 from shardforge.training import checkpoint as ckpt
 from shardforge.training.progress import Meter
 from tests.training.test_trainer import lm_config, make_lm_data
+
+pytestmark = pytest.mark.xdist_group("checkpoint_safety")  # one lm_data for the module
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +88,9 @@ def test_a_killed_save_leaves_the_last_checkpoint_and_its_temporary_is_removed(l
     directory, ready = tmp_path / "run" / "checkpoints", tmp_path / "ready"
     script = tmp_path / "save.py"
     script.write_text(KILLED_SAVE)
+    root = str(Path(__file__).resolve().parents[2])
     proc = subprocess.Popen([sys.executable, str(script), str(directory), str(ready)],
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+                            env={**os.environ, "PYTHONPATH": root})
     deadline = time.monotonic() + 120
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

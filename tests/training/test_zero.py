@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +24,9 @@ from shardforge.training.config import TrainConfig
 from tests.training.test_trainer import TINY_LM, make_lm_data
 
 STEPS = 20
+ROOT = Path(__file__).resolve().parents[2]
+# one 2-process launch serves every test here: keep them on one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("zero")]
 
 
 class ListLoader:
@@ -158,7 +162,8 @@ def zero_runs(tmp_path_factory):
         batches += list(loader)
     torch.save(batches[:2 * STEPS], root / "batches.pt")
     (root / "worker.py").write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(root / "worker.py"), str(data), str(root / "batches.pt"), str(root)],
