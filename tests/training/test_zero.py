@@ -264,6 +264,30 @@ def test_a_two_rank_zero3_checkpoint_resumes_on_one_process(zero_runs, single_pr
                                torch.tensor(single_process.losses[10:]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_one_process_stages_with_gradient_accumulation(zero_runs, single_process, stage):
+    """World size 1 still runs the stage's wrapping (a one-rank group); accumulating 2
+    micro-batches per step (FSDP2: no reduction until the last) gives the reference losses."""
+    import torch.distributed as dist
+
+    from shardforge.training.recipes import lm
+    from shardforge.training.trainer import train
+
+    root, data, _, _ = zero_runs
+    real = lm.make_loader
+    use_batches(root / "batches.pt", 0, 1)
+    try:
+        result = train(zero_config(data, root / f"one{stage}", grad_accum=2, zero_stage=stage))
+    finally:
+        lm.make_loader = real
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(single_process.losses),
+                               rtol=1e-5, atol=1e-6)
+    planned, measured = result.memory["planned"], result.memory["measured"]
+    assert measured["model states"] == pytest.approx(planned["model states"], rel=0.05)
+
+
 def test_fused_adamw_updates_fsdp2_shards_like_the_whole_model(zero_runs):
     _, _, ranks, _ = zero_runs
     for rank in ranks:
