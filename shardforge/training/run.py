@@ -258,15 +258,13 @@ class Run:
         return (self._done == self.cfg.max_steps or self._out_of_time
                 or self._done == self.stop_at)
 
-    @property
-    def out_of_time(self) -> bool:
-        return self._out_of_time
-
     def eval_due(self) -> bool:
-        return self._done % self.cfg.eval_every == 0 or self._done == self.cfg.max_steps \
-            or self._out_of_time
+        """Every ``eval_every`` steps, at ``max_steps`` and when the time limit ends the run."""
+        return (self._done % self.cfg.eval_every == 0 or self._done == self.cfg.max_steps
+                or self._out_of_time)
 
     def checkpoint_due(self) -> bool:
+        """Every ``ckpt_every`` steps and at the last step of this invocation."""
         every = self.cfg.ckpt_every
         return bool(every and self._done % every == 0) or self.is_final
 
