@@ -234,11 +234,14 @@ def test_resume_from_a_sharded_checkpoint_reproduces_the_run(zero_runs, stage):
                                    rtol=1e-6, atol=1e-7)
 
 
-def test_a_two_rank_zero3_checkpoint_resumes_on_one_process(zero_runs, single_process,
-                                                            tmp_path):
-    """Stage 3 stopped at step 10 on 2 ranks; resumed here on 1 process (stage 0,
-    grad_accum=2): steps 11-20 are the single-process run's."""
+@pytest.mark.parametrize("saved_stage, resumed_stage", [(3, 0), (1, 2), (2, 3)])
+def test_a_two_rank_checkpoint_resumes_on_one_process_at_another_stage(
+        zero_runs, single_process, tmp_path, saved_stage, resumed_stage):
+    """A run stopped at step 10 on 2 ranks, resumed here on 1 process (grad_accum=2) at
+    another stage: steps 11-20 are the single-process run's."""
     import shutil
+
+    import torch.distributed as dist
 
     from shardforge.training.checkpoint import list_checkpoints, load_checkpoint
     from shardforge.training.recipes import lm
@@ -246,20 +249,25 @@ def test_a_two_rank_zero3_checkpoint_resumes_on_one_process(zero_runs, single_pr
 
     root, data, _, _ = zero_runs
     part = tmp_path / "part"
-    shutil.copytree(root / "s3" / "part", part)
-    step10 = [p for p in list_checkpoints(part / "checkpoints") if p.name == "step-000010.pt"]
+    shutil.copytree(root / f"s{saved_stage}" / "part", part)
     for later in list_checkpoints(part / "checkpoints"):
-        if later not in step10:
+        if later.name != "step-000010.pt":
             later.unlink()
-    state = load_checkpoint(step10[0])
-    assert state["world_size"] == 2 and "embed.weight" in state["model"]
+    state = load_checkpoint(part / "checkpoints" / "step-000010.pt")
+    assert state["world_size"] == 2
+    # whole tensors keyed by parameter name, whatever the stage that wrote them
     assert state["model"]["embed.weight"].shape[0] == single_process.model.cfg.vocab_size
-    real = lm.make_loader
+    assert state["optimizer"]["state"]["embed.weight"]["exp_avg"].shape == \
+        state["model"]["embed.weight"].shape
+    real, had_group = lm.make_loader, dist.is_initialized()
     use_batches(root / "batches.pt", 0, 1)
     try:
-        resumed = train(zero_config(data, part, grad_accum=2), resume=True)
+        resumed = train(zero_config(data, part, grad_accum=2, zero_stage=resumed_stage),
+                        resume=True)
     finally:
         lm.make_loader = real
+        if dist.is_initialized() and not had_group:
+            dist.destroy_process_group()
     torch.testing.assert_close(torch.tensor(resumed.losses),
                                torch.tensor(single_process.losses[10:]), rtol=1e-5, atol=1e-6)
 
