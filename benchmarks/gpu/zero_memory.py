@@ -20,6 +20,7 @@ import argparse
 import json
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -102,16 +103,22 @@ def main() -> int:
         return 2
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(Path(tmp) / "data", n_docs=400 if args.small else 4000)
         for stage in (int(s) for s in args.stages.split(",")):
             print(f"== ZeRO stage {stage}, world size 1, {args.device}", flush=True)
-            rows.append(run_stage(data, Path(tmp) / "runs", stage, args))
+            try:
+                rows.append(run_stage(data, Path(tmp) / "runs", stage, args))
+            except Exception:  # one failed stage must not hide the other's figures
+                traceback.print_exc()
+                failed.append(stage)
             (results / "zero_memory.json").write_text(json.dumps(rows, indent=2))
             (results / "zero_memory.md").write_text(markdown(rows))
     print(markdown(rows))
-    return 0
+    if failed:
+        print(f"zero_memory: stage(s) {failed} failed (tracebacks above)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
