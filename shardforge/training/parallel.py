@@ -98,7 +98,7 @@ def pick_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(device: torch.device):
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on the GPU (the weights stay fp32); plain fp32 on the CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -119,7 +119,8 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     ]
 
 
-def make_optimizer(groups: list[dict], cfg: TrainConfig, device: torch.device):
+def make_optimizer(groups: list[dict], cfg: TrainConfig, device: torch.device
+                   ) -> torch.optim.Optimizer:
     """AdamW over ``groups``: FusedAdamW on the GPU, ``torch.optim.AdamW`` on the CPU."""
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     if device.type == "cuda":
@@ -148,7 +149,8 @@ def _checkpointed(forward, *args, **kwargs):
     return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
-def parallelize(model: torch.nn.Module, cfg: TrainConfig, d: Dist, device: torch.device):
+def parallelize(model: torch.nn.Module, cfg: TrainConfig, d: Dist, device: torch.device
+                ) -> tuple[torch.nn.Module, torch.optim.Optimizer | ZeroOptimizer]:
     """The model to train and its optimizer, for ``cfg.zero_stage`` over ``d.world_size``
     ranks (see the module docstring); ``model`` must already be on ``device``.
 
@@ -181,7 +183,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def gradient_sync(model: torch.nn.Module, sync: bool):
+def gradient_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """Context for one micro-batch's backward: gradients are reduced over ranks only when
     ``sync`` (the last micro-batch of a step), so accumulation costs one reduction per step.
     (ZeRO-1/2 reduce in :meth:`ZeroOptimizer.step`, once per step anyway.)"""
@@ -192,7 +194,8 @@ def gradient_sync(model: torch.nn.Module, sync: bool):
     return contextlib.nullcontext()
 
 
-def clip_and_step(model: torch.nn.Module, optimizer, grad_clip: float) -> float:
+def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | ZeroOptimizer,
+                  grad_clip: float) -> float:
     """Reduce the gradients (ZeRO-1/2), clip their global norm (``grad_clip`` > 0) and step;
     returns the norm before clipping (NaN without clipping). Zero the gradients after it."""
     if isinstance(optimizer, ZeroOptimizer):
