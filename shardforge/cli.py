@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true",
                         help="on an error, print the full traceback too")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="the command to run (shardforge COMMAND --help for its options)")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -103,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shardforge {args.command}: interrupted", file=sys.stderr)
         return 130
     except (CommandError, *USAGE_ERRORS) as err:
-        code, text = 2, error_message(err)
+        failure, code, text = err, 2, error_message(err)
     except Exception as err:  # noqa: BLE001 - the one place every command's failure is reported
-        code, text = 1, f"{type(err).__name__}: {error_message(err)}"
+        failure, code, text = err, 1, f"{type(err).__name__}: {error_message(err)}"
     if args.verbose:
-        traceback.print_exc()
+        traceback.print_exception(failure)
     else:
         text += " (--verbose shows the traceback)" if code == 1 else ""
     print(f"shardforge {args.command}: error: {text}", file=sys.stderr)
