@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--verbose", action="store_true",
                         help="on an error, print the full traceback too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                help="the command to run (shardforge COMMAND --help for its options)")
+                                help="the command (shardforge COMMAND --help: its options)")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
