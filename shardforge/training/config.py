@@ -87,9 +87,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ValueError(f"unknown config key {key!r}{did_you_mean(key, known)}")
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}{did_you_mean(unknown[0], known)}")
         return cls(**coerce_fields(cls, values))
 
     @classmethod
@@ -134,11 +134,14 @@ def model_config_class(task: str) -> type:
 
 
 def did_you_mean(name: str, choices) -> str:
-    """``"; did you mean 'hidden'?"`` for the closest of ``choices``, else the choices listed."""
+    """``"; did you mean 'hidden'?"`` for the closest of ``choices``; else the choices listed,
+    when there are few enough for one line, or where to see them."""
     close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]!r}?"
-    return f"; choose from {', '.join(sorted(choices))}"
+    if len(choices) <= 12:
+        return f"; choose from {', '.join(sorted(choices))}"
+    return "; `shardforge train --print-config` shows every key"
 
 
 def check_schema(cfg: TrainConfig, schema) -> None:

@@ -71,7 +71,12 @@ def test_model_key_typo_suggests_the_key(tmp_path):
 
 def test_config_key_typo_suggests_the_key(tmp_path):
     line = one_line_error(shardforge("train", "--config", "lm", "max_step=5", cwd=tmp_path))
-    assert "unknown config key 'max_step'; did you mean 'max_steps'?" in line
+    assert "unknown config keys ['max_step']; did you mean 'max_steps'?" in line
+
+
+def test_config_key_with_no_close_match_says_where_the_keys_are(tmp_path):
+    line = one_line_error(shardforge("train", "--config", "lm", "learning_rate=1", cwd=tmp_path))
+    assert "unknown config keys ['learning_rate']" in line and "--print-config" in line
 
 
 def test_unknown_config_name_lists_the_packaged_ones(tmp_path):
