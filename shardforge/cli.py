@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Errors that mean "what you asked for is wrong": the message says what to change, no traceback.
 USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
                 IsADirectoryError, PermissionError)
+MAX_ERROR_CHARS = 240  # of an unexpected error's message; --verbose prints all of it
 
 
 class CommandError(Exception):
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, *USAGE_ERRORS) as err:
         failure, code, text = err, 2, error_message(err)
     except Exception as err:  # noqa: BLE001 - the one place every command's failure is reported
-        failure, code, text = err, 1, f"{type(err).__name__}: {error_message(err)}"
+        # not one of ours: its first line only (a Beam worker's error holds whole tracebacks)
+        first = (str(err).strip().splitlines() or [""])[0]
+        first = first if len(first) <= MAX_ERROR_CHARS else first[:MAX_ERROR_CHARS] + " …"
+        failure, code, text = err, 1, f"{type(err).__name__}: {first}".rstrip(": ")
     if args.verbose:
         traceback.print_exception(failure)
     else:

@@ -159,3 +159,17 @@ def test_every_option_of_every_command_has_help():
                if not a.help}
     assert not [a for a in parser._actions if not a.help]
     assert missing == HELP_PENDING
+
+
+def test_an_unexpected_failure_is_one_line_too(monkeypatch, capsys):
+    import shardforge.training.cli_plan as cli_plan
+    from shardforge.cli import main
+
+    def fail(args):
+        raise RuntimeError("worker failed: " + "x" * 1000 + "\nTraceback (most recent call last)")
+
+    monkeypatch.setattr(cli_plan, "main", fail)
+    assert main(["plan", "--params", "1e9"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("shardforge plan: error: RuntimeError: worker failed: xxx")
+    assert line.endswith("(--verbose shows the traceback)") and len(line) < 320
