@@ -76,13 +76,6 @@ class TrainConfig:
             raise ValueError(f"task must be 'lm' or 'tabular', not {self.task!r}")
         if self.grad_accum < 1 or self.max_steps < 1:
             raise ValueError("grad_accum and max_steps must be >= 1")
-        if not isinstance(self.model, dict):
-            raise ValueError(f"config key model: expected a mapping, got {self.model!r}")
-        model_keys = {f.name for f in dataclasses.fields(model_config_class(self.task))}
-        for key in self.model:
-            if key not in model_keys:
-                raise ValueError(f"unknown model key {key!r} for task {self.task!r}"
-                                 f"{did_you_mean(key, model_keys)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -90,7 +83,19 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}{did_you_mean(unknown[0], known)}")
-        return cls(**coerce_fields(cls, values))
+        cfg = cls(**coerce_fields(cls, values))
+        cfg.check_model_keys()
+        return cfg
+
+    def check_model_keys(self) -> None:
+        """Every key of ``model`` is a field of the task's model config (a typo is an error)."""
+        if not isinstance(self.model, dict):
+            raise ValueError(f"config key model: expected a mapping, got {self.model!r}")
+        model_keys = {f.name for f in dataclasses.fields(model_config_class(self.task))}
+        for key in self.model:
+            if key not in model_keys:
+                raise ValueError(f"unknown model key {key!r} for task {self.task!r}"
+                                 f"{did_you_mean(key, model_keys)}")
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
