@@ -12,7 +12,6 @@ first, so the wheel's ``shardforge`` is the one imported; the test checks that.
 import os
 import shlex
 import shutil
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +57,10 @@ def installed(tmp_path_factory) -> Path:
     py = venv / "bin" / "python"
     purelib = run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                   cwd=root).stdout.strip()
-    Path(purelib, "_shardforge_test_deps.pth").write_text("\n".join(site.getsitepackages()))
+    # every site dir this interpreter imports from (its venv's, the system's if the venv sees
+    # them), never the checkout itself
+    deps = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    Path(purelib, "_shardforge_test_deps.pth").write_text("\n".join(deps))
     run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         cwd=root)
     return venv
