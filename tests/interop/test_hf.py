@@ -15,14 +15,19 @@ from shardforge.training.packing import flatten_documents, hf_kwargs  # noqa: E4
 DOC_LENGTHS = (7, 1, 12, 5, 9)
 
 
-def tiny_llama(attn: str) -> torch.nn.Module:
-    config = transformers.LlamaConfig(
+def tiny_model(attn: str, family: str = "Llama") -> torch.nn.Module:
+    """A randomly initialised causal LM of a transformers family, from a config (no download)."""
+    config = getattr(transformers, f"{family}Config")(
         vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
         attn_implementation=attn,
     )
     torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
+    return getattr(transformers, f"{family}ForCausalLM")(config).eval()
+
+
+def tiny_llama(attn: str) -> torch.nn.Module:
+    return tiny_model(attn, "Llama")
 
 
 def documents() -> list[list[int]]:
@@ -30,9 +35,10 @@ def documents() -> list[list[int]]:
     return [rng.integers(0, 97, n).tolist() for n in DOC_LENGTHS]
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_packed_logits_equal_each_document_alone(attn):
-    model, docs = tiny_llama(attn), documents()
+@pytest.mark.parametrize("family,attn", [("Llama", "eager"), ("Llama", "sdpa"),
+                                         ("Qwen2", "sdpa"), ("Mistral", "sdpa")])
+def test_packed_logits_equal_each_document_alone(family, attn):
+    model, docs = tiny_model(attn, family), documents()
     batch = flatten_documents(docs)
     with torch.no_grad():
         packed = model(**hf_kwargs(batch)).logits[0]
