@@ -19,9 +19,11 @@ run, and the base install does not depend on TensorFlow's packages); the tests p
 
 from __future__ import annotations
 
+import os
+
 from google.protobuf import text_encoding
 
-from shardforge.features.state import Schema
+from shardforge.features.state import Schema, load_schema
 from shardforge.protos import schema_pb2
 
 TFMD_SCHEMA_FILE = "schema_tfmd.pbtxt"
@@ -69,3 +71,20 @@ def tfmd_schema_text(schema: Schema) -> str:
         lines += ["}"]
     lines += [f"default_environment: {_quoted(env)}" for env in ENVIRONMENTS]
     return "\n".join(lines) + "\n"
+
+
+def write_tfmd_schema(output_dir: str) -> str:
+    """Write ``schema_tfmd.pbtxt`` beside the ``schema.pbtxt`` of a local job output (atomically:
+    a temporary file renamed into place); returns its path.
+
+    >>> write_tfmd_schema("out/")                           # doctest: +SKIP
+    'out/schema_tfmd.pbtxt'
+    """
+    path = os.path.join(output_dir, TFMD_SCHEMA_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(tfmd_schema_text(load_schema(output_dir)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

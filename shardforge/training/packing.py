@@ -500,14 +500,18 @@ def hf_kwargs(batch: Mapping[str, Any]) -> dict[str, Any]:
     >>> kw["position_ids"].tolist(), kw["cu_seq_lens_q"].tolist(), kw["use_cache"]
     ([[0, 1, 0, 1, 2]], [0, 2, 5], False)
     """
+    # a batch may carry the boundaries under shardforge's names only (cu_seqlens, max_seqlen)
+    cu = batch["cu_seq_lens_q"] if "cu_seq_lens_q" in batch else batch["cu_seqlens"]
+    cu = torch.as_tensor(cu, dtype=torch.int32)
+    max_length = int(batch["max_length_q"] if "max_length_q" in batch else batch["max_seqlen"])
     return {
-        "input_ids": batch["input_ids"][None],
-        "labels": batch["labels"][None],
-        "position_ids": batch["position_ids"][None],
-        "cu_seq_lens_q": batch["cu_seq_lens_q"],
-        "cu_seq_lens_k": batch["cu_seq_lens_k"],
-        "max_length_q": int(batch["max_length_q"]),
-        "max_length_k": int(batch["max_length_k"]),
+        "input_ids": torch.as_tensor(batch["input_ids"])[None],
+        "labels": torch.as_tensor(batch["labels"])[None],
+        "position_ids": torch.as_tensor(batch["position_ids"])[None],
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": max_length,
+        "max_length_k": max_length,
         "use_cache": False,
     }
 

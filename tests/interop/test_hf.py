@@ -85,3 +85,21 @@ def test_keys_and_values_match_data_collator_with_flattening():
         else:
             assert ours[key] == value, key
     assert ours["use_cache"] is False
+
+
+def test_batches_with_shardforge_names_only_or_as_numpy():
+    """A packed batch whose derived keys were dropped (e.g. a worker's compact form) or that
+    holds numpy arrays gives the same kwargs."""
+    full = flatten_documents(documents())
+    compact = {k: full[k] for k in ("input_ids", "labels", "position_ids", "cu_seqlens",
+                                    "max_seqlen")}
+    as_numpy = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in full.items()}
+    expected = hf_kwargs(full)
+    for batch in (compact, as_numpy):
+        got = hf_kwargs(batch)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(got[key], value) and got[key].dtype == value.dtype, key
+            else:
+                assert got[key] == value, key

@@ -153,3 +153,20 @@ def test_tfmd_schema_is_read_by_tensorflow_metadata(output):
             if f.HasField("shape") else tf.io.VarLenFeature(dtypes[f.type])
             for f in parsed.feature}
     assert spec == tf_feature_spec(schema, ragged=False)
+
+
+def test_write_tfmd_schema_beside_the_job_schema(output, tmp_path):
+    tfmd = pytest.importorskip("tensorflow_metadata.proto.v0.schema_pb2")
+    from google.protobuf import text_format
+
+    import shardforge.interop as interop
+
+    job = tmp_path / "job"
+    job.mkdir()
+    shutil.copy(output / "schema.pbtxt", job / "schema.pbtxt")
+    path = interop.write_tfmd_schema(str(job))
+    assert path == str(job / interop.TFMD_SCHEMA_FILE) == str(job / "schema_tfmd.pbtxt")
+    with open(path) as f:
+        parsed = text_format.Parse(f.read(), tfmd.Schema())
+    assert sorted(f.name for f in parsed.feature) == sorted(load_schema(str(job)).spec)
+    assert interop.tf_dataset is tf_dataset
