@@ -11,7 +11,7 @@ PIP    := quiet_pip() { $(PY) -m pip install -q --progress-bar off "$$@" 2>&1 | 
 # The CPU build of torch comes from local disk with an exact pin; a looser spec pulls a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test demo protos lint bench clean
+.PHONY: setup test demo wheel protos lint bench clean
 
 setup: $(STAMP)
 
@@ -23,11 +23,16 @@ $(STAMP): setup.cfg pyproject.toml
 	@$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
+# includes tests/packaging/test_wheel.py: the wheel built, installed into a fresh venv outside
+# the repository, and the quick demo run from there (offline: dependencies come from $(VENV))
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 demo: setup
 	$(VENV)/bin/shardforge demo
+
+wheel: setup
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 protos: setup
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. shardforge/protos/*.proto
@@ -39,4 +44,4 @@ bench: setup
 	$(PY) benchmarks/records_bench.py --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

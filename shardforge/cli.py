@@ -1,15 +1,24 @@
-"""The one entry point: ``shardforge run | inspect | index | stats | train | plan | demo``.
+"""The one entry point: ``shardforge run | inspect | index | stats | train | plan | demo | …``.
 
 Each subcommand lives beside the component it drives, in a module exposing
 ``add_arguments(parser)`` and ``main(args) -> int``. Those modules import their heavy
 dependencies (Beam, torch) inside ``main`` so that ``shardforge inspect`` never pays for Beam.
+
+A command that fails prints one line on stderr, ``shardforge CMD: error: what went wrong; what to
+do``, and exits 2 for a mistake in what was asked (a missing file, a bad option or config key) and
+1 for anything else; ``--verbose`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
+import traceback
+from pathlib import Path
+
+from shardforge import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,12 +29,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("shardforge.training.cli_train", "train a model from shards"),
     "plan": ("shardforge.training.cli_plan", "per-GPU memory plan for training a model"),
     "demo": ("shardforge.demo", "end-to-end job on an embedded default dataset"),
+    "example": ("shardforge.examples.cli_example",
+                "write an example's feature set, config and data into a directory"),
 }
+# Errors that mean "what you asked for is wrong": the message says what to change, no traceback.
+USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                IsADirectoryError, PermissionError)
+MAX_ERROR_CHARS = 240  # of an unexpected error's message; --verbose prints all of it
+
+
+class CommandError(Exception):
+    """A mistake in what the user asked for; its message says what to do instead."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shardforge", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"shardforge {__version__}",
+                        help="print the version and exit")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="on an error, print the full traceback too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="the command (shardforge COMMAND --help: its options)")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -33,9 +58,35 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name != module_name:
                 raise
             continue  # component not built yet
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text,
+                                            parents=[common]))
         sub.choices[name].set_defaults(_main=module.main)
     return parser
+
+
+def program() -> list[str]:
+    """How to start shardforge in *this* environment from any shell: the ``shardforge`` script
+    beside this interpreter, or ``python -m shardforge`` with this interpreter's absolute path
+    (a bare ``shardforge`` may be another environment's, or not on PATH)."""
+    script = Path(sys.executable).parent / "shardforge"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "shardforge"]
+
+
+def command_line(subcommand: str, argv: list[str]) -> str:
+    """A ``shardforge SUBCOMMAND ...`` line that runs as printed in a fresh shell: the program of
+    :func:`program` and the arguments quoted for a POSIX shell (use absolute paths in ``argv``)."""
+    return shlex.join([*program(), subcommand, *argv])
+
+
+def error_message(err: BaseException) -> str:
+    """One line for ``err``: its message (a ``KeyError``'s without the quotes), or its type."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(str(text).split())
+    if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return text or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    return int(args._main(args) or 0)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        print(f"shardforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, *USAGE_ERRORS) as err:
+        failure, code, text = err, 2, error_message(err)
+    except Exception as err:  # noqa: BLE001 - the one place every command's failure is reported
+        # not one of ours: its first line only (a Beam worker's error holds whole tracebacks)
+        first = (str(err).strip().splitlines() or [""])[0]
+        first = first if len(first) <= MAX_ERROR_CHARS else first[:MAX_ERROR_CHARS] + " …"
+        failure, code, text = err, 1, f"{type(err).__name__}: {first}".rstrip(": ")
+    if args.verbose:
+        traceback.print_exception(failure)
+    else:
+        text += " (--verbose shows the traceback)" if code == 1 else ""
+    print(f"shardforge {args.command}: error: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
    ``OUT/stdlib/corpus``) as text documents and writes train/eval shards with byte-level token
    ids plus side features learned or derived in the job (package with a vocabulary from the
    analyze pass, file-size bucket), the schema, stats and errors. The feature set is
-   ``examples/stdlib_features.py``, the one ``shardforge run`` uses by hand.
+   ``shardforge/examples/stdlib_features.py``, copied to ``OUT/stdlib/`` by the same code as
+   ``shardforge example stdlib``, so the printed ``shardforge run`` command reruns it by hand.
 2. The small packed LM trains on those shards for a few minutes; eval loss before and after.
 3. The click-log example (a known feature/label relationship) goes through the same pipeline and
    the tabular model trains to a printed AUC.
-4. A summary: where everything is, the figures, and the commands to rerun each step.
+4. A summary: where everything is, the figures, and the commands to rerun each step (absolute
+   paths and this environment's ``shardforge``, so they run as printed from any shell).
 
     shardforge demo                  # ./demo_out, CPU, about 10 minutes on 2 cores
     shardforge demo --quick          # smoke test (CI): fixed step counts, about 15 s
@@ -19,8 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import shlex
 import sys
 import sysconfig
 import time
@@ -29,13 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = Path(__file__).resolve().parent / "examples"
-STDLIB_FEATURES = EXAMPLES / "stdlib_features.py"
-# stdlib parts that are not ordinary library code (or are huge generated tables)
-SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
-             "__pycache__", "turtledemo", "ensurepip", "pydoc_data", "encodings"}
-MIN_FILE_BYTES, MAX_FILE_BYTES = 1_000, 40_000
 STEPS = ("stdlib-data", "lm", "clicklog")
 # The demo's models are too small to gain much from splitting ops over threads, and on a busy
 # machine threads waiting for each other made LM steps 5-20x slower here (measured: 0.15 s per
@@ -76,49 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test for CI")
     parser.add_argument("--steps", default=",".join(STEPS),
                         help=f"comma-separated steps to run, of {', '.join(STEPS)} (default all)")
-
-
-def stdlib_files(n_files: int) -> list[Path]:
-    """A deterministic subset of the standard library's ``.py`` files: every k-th by path."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(
-        p for p in root.rglob("*.py")
-        if not SKIP_DIRS.intersection(p.relative_to(root).parts)
-        and MIN_FILE_BYTES <= p.stat().st_size <= MAX_FILE_BYTES
-    )
-    if not files:
-        raise FileNotFoundError(f"no Python sources under {root}")
-    step = max(1, len(files) // n_files)
-    return files[::step][:n_files]
-
-
-def stage_corpus(files: list[Path], corpus: Path) -> Path:
-    """Copy ``files`` under ``corpus`` with their paths relative to the stdlib, so the Beam job
-    (the demo's, or ``shardforge run`` by hand) reads exactly these files through one glob."""
-    import shutil
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    if corpus.exists():
-        shutil.rmtree(corpus)
-    for path in files:
-        dest = corpus / path.relative_to(root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, dest)
-    return corpus
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when it is below it (shorter commands)."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _command(subcommand: str, argv: list[str]) -> str:
-    """A ``shardforge`` command line a user can paste, examples paths shortened."""
-    shown = [_shown(Path(a)) if a.startswith(str(REPO)) else a for a in argv]
-    return shlex.join(["shardforge", subcommand, *shown])
 
 
 def _say(text: str) -> None:
@@ -170,25 +120,18 @@ def lm_steps_for_budget(model_cfg: dict, packing_length: int, budget_s: float, d
     return int(np.clip(budget_s / per_step, lo, hi)), per_step
 
 
-def load_example(name: str):
-    """A module of the repo's ``examples/`` directory (not an installed package)."""
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"shardforge_examples_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(args: argparse.Namespace) -> int:
+    from shardforge.cli import command_line
+    from shardforge.examples.cli_example import write_example
     from shardforge.pipelines import run_pipeline
+    from shardforge.training.cli_train import prepare_run_dir
     from shardforge.training.config import TrainConfig
     from shardforge.training.trainer import train
 
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
-        _say(f"shardforge demo: unknown steps {unknown}; choose from {', '.join(STEPS)}")
-        return 2
+        raise ValueError(f"unknown steps {unknown}; choose from {', '.join(STEPS)}")
     scale = QUICK if args.quick else FULL
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -198,31 +141,33 @@ def main(args: argparse.Namespace) -> int:
     commands: list[tuple[str, str]] = []
     ok = True
 
-    lm_data = out / "stdlib" / "data"
+    lm_dir = out / "stdlib"
+    lm_data = lm_dir / "data"
     if "stdlib-data" in steps:
         _banner("1/4 Beam job: Python standard library sources -> packed-LM shards")
-        files = stdlib_files(scale.files)
-        corpus = stage_corpus(files, out / "stdlib" / "corpus")
-        (out / "stdlib" / "files.txt").write_text("".join(f"{p}\n" for p in files))
+        ex = write_example("stdlib", lm_dir, files=scale.files)
+        files = sorted(p for p in (lm_dir / "corpus").rglob("*.py"))
         _say(f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, from "
-             f"{sysconfig.get_paths()['stdlib']}, copied to {corpus}")
-        # Split by the document's text, not its path: a copy of the corpus elsewhere splits the
-        # same way, and duplicate files never straddle train and eval.
-        run_args = ["--features", str(STDLIB_FEATURES), "--input", f"{corpus}/**.py",
-                    "--format", "text", "--split-key", "text", "--eval-fraction", "0.1",
-                    "--num-shards", "2", "--output", str(lm_data), "--overwrite",
-                    *scale.beam_args]
+             f"{sysconfig.get_paths()['stdlib']}, copied to {lm_dir / 'corpus'}")
+        run_options = ["--eval-fraction", "0.1", "--num-shards", "2", "--overwrite",
+                       *scale.beam_args]
         t0 = time.perf_counter()
-        summary = run_pipeline(str(STDLIB_FEATURES), f"{corpus}/**.py", str(lm_data),
-                               fmt="text", split_key="text", eval_fraction=0.1, num_shards=2,
+        summary = run_pipeline(str(ex.features), ex.input, str(lm_data), fmt="text",
+                               split_key="text", eval_fraction=0.1, num_shards=2,
                                beam_args=scale.beam_args, overwrite=True)
         _say(f"wrote {summary.splits} documents, {summary.errors} errors, in "
              f"{time.perf_counter() - t0:.0f}s -> {lm_data}")
         figures["stdlib documents train/eval"] = (
             f"{summary.splits.get('train', 0)}/{summary.splits.get('eval', 0)}")
-        outputs += [("stdlib corpus (copied files)", corpus),
+        outputs += [("stdlib feature set and LM config", ex.features.parent),
                     ("stdlib shards, schema, stats, errors", lm_data)]
-        commands.append(("Beam job over the stdlib corpus", _command("run", run_args)))
+        commands += [
+            ("the stdlib example: feature set, config, corpus", command_line(
+                "example", ["stdlib", "--out", str(lm_dir), "--files", str(scale.files)])),
+            ("Beam job over the stdlib corpus", command_line("run", [
+                "--features", str(ex.features), "--input", ex.input, *ex.run_options,
+                "--output", str(lm_data), *run_options])),
+        ]
 
     if "lm" in steps:
         _banner("2/4 train the small LM on packed batches")
@@ -232,22 +177,21 @@ def main(args: argparse.Namespace) -> int:
         if per_step == per_step:  # not NaN: calibrated
             _say(f"calibration: {per_step:.2f}s per step here -> {n_steps} steps "
                  f"(~{scale.lm_budget_s:.0f}s budget)")
-        run_dir = out / "stdlib" / "run"
+        run_dir = lm_dir / "run"
         # The calibration is a guess on a busy machine: the time limit keeps the promise of
         # minutes, but never cuts below the step floor (learning matters more than the clock).
-        time_limit = ""
+        time_limit = []
         if scale.lm_budget_s:
             limit = max(1.5 * scale.lm_budget_s, 2 * scale.lm_steps[0] * per_step)
-            time_limit = f"time_limit_s={limit:.0f}"
+            time_limit = [f"time_limit_s={limit:.0f}"]
         overrides = [f"max_steps={n_steps}", f"packing_length={scale.packing_length}",
                      f"threads={CPU_THREADS}",
                      f"warmup_steps={max(1, n_steps // 15)}", f"eval_every={-(-n_steps // 4)}",
                      f"ckpt_every={n_steps // 2}",
-                     *(f"model.{k}={v}" for k, v in scale.lm_model.items())]
-        lm_cfg = TrainConfig.load(EXAMPLES / "lm.yaml", [
-            f"data={lm_data}", f"out_dir={run_dir}", f"device={args.device}", *overrides,
-            *filter(None, [time_limit])])
-        lm = train(lm_cfg)
+                     *(f"model.{k}={v}" for k, v in scale.lm_model.items()), *time_limit]
+        prepare_run_dir(str(run_dir), resume=False, overwrite=True)
+        lm = train(TrainConfig.load("lm", [f"data={lm_data}", f"out_dir={run_dir}",
+                                           f"device={args.device}", *overrides]))
         start_loss, end_loss = lm.first_eval["eval_loss"], lm.last_eval["eval_loss"]
         learned = end_loss < 0.8 * start_loss
         ok = ok and learned
@@ -260,30 +204,28 @@ def main(args: argparse.Namespace) -> int:
         figures["LM training throughput"] = f"{lm.throughput:,.0f} tokens/s"
         outputs += [("LM metrics", lm.metrics), ("LM loss curves", lm.plot),
                     ("LM checkpoint", lm.checkpoint)]
-        commands.append(("train the LM", _command("train", [
-            "--config", str(EXAMPLES / "lm.yaml"), "--data", str(lm_data),
-            "--out", str(run_dir), "--device", args.device, *overrides,
-            *filter(None, [time_limit])])))
+        commands.append(("train the LM", command_line("train", [
+            "--config", "lm", "--data", str(lm_data), "--out", str(run_dir), "--overwrite",
+            "--device", args.device, *overrides])))
 
     if "clicklog" in steps:
         _banner("3/4 click-log example: CSV -> Beam job -> FeatureLayer + MLP")
-        clicklog = load_example("clicklog")
-        csv_path = out / "clicklog" / "clicks.csv"
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        clicklog.write_csv(str(csv_path), scale.click_rows, 0)
-        click_data = out / "clicklog" / "data"
-        features_py = EXAMPLES / "click_features.py"
+        click_dir = out / "clicklog"
+        ex = write_example("clicklog", click_dir, rows=scale.click_rows, seed=0)
+        click_data = click_dir / "data"
+        run_options = ["--eval-fraction", "0.2", "--num-shards", "2", "--overwrite",
+                       *scale.beam_args]
         t0 = time.perf_counter()
-        summary = run_pipeline(str(features_py), str(csv_path), str(click_data), fmt="csv",
+        summary = run_pipeline(str(ex.features), ex.input, str(click_data), fmt="csv",
                                eval_fraction=0.2, num_shards=2, beam_args=scale.beam_args,
                                overwrite=True)
         _say(f"wrote {summary.splits} rows, {summary.errors} errors, in "
              f"{time.perf_counter() - t0:.0f}s -> {click_data}")
-        run_dir = out / "clicklog" / "run"
+        run_dir = click_dir / "run"
         overrides = [f"max_steps={scale.click_steps}", f"eval_every={scale.click_steps}",
-                     f"threads={CPU_THREADS}",
-                     f"ckpt_every={scale.click_steps}"]
-        tab = train(TrainConfig.load(EXAMPLES / "tabular.yaml", [
+                     f"threads={CPU_THREADS}", f"ckpt_every={scale.click_steps}"]
+        prepare_run_dir(str(run_dir), resume=False, overwrite=True)
+        tab = train(TrainConfig.load("tabular", [
             f"data={click_data}", f"out_dir={run_dir}", f"device={args.device}", *overrides]))
         auc = tab.last_eval.get("eval_auc", float("nan"))
         ok = ok and auc > 0.6
@@ -293,19 +235,19 @@ def main(args: argparse.Namespace) -> int:
             f"{summary.splits.get('train', 0)}/{summary.splits.get('eval', 0)}")
         figures["click-log eval AUC"] = (
             f"{tab.first_eval.get('eval_auc', float('nan')):.4f} -> {auc:.4f}")
-        outputs += [("click-log CSV", csv_path), ("click-log shards", click_data),
+        outputs += [("click-log CSV, feature set, config", click_dir),
+                    ("click-log shards", click_data),
                     ("tabular metrics", tab.metrics), ("tabular loss curves", tab.plot)]
         commands += [
-            ("click-log CSV", shlex.join(["python", _shown(EXAMPLES / "clicklog.py"),
-                                          str(csv_path), "--rows", str(scale.click_rows),
-                                          "--seed", "0"])),
-            ("Beam job over the CSV", _command("run", [
-                "--features", str(features_py), "--input", str(csv_path),
-                "--output", str(click_data), "--format", "csv", "--eval-fraction", "0.2",
-                "--num-shards", "2", "--overwrite", *scale.beam_args])),
-            ("train the tabular model", _command("train", [
-                "--config", str(EXAMPLES / "tabular.yaml"), "--data", str(click_data),
-                "--out", str(run_dir), "--device", args.device, *overrides])),
+            ("the click-log example: feature set, config, CSV", command_line("example", [
+                "clicklog", "--out", str(click_dir), "--rows", str(scale.click_rows),
+                "--seed", "0"])),
+            ("Beam job over the CSV", command_line("run", [
+                "--features", str(ex.features), "--input", ex.input, *ex.run_options,
+                "--output", str(click_data), *run_options])),
+            ("train the tabular model", command_line("train", [
+                "--config", "tabular", "--data", str(click_data), "--out", str(run_dir),
+                "--overwrite", "--device", args.device, *overrides])),
         ]
 
     _banner("4/4 summary")
@@ -316,9 +258,10 @@ def main(args: argparse.Namespace) -> int:
     for name, path in outputs:
         if path is not None:
             _say(f"  {name:<38} {path}")
-    _say("\nrerun a step by hand:")
-    commands.append(("memory plan of a 7B model on 8 GPUs",
-                     "shardforge plan --params 7e9 --zero-stage 3 --gpus 8 --gpu-memory 80GB"))
+    _say(f"\nrerun a step by hand (from any directory; the commands use this environment, "
+         f"{sys.prefix}):")
+    commands.append(("memory plan of a 7B model on 8 GPUs", command_line(
+        "plan", ["--params", "7e9", "--zero-stage", "3", "--gpus", "8", "--gpu-memory", "80GB"])))
     for name, command in commands:
         _say(f"  # {name}\n  {command}")
     if not ok:

@@ -1,21 +1,28 @@
 """The training configuration: one dataclass, loadable from YAML, overridable with ``key=value``.
 
-    cfg = TrainConfig.load("shardforge/examples/lm.yaml", overrides=["max_steps=50", "model.n_layer=2"])
+    cfg = TrainConfig.load("lm", overrides=["max_steps=50", "model.n_layer=2"])
 
-Values in overrides are parsed as YAML scalars (``lr=3e-4`` is a float, ``qk_norm=true`` a
-bool); a dotted key reaches into the ``model`` dict. Unknown keys are errors, so a typo never
-silently trains the wrong thing.
+``load`` takes a YAML file or the name of a packaged config (``lm``, ``tabular``: the files in
+``shardforge/examples/``). Values in overrides are parsed as YAML scalars (``lr=3e-4`` is a float,
+``qk_norm=true`` a bool); a dotted key reaches into the ``model`` dict. Unknown keys, of the
+config and of the task's model, are errors with a did-you-mean, so a typo never silently trains
+the wrong thing; :func:`check_schema` does the same for feature names against the data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+# packaged configs: ``--config lm`` is shardforge/examples/lm.yaml
+PACKAGED_CONFIGS = ("lm", "tabular")
 
 
 @dataclass
@@ -82,21 +89,86 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**coerce_fields(cls, values))
+            raise ValueError(f"unknown config keys {unknown}{did_you_mean(unknown[0], known)}")
+        cfg = cls(**coerce_fields(cls, values))
+        cfg.check_model_keys()
+        return cfg
+
+    def check_model_keys(self) -> None:
+        """Every key of ``model`` is a field of the task's model config (a typo is an error)."""
+        if not isinstance(self.model, dict):
+            raise ValueError(f"config key model: expected a mapping, got {self.model!r}")
+        model_keys = {f.name for f in dataclasses.fields(model_config_class(self.task))}
+        for key in self.model:
+            if key not in model_keys:
+                raise ValueError(f"unknown model key {key!r} for task {self.task!r}"
+                                 f"{did_you_mean(key, model_keys)}")
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-        """Read ``path`` (YAML) if given, then apply ``key=value`` overrides in order."""
+        """Read ``path`` (a YAML file or a packaged config's name, see :func:`config_path`) if
+        given, then apply ``key=value`` overrides in order."""
         values: dict[str, Any] = {}
         if path is not None:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            path = config_path(path)
+            try:
+                values = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"{path} is not valid YAML: {err}") from None
             if not isinstance(values, dict):
                 raise ValueError(f"{path}: expected a mapping of config keys at the top level")
         return cls.from_dict(apply_overrides(values, overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def config_path(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else the packaged config of that name
+    (``config_path("lm")`` is ``shardforge/examples/lm.yaml``)."""
+    if Path(path).is_file():
+        return Path(path)
+    if str(path) in PACKAGED_CONFIGS:
+        return EXAMPLES_DIR / f"{path}.yaml"
+    raise FileNotFoundError(f"config {str(path)!r} is neither a file nor a packaged config "
+                            f"({', '.join(PACKAGED_CONFIGS)})")
+
+
+def model_config_class(task: str) -> type:
+    """The dataclass whose fields the ``model`` mapping of a ``task`` config sets."""
+    if task == "lm":
+        from shardforge.training.models.lm import LMConfig
+
+        return LMConfig
+    from shardforge.training.models.tabular import TabularConfig
+
+    return TabularConfig
+
+
+def did_you_mean(name: str, choices) -> str:
+    """``"; did you mean 'hidden'?"`` for the closest of ``choices``; else the choices listed,
+    when there are few enough for one line, or where to see them."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if len(choices) <= 12:
+        return f"; choose from {', '.join(sorted(choices))}"
+    return "; `shardforge train --print-config` shows every key"
+
+
+def check_schema(cfg: TrainConfig, schema) -> None:
+    """Fail before training when the config names features the data does not have: the LM's
+    token feature, the tabular label (``label=lable``), or LM settings on tabular data."""
+    names = [f.name for f in schema.features]
+    if cfg.task == "lm" and cfg.token_feature not in names:
+        hint = did_you_mean(cfg.token_feature, names)
+        if cfg.label in names:  # a labelled, token-less output: the tabular task's data
+            hint = (f"; this looks like tabular data (it has the label {cfg.label!r}): give "
+                    f"--config tabular (or task=tabular)")
+        raise ValueError(f"the data has no token feature {cfg.token_feature!r}{hint}")
+    if cfg.task == "tabular" and cfg.label not in names:
+        raise ValueError(f"the data has no label feature {cfg.label!r}"
+                         f"{did_you_mean(cfg.label, names)}")
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -484,17 +484,35 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
 
 
 def hf_kwargs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for a HuggingFace causal LM with padding-free flash attention:
-    ``input_ids``/``labels``/``position_ids`` as ``[1, T]`` plus ``cu_seq_lens_q/k`` and
-    ``max_length_q/k`` (``model(**hf_kwargs(batch))``)."""
+    """Keyword arguments for a HuggingFace causal LM on a packed batch, safe for every attention
+    implementation (``model(**hf_kwargs(batch))``).
+
+    ``input_ids``/``labels``/``position_ids`` get the batch dimension (``[1, T]``);
+    ``cu_seq_lens_q/k`` and ``max_length_q/k`` are the boundaries flash-attention's varlen path
+    reads. Eager, sdpa and flex attention instead derive the block-diagonal mask from
+    ``position_ids``, and transformers does that only when there is no 2-D ``attention_mask`` and
+    no KV cache; ``use_cache`` defaults to the config's (true for Llama, Qwen2, Mistral), so
+    without ``use_cache=False`` every document attends to the ones before it. Hence no
+    ``attention_mask`` key and ``use_cache=False``. The keys are those of transformers'
+    ``DataCollatorWithFlattening(return_flash_attn_kwargs=True)`` plus ``use_cache``.
+
+    >>> kw = hf_kwargs(flatten_documents([[1, 2], [3, 4, 5]]))
+    >>> kw["position_ids"].tolist(), kw["cu_seq_lens_q"].tolist(), kw["use_cache"]
+    ([[0, 1, 0, 1, 2]], [0, 2, 5], False)
+    """
+    # a batch may carry the boundaries under shardforge's names only (cu_seqlens, max_seqlen)
+    cu = batch["cu_seq_lens_q"] if "cu_seq_lens_q" in batch else batch["cu_seqlens"]
+    cu = torch.as_tensor(cu, dtype=torch.int32)
+    max_length = int(batch["max_length_q"] if "max_length_q" in batch else batch["max_seqlen"])
     return {
-        "input_ids": batch["input_ids"][None],
-        "labels": batch["labels"][None],
-        "position_ids": batch["position_ids"][None],
-        "cu_seq_lens_q": batch["cu_seq_lens_q"],
-        "cu_seq_lens_k": batch["cu_seq_lens_k"],
-        "max_length_q": batch["max_length_q"],
-        "max_length_k": batch["max_length_k"],
+        "input_ids": torch.as_tensor(batch["input_ids"])[None],
+        "labels": torch.as_tensor(batch["labels"])[None],
+        "position_ids": torch.as_tensor(batch["position_ids"])[None],
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": max_length,
+        "max_length_k": max_length,
+        "use_cache": False,
     }
 
 

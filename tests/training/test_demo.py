@@ -4,7 +4,7 @@ import json
 import shlex
 from pathlib import Path
 
-from shardforge.cli import main
+from shardforge.cli import main, program
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def test_demo_quick(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for text in ("1/4 Beam job", "2/4 train", "3/4 click-log", "4/4 summary",
-                 "LM eval loss", "LM packing efficiency", "click-log eval AUC", "shardforge train"):
+                 "LM eval loss", "LM packing efficiency", "click-log eval AUC", " train --config"):
         assert text in out
     data = tmp_path / "stdlib" / "data"
     assert (data / "schema.pbtxt").exists() and (data / "stats.json").exists()
@@ -43,11 +43,13 @@ def test_demo_quick(tmp_path, capsys):
     assert (tmp_path / "stdlib" / "run" / "curves.png").exists()
     assert (tmp_path / "clicklog" / "run" / "metrics.jsonl").exists()
 
-    # the printed Beam command reproduces the stdlib step: same records in each split
+    # the printed Beam command reproduces the stdlib step: same records in each split; it names
+    # this environment's shardforge (the wheel test runs the printed commands in a fresh shell)
     command = next(line.strip() for line in out.splitlines()
-                   if line.strip().startswith("shardforge run --features")
-                   and "stdlib_features.py" in line)
-    argv = shlex.split(command)[1:]
+                   if " run --features" in line and "stdlib_features.py" in line)
+    argv = shlex.split(command)
+    assert argv[:argv.index("run")] == program()
+    argv = argv[argv.index("run"):]
     again = tmp_path / "again"
     argv[argv.index("--output") + 1] = str(again)
     assert main(argv) == 0
@@ -56,7 +58,7 @@ def test_demo_quick(tmp_path, capsys):
 
 def test_demo_rejects_unknown_steps(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "lm,bogus"]) == 2
-    assert "bogus" in capsys.readouterr().out
+    assert "bogus" in capsys.readouterr().err
 
 
 def test_stdlib_features_derive_package_and_size_bucket():
