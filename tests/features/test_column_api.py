@@ -134,8 +134,11 @@ def test_declaration_errors_name_the_column():
         sf.FeatureSet([learned])
     with pytest.raises(ValueError, match="inputs\\(\\) must hold"):
         sf.FeatureSet([BadInputs("n", "p")])
-    with pytest.raises(ValueError, match="column 'q_lower' refers to unknown input 'q'"):
-        sf.FeatureSet([sf.lower("q")])
+    with pytest.raises(ValueError, match="column 'a_X_q' refers to unknown input 'q'"):
+        sf.FeatureSet([sf.crossed(["q", sf.categorical_hash("a", 5)], 10)])
+    # a string op's undeclared input name is a bytes input (default "")
+    assert sf.FeatureSet([sf.lower("q")]).input_columns == [sf.Input("q", "bytes", (), False,
+                                                                      b"")]
 
 
 def test_text_is_split_composed_with_a_vocabulary():
