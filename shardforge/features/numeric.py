@@ -21,7 +21,8 @@ class NumericColumn(Column):
     """Dense numeric values (``tf.feature_column.numeric_column``), optionally scaled.
 
     ``normalize``: ``none`` | ``zscore`` (``tft.scale_to_z_score``: (x - mean) / std, x - mean
-    when std is 0) | ``minmax`` ((x - min) / (max - min)) | ``log1p`` | ``clip`` (to ``clip``).
+    when std is 0) | ``minmax`` (``tft.scale_to_0_1``: (x - min) / (max - min), sigmoid(x) when
+    max <= min) | ``log1p`` | ``clip`` (to ``clip``).
     Statistics are learned over the filled values (tf.Transform's fill-then-analyze) unless
     ``present_only``. The output is float32 (int64 passes through unscaled).
     """
@@ -65,7 +66,8 @@ class NumericColumn(Column):
         elif self.normalize == "minmax":
             st = state["stats"]
             span = st.max - st.min
-            y = (x - st.min) / (span if span > 0 else 1.0)
+            # tft.scale_to_0_1: a constant (or empty) column is squashed by a sigmoid instead
+            y = (x - st.min) / span if span > 0 else 1.0 / (1.0 + np.exp(-x))
         elif self.normalize == "clip":
             y = np.clip(x, self.clip[0], self.clip[1])
         else:

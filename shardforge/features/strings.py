@@ -163,7 +163,7 @@ class Split(_StringColumn):
             buf, offsets, splits = _split_whitespace(sb.buf, sb.offsets)
             return Ragged(StrBuf(buf, offsets), splits)
         if self.sep is None:
-            lists = pc.utf8_split_whitespace(_as_text(sb), max_splits=self.maxsplit)
+            lists = pc.ascii_split_whitespace(_as_text(sb), max_splits=self.maxsplit)
         else:
             lists = pc.split_pattern(_arrow(sb), pattern=self.sep,
                                      max_splits=None if self.maxsplit < 0 else self.maxsplit)

@@ -199,6 +199,11 @@ def test_numeric_normalizers():
     np.testing.assert_allclose(out["minmax"], [1 / 3, 2 / 3, 1, 0], rtol=1e-6)
     np.testing.assert_allclose(out["log1p"], np.log1p([1, 2, 3, 0]), rtol=1e-6)
     np.testing.assert_allclose(out["clip"], [1.5, 2, 2.5, 1.5])
+    # tft.scale_to_0_1 on a constant column: sigmoid(x)
+    const = sf.FeatureSet([sf.numeric("x", default=0.0, normalize="minmax")])
+    batch = {"x": np.float32([2.0, 2.0])}
+    np.testing.assert_allclose(const.transform(batch, const.fit([batch]))["x"],
+                               1 / (1 + np.exp(-2.0)), rtol=1e-6)
 
 
 def test_vector_numeric_and_bucketized_indicator_width():
