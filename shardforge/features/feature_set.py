@@ -297,7 +297,7 @@ class FeatureSet:
             acc = an.add_batch(acc, batch)
         return an.extract(acc)
 
-    def analyze_values(self, batch: Batch, col: Column) -> dict[str, Any]:
+    def _analyze_values(self, batch: Batch, col: Column) -> dict[str, Any]:
         """What each analyzer of ``col`` sees of one typed input batch: its inputs evaluated
         (filled, or present rows only), rows that fail to transform left out."""
         present = self._present_rows(batch, col) if col.present_only else None
@@ -453,7 +453,7 @@ class FeatureSetAnalyzer:
         seen: dict[str, dict[str, Any]] = {}
         for name, an_name, an in self.tasks:
             if name not in seen:
-                seen[name] = self.feature_set.analyze_values(batch, graph[name])
+                seen[name] = self.feature_set._analyze_values(batch, graph[name])
             acc[name][an_name] = an.add_batch(acc[name][an_name], seen[name][an_name])
         return acc
 
