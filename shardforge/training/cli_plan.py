@@ -23,17 +23,22 @@ from shardforge.training.memory import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=parse_count, default=None,
                         help="parameter count: 7e9, 7B, 350M (default: from --layers/--hidden)")
-    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16-mixed")
-    parser.add_argument("--optimizer", choices=sorted(OPTIMIZER_STATES), default="adamw")
-    parser.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3), default=0)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16-mixed",
+                        help="weights/gradients/master-weights layout (default: bf16-mixed)")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZER_STATES), default="adamw",
+                        help="optimizer whose states are counted (default: adamw)")
+    parser.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3), default=0,
+                        help="0 DDP, 1 shard optimizer states, 2 + gradients, 3 + parameters")
     parser.add_argument("--gpus", type=int, default=1, help="data-parallel GPUs")
-    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="tokens per sequence: counts activations (with --layers/--hidden)")
     parser.add_argument("--micro-batch", type=int, default=None, help="sequences per GPU per step")
-    parser.add_argument("--layers", type=int, default=None)
-    parser.add_argument("--hidden", type=int, default=None)
+    parser.add_argument("--layers", type=int, default=None, help="transformer blocks")
+    parser.add_argument("--hidden", type=int, default=None, help="model width (d_model)")
     parser.add_argument("--heads", type=int, default=None, help="only used with --no-flash")
     parser.add_argument("--vocab", type=int, default=None, help="count the fp32 logits")
-    parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="keep only each block's input; recompute the rest in backward")
     parser.add_argument("--no-flash", action="store_true",
                         help="attention materializes the s x s matrix (no flash kernel)")
     parser.add_argument("--gpu-memory", type=parse_size, default=None,
