@@ -32,7 +32,7 @@ _ONEOF = {"bytes_list": K.KIND_BYTES, "float_list": K.KIND_FLOAT, "int64_list": 
 _WIRE_ERRORS = {
     K.BAD_VARINT: "a varint runs past its message or is too long",
     K.BAD_LENGTH: "a field runs past its message",
-    K.BAD_WIRETYPE: "an invalid tag (field 0 or wire type 3/4/6/7)",
+    K.BAD_WIRETYPE: "an invalid tag (field 0 or wire type 6/7)",
     K.BAD_PACKED: "packed floats are not a multiple of 4 bytes",
     K.BAD_UTF8: "a feature name that is not valid UTF-8",
 }
@@ -496,6 +496,28 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
             span = slice(base, base + col.total)
             flats.append(_bytes_values(buf, strings[span], string_lens[span]))
     return _build(cols, flats, n)
+
+
+def malformed_examples(serialized: Sequence[bytes] | RecordBlock) -> list[tuple[int, str]]:
+    """``(index, reason)`` of each record that is not a serialized tf.Example (what protobuf
+    refuses to parse), found by the compiled walker.
+
+    >>> malformed_examples([encode_example({"a": 1}), b"not an Example"])
+    [(1, 'malformed protobuf: an invalid tag (field 0 or wire type 6/7) at byte 0')]
+    """
+    block = serialized if isinstance(serialized, RecordBlock) else RecordBlock.from_records(
+        list(serialized)
+    )
+    bad = []
+    start = 0
+    while start < len(block):
+        try:
+            decode_batch(block[start:], {})  # no features asked for: every one is checked
+            break
+        except ExampleDecodeError as err:
+            bad.append((start + err.index, err.actual))
+            start += err.index + 1
+    return bad
 
 
 def decode_batch_reference(serialized: Sequence[bytes], spec: Spec) -> Batch:
