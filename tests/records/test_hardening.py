@@ -266,3 +266,13 @@ def test_fuzz_the_compiled_code_in_a_subprocess():
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
     print("fuzz cases:", counts)
     assert counts["decoder_compiled"] > 0 and counts["index"] > 0 and counts["block"] > 0
+
+
+def test_ragged_splits_that_decrease_are_refused_before_compiled_code():
+    from shardforge.records import Ragged, encode_batch
+
+    values = np.array([b"a", b"b", b"c"], dtype=object)
+    with pytest.raises(ValueError, match="row 1 ends at 2 before it starts at 5"):
+        encode_batch({"s": Ragged(values, [0, 5, 2, 3])})
+    with pytest.raises(ValueError, match="must not decrease"):
+        Ragged(np.arange(3), [0, 2, 1, 3])
