@@ -17,6 +17,8 @@ Three targets, each case run through the compiled code:
   with shifted, swapped or resized entries under a valid checksum, or whose shard changed under
   its index: ``RecordFile`` raises IndexFileError or CorruptRecordError, or returns exactly the
   record asked for.
+- **framing**: damaged shards read without an index (the compiled scan and its resync): only
+  original records come back, in order.
 
 Prints one JSON line of case counts; exits 1 at the first wrong result (with the case).
 ``decoder_compiled`` counts decoder cases the compiled walker decided (the rest it handed to the
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -49,6 +52,7 @@ from shardforge.records import (  # noqa: E402
     VarLen,
     decode_batch,
     index_path,
+    read_records,
 )
 from shardforge.records import example as example_module  # noqa: E402
 from shardforge.records.index import _HEADER  # noqa: E402
@@ -397,12 +401,34 @@ def index_case(rng, shards: Shards) -> None:
         shards.restore(path)
 
 
+def framing_case(rng, shards: Shards) -> None:
+    """A damaged shard read without its index (the compiled scan and resync): what comes back is
+    original records, in order."""
+    path = shards.paths[int(rng.integers(0, len(shards.paths)))]
+    data = bytearray(shards.original[path][0])
+    for _ in range(int(rng.integers(1, 4))):
+        data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+    if rng.random() < 0.3:
+        del data[int(rng.integers(0, len(data))):]
+    scratch = os.path.join(os.path.dirname(os.path.dirname(path)), "loose",
+                           os.path.basename(path))
+    os.makedirs(os.path.dirname(scratch), exist_ok=True)
+    open(scratch, "wb").write(bytes(data))
+    reader = read_records(scratch, on_corrupt="skip")
+    originals = iter(shards.records)
+    for record in reader:
+        if not any(record == o for o in originals):
+            raise Failure(f"framing: a record that was never written came out of {scratch}")
+
+
 def run(seconds: float, seed: int) -> dict:
+    logging.getLogger("shardforge.records").setLevel(logging.ERROR)  # skipped records: expected
     rng = np.random.default_rng(seed)
     fallbacks = Fallbacks()
     reference = fallbacks._reference
     example_module.decode_batch_reference = fallbacks
-    counts = {"decoder": 0, "decoder_compiled": 0, "block": 0, "index": 0, "seed": seed}
+    counts = {"decoder": 0, "decoder_compiled": 0, "block": 0, "index": 0, "framing": 0,
+              "seed": seed}
     tmp = tempfile.mkdtemp(prefix="sf-fuzz-")
     try:
         shards = Shards(tmp, rng)
@@ -416,6 +442,8 @@ def run(seconds: float, seed: int) -> dict:
                 counts["block"] += 1
             index_case(rng, shards)
             counts["index"] += 1
+            framing_case(rng, shards)
+            counts["framing"] += 1
     finally:
         example_module.decode_batch_reference = reference
         shutil.rmtree(tmp, ignore_errors=True)
