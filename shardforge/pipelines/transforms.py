@@ -473,7 +473,7 @@ class _WriteShardFn(beam.DoFn):
         self.output, self.compression = output, compression
 
     def process(self, element):
-        from shardforge.records import TFRecordWriter
+        from shardforge.records import TFRecordWriter, index_path
 
         (split, i, n), groups = element
         groups = list(groups)
@@ -496,10 +496,10 @@ class _WriteShardFn(beam.DoFn):
                 for k in order:
                     w.write(records[k])
             if not remote:
-                os.replace(index, dest + ".idx")
+                os.replace(index, index_path(dest, mkdir=True))
                 os.replace(local, dest)
             else:
-                for src, dst in ((index, dest + ".idx"), (local, dest)):
+                for src, dst in ((index, index_path(dest)), (local, dest)):
                     with open(src, "rb") as f:
                         _write_bytes(dst, f.read())
         Metrics.counter(NAMESPACE, f"records_{split}").inc(len(records))
