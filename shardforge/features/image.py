@@ -281,24 +281,33 @@ def patchify(pixels: np.ndarray, layout: VisionLayout, table: np.ndarray | None 
     ``Qwen2VLImageProcessor``'s layout: patches ordered by merge block (block row, block column,
     then the ``merge × merge`` patches inside it), features by channel, frame, patch row, patch
     column. ``table`` is :func:`normalization_table`'s (CLIP's constants by default).
-
-    The uint8 image is rearranged first and normalized by one table lookup at the end, which
-    touches each output value once.
     """
-    if table is None:
-        table = _CLIP_TABLE
-    p, m, t = layout.patch_size, layout.merge_size, layout.temporal_patch_size
+    return normalize_patches(patch_levels(pixels, layout), layout, table)
+
+
+def patch_levels(pixels: np.ndarray, layout: VisionLayout) -> np.ndarray:
+    """The uint8 levels of :func:`patchify`'s patches, ``[h·w, 3, p·p]``, before normalization
+    and the temporal repeat: an eighth of the bytes, so this is what crosses process borders."""
+    p, m = layout.patch_size, layout.merge_size
     height, width = pixels.shape[:2]
     gh, gw = height // p, width // p
     if gh * p != height or width != gw * p or gh % m or gw % m:
         raise ValueError(f"image {width}x{height} is not a whole number of {p * m}-pixel blocks")
     x = pixels.reshape(gh // m, m, p, gw // m, m, p, 3)
     x = x.transpose(0, 3, 1, 4, 6, 2, 5)  # (bh, bw, mh, mw, C, ph, pw)
-    x = np.ascontiguousarray(x).reshape(gh * gw, 3, 1, p * p)
+    return np.ascontiguousarray(x).reshape(gh * gw, 3, p * p)
+
+
+def normalize_patches(levels: np.ndarray, layout: VisionLayout, table: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """``float32 [P, C·T·p·p]`` from :func:`patch_levels`' ``uint8 [P, 3, p·p]``: one table
+    lookup per value (exactly the processor's arithmetic), the frame repeated T times."""
+    table = _CLIP_TABLE if table is None else np.asarray(table, dtype=np.float32)
+    n = levels.shape[0]
     # channel c's levels live at c*256 + v in the flattened table
-    idx = x.astype(np.intp) + (np.arange(3, dtype=np.intp) * 256)[None, :, None, None]
-    values = table.reshape(-1)[idx]  # [P, 3, 1, p*p]
-    return np.broadcast_to(values, (gh * gw, 3, t, p * p)).reshape(gh * gw, layout.patch_dim)
+    idx = levels.astype(np.intp) + (np.arange(3, dtype=np.intp) * 256)[None, :, None]
+    values = table.reshape(-1)[idx][:, :, None, :]  # [P, 3, 1, p*p]
+    return np.repeat(values, layout.temporal_patch_size, axis=2).reshape(n, layout.patch_dim)
 
 
 _CLIP_TABLE = normalization_table()
