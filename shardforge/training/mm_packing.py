@@ -550,3 +550,29 @@ def multimodal_loader(
         layout=layout, mean=mean, std=std, seed=seed, shuffle=shuffle, lookahead=lookahead,
         **kwargs)
     return ShardLoader(dataset, num_workers=num_workers, prefetch_factor=prefetch_factor)
+
+
+def hf_vlm_inputs(batch: Mapping[str, Any], pad_token_id: int = 0) -> dict[str, Any]:
+    """Keyword arguments for a transformers VLM that takes ``pixel_values`` and
+    ``image_grid_thw`` (Qwen2-VL, Qwen2.5-VL): the packed batch's documents as right-padded rows
+    (``input_ids``, ``attention_mask``, ``labels``, ``mm_token_type_ids``), the vision part as
+    is (images already in row order). These models compute their own (M-)RoPE positions from
+    the attention mask, so rows keep documents apart without ``cu_seqlens``.
+
+    >>> kwargs = hf_vlm_inputs(batch)           # doctest: +SKIP
+    >>> loss = Qwen2VLForConditionalGeneration(cfg)(**kwargs).loss     # doctest: +SKIP
+    """
+    cu = batch["cu_seqlens"].tolist()
+    n, width = len(cu) - 1, int(batch["max_seqlen"])
+    input_ids = torch.full((n, width), pad_token_id, dtype=torch.int64)
+    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.int64)
+    mask = torch.zeros((n, width), dtype=torch.int64)
+    for i, (a, b) in enumerate(zip(cu, cu[1:])):
+        input_ids[i, : b - a] = batch["input_ids"][a:b]
+        labels[i, : b - a] = batch["labels"][a:b]
+        mask[i, : b - a] = 1
+    # 1 marks image tokens for the model's M-RoPE (the processor's mm_token_type_ids)
+    token_types = (input_ids == int(batch["image_token_id"])).to(torch.int64) * mask
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
+            "mm_token_type_ids": token_types, "pixel_values": batch["pixel_values"],
+            "image_grid_thw": batch["image_grid_thw"]}
