@@ -52,6 +52,7 @@ from shardforge.features.feature_set import (
     load_feature_set,
 )
 from shardforge.features.hashing import StrBuf, fingerprint64, hash_bucket
+from shardforge.features.image import ImageColumn, image
 from shardforge.features.numeric import BucketizedColumn, NumericColumn, bucketized, numeric
 from shardforge.features.state import Schema, TransformState, load_schema
 from shardforge.features.strings import (
@@ -80,6 +81,7 @@ __all__ = [
     "FixedVocabulary",
     "HashColumn",
     "IdentityColumn",
+    "ImageColumn",
     "IndicatorColumn",
     "Input",
     "NumericColumn",
@@ -108,6 +110,7 @@ __all__ = [
     "embedding",
     "fingerprint64",
     "hash_bucket",
+    "image",
     "indicator",
     "join",
     "load_feature_set",

@@ -31,10 +31,17 @@ import base64
 import io
 import math
 import os
+import struct
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from shardforge.features.analyzers import Stats
+from shardforge.features.column import Column, Input, Output, WithErrors, check_int, check_name
+from shardforge.records.spec import Ragged
 
 # CLIP's constants, the defaults of Qwen2-VL's processor (OPENAI_CLIP_MEAN / OPENAI_CLIP_STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -160,6 +167,9 @@ def decode_image(data: bytes, *, max_source_pixels: int = DEFAULT_MAX_SOURCE_PIX
 
     if not data:
         raise ImageError("empty image data (0 bytes)")
+    if formats is not None:
+        Image.init()  # registers every plugin, so each accepted format can be opened
+        formats = tuple(f for f in formats if f in Image.OPEN)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -179,8 +189,8 @@ def decode_image(data: bytes, *, max_source_pixels: int = DEFAULT_MAX_SOURCE_PIX
         raise ImageError(f"decompression bomb: {err}") from None
     except Image.UnidentifiedImageError:
         allowed = "any Pillow format" if formats is None else ", ".join(formats)
-        raise ImageError(f"unsupported or unrecognized image format (accepted: {allowed})") \
-            from None
+        raise ImageError(f"unrecognized image: unsupported format or corrupt header "
+                         f"(accepted: {allowed})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # Pillow reports truncated and corrupt data as OSError / SyntaxError / ValueError
         raise ImageError(f"corrupt or truncated image: {err}") from None
@@ -332,29 +342,61 @@ def patch_positions(grid_thw: np.ndarray, merge_size: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- storage
 
+# A stored image: magic, (t, h, w) in patches, (patch, merge, temporal) sizes, then the pixels
+# (PNG, or raw uint8 HWC). Self-describing, so the loader plans from the 28-byte header alone.
+_HEADER = struct.Struct("<4s6I")
+_MAGIC_STORED = b"SFI1"
 
-def encode_pixels(pixels: np.ndarray, storage: str = "png") -> bytes:
-    """What a shard stores of a resized image: lossless PNG (compact) or the raw bytes (no
-    decode in the loader). Its size comes from the grid stored beside it."""
+
+def encode_pixels(pixels: np.ndarray, layout: VisionLayout, storage: str = "png") -> bytes:
+    """What a shard stores of a resized image: a 28-byte header (grid and layout) and the
+    pixels, lossless PNG (compact) or raw (no decode in the loader)."""
+    if storage not in STORAGE:
+        raise ValueError(f"storage={storage!r}; expected one of {STORAGE}")
+    t, h, w = grid_of(pixels, layout)
+    head = _HEADER.pack(_MAGIC_STORED, t, h, w, layout.patch_size, layout.merge_size,
+                        layout.temporal_patch_size)
     if storage == "raw":
-        return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+        return head + np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
+    return head + buf.getvalue()
 
 
-def decode_pixels(data: bytes, grid_thw, layout: VisionLayout) -> np.ndarray:
-    """Inverse of :func:`encode_pixels`: ``uint8 [h·p, w·p, 3]`` (PNG or raw, by signature)."""
-    _, h, w = (int(v) for v in grid_thw)
+def stored_header(data: bytes) -> tuple[tuple[int, int, int], VisionLayout]:
+    """``((t, h, w), layout)`` of a stored image, from its header alone."""
+    if len(data) < _HEADER.size or data[:4] != _MAGIC_STORED:
+        raise ValueError("not an image stored by sf.image (bad header)")
+    _, t, h, w, p, m, tp = _HEADER.unpack_from(data)
+    side = h * p
+    # the bounds do not matter to a stored image: it is already resized
+    return (t, h, w), VisionLayout(p, m, tp, min_pixels=1, max_pixels=max(side * w * p,
+                                                                          (p * m) ** 2))
+
+
+def stored_grids(values: np.ndarray) -> np.ndarray:
+    """``int64 [n, 3]``: the grids of stored images (headers only)."""
+    out = np.empty((len(values), 3), dtype=np.int64)
+    for i, data in enumerate(values):
+        if len(data) < _HEADER.size or data[:4] != _MAGIC_STORED:
+            raise ValueError(f"stored image {i} is not an sf.image record (bad header)")
+        out[i] = _HEADER.unpack_from(data)[1:4]
+    return out
+
+
+def decode_pixels(data: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_pixels`: ``uint8 [h·p, w·p, 3]``."""
+    (_, h, w), layout = stored_header(data)
     shape = (h * layout.patch_size, w * layout.patch_size, 3)
-    if data[:4] == b"\x89PNG":
+    body = memoryview(data)[_HEADER.size:]
+    if bytes(body[:4]) == b"\x89PNG":
         from PIL import Image
 
-        pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
+        pixels = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.uint8)
     else:
-        pixels = np.frombuffer(data, dtype=np.uint8)
+        pixels = np.frombuffer(body, dtype=np.uint8)
         if pixels.size != math.prod(shape):
             raise ValueError(f"stored image has {pixels.size} bytes, its grid {h}x{w} needs "
                              f"{math.prod(shape)}")
@@ -364,49 +406,240 @@ def decode_pixels(data: bytes, grid_thw, layout: VisionLayout) -> np.ndarray:
     return pixels
 
 
-# --------------------------------------------------------------------------- analyzer
+# --------------------------------------------------------------------------- the column
 
 
-class PixelStats:
-    """Per-channel mean and std of pixel values in [0, 1], from exact per-channel histograms of
-    the uint8 levels (mergeable in any order with bit-identical results).
+class ChannelStats:
+    """Mean and std of one channel's pixel values in [0, 1] as a :class:`Stats`, from an exact
+    histogram of its uint8 levels (any batching or merge order: bit-identical)."""
 
-    >>> an = PixelStats()
-    >>> acc = an.add_batch(an.create(), np.zeros((2, 2, 3), np.uint8) + np.array([0, 255, 51],
-    ...                                                                          np.uint8))
-    >>> an.extract(acc)["mean"]
-    [0.0, 1.0, 0.2]
-    """
+    reads_data = True
 
-    def create(self) -> dict:
-        return {"hist": np.zeros((3, 256), dtype=np.int64)}
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
 
-    def add_batch(self, acc: dict, values: np.ndarray | list) -> dict:
-        for pixels in values if isinstance(values, list) else [values]:
-            flat = np.asarray(pixels, dtype=np.uint8).reshape(-1, 3)
-            for c in range(3):
-                acc["hist"][c] += np.bincount(flat[:, c], minlength=256)
-        return acc
+    def create(self) -> np.ndarray:
+        return np.zeros(256, dtype=np.int64)
 
-    def merge(self, accs) -> dict:
+    def add_batch(self, acc: np.ndarray, hist: np.ndarray) -> np.ndarray:
+        return acc + hist[self.channel]
+
+    def merge(self, accs) -> np.ndarray:
         out = self.create()
         for acc in accs:
-            out["hist"] += acc["hist"]
+            out = out + acc
         return out
 
-    def extract(self, acc: dict) -> dict:
-        levels = np.arange(256, dtype=object)
-        mean, std = [], []
-        for c in range(3):
-            h = [int(v) for v in acc["hist"][c]]
-            n = sum(h)
-            if n == 0:
-                mean.append(0.0)
-                std.append(1.0)
-                continue
-            s = sum(int(v) * k for v, k in zip(levels, h))
-            ss = sum(int(v) * int(v) * k for v, k in zip(levels, h))
-            mean.append(s / (255 * n))  # exact integers, one correctly rounded division
-            var_num = n * ss - s * s  # n² · 255² · variance
-            std.append(math.sqrt(var_num) / (255 * n) if var_num else 1.0)
-        return {"mean": mean, "std": std, "count": int(acc["hist"][0].sum())}
+    def extract(self, acc: np.ndarray) -> Stats:
+        counts = [int(v) for v in acc]
+        n = sum(counts)
+        if n == 0:
+            return Stats()
+        s = sum(v * k for v, k in enumerate(counts))
+        ss = sum(v * v * k for v, k in enumerate(counts))
+        levels = [v for v, k in enumerate(counts) if k]
+        # exact integer moments, one rounding each: mean = s / 255n, var = (n·ss - s²) / (255n)²
+        std = math.sqrt(n * ss - s * s) / (255 * n)
+        return Stats(count=n, mean=s / (255 * n), std=std, min=levels[0] / 255,
+                     max=levels[-1] / 255)
+
+
+class FixedStats:
+    """Given per-channel constants as an analyzer that reads no data (the state then holds them
+    like learned ones, so the schema alone tells the loader how to normalize)."""
+
+    reads_data = False
+
+    def __init__(self, mean: float, std: float) -> None:
+        self.mean, self.std = float(mean), float(std)
+
+    def create(self) -> None:
+        return None
+
+    def add_batch(self, acc: None, values: Any) -> None:
+        return None
+
+    def merge(self, accs) -> None:
+        return None
+
+    def extract(self, acc: None) -> Stats:
+        return Stats(mean=self.mean, std=self.std)
+
+
+CHANNELS = ("r", "g", "b")
+# The raw input a reader fills with the directory of each row's input file (see ImageColumn).
+SOURCE_DIR = "_source_dir"
+
+
+@dataclass(frozen=True)
+class ImageColumn(Column):
+    """Encoded images (bytes, ``data:`` URLs or paths) to stored, resized images; see
+    :func:`image`. One or several images per row (a varlen output)."""
+
+    key: str
+    name: str
+    layout: VisionLayout = VisionLayout()
+    resample: str = "bicubic"
+    storage: str = "png"
+    normalize: str = "clip"  # "clip" | "learned" | "fixed"
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    root: str | None = None
+    source: str = "auto"
+    max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
+    formats: tuple[str, ...] | None = DEFAULT_FORMATS
+
+    column_type = "image"
+
+    def inputs(self) -> tuple[Input, ...]:
+        # the directory of the row's input file, where a reader provides it: relative paths
+        # resolve against it (else against root, else the working directory)
+        return (Input(self.key, "bytes", multivalued=True),
+                Input(SOURCE_DIR, "bytes", default=b""))
+
+    def analyzers(self) -> dict[str, Any]:
+        if self.normalize == "learned":
+            return {c: ChannelStats(i) for i, c in enumerate(CHANNELS)}
+        return {c: FixedStats(self.mean[i], self.std[i]) for i, c in enumerate(CHANNELS)}
+
+    def resized(self, value: Any, source_dir: bytes = b"") -> np.ndarray:
+        """One input value decoded and resized (raises :class:`ImageError`)."""
+        root = self.root if self.root is not None else (source_dir.decode() or None)
+        img = decode_image(image_bytes(value, root, self.source),
+                           max_source_pixels=self.max_source_pixels, formats=self.formats)
+        return resize_image(img, self.layout, self.resample)
+
+    def analyze(self, values: Sequence[Any]) -> dict[str, Any]:
+        hist = np.zeros((3, 256), dtype=np.int64)
+        col, dirs = values
+        rows = col.value_rowids() if isinstance(col, Ragged) else range(len(col))
+        for value, row in zip(_flat_values(col), rows):
+            try:
+                pixels = self.resized(value, dirs[row])
+            except ImageError:
+                continue  # the transform sends this row to errors/
+            for c in range(3):
+                hist[c] += np.bincount(pixels[..., c].reshape(-1), minlength=256)
+        return {c: hist for c in CHANNELS}
+
+    def transform(self, values: Sequence[Any], state: dict[str, Any]) -> Any:
+        col, dirs = values
+        flat, splits = (col.values, col.row_splits) if isinstance(col, Ragged) else \
+            (np.asarray(col, dtype=object), np.arange(len(col) + 1, dtype=np.int64))
+        rows = np.repeat(np.arange(len(splits) - 1), np.diff(splits))
+        out = np.empty(len(flat), dtype=object)
+        bad_rows, bad_values, reasons = [], [], []
+        for i, value in enumerate(flat):
+            try:
+                out[i] = encode_pixels(self.resized(value, dirs[rows[i]]), self.layout,
+                                       self.storage)
+            except ImageError as err:
+                out[i] = b""
+                bad_rows.append(int(rows[i]))
+                bad_values.append(_describe(value))
+                reasons.append(str(err))
+        result = Ragged(out, splits)
+        if not bad_rows:
+            return result
+        # one reason per failed row (the first of its images that failed)
+        rows, first = np.unique(np.asarray(bad_rows, np.int64), return_index=True)
+        distinct = {reasons[k] for k in first}
+        reason = distinct.pop() if len(distinct) == 1 else "image could not be used"
+        return WithErrors(result, rows, [f"{bad_values[k]}: {reasons[k]}" for k in first],
+                          reason, self.key)
+
+    def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
+        return Output.strings(varlen=True)
+
+    def schema_source(self) -> str:
+        return self.key
+
+
+def _flat_values(value: Any) -> Any:
+    return value.values if isinstance(value, Ragged) else value
+
+
+def _describe(value: Any) -> str:
+    """A short, printable description of a bad input value for errors/."""
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    if len(raw) <= 200 and not raw.startswith(_MAGIC):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return f"<{len(raw)} bytes: {raw[:8]!r}...>"
+
+
+def image(
+    key: str,
+    *,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    temporal_patch_size: int = 2,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 28 * 28 * 1280,
+    resample: str = "bicubic",
+    normalize: str | tuple = "clip",
+    storage: str = "png",
+    root: str | None = None,
+    source: str = "auto",
+    max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS,
+    formats: Sequence[str] | None = DEFAULT_FORMATS,
+    name: str | None = None,
+) -> ImageColumn:
+    """An image column at native resolution (Qwen2-VL / KimiVL style).
+
+    Input ``key``: encoded image bytes (PNG, JPEG, WebP, GIF, BMP, TIFF), a ``data:`` URL, or a
+    path; a list of them for several images per row (missing: no image). Relative paths resolve
+    against ``root`` when given, else against the directory of the row's input file (the
+    ``_source_dir`` input a reader provides), else the working directory.
+    Each image is decoded with Pillow (:func:`decode_image`), resized with :func:`smart_resize`
+    to multiples of ``patch_size · merge_size`` within ``[min_pixels, max_pixels]``
+    (``resample``: bicubic | bilinear | nearest | lanczos | box | hamming) and stored with its
+    grid (``storage``: ``png`` lossless and compact, or ``raw``). The loader rebuilds
+    ``pixel_values`` in ``Qwen2VLImageProcessor``'s layout from it.
+
+    ``normalize``: ``"clip"`` (CLIP's mean/std, Qwen2-VL's default), ``"learned"`` (per-channel
+    mean/std of the resized pixels, learned in the analyze pass) or ``(mean, std)`` constants.
+    The state holds the three channels' ``Stats`` (``<name>/r``, ``/g``, ``/b``).
+
+    Corrupt, truncated, empty, zero-sized, unsupported or oversized images (more than
+    ``max_source_pixels`` before resizing: a decompression bomb) fail their row with the reason.
+
+    >>> col = image("image", max_pixels=448 * 448)                  # Qwen2-VL, 14-pixel patches
+    >>> kimi = image("image", patch_size=14, merge_size=2, normalize="learned")
+    """
+    check_name(key, "image key")
+    layout = VisionLayout(patch_size, merge_size, temporal_patch_size, min_pixels, max_pixels)
+    _resample(resample)
+    if storage not in STORAGE:
+        raise ValueError(f"image column {key!r}: storage={storage!r}; expected one of {STORAGE}")
+    if source not in SOURCES:
+        raise ValueError(f"image column {key!r}: source={source!r}; expected one of {SOURCES}")
+    mean, std = CLIP_MEAN, CLIP_STD
+    if isinstance(normalize, (tuple, list)):
+        if len(normalize) != 2 or any(len(v) != 3 for v in normalize):
+            raise ValueError(f"image column {key!r}: normalize=(mean, std) takes 3 values each")
+        mean, std = tuple(map(float, normalize[0])), tuple(map(float, normalize[1]))
+        if min(std) <= 0:
+            raise ValueError(f"image column {key!r}: std must be > 0, got {std}")
+        normalize = "fixed"
+    elif normalize not in ("clip", "learned"):
+        raise ValueError(f"image column {key!r}: normalize={normalize!r}; expected 'clip', "
+                         "'learned' or (mean, std)")
+    check_int(max_source_pixels, f"image column {key!r}: max_source_pixels")
+    return ImageColumn(key, name or key, layout, resample, storage, normalize, mean, std, root,
+                       source, int(max_source_pixels),
+                       None if formats is None else tuple(f.upper() for f in formats))
+
+
+def image_normalization(schema: Any, feature: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` per channel of the image column ``feature`` from a loaded schema (what the
+    loader normalizes with); a learned std of 0 (a constant channel) reads as 1."""
+    states = schema.state.columns.get(feature, {})
+    if not all(c in states for c in CHANNELS):
+        raise KeyError(f"schema has no image normalization for {feature!r} (is it an sf.image "
+                       f"column?); columns with state: {sorted(schema.state.columns)}")
+    mean = tuple(float(states[c].mean) for c in CHANNELS)
+    std = tuple(float(states[c].std) or 1.0 for c in CHANNELS)
+    return mean, std

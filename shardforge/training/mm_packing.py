@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -56,6 +57,8 @@ from shardforge.features.image import (
     normalize_patches,
     patch_levels,
     patch_positions,
+    stored_grids,
+    stored_header,
 )
 from shardforge.records.spec import Ragged, VarLen
 from shardforge.training.loader import PackedDataset, ShardLoader
@@ -79,9 +82,29 @@ class SampleError(ValueError):
         self.index = index
 
 
+def image_grids(images: Ragged) -> tuple[Ragged, VisionLayout | None]:
+    """The grids ``(t, h, w)`` of each sample's stored images (3 int64 per image, read from the
+    headers) and their common layout (``None`` without images)."""
+    values = images.values
+    grids = stored_grids(values)
+    layout = None
+    if len(values):
+        layout = stored_header(values[0])[1]
+        sizes = {_sizes(v) for v in values}
+        if len(sizes) > 1:
+            raise ValueError(f"stored images mix patch layouts (patch, merge, temporal) "
+                             f"{sorted(sizes)}: one image column layout per dataset")
+    return Ragged(grids.reshape(-1), images.row_splits * 3), layout
+
+
+def _sizes(data: bytes) -> tuple[int, int, int]:
+    _, layout = stored_header(data)
+    return layout.patch_size, layout.merge_size, layout.temporal_patch_size
+
+
 def image_runs(grids: Ragged, merge_size: int) -> Ragged:
     """Placeholder tokens of each image (``t·h·w / merge²``), one row per sample, from the
-    stored grids (a Ragged of ``3 · n_images`` int64 per sample)."""
+    grids (a Ragged of ``3 · n_images`` int64 per sample)."""
     g = np.asarray(grids.values, dtype=np.int64).reshape(-1, 3)
     runs = g.prod(axis=1) // (merge_size * merge_size)
     return Ragged(runs, grids.row_splits // 3)
@@ -333,20 +356,18 @@ def expand_markers(tokens: np.ndarray, runs: np.ndarray, image_token_id: int) ->
 
 def build_multimodal_batch(
     tokens: Ragged,
-    grids: Ragged,
     images: Ragged,
     plan: MultimodalPackPlan,
     i: int,
     *,
-    layout: VisionLayout,
     image_token_id: int,
     table: np.ndarray | None = None,
     doc_ids: np.ndarray | None = None,
     side_features: Mapping[str, Any] | None = None,
     levels_only: bool = False,
 ) -> dict[str, Any]:
-    """The multimodal packed batch of bin ``i`` (module docstring): ``tokens`` (with markers),
-    ``grids`` (3 int64 per image) and ``images`` (the stored bytes of each image, see
+    """The multimodal packed batch of bin ``i`` (module docstring): ``tokens`` (with markers)
+    and ``images`` (the stored bytes of each image, see
     :func:`shardforge.features.image.encode_pixels`), one row per sample of the plan.
 
     ``levels_only=True`` leaves ``pixel_values`` out and returns the uint8 ``pixel_levels``
@@ -355,6 +376,8 @@ def build_multimodal_batch(
     pieces = plan.bin(i)
     p_doc, p_start, p_len = plan.piece_doc[pieces], plan.piece_start[pieces], \
         plan.piece_length[pieces]
+    grids, layout = image_grids(images)
+    layout = layout or VisionLayout()
     runs = image_runs(grids, layout.merge_size)
     rows = []
     levels, grid_rows, image_doc = [], [], []
@@ -366,8 +389,7 @@ def build_multimodal_batch(
         if n_img and start == 0:  # a continuation piece holds text only
             g = np.asarray(grids[d], dtype=np.int64).reshape(-1, 3)
             for k, data in enumerate(images[d].tolist()):
-                pixels = decode_pixels(data, g[k], layout)
-                levels.append(patch_levels(pixels, layout))
+                levels.append(patch_levels(decode_pixels(data), layout))
                 grid_rows.append(g[k])
                 image_doc.append(j)
         rows.append(doc_tokens)
@@ -443,34 +465,33 @@ class MultimodalPackedDataset(PackedDataset):
     under both budgets and yielded bin by bin, resumable exactly like the text loader (a sample
     counts as consumed once all its pieces were).
 
-    ``token_feature``: int64 tokens with image markers; ``image_feature``: the image column's
-    stored images (``<image_feature>`` bytes and ``<image_feature>_grid``, see ``sf.image``).
+    ``token_feature``: int64 tokens with image markers; ``image_feature``: the stored images
+    of an ``sf.image`` column (their headers give grids and patch layout). ``mean`` / ``std``:
+    the normalization (default: the image column's, from the job's schema).
     """
 
     def __init__(self, source: Any, *, token_budget: int, patch_budget: int,
                  token_feature: str = "tokens", image_feature: str = "image",
-                 image_token_id: int, layout: VisionLayout | None = None,
-                 mean: Any = None, std: Any = None, side_features: Any = (),
-                 lookahead: int = 4096, **kwargs: Any) -> None:
+                 image_token_id: int, mean: Any = None, std: Any = None,
+                 side_features: Any = (), lookahead: int = 4096, **kwargs: Any) -> None:
         super().__init__(source, packing_length=token_budget, token_feature=token_feature,
                          side_features=side_features, lookahead=lookahead, **kwargs)
         self.token_budget, self.patch_budget = int(token_budget), int(patch_budget)
         self.image_feature, self.image_token_id = image_feature, int(image_token_id)
-        self.vision_layout = layout or VisionLayout()
         if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither (CLIP's constants)")
-        self.table = normalization_table() if mean is None else normalization_table(mean, std)
-        grid = image_feature + "_grid"
-        for name in (image_feature, grid):
-            if name not in self.spec:
-                raise KeyError(f"image feature {name!r} is not in the spec ({sorted(self.spec)})")
-        self.decode_spec = {**self.decode_spec, image_feature: VarLen("bytes"),
-                            grid: VarLen("int64")}
+            raise ValueError("give both mean and std, or neither (the schema's)")
+        if mean is None:
+            mean, std = _schema_normalization(self.paths, kwargs.get("spec_or_schema"),
+                                              image_feature)
+        self.table = normalization_table(mean, std)
+        if image_feature not in self.spec:
+            raise KeyError(f"image feature {image_feature!r} is not in the spec "
+                           f"({sorted(self.spec)})")
+        self.decode_spec = {**self.decode_spec, image_feature: VarLen("bytes")}
 
     def layout(self) -> dict:
         return {"token_budget": self.token_budget, "patch_budget": self.patch_budget,
-                "image_token_id": self.image_token_id,
-                "merge_size": self.vision_layout.merge_size}
+                "image_token_id": self.image_token_id}
 
     def to_transport(self, item: dict) -> dict:
         return mm_to_numpy(item)
@@ -484,33 +505,52 @@ class MultimodalPackedDataset(PackedDataset):
         batch = self.decode(block, ids, self.decode_spec)
         tokens = batch.pop(self.token_feature)
         images = batch.pop(self.image_feature)
-        grids = batch.pop(self.image_feature + "_grid")
         batch.pop("record_id", None)
+        grids, vision = image_grids(images)
         try:
             lm, vis, head = sample_lengths(tokens, grids, layout["image_token_id"],
-                                           layout["merge_size"])
+                                           (vision or VisionLayout()).merge_size)
             plan = plan_multimodal(lm, vis, token_budget=layout["token_budget"],
                                    patch_budget=layout["patch_budget"], head_lengths=head)
         except SampleError as err:
             raise ValueError(f"record {int(ids[err.index])} (global index in the shards of "
                              f"{self.paths[0]!r}...): {err}") from None
-        return (tokens, grids, images), batch, plan
+        return (tokens, images), batch, plan
 
     def chunk(self, block: Any, ids: np.ndarray) -> tuple[int, Callable[[int], dict]]:
-        (tokens, grids, images), side, plan = self._plan(block, ids)
+        (tokens, images), side, plan = self._plan(block, ids)
         epoch = self.epoch
         # made inside a DataLoader worker: send uint8 levels, normalized by from_transport
         levels_only = get_worker_info() is not None
 
         def make(i: int) -> dict:
             out = build_multimodal_batch(
-                tokens, grids, images, plan, i, layout=self.vision_layout,
-                image_token_id=self.image_token_id, table=self.table, doc_ids=ids,
-                side_features=side, levels_only=levels_only)
+                tokens, images, plan, i, image_token_id=self.image_token_id, table=self.table,
+                doc_ids=ids, side_features=side, levels_only=levels_only)
             out["epoch"] = epoch
             return out
 
         return len(plan), make
+
+
+def _schema_normalization(paths: list[str], spec_or_schema: Any, feature: str
+                          ) -> tuple[Any, Any]:
+    """The image column's mean/std from the schema beside the shards; CLIP's constants when
+    the shards have no schema (records written by hand)."""
+    from shardforge.features.image import CLIP_MEAN, CLIP_STD, image_normalization
+
+    schema = spec_or_schema if hasattr(spec_or_schema, "state") else None
+    if schema is None and not isinstance(spec_or_schema, dict):
+        import shardforge.features as sf
+
+        shard_dir = Path(paths[0]).parent
+        for candidate in (shard_dir, shard_dir.parent):
+            if (candidate / "schema.pbtxt").exists():
+                schema = sf.load_schema(str(candidate))
+                break
+    if schema is None:
+        return CLIP_MEAN, CLIP_STD
+    return image_normalization(schema, feature)
 
 
 def multimodal_loader(
@@ -521,7 +561,6 @@ def multimodal_loader(
     image_token_id: int,
     token_feature: str = "tokens",
     image_feature: str = "image",
-    layout: VisionLayout | None = None,
     mean: Any = None,
     std: Any = None,
     num_workers: int = 0,
@@ -540,14 +579,14 @@ def multimodal_loader(
                                    image_token_id=3, token_feature="caption")
         batch = next(iter(loader))    # pixel_values [P, 1176], image_grid_thw [n, 3], ...
 
-    ``layout``, ``mean`` and ``std`` must be the image column's (``image_settings(schema,
-    "image")`` reads them from the job's schema). Other keyword arguments are
-    :class:`~shardforge.training.dataset.ShardDataset`'s (``rank``, ``world_size``, ...).
+    ``mean`` and ``std`` default to the image column's (from the job's schema). Other keyword
+    arguments are :class:`~shardforge.training.dataset.ShardDataset`'s (``rank``,
+    ``world_size``, ...).
     """
     dataset = MultimodalPackedDataset(
         source, token_budget=token_budget, patch_budget=patch_budget,
         token_feature=token_feature, image_feature=image_feature, image_token_id=image_token_id,
-        layout=layout, mean=mean, std=std, seed=seed, shuffle=shuffle, lookahead=lookahead,
+        mean=mean, std=std, seed=seed, shuffle=shuffle, lookahead=lookahead,
         **kwargs)
     return ShardLoader(dataset, num_workers=num_workers, prefetch_factor=prefetch_factor)
 

@@ -28,6 +28,7 @@ from shardforge.records.spec import Ragged  # noqa: E402
 from shardforge.training.mm_packing import (  # noqa: E402
     build_multimodal_batch,
     hf_vlm_inputs,
+    image_grids,
     plan_multimodal,
     sample_lengths,
 )
@@ -177,18 +178,15 @@ def test_tiny_qwen2vl_gives_the_loader_batch_its_processor_batch_loss():
     labels[(ref["attention_mask"] == 0) | (labels == image_pad)] = -100
     # our batch: tokens with one marker per image, stored resized images, the packer
     tokens = Ragged.from_rows([tokenizer(t)["input_ids"] for t in texts], dtype=np.int64)
-    stored, grids = [], []
-    for sample in sample_images:
-        pixels = [resize_image(decode_image(d), layout) for d in sample]
-        stored.append([encode_pixels(p) for p in pixels])
-        grids.append([v for p in pixels for v in grid_of(p, layout)])
-    stored_r, grids_r = Ragged.from_rows(stored, dtype=object), Ragged.from_rows(grids, np.int64)
+    stored = [[encode_pixels(resize_image(decode_image(d), layout), layout) for d in sample]
+              for sample in sample_images]
+    stored_r = Ragged.from_rows(stored, dtype=object)
+    grids_r, _ = image_grids(stored_r)
     lm, vis, head = sample_lengths(tokens, grids_r, image_pad, layout.merge_size)
     plan = plan_multimodal(lm, vis, token_budget=int(lm.sum()), patch_budget=int(vis.sum()),
                            head_lengths=head)
     assert len(plan) == 1
-    batch = build_multimodal_batch(tokens, grids_r, stored_r, plan, 0, layout=layout,
-                                   image_token_id=image_pad)
+    batch = build_multimodal_batch(tokens, stored_r, plan, 0, image_token_id=image_pad)
     ours = hf_vlm_inputs(batch, pad_token_id=tokenizer.pad_token_id)
     assert torch.equal(ours["input_ids"], ref["input_ids"])
     assert torch.equal(ours["attention_mask"], ref["attention_mask"])

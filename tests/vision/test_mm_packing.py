@@ -78,7 +78,7 @@ def _image(rng, h, w):
 
 
 def write_samples(directory, n=60, seed=0, storage="png"):
-    """Shards of {tokens with markers, image (stored bytes), image_grid}; returns the samples."""
+    """Shards of {tokens with markers, image (stored images)}; returns the samples."""
     rng = np.random.default_rng(seed)
     samples = []
     directory.mkdir(parents=True, exist_ok=True)
@@ -94,10 +94,9 @@ def write_samples(directory, n=60, seed=0, storage="png"):
                 if n_img and rng.random() < 0.5:  # interleaved: a marker per image
                     for _ in range(n_img):
                         tokens.insert(int(rng.integers(0, len(tokens) + 1)), IMG)
-                grids = [v for im in images for v in (1, im.shape[0] // 4, im.shape[1] // 4)]
                 w.write(encode_example({
-                    "tokens": tokens, "image": [encode_pixels(im, storage) for im in images],
-                    "image_grid": grids}))
+                    "tokens": tokens,
+                    "image": [encode_pixels(im, LAYOUT, storage) for im in images]}))
                 samples.append((tokens, images))
         build_index(path)
     return samples
@@ -112,7 +111,7 @@ def shards(tmp_path_factory):
 def _loader(path, **kw):
     kw.setdefault("lookahead", 40)
     return multimodal_loader(path, token_budget=96, patch_budget=160, image_token_id=IMG,
-                             layout=LAYOUT, seed=1, **kw)
+                             seed=1, **kw)
 
 
 def _expected(tokens, images):
