@@ -35,6 +35,7 @@ from shardforge.features.categorical import (
     sequence,
     weighted_categorical,
 )
+from shardforge.features.codebook import ImageTokensColumn, KMeansCodebook, image_tokens
 from shardforge.features.column import Column, Input, Output, WithErrors
 from shardforge.features.crossed import CrossedColumn, crossed
 from shardforge.features.dense import (
@@ -82,8 +83,10 @@ __all__ = [
     "HashColumn",
     "IdentityColumn",
     "ImageColumn",
+    "ImageTokensColumn",
     "IndicatorColumn",
     "Input",
+    "KMeansCodebook",
     "NumericColumn",
     "NumericStats",
     "Output",
@@ -111,6 +114,7 @@ __all__ = [
     "fingerprint64",
     "hash_bucket",
     "image",
+    "image_tokens",
     "indicator",
     "join",
     "load_feature_set",
