@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from shardforge.features.analyzers import Stats
@@ -312,12 +313,23 @@ def normalize_patches(levels: np.ndarray, layout: VisionLayout, table: np.ndarra
                       ) -> np.ndarray:
     """``float32 [P, C·T·p·p]`` from :func:`patch_levels`' ``uint8 [P, 3, p·p]``: one table
     lookup per value (exactly the processor's arithmetic), the frame repeated T times."""
-    table = _CLIP_TABLE if table is None else np.asarray(table, dtype=np.float32)
-    n = levels.shape[0]
-    # channel c's levels live at c*256 + v in the flattened table
-    idx = levels.astype(np.intp) + (np.arange(3, dtype=np.intp) * 256)[None, :, None]
-    values = table.reshape(-1)[idx][:, :, None, :]  # [P, 3, 1, p*p]
-    return np.repeat(values, layout.temporal_patch_size, axis=2).reshape(n, layout.patch_dim)
+    table = _CLIP_TABLE if table is None else np.ascontiguousarray(table, dtype=np.float32)
+    levels = np.ascontiguousarray(levels, dtype=np.uint8)
+    return _normalize_kernel(levels, table, layout.temporal_patch_size)
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalize_kernel(levels, table, t):
+    # one pass writing each output value once: a gather through int64 indices costs more
+    n, c, p2 = levels.shape
+    out = np.empty((n, c * t * p2), dtype=np.float32)
+    for i in range(n):
+        for ch in range(c):
+            for f in range(t):
+                base = (ch * t + f) * p2
+                for k in range(p2):  # contiguous writes
+                    out[i, base + k] = table[ch, levels[i, ch, k]]
+    return out
 
 
 _CLIP_TABLE = normalization_table()
