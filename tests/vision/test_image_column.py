@@ -151,3 +151,17 @@ def test_jsonl_corpus_to_shards_to_multimodal_batches(tmp_path):
         n_images += len(batch["image_grid_thw"])
     assert n_images > 0.8 * counts["images"] * summary.splits["train"] / (
         counts["samples"] - counts["bad"])
+
+
+def test_jpeg_draft_keeps_the_grid_and_stays_close():
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[0:1500, 0:1100]
+    arr = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+    arr = np.clip(arr + rng.normal(0, 4, arr.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=90)
+    col = sf.image("img", max_pixels=224 * 224)
+    full = resize_image(decode_image(buf.getvalue()), col.layout)
+    fast = resize_image(decode_image(buf.getvalue(), draft_for=col.layout), col.layout)
+    assert fast.shape == full.shape
+    assert np.abs(fast.astype(int) - full.astype(int)).mean() < 6
