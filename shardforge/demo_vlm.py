@@ -63,8 +63,8 @@ def run_vlm_demo(out_dir: str | Path, quick: bool = True, log=print, *,
                  samples: int | None = None, steps: int | None = None) -> dict:
     """Run the whole demo under ``out_dir/vlm``; returns its figures (also ``summary.json``).
 
-    ``quick``: 1200 samples and 150 steps per model (about 5 minutes on 2 CPU cores); else
-    3000 samples and 400 steps. ``samples`` / ``steps`` override both (tests).
+    ``quick``: 1200 samples and 800 steps per model (about 6 minutes on 2 CPU cores); else
+    3000 samples and 2000 steps. ``samples`` / ``steps`` override both (tests).
     """
     from shardforge.pipelines import run_pipeline
 
@@ -80,9 +80,10 @@ def run_vlm_demo(out_dir: str | Path, quick: bool = True, log=print, *,
                            max_error_fraction=0.05, overwrite=True)
     log(f"beam job: {summary.splits} records, {summary.errors} rows in errors/ "
         f"({summary.seconds:.0f}s)")
-    steps = steps or (150 if quick else 400)
-    common = dict(data=str(data), max_steps=steps, eval_every=0, lr=3e-3, min_lr=3e-4,
-                  warmup_steps=10, lm=dict(LM), token_budget=512, patch_budget=1024,
+    steps = steps or (800 if quick else 2000)
+    # budgets in the data's ratio: ~13 LM tokens to ~10 patches per sample
+    common = dict(data=str(data), max_steps=steps, eval_every=0, lr=2e-3, min_lr=2e-4,
+                  warmup_steps=20, lm=dict(LM), token_budget=640, patch_budget=512,
                   lookahead=512)
     figures: dict = {"corpus": counts, "splits": summary.splits, "errors": summary.errors}
     for name, extra in (("encoder", {"vision": dict(VISION)}), ("blind", {}),
@@ -112,7 +113,7 @@ def run_vlm_demo(out_dir: str | Path, quick: bool = True, log=print, *,
 def main() -> None:
     parser = argparse.ArgumentParser(description="the vision-language demo")
     parser.add_argument("out_dir", nargs="?", default="demo_out")
-    parser.add_argument("--full", action="store_true", help="3000 samples, 400 steps each")
+    parser.add_argument("--full", action="store_true", help="3000 samples, 2000 steps each")
     args = parser.parse_args()
     run_vlm_demo(args.out_dir, quick=not args.full)
 

@@ -6,8 +6,8 @@
 - ``tokens``: the caption's words as ids of a fixed vocabulary (``<image>`` is id 0: the image
   marker of interleaved samples and the placeholder id of the packed batches);
 - ``image``: each sample's images at native resolution, 14-pixel patches, 2x2 merge (KimiVL /
-  Qwen2-VL), at most 112 x 112 pixels (64 patches) so the demo trains on two CPU cores,
-  normalized with the mean/std learned in the analyze pass;
+  Qwen2-VL), at most 56 x 56 pixels (16 patches, aspect kept: 28 x 84 is 2 x 6 patches) so the
+  demo trains on two CPU cores, normalized with the mean/std learned in the analyze pass;
 - ``fused``: the same text with each image as discrete tokens (a 128-code k-means codebook of
   8-pixel patches learned in the analyze pass, up to 48 x 48 pixels), for the early-fusion LM.
 
@@ -29,7 +29,7 @@ def feature_set(root: str | None = None) -> sf.FeatureSet:
     return sf.FeatureSet([
         words,
         sf.image("images", patch_size=14, merge_size=2, min_pixels=28 * 28,
-                 max_pixels=112 * 112, normalize="learned", root=root, name="image"),
+                 max_pixels=56 * 56, normalize="learned", root=root, name="image"),
         sf.image_tokens("images", text=words, text_vocab_size=TEXT_VOCAB_SIZE,
                         marker_id=IMAGE_TOKEN_ID, codebook_size=CODEBOOK_SIZE, patch_size=8,
                         min_pixels=16 * 16, max_pixels=48 * 48, root=root, name="fused"),
