@@ -165,3 +165,21 @@ def test_jpeg_draft_keeps_the_grid_and_stays_close():
     fast = resize_image(decode_image(buf.getvalue(), draft_for=col.layout), col.layout)
     assert fast.shape == full.shape
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 6
+
+
+def test_data_urls_and_path_detection(tmp_path):
+    import base64
+
+    from shardforge.features.image import ImageError, image_bytes
+
+    data = png(np.zeros((8, 8, 3), np.uint8))
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    assert image_bytes(url) == data
+    assert image_bytes(data) == data  # an image signature: the bytes themselves
+    (tmp_path / "x.png").write_bytes(data)
+    assert image_bytes("x.png", root=str(tmp_path)) == data
+    assert image_bytes(str(tmp_path / "x.png")) == data  # absolute paths ignore root
+    with pytest.raises(ImageError, match="does not exist"):
+        image_bytes("nope.png", root=str(tmp_path))
+    with pytest.raises(ImageError, match="base64"):
+        image_bytes("data:image/png;base64,@@@")
