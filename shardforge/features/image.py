@@ -686,3 +686,22 @@ def image_normalization(schema: Any, feature: str) -> tuple[tuple[float, ...], t
     mean = tuple(float(states[c].mean) for c in CHANNELS)
     std = tuple(float(states[c].std) or 1.0 for c in CHANNELS)
     return mean, std
+
+
+def from_segments(segments: Sequence[dict], marker: str = "<image>") -> dict[str, Any]:
+    """A chat/VLM-style list of segments as the sample ``sf.image`` + ``sf.text`` read: the text
+    with one ``marker`` per image, and the images in order.
+
+    >>> from_segments([{"text": "look:"}, {"image": "a.png"}, {"text": "a red circle"}])
+    {'text': 'look: <image> a red circle', 'images': ['a.png']}
+    """
+    words, images = [], []
+    for seg in segments:
+        if "image" in seg:
+            words.append(marker)
+            images.append(seg["image"])
+        elif "text" in seg:
+            words.append(str(seg["text"]))
+        else:
+            raise ValueError(f"a segment has 'text' or 'image', got keys {sorted(seg)}")
+    return {"text": " ".join(words), "images": images}
