@@ -17,6 +17,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (  # noqa
 )
 
 from shardforge.features.image import (  # noqa: E402
+    CLIP_MEAN,
+    CLIP_STD,
     VisionLayout,
     decode_image,
     encode_pixels,
@@ -24,14 +26,8 @@ from shardforge.features.image import (  # noqa: E402
     patchify,
     resize_image,
 )
-from shardforge.records.spec import Ragged  # noqa: E402
-from shardforge.training.mm_packing import (  # noqa: E402
-    build_multimodal_batch,
-    hf_vlm_inputs,
-    image_grids,
-    plan_multimodal,
-    sample_lengths,
-)
+from shardforge.records import TFRecordWriter, build_index, encode_example  # noqa: E402
+from shardforge.training.mm_packing import hf_vlm_inputs, multimodal_loader  # noqa: E402
 
 SPECIAL = ["<|endoftext|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
 WORDS = "a red blue green circle square triangle on the left right top bottom small big".split()
@@ -156,7 +152,7 @@ def image_text_processor(image_processor, tokenizer):
     return ImageTextProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def test_tiny_qwen2vl_gives_the_loader_batch_its_processor_batch_loss():
+def test_tiny_qwen2vl_gives_the_loader_batch_its_processor_batch_loss(tmp_path):
     layout = VisionLayout(patch_size=14, merge_size=2, min_pixels=28 * 28, max_pixels=112 * 112)
     tokenizer = tiny_tokenizer()
     proc = image_text_processor(
@@ -176,17 +172,20 @@ def test_tiny_qwen2vl_gives_the_loader_batch_its_processor_batch_loss():
     image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     labels = ref["input_ids"].clone()
     labels[(ref["attention_mask"] == 0) | (labels == image_pad)] = -100
-    # our batch: tokens with one marker per image, stored resized images, the packer
-    tokens = Ragged.from_rows([tokenizer(t)["input_ids"] for t in texts], dtype=np.int64)
+    # our batch: a shard of (tokens with one marker per image, stored resized images), read
+    # by the multimodal loader
     stored = [[encode_pixels(resize_image(decode_image(d), layout), layout) for d in sample]
               for sample in sample_images]
-    stored_r = Ragged.from_rows(stored, dtype=object)
-    grids_r, _ = image_grids(stored_r)
-    lm, vis, head = sample_lengths(tokens, grids_r, image_pad, layout.merge_size)
-    plan = plan_multimodal(lm, vis, token_budget=int(lm.sum()), patch_budget=int(vis.sum()),
-                           head_lengths=head)
-    assert len(plan) == 1
-    batch = build_multimodal_batch(tokens, stored_r, plan, 0, image_token_id=image_pad)
+    shard = tmp_path / "train" / "part-00000-of-00001.tfrecord"
+    shard.parent.mkdir()
+    with TFRecordWriter(shard) as w:
+        for t, images in zip(texts, stored):
+            w.write(encode_example({"tokens": tokenizer(t)["input_ids"], "image": images}))
+    build_index(shard)
+    loader = multimodal_loader(str(shard.parent), token_budget=4096, patch_budget=4096,
+                               image_token_id=image_pad, shuffle=False, mean=CLIP_MEAN,
+                               std=CLIP_STD)
+    (batch,) = list(loader)
     ours = hf_vlm_inputs(batch, pad_token_id=tokenizer.pad_token_id)
     assert torch.equal(ours["input_ids"], ref["input_ids"])
     assert torch.equal(ours["attention_mask"], ref["attention_mask"])
