@@ -12,6 +12,11 @@ parameters are updated like torch does (state in the parameter dtype, math in fp
 
 The Triton kernel (:mod:`shardforge.kernels.adamw_triton`) runs on CUDA tensors; the reference
 below (``torch._foreach_*`` in the same order as torch's foreach AdamW) runs elsewhere.
+
+Sharded parameters (FSDP2's ``DTensor``) work as they are: the state tensors are DTensors laid
+out like their parameter (so ``torch.distributed.checkpoint`` gathers and re-shards them, as it
+does torch.optim.AdamW's), and each step updates every rank's local shards (``to_local()``,
+which aliases the shard's storage) in the same launches as plain tensors.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from typing import Any
 import torch
 
 from shardforge.kernels.attention import triton_available
+
+if torch.distributed.is_available():
+    from torch.distributed.tensor import DTensor
+else:  # builds without torch.distributed have no sharded tensors
+    DTensor = ()
 
 __all__ = ["FusedAdamW", "adamw_reference_"]
 
@@ -229,11 +239,12 @@ class FusedAdamW(torch.optim.Optimizer):
                     by_step.setdefault(step_values[i], []).append(j)
             for step, sel in by_step.items():
                 whole = len(sel) == len(bucket.index)
-                columns = (bucket.params, bucket.exp_avgs, bucket.exp_avg_sqs, bucket.masters)
-                ps, ex, ex2, ms = (
+                columns = (bucket.sources, bucket.params, bucket.exp_avgs, bucket.exp_avg_sqs,
+                           bucket.masters)
+                sources, ps, ex, ex2, ms = (
                     c if whole or c is None else [c[j] for j in sel] for c in columns
                 )
-                grads = [p.grad for p in ps]
+                grads = [_local(p.grad) for p in sources]
                 if self._use_triton(bucket.device):
                     from shardforge.kernels import adamw_triton
 
@@ -247,11 +258,19 @@ class FusedAdamW(torch.optim.Optimizer):
         return self.backend == "auto" and device.type == "cuda" and triton_available()
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (a view of its storage); a plain tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 class _Bucket:
-    """Parameters of one group sharing device and dtypes: one kernel launch serves them."""
+    """Parameters of one group sharing device and dtypes: one kernel launch serves them.
+    ``params`` and the states are local tensors; ``sources`` the group's parameters (whose
+    ``.grad`` the step reads)."""
 
     def __init__(self, device: torch.device, has_master: bool) -> None:
         self.device, self.index = device, []
+        self.sources: list[torch.Tensor] = []
         self.params, self.exp_avgs, self.exp_avg_sqs = [], [], []
         self.masters: list[torch.Tensor] | None = [] if has_master else None
 
@@ -284,11 +303,12 @@ class _GroupPlan:
             key = (p.device, p.dtype, p.grad.dtype, has_master)
             bucket = buckets.get(key) or buckets.setdefault(key, _Bucket(p.device, has_master))
             bucket.index.append(i)
-            bucket.params.append(p)
-            bucket.exp_avgs.append(state["exp_avg"])
-            bucket.exp_avg_sqs.append(state["exp_avg_sq"])
+            bucket.sources.append(p)
+            bucket.params.append(_local(p))
+            bucket.exp_avgs.append(_local(state["exp_avg"]))
+            bucket.exp_avg_sqs.append(_local(state["exp_avg_sq"]))
             if has_master:
-                bucket.masters.append(state["master_param"])
+                bucket.masters.append(_local(state["master_param"]))
         self.buckets = list(buckets.values())
 
     def matches(self, params: list[torch.Tensor]) -> bool:

@@ -48,6 +48,11 @@ class TrainConfig:
     # stop early after this many seconds of training (0: no limit); the schedule still spans
     # max_steps, so a run cut short ends at a higher learning rate than planned
     time_limit_s: float = 0.0
+    # memory: ZeRO stage (0 DDP, 1 optimizer states sharded, 2 + gradients, 3 + parameters;
+    # the knob `shardforge plan --zero-stage` takes) and recomputing each transformer block's
+    # activations in the backward pass instead of storing them
+    zero_stage: int = 0
+    activation_checkpointing: bool = False
 
     # bookkeeping
     eval_every: int = 50
@@ -69,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"task must be 'lm' or 'tabular', not {self.task!r}")
         if self.grad_accum < 1 or self.max_steps < 1:
             raise ValueError("grad_accum and max_steps must be >= 1")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, not {self.zero_stage!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -15,17 +15,18 @@ from tests.training.test_trainer import lm_config, make_lm_data
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     from shardforge.training import trainer
+    from shardforge.training.recipes import lm
     from shardforge.training.config import TrainConfig
 
     seen = []
-    forward = trainer.lm_forward
+    forward = lm.lm_forward
 
     def spy(model, batch, device):  # record which documents each rank trains on
         if model.training:
             seen.extend(batch["doc_ids"].tolist())
         return forward(model, batch, device)
 
-    trainer.lm_forward = spy
+    lm.lm_forward = spy
     result = trainer.train(TrainConfig.from_dict(json.loads(sys.argv[1])))
     checksum = sum(float(p.double().sum()) for p in result.model.parameters())
     with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:

@@ -137,3 +137,24 @@ def test_time_limit_stops_with_eval_and_checkpoint(lm_data, tmp_path):
     result = train(lm_config(lm_data, tmp_path / "run", max_steps=50, time_limit_s=1e-6))
     assert result.steps == 1
     assert result.last_eval and result.checkpoint.name == "step-000001.pt"
+
+
+def test_cli_train_takes_zero_stage_and_activation_checkpointing(lm_data, tmp_path, capsys):
+    import torch.distributed as dist
+
+    from shardforge.cli import main
+
+    args = ["train", "--data", str(lm_data), "--out", str(tmp_path / "run"), "task=lm",
+            "packing_length=256", "model.n_layer=1", "model.n_head=2", "model.n_kv_head=1",
+            "model.d_model=32", "max_steps=2", "eval_batches=1", "plot=false", "threads=1"]
+    had_group = dist.is_initialized()
+    try:
+        assert main(args + ["zero_stage=3", "activation_checkpointing=true"]) == 0
+    finally:
+        if dist.is_initialized() and not had_group:  # the one-rank group of a ZeRO run
+            dist.destroy_process_group()
+    out = capsys.readouterr().out
+    assert "ZeRO-3 over 1 GPU" in out and "checkpointed" in out
+    assert "memory held by rank 0 of 1 after the first step (ZeRO-3)" in out
+    assert main(args + ["zero_stage=4"]) == 2
+    assert "zero_stage must be 0, 1, 2 or 3" in capsys.readouterr().out

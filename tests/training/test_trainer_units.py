@@ -5,7 +5,7 @@ import torch
 
 from shardforge.training import checkpoint as ckpt
 from shardforge.training.config import TrainConfig
-from shardforge.training.trainer import lr_at
+from shardforge.training.schedule import lr_at
 
 
 def test_yaml_config_with_overrides(tmp_path):

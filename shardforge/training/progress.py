@@ -1,0 +1,207 @@
+"""What a run reports: the progress line, ``metrics.jsonl`` (+ TensorBoard), the loss curves.
+
+:class:`Meter` keeps the numbers behind them: the losses and items of the steps since the last
+log line (the window) and of the whole run (the reported throughput is the run's average, not
+the last window's), and the step times for the ETA, which honours ``time_limit_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ProgressLine:
+    """One status line, redrawn in place on a terminal and printed every ``log_every`` steps
+    otherwise (logs, CI): step, loss, throughput, packing efficiency, ETA."""
+
+    def __init__(self, total: int, unit: str, stream=None) -> None:
+        self.total, self.unit = total, unit
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+
+    def update(self, step: int, loss: float, rate: float, eta_s: float,
+               packing: float | None = None, lr: float | None = None) -> None:
+        width = 24
+        done = int(width * step / self.total)
+        bar = "#" * done + "-" * (width - done)
+        parts = [f"[{bar}] step {step}/{self.total}", f"loss {loss:.4f}",
+                 f"{rate:,.0f} {self.unit}/s"]
+        if packing is not None:
+            parts.append(f"packing {packing:.1%}")
+        if lr is not None:
+            parts.append(f"lr {lr:.2e}")
+        parts.append(f"ETA {int(eta_s) // 60}:{int(eta_s) % 60:02d}")
+        line = "  ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line + "\033[K")
+            if step >= self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class Meter:
+    """Losses, items and times of the training steps (``items`` already summed over ranks).
+
+    >>> m = Meter(max_steps=10)
+    >>> m.add_step(loss=2.0, items=100, seconds=0.5)
+    >>> m.window()["loss"], m.average_rate
+    (2.0, 200.0)
+    """
+
+    def __init__(self, max_steps: int, time_limit_s: float = 0.0) -> None:
+        self.max_steps, self.time_limit_s = max_steps, time_limit_s
+        self.total_items, self.total_seconds = 0, 0.0
+        self.step_times: list[float] = []
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        self.w_items, self.w_seconds = 0, 0.0
+        self.w_losses: list[float] = []
+        self.w_packing: list[float] = []
+
+    def add_step(self, loss: float, items: int, seconds: float,
+                 packing: list[float] = ()) -> None:
+        self.w_losses.append(loss)
+        self.w_items += items
+        self.w_seconds += seconds
+        self.w_packing += list(packing)
+        self.total_items += items
+        self.total_seconds += seconds
+        self.step_times.append(seconds)
+
+    @property
+    def average_rate(self) -> float:
+        """Items per second over all training steps of this run (evals and saves excluded)."""
+        return self.total_items / max(self.total_seconds, 1e-9)
+
+    def eta(self, done: int, elapsed_s: float) -> float:
+        """Seconds left: the remaining steps at the recent step time, or the time limit's
+        remainder when that comes first."""
+        left = float(np.mean(self.step_times[-50:])) * (self.max_steps - done)
+        if self.time_limit_s:
+            left = min(left, max(0.0, self.time_limit_s - elapsed_s))
+        return left
+
+    def window(self) -> dict[str, Any]:
+        """The steps since the last call: mean loss, rate, mean packing efficiency."""
+        out = {"loss": float(np.mean(self.w_losses)),
+               "rate": self.w_items / max(self.w_seconds, 1e-9),
+               "packing": float(np.mean(self.w_packing)) if self.w_packing else None}
+        self._reset_window()
+        return out
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per log or eval line) and optional TensorBoard
+    scalars, written by rank 0 only.
+
+    On resume the file keeps exactly the rows up to the checkpoint's step (rows a killed run
+    wrote after its last checkpoint are dropped, as is a torn last line), so it never repeats a
+    step.
+    """
+
+    def __init__(self, path: Path, *, enabled: bool, resume_step: int = 0,
+                 tensorboard_dir: Path | None = None, log: Callable[[str], None] = print):
+        self.path = path
+        self.file = None
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step:
+            self._truncate_after(resume_step)
+        self.file = open(path, "a" if resume_step else "w")  # noqa: SIM115 - closed in close()
+        if tensorboard_dir is not None:
+            self.tb = open_tensorboard(tensorboard_dir, log)
+
+    def _truncate_after(self, step: int) -> None:
+        from shardforge.training.checkpoint import write_atomic
+
+        kept = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the torn last line of a killed run
+                if row.get("step", 0) <= step:
+                    kept.append(line + "\n")
+        write_atomic(self.path, "".join(kept).encode())
+
+    def record(self, row: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def open_tensorboard(directory: Path, log: Callable[[str], None]):
+    """A ``SummaryWriter``, or ``None`` with a warning when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        text = ("tensorboard=true but the tensorboard package is not installed "
+                "(pip install tensorboard): no TensorBoard scalars are written")
+        warnings.warn(text, stacklevel=2)
+        log("warning: " + text)
+        return None
+    return SummaryWriter(str(directory))
+
+
+def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
+    """Training loss and eval loss against step, from metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
+
+
+def eval_suffix(ev: dict) -> str:
+    if "eval_auc" in ev:
+        return f", AUC {ev['eval_auc']:.4f}"
+    if "eval_accuracy" in ev:
+        return f", accuracy {ev['eval_accuracy']:.4f}"
+    return ""
+
