@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
@@ -30,7 +31,9 @@ from shardforge.examples.vision_features import (
     TEXT_VOCAB_SIZE,
     feature_set,
 )
-from shardforge.training.recipes.vlm import VLMConfig, forward, make_loader, train
+from shardforge.training.config import TrainConfig
+from shardforge.training.recipes.vlm import VLMSettings, make_loader, vlm_forward
+from shardforge.training.trainer import train
 
 LM = {"n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_model": 64}
 VISION = {"patch_dim": 3 * 2 * 14 * 14, "d_model": 64, "n_layer": 2, "n_head": 4}
@@ -38,13 +41,15 @@ COLOUR_IDS = torch.tensor([VOCAB.index(c) for c in COLOURS])
 
 
 @torch.no_grad()
-def colour_probe(model: torch.nn.Module, cfg: VLMConfig) -> float:
+def colour_probe(model: torch.nn.Module, cfg: TrainConfig) -> float:
     """Accuracy of the model's most likely colour word where each eval caption names its first
     colour (the logits one position before it, over the six colour words)."""
+    s = VLMSettings.of(cfg)
+    device = next(model.parameters()).device
     model.eval()
     right = total = 0
-    for batch in make_loader(cfg, "eval", train=False):
-        logits = forward(model, batch, cfg).logits
+    for batch in make_loader(cfg, s, cfg.eval_split, train=False):
+        logits = vlm_forward(model, batch, s, device).logits.cpu()
         ids, cu = batch["input_ids"], batch["cu_seqlens"].tolist()
         is_colour = torch.isin(ids, COLOUR_IDS)
         for doc, (a, b) in enumerate(zip(cu, cu[1:])):
@@ -82,23 +87,26 @@ def run_vlm_demo(out_dir: str | Path, quick: bool = True, log=print, *,
         f"({summary.seconds:.0f}s)")
     steps = steps or (800 if quick else 2000)
     # budgets in the data's ratio: ~13 LM tokens to ~10 patches per sample
-    common = dict(data=str(data), max_steps=steps, eval_every=0, lr=2e-3, min_lr=2e-4,
-                  warmup_steps=20, lm=dict(LM), token_budget=640, patch_budget=512,
-                  lookahead=512)
+    base = dict(task="vlm", data=str(data), max_steps=steps, lr=2e-3, min_lr=2e-4,
+                warmup_steps=20, weight_decay=0.0, packing_length=640, eval_every=steps,
+                eval_batches=0, log_every=max(1, steps // 4), ckpt_every=0, plot=False,
+                threads=1, seed=0)
+    settings = dict(lm=dict(LM), patch_budget=512, image_token_id=IMAGE_TOKEN_ID,
+                    lookahead=512)
     figures: dict = {"corpus": counts, "splits": summary.splits, "errors": summary.errors}
-    for name, extra in (("encoder", {"vision": dict(VISION)}), ("blind", {}),
-                        ("fusion", {"text_vocab_size": TEXT_VOCAB_SIZE, "token_budget": 1024})):
-        cfg = VLMConfig(model=name, out_dir=str(root / name), image_token_id=IMAGE_TOKEN_ID,
-                        **{**common, **extra})
-        result = train(cfg, log=log)
+    for kind, extra, budget in (
+            ("encoder", {"vision": dict(VISION)}, 640), ("blind", {}, 640),
+            ("fusion", {"text_vocab_size": TEXT_VOCAB_SIZE}, 1024)):
+        cfg = TrainConfig(**{**base, "out_dir": str(root / kind), "packing_length": budget,
+                             "model": {**settings, "kind": kind, **extra}})
+        result = train(cfg, stream=_Lines(log))
         probe = colour_probe(result.model, cfg)
-        figures[name] = {"eval_caption_loss": round(result.eval_caption_loss, 4),
-                         "colour_probe": round(probe, 3), "steps": result.steps,
-                         "seconds": round(result.seconds, 1),
-                         **{k: round(v, 4) for k, v in result.packing.items()}}
-        log(f"{name:>8}: eval caption loss {result.eval_caption_loss:.3f}, colour probe "
-            f"{probe:.0%} (chance {1 / len(COLOURS):.0%}), {result.steps} steps in "
-            f"{result.seconds:.0f}s, packing {result.packing}")
+        loss = result.last_eval["eval_loss"]
+        figures[kind] = {"eval_caption_loss": round(loss, 4), "colour_probe": round(probe, 3),
+                         "steps": result.steps, "tokens_per_s": round(result.throughput),
+                         "packing_efficiency": round(result.packing_efficiency or 1.0, 4)}
+        log(f"{kind:>8}: eval caption loss {loss:.3f}, colour probe {probe:.0%} (chance "
+            f"{1 / len(COLOURS):.0%}), {result.steps} steps, {result.throughput:.0f} tok/s")
     figures["seconds"] = round(time.perf_counter() - t0, 1)
     figures["encoder_vs_blind"] = round(figures["encoder"]["eval_caption_loss"]
                                         / figures["blind"]["eval_caption_loss"], 3)
@@ -108,6 +116,22 @@ def run_vlm_demo(out_dir: str | Path, quick: bool = True, log=print, *,
     log(f"caption loss vs the text-only baseline: encoder x{figures['encoder_vs_blind']}, "
         f"early fusion x{figures['fusion_vs_blind']} ({figures['seconds']:.0f}s in all)")
     return figures
+
+
+class _Lines(io.TextIOBase):
+    """A text stream (not a terminal) that hands each line the recipe prints to ``log``."""
+
+    def __init__(self, log) -> None:
+        super().__init__()
+        self.log, self.buf = log, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text.replace("\r", "\n")
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.strip():
+                self.log(line)
+        return len(text)
 
 
 def main() -> None:

@@ -17,8 +17,7 @@ def test_vlm_demo_runs_every_model_and_reports_its_figures(tmp_path):
         fig = figures[name]
         assert fig["steps"] == 12 and math.isfinite(fig["eval_caption_loss"])
         assert 0.0 <= fig["colour_probe"] <= 1.0
-        assert 0.0 < fig["token_efficiency"] <= 1.0
-    assert 0.0 < figures["encoder"]["patch_efficiency"] <= 1.0
+        assert 0.0 < fig["packing_efficiency"] <= 1.0
     saved = json.loads((tmp_path / "vlm" / "summary.json").read_text())
     assert saved == figures
     assert any("caption loss vs the text-only baseline" in line for line in lines)
