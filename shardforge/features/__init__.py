@@ -36,6 +36,7 @@ from shardforge.features.categorical import (
     sequence,
     weighted_categorical,
 )
+from shardforge.features.codebook import ImageTokensColumn, KMeansCodebook, image_tokens
 from shardforge.features.column import Column, Input, Output, WithErrors
 from shardforge.features.crossed import CrossedColumn, crossed
 from shardforge.features.dense import (
@@ -53,6 +54,7 @@ from shardforge.features.feature_set import (
     load_feature_set,
 )
 from shardforge.features.hashing import StrBuf, fingerprint64, hash_bucket
+from shardforge.features.image import ImageColumn, image
 from shardforge.features.numeric import BucketizedColumn, NumericColumn, bucketized, numeric
 from shardforge.features.state import Schema, TransformState, load_schema
 from shardforge.features.strings import (
@@ -81,8 +83,11 @@ __all__ = [
     "FixedVocabulary",
     "HashColumn",
     "IdentityColumn",
+    "ImageColumn",
+    "ImageTokensColumn",
     "IndicatorColumn",
     "Input",
+    "KMeansCodebook",
     "LookupColumn",
     "NumericColumn",
     "NumericStats",
@@ -110,6 +115,8 @@ __all__ = [
     "embedding",
     "fingerprint64",
     "hash_bucket",
+    "image",
+    "image_tokens",
     "indicator",
     "join",
     "load_feature_set",

@@ -77,8 +77,8 @@ class TrainConfig:
     plot: bool = True
 
     def __post_init__(self) -> None:
-        if self.task not in ("lm", "tabular"):
-            raise ValueError(f"task must be 'lm' or 'tabular', not {self.task!r}")
+        if self.task not in ("lm", "tabular", "vlm"):
+            raise ValueError(f"task must be 'lm', 'tabular' or 'vlm', not {self.task!r}")
         if self.grad_accum < 1 or self.max_steps < 1:
             raise ValueError("grad_accum and max_steps must be >= 1")
         if self.zero_stage not in (0, 1, 2, 3):

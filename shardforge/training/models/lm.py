@@ -190,9 +190,11 @@ class PackedLM(nn.Module):
         cu_seqlens: torch.Tensor,  # [n_docs + 1] int32
         max_seqlen: int,
         targets: torch.Tensor | None = None,  # [T]: the NEXT token of each position, or -100
+        inputs_embeds: torch.Tensor | None = None,  # [T, d_model]: instead of embed(input_ids)
     ) -> LMOutput:
         cos, sin = rope_cos_sin(position_ids, self.cfg.head_dim, self.cfg.rope_theta)
-        x = self.embed(input_ids)  # [T, d_model]
+        # a VLM passes its own embeddings (image features at the placeholders)
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # [T, d_model]
         for block in self.blocks:
             x = block(x, cos, sin, cu_seqlens, max_seqlen)
         logits = self.lm_head(self.norm(x)).float()  # [T, vocab]

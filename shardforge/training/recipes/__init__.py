@@ -17,6 +17,7 @@ from collections.abc import Callable
 RECIPES: dict[str, str] = {
     "lm": "shardforge.training.recipes.lm",
     "tabular": "shardforge.training.recipes.tabular",
+    "vlm": "shardforge.training.recipes.vlm",
 }
 
 

@@ -1,0 +1,189 @@
+"""The VLM recipe: image–text shards -> multimodal packed batches -> vision encoder + PackedLM.
+
+    shardforge train task=vlm data=out/ packing_length=640 max_steps=800 \
+        model.kind=encoder model.patch_budget=512 model.image_token_id=0 ...
+
+``cfg.model`` holds the VLM's settings (:class:`VLMSettings`); ``cfg.packing_length`` is the
+LM token budget and ``model.patch_budget`` the vision one. Three kinds of model train on the
+same captions, so their eval losses compare directly (``eval_loss`` is the cross-entropy of
+caption tokens only: no image placeholder, no image code):
+
+- ``kind="encoder"``: :class:`~shardforge.training.models.vision.VisionLanguageModel`, the
+  native-resolution encoder's merged features at the placeholder tokens
+  (:func:`~shardforge.training.mm_packing.multimodal_loader` batches, two budgets);
+- ``kind="blind"``: the same batches and LM, placeholders left as their own embedding (no
+  encoder): the text-only baseline;
+- ``kind="fusion"``: early fusion, a ``PackedLM`` with QK-norm and z-loss over the interleaved
+  discrete tokens of an ``sf.image_tokens`` column (the text packed loader).
+
+The loop is the LM recipe's, built from the same shared pieces (``Run``, ``parallelize``,
+``lr_at``, ``clip_and_step``); only the model, the loader and the forward differ.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from shardforge.training.config import TrainConfig, coerce_fields
+from shardforge.training.models.lm import IGNORE_INDEX, LMConfig, PackedLM
+from shardforge.training.packing import shift_labels
+from shardforge.training.parallel import clip_and_step, gradient_sync, parallelize
+from shardforge.training.run import Batches, Run, TrainResult, load_schema, reduce_sum
+from shardforge.training.schedule import lr_at, set_lr
+
+KINDS = ("encoder", "blind", "fusion")
+
+
+@dataclass
+class VLMSettings:
+    """``cfg.model`` of a ``task="vlm"`` run."""
+
+    kind: str = "encoder"  # encoder | blind | fusion (module docstring)
+    lm: dict[str, Any] = field(default_factory=dict)  # LMConfig fields
+    vision: dict[str, Any] = field(default_factory=dict)  # VisionConfig fields
+    patch_budget: int = 2048  # vision patches per micro-batch (encoder, blind)
+    image_feature: str = "image"  # the sf.image column (encoder, blind)
+    image_token_id: int = 0  # the image marker / placeholder id in cfg.token_feature
+    fused_feature: str = "fused"  # fusion: the sf.image_tokens column
+    text_vocab_size: int = 0  # fusion: ids below it are text (the ones the eval loss counts)
+    lookahead: int = 1024  # samples planned together
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model.kind must be one of {KINDS}, not {self.kind!r}")
+        if self.kind == "fusion" and not self.text_vocab_size:
+            raise ValueError("model.kind=fusion needs model.text_vocab_size (the text ids' "
+                             "count)")
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> VLMSettings:
+        return cls(**coerce_fields(cls, dict(cfg.model)))
+
+
+def build_model(cfg: TrainConfig, s: VLMSettings, schema) -> torch.nn.Module:
+    """The model ``s.kind`` names, its vocabulary from the schema."""
+    from shardforge.training.models.vision import VisionConfig, VisionEncoder, VisionLanguageModel
+
+    if s.kind == "fusion":
+        lm_cfg = {"qk_norm": True, "z_loss": 1e-5, **s.lm,
+                  "vocab_size": int(schema.feature(s.fused_feature).num_buckets)}
+        return PackedLM(LMConfig(**lm_cfg))
+    # the placeholder id must be an embedding row even when the text vocabulary lacks it
+    vocab = max(int(schema.feature(cfg.token_feature).num_buckets), s.image_token_id + 1)
+    lm = PackedLM(LMConfig(**{**s.lm, "vocab_size": vocab}))
+    if s.kind == "blind":
+        return lm
+    vision = VisionConfig(**{"out_dim": lm.cfg.d_model, **s.vision})
+    return VisionLanguageModel(VisionEncoder(vision), lm, s.image_token_id)
+
+
+def make_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
+    """Multimodal packed batches (encoder, blind) or packed discrete-token batches (fusion):
+    shuffled with equal work per rank for training, in order and complete for eval."""
+    source = f"{cfg.data}/{split}"
+    common = dict(shuffle=train, seed=cfg.seed, lookahead=s.lookahead,
+                  remainder="drop" if train else "keep",
+                  num_workers=cfg.num_workers if train else 0)
+    if s.kind == "fusion":
+        from shardforge.training.loader import packed_loader
+
+        return packed_loader(source, packing_length=cfg.packing_length,
+                             token_feature=s.fused_feature, **common)
+    from shardforge.training.mm_packing import multimodal_loader
+
+    return multimodal_loader(source, token_budget=cfg.packing_length,
+                             patch_budget=s.patch_budget, image_token_id=s.image_token_id,
+                             token_feature=cfg.token_feature, image_feature=s.image_feature,
+                             **common)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+def vlm_forward(model, batch: dict, s: VLMSettings, device: torch.device):
+    """The model's ``LMOutput`` on one batch, with next-token targets."""
+    batch = _to(batch, device)
+    targets = shift_labels(batch["labels"])
+    if s.kind == "encoder":
+        return model(batch, targets)
+    return model(batch["input_ids"], batch["position_ids"], batch["cu_seqlens"],
+                 int(batch["max_seqlen"]), targets)
+
+
+def caption_targets(batch: dict, s: VLMSettings) -> torch.Tensor:
+    """Next-token targets that are caption text (not image placeholders, not image codes)."""
+    targets = shift_labels(batch["labels"])
+    if s.kind == "fusion":
+        targets = torch.where(targets < s.text_vocab_size, targets, IGNORE_INDEX)
+    return targets
+
+
+@torch.no_grad()
+def evaluate(model, run: Run, s: VLMSettings) -> dict:
+    """Token-weighted caption cross-entropy over the eval split (first ``eval_batches``)."""
+    cfg = run.cfg
+    model.eval()
+    total, count = 0.0, 0
+    for i, batch in enumerate(make_loader(cfg, s, cfg.eval_split, train=False)):
+        if cfg.eval_batches and i >= cfg.eval_batches:
+            break
+        with run.autocast:
+            logits = vlm_forward(model, batch, s, run.device).logits
+        targets = caption_targets(batch, s).to(run.device)
+        keep = targets != IGNORE_INDEX
+        total += float(torch.nn.functional.cross_entropy(logits[keep].float(), targets[keep],
+                                                         reduction="sum"))
+        count += int(keep.sum())
+    total, count = reduce_sum([total, count], run)
+    model.train()
+    return {"eval_loss": total / max(count, 1), "eval_items": int(count)}
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
+          stream=None) -> TrainResult:
+    """Train the VLM ``cfg.model`` describes (see the module docstring)."""
+    s = VLMSettings.of(cfg)
+    run = Run(cfg, unit="tok", stream=stream)
+    model = build_model(cfg, s, load_schema(cfg.data)).to(run.device)
+    lm = model.lm if s.kind == "encoder" else model
+    run.print_plan(model, seq_len=cfg.packing_length, micro_batch=1, layers=lm.cfg.n_layer,
+                   hidden=lm.cfg.d_model, vocab=lm.cfg.vocab_size)
+    model, optimizer = parallelize(model, cfg, run.dist, run.device)
+    batches = Batches(make_loader(cfg, s, cfg.train_split, train=True))
+    start = run.resume(model, optimizer, batches) if resume else 0
+    run.begin(start, stop_at)
+    if start == 0:
+        run.record_eval(evaluate(model, run, s), step=0)
+
+    model.train()
+    for step in run.steps():
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        set_lr(optimizer, lr)
+        step_loss, tokens, packing = 0.0, 0, []
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            with gradient_sync(model, micro == cfg.grad_accum - 1), run.autocast:
+                loss = vlm_forward(model, batch, s, run.device).loss
+                (loss / cfg.grad_accum).backward()
+            step_loss += loss.item() / cfg.grad_accum
+            tokens += int(batch["input_ids"].numel())
+            packing.append(float(batch["packing_efficiency"]))
+        grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
+        run.measure_memory(model, optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        run.end_step(step + 1, step_loss, tokens, time.perf_counter() - t0, lr, grad_norm,
+                     packing)
+        if run.eval_due():
+            run.record_eval(evaluate(model, run, s))
+        if run.checkpoint_due():
+            run.save(model, optimizer, batches)
+        if run.is_final:
+            break
+    return run.finish(model)
