@@ -388,7 +388,7 @@ def _split_whitespace(buf, offsets):
     # ASCII whitespace as TensorFlow (absl::ascii_isspace) sees it: space, \t, \n, \v, \f, \r.
     n = len(offsets) - 1
     out = np.empty(len(buf), dtype=np.uint8)
-    tok = np.empty(len(buf) // 2 + 2, dtype=np.int64)
+    tok = np.empty(len(buf) + 1, dtype=np.int64)  # a token has >= 1 byte (rows "a", "b", ...)
     splits = np.zeros(n + 1, dtype=np.int64)
     nt = 0
     pos = 0

@@ -45,6 +45,14 @@ def test_split_matches_tf_strings_split(sep):
     assert got.to_list() == tf.strings.split(tf.constant(TRICKY), sep=sep).to_list()
 
 
+def test_whitespace_split_of_many_one_byte_tokens_matches_tf():
+    # one token per byte: more tokens than half the buffer (the kernel once overflowed its
+    # token table here and corrupted the heap)
+    values = [b"a", b"b c", b"d e f", b"g"] * 50 + [b"x y z w v"] * 20
+    got = transform(sf.split(raw()), values)
+    assert got.to_list() == tf.strings.split(tf.constant(values)).to_list()
+
+
 @settings(max_examples=30, deadline=None, database=None)
 @given(TEXT, st.sampled_from([" ", "  ", "a", None]), st.integers(-1, 2))
 def test_split_property_matches_tf(values, sep, maxsplit):
