@@ -138,3 +138,19 @@ def test_string_columns_reject_bad_inputs():
     fs = sf.FeatureSet([sf.join([sf.Input("x", "float32", default=0.0), raw()])])
     with pytest.raises(ValueError, match="must be one bytes or int64 value"):
         fs.fit([])
+
+
+def test_ngrams_in_position_order_are_tft_ngrams():
+    # tft.ngrams's docstring example (ngram_range=(1, 3)): by start position, then width;
+    # the same n-grams as tf.strings.ngrams, which orders by width first.
+    values = [b"One was Johnny", b"Two was a rat", b"", b"x"]
+    tokens = sf.split(raw())
+    got = transform(sf.ngrams(tokens, (1, 2, 3), order="position"), values).to_list()
+    assert got[:2] == [
+        [b"One", b"One was", b"One was Johnny", b"was", b"was Johnny", b"Johnny"],
+        [b"Two", b"Two was", b"Two was a", b"was", b"was a", b"was a rat", b"a", b"a rat",
+         b"rat"]]
+    want = tf.strings.ngrams(tf.strings.split(tf.constant(values)), (1, 2, 3)).to_list()
+    assert [sorted(r) for r in got] == [sorted(r) for r in want]
+    with pytest.raises(ValueError, match="order"):
+        sf.ngrams(tokens, 2, order="start")
