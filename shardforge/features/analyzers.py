@@ -352,9 +352,9 @@ class Vocabulary:
     first. Like tf.Transform's text vocabulary files, empty strings and strings holding ``\\n``
     or ``\\r`` are never entries (they map to OOV). A vocabulary left empty holds
     tf.Transform's placeholder entry (``EMPTY_VOCAB_PLACEHOLDER``: a fixed UUID string, or -1
-    for ints), so it has one id and OOV buckets start at 1, as in tf.Transform. Exact by default (the result depends only on
-    the multiset of values); ``capacity=m`` keeps a bounded Misra-Gries summary (counts
-    underestimated by at most ``N / (m + 1)``).
+    for ints), so it has one id and OOV buckets start at 1, as in tf.Transform. Exact by
+    default (the result depends only on the multiset of values); ``capacity=m`` keeps a
+    bounded Misra-Gries summary (counts underestimated by at most ``N / (m + 1)``).
 
     >>> an = Vocabulary(top_k=2)
     >>> an.extract(an.add_batch(an.create(), np.array([b"b", b"a", b"c", b"a"], object))).values
