@@ -5,11 +5,17 @@ equivalent shardforge columns, over adversarial data, every output row compared.
 
 The data sets (``datasets()``) hold vocabulary ties at a ``top_k`` cut and counts equal to a
 ``frequency_threshold``, int64 values whose decimal strings order differently from their values,
-empty / whitespace-only / unicode strings, constant and heavily duplicated floats, a few rows
-with more buckets than distinct values. Each output is computed by tf.Transform 1.21
+empty / whitespace-only / unicode strings, VarLen string / int / optional-float lists, constant,
+heavily duplicated and large-offset floats, 1 to 7 rows with more buckets than distinct values,
+a 20k-row Zipf set; ~57 outputs each (vocabularies, split / ngrams / lower / strip /
+regex_replace, hashes, crosses, z-score / 0-1 / min-max scaling, bucketize, apply_buckets,
+present-only statistics). Each output is computed by tf.Transform 1.21
 (``AnalyzeAndTransformDataset`` on the DirectRunner, in the Python given by ``--tft-python``)
 and by a shardforge ``FeatureSet`` fitted in-process; ids must be equal, floats within 1e-6
-relative (tf.Transform sums in float32). Prints one line per output and exits 1 on a difference.
+relative. A learned bucketization that differs is not counted when shardforge's ids are those of
+the exact quantiles (tf.Transform's sketch has eps = 0.01), nor a z-score when shardforge's is
+within 1e-6 of the float64 one (tf.Transform computes mean and variance in float32). Prints one
+line per output (``--show`` rows of each difference) and exits 1 on any other difference.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 
 KINDS = {"s": "bytes", "u": "bytes", "i": "int64", "words": "bytes", "f_neg": "float32",
          "f_const": "float32", "f_dup": "float32", "f_int": "int64", "f_big": "float32"}
-VARLEN = {"tags": "bytes", "itags": "int64"}  # VarLenFeature inputs: a list a row
+VARLEN = {"tags": "bytes", "itags": "int64", "opt": "float32"}  # VarLenFeature inputs: a list a row
 
 
 def datasets() -> dict[str, dict[str, list]]:
@@ -69,13 +75,25 @@ def datasets() -> dict[str, dict[str, list]]:
            "f_const": [0.0] * 3000, "f_dup": big_dup.tolist(),
            "f_int": rng.zipf(1.5, 3000).clip(0, 10**6).tolist(),
            "f_big": (1e7 + rng.normal(0, 3, 3000)).astype(np.float32).tolist()}
-    out = {"adversarial": a, "few": few, "big": big, "empty": empty, "one": one}
+    nz = 20000
+    zipf = {"s": [f"z{v}" for v in rng.zipf(1.3, nz) % 3000],
+            "u": [["a", "b", "c"][j % 3] for j in range(nz)],
+            "i": (rng.zipf(1.2, nz) % 5000 - 50).tolist(),
+            "words": [" ".join(f"q{v}" for v in rng.zipf(1.5, k) % 500)
+                      for k in rng.integers(0, 6, nz)],
+            "f_neg": rng.normal(0, 1, nz).astype(np.float32).tolist(),
+            "f_const": [7.0] * nz, "f_dup": rng.integers(0, 3, nz).astype(float).tolist(),
+            "f_int": rng.integers(0, 100, nz).tolist(),
+            "f_big": rng.lognormal(3, 1, nz).astype(np.float32).tolist()}
+    out = {"adversarial": a, "few": few, "big": big, "empty": empty, "one": one, "zipf": zipf}
     pool = ["t", "u", "", " ", "t", "é", "v"]
     for cols in out.values():
         n = len(cols["s"])
         lens = rng.integers(0, 4, n)
         cols["tags"] = [[pool[j] for j in rng.integers(0, len(pool), k)] for k in lens]
         cols["itags"] = [rng.integers(-3, 12, k).tolist() for k in lens]
+        # an optional float (VarLenFeature with 0 or 1 value): present_only columns
+        cols["opt"] = [[float(np.float32(v))] if v > -1.0 else [] for v in rng.normal(1, 2, n)]
     return out
 
 
@@ -89,6 +107,7 @@ def tft_outputs(inputs):
     cav = tft.compute_and_apply_vocabulary
     words = tf.strings.split(inputs["words"], sep=" ")
     ws = tf.strings.split(inputs["words"])
+    opt = tf.sparse.reset_shape(inputs["opt"], [tf.shape(inputs["s"], tf.int64)[0], 1])
     return {
         "v_all": cav(inputs["s"]),
         "v_top3": cav(inputs["s"], top_k=3),
@@ -119,6 +138,16 @@ def tft_outputs(inputs):
         "v_itags": cav(inputs["itags"], top_k=4),
         "h_tags": tf.sparse.SparseTensor(inputs["tags"].indices, tf.strings.to_hash_bucket_fast(
             inputs["tags"].values, 9), inputs["tags"].dense_shape),
+        "v_top100": cav(inputs["s"], top_k=100, num_oov_buckets=5),
+        "v_lower_text": cav(tf.strings.split(tf.strings.lower(inputs["words"])), top_k=5,
+                            num_oov_buckets=1).to_sparse(),
+        "strip_lower": tf.strings.lower(tf.strings.strip(inputs["words"])),
+        "rr": tf.strings.regex_replace(inputs["words"], r"\s+", "_"),
+        # present only: analyze the VarLenFeature's values, then fill the missing rows
+        "z_opt": tf.sparse.to_dense(tft.scale_to_z_score(opt), default_value=(
+            0.0 - tft.mean(opt.values)) / tf.sqrt(tft.var(opt.values)))[:, 0],
+        "b_opt": tft.apply_buckets(tf.sparse.to_dense(opt, 0.0)[:, 0],
+                                   tft.quantiles(opt.values, 5, 0.01)),
         "mm_neg": tft.scale_by_min_max(inputs["f_neg"], -1.0, 1.0),
         "mm_const": tft.scale_by_min_max(inputs["f_const"], 2.0, 5.0),
         "z_neg": tft.scale_to_z_score(inputs["f_neg"]),
@@ -164,7 +193,8 @@ def run_tft(in_path: str, out_path: str) -> None:
         n = len(cols["s"])
         rows = [{"row": r, **{k: (cols[k][r].encode() if KINDS[k] == "bytes" else cols[k][r])
                               for k in KINDS},
-                 "tags": [t.encode() for t in cols["tags"][r]], "itags": cols["itags"][r]}
+                 "tags": [t.encode() for t in cols["tags"][r]], "itags": cols["itags"][r],
+                 "opt": cols["opt"][r]}
                 for r in range(n)]
         with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp):
             (out, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
@@ -232,6 +262,13 @@ def sf_feature_set():
         cv("tags", top_k=3, num_oov_buckets=1, multivalued=True, name="v_tags"),
         cv("itags", top_k=4, multivalued=True, dtype="int64", name="v_itags"),
         tags,
+        cv("s", top_k=100, num_oov_buckets=5, name="v_top100"),
+        sf.text("words", lowercase=True, top_k=5, num_oov_buckets=1, name="v_lower_text"),
+        sf.lower(sf.strip("words"), name="strip_lower"),
+        sf.regex_replace("words", r"\s+", "_", name="rr"),
+        sf.numeric("opt", default=0.0, normalize="zscore", present_only=True, name="z_opt"),
+        sf.bucketized(sf.numeric("opt", default=0.0, present_only=True, name="opt_p"),
+                      num_buckets=5, name="b_opt"),
         sf.numeric("f_neg", default=0.0, normalize="minmax", output_range=(-1, 1),
                    name="mm_neg"),
         sf.numeric("f_const", default=0.0, normalize="minmax", output_range=(2, 5),
@@ -249,11 +286,45 @@ def run_shardforge(data: dict) -> dict:
                    if KINDS[k] == "bytes" else np.asarray(cols[k])) for k in KINDS}
         raw["tags"] = [[t.encode() for t in r] for r in cols["tags"]]
         raw["itags"] = cols["itags"]
+        raw["opt"] = np.asarray([r[0] if r else np.nan for r in cols["opt"]], np.float32)
         batch, errors = fs.coerce(raw)
         assert not errors, errors[:3]
         state = fs.fit([batch])
         result[name] = fs.transform(batch, state)
     return result
+
+
+# learned bucketizations: (input, num_buckets); tf.Transform's sketch (eps = 0.01) may put a
+# few rows of many distinct values into a neighbouring bucket, shardforge's are exact
+BUCKETIZED = {"b_neg7": ("f_neg", 7), "b_dup10": ("f_dup", 10), "b_const5": ("f_const", 5),
+              "b_int4": ("f_int", 4), "b_int30": ("f_int", 30), "b_big5": ("f_big", 5),
+              "b_opt": ("opt", 5)}
+
+
+def exact_buckets(cols: dict, name: str) -> np.ndarray:
+    """Bucket ids from the exact i/k quantiles (value at rank floor(i*n/k)) of the values."""
+    source, k = BUCKETIZED[name]
+    if source == "opt":  # present values only, missing rows filled with 0.0
+        x = np.asarray([r[0] if r else 0.0 for r in cols[source]], np.float32)
+        xs = np.sort(np.asarray([r[0] for r in cols[source] if r], np.float32))
+    else:
+        x = np.asarray(cols[source], np.float32)
+        xs = np.sort(x)
+    if not len(xs):
+        return np.zeros(len(x), np.int64)
+    exact = xs[(np.arange(1, k) * len(xs)) // k]
+    return np.searchsorted(exact, x, side="right")
+
+
+ZSCORED = {"z_neg": "f_neg", "z_const": "f_const", "z_int": "f_int", "z_dup": "f_dup",
+           "z_big": "f_big"}
+
+
+def exact_zscores(cols: dict, name: str) -> np.ndarray:
+    """float64 z-scores with the population std (x - mean when the std is 0)."""
+    x = np.asarray(cols[ZSCORED[name]], np.float64)
+    std = x.std()
+    return (x - x.mean()) / (std if std > 0 else 1.0)
 
 
 def rows_of(x) -> list:
@@ -319,12 +390,26 @@ def main() -> int:
                 continue
             sf_rows = rows_of(ours[ds][name])
             bad = [r for r in range(len(tft_rows)) if not same(tft_rows[r], sf_rows[r])]
-            print(f"{ds:<12} {name:<14} {len(bad):>5} / {len(tft_rows)} rows differ")
+            note = ""
+            if bad and name in BUCKETIZED:
+                off = int(np.sum(np.asarray(sf_rows) != exact_buckets(data[ds], name)))
+                note = f"  (shardforge vs exact quantiles: {off} rows)"
+                if off == 0:
+                    note += " tf.Transform's sketch error, not counted"
+            if bad and name in ZSCORED:
+                err = np.abs(np.asarray(sf_rows, np.float64) - exact_zscores(data[ds], name))
+                tft_err = np.abs(np.asarray(tft_rows, np.float64) - exact_zscores(data[ds], name))
+                note = (f"  (max |error| vs float64 z-scores: shardforge {err.max():.2g}, "
+                        f"tf.Transform {tft_err.max():.2g})")
+                if err.max() <= 1e-6 * max(1.0, np.abs(exact_zscores(data[ds], name)).max()):
+                    note += " tf.Transform's float32 statistics, not counted"
+            print(f"{ds:<12} {name:<14} {len(bad):>5} / {len(tft_rows)} rows differ{note}")
             for r in bad[: args.show]:
                 inp = {k: data[ds][k][r] for k in [*KINDS, *VARLEN]}
                 print(f"    row {r}: tft {norm(tft_rows[r])!r} sf {norm(sf_rows[r])!r}  {inp}")
-            failed += bool(bad)
-    print("all outputs identical" if not failed else f"{failed} outputs differ")
+            failed += bool(bad) and "not counted" not in note
+    print("no difference beyond tf.Transform's own sketch / float32 error" if not failed
+          else f"{failed} outputs differ")
     return 1 if failed else 0
 
 
