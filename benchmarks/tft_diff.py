@@ -7,7 +7,7 @@ The data sets (``datasets()``) hold vocabulary ties at a ``top_k`` cut and count
 ``frequency_threshold``, int64 values whose decimal strings order differently from their values,
 empty / whitespace-only / unicode strings, VarLen string / int / optional-float lists, constant,
 heavily duplicated and large-offset floats, 1 to 7 rows with more buckets than distinct values,
-a 20k-row Zipf set; ~57 outputs each (vocabularies, split / ngrams / lower / strip /
+a 20k-row Zipf set; 55 outputs each (vocabularies, split / ngrams / lower / strip /
 regex_replace, hashes, crosses, z-score / 0-1 / min-max scaling, bucketize, apply_buckets,
 present-only statistics). Each output is computed by tf.Transform 1.21
 (``AnalyzeAndTransformDataset`` on the DirectRunner, in the Python given by ``--tft-python``)
@@ -148,6 +148,9 @@ def tft_outputs(inputs):
             0.0 - tft.mean(opt.values)) / tf.sqrt(tft.var(opt.values)))[:, 0],
         "b_opt": tft.apply_buckets(tf.sparse.to_dense(opt, 0.0)[:, 0],
                                    tft.quantiles(opt.values, 5, 0.01)),
+        "join_hash": tf.strings.to_hash_bucket_fast(inputs["s"] + "_" + tf.strings.as_string(
+            tft.bucketize(inputs["f_int"], 4)), 100),
+        "clip": tf.clip_by_value(inputs["f_neg"], -2.0, 3.0),
         "mm_neg": tft.scale_by_min_max(inputs["f_neg"], -1.0, 1.0),
         "mm_const": tft.scale_by_min_max(inputs["f_const"], 2.0, 5.0),
         "z_neg": tft.scale_to_z_score(inputs["f_neg"]),
@@ -269,6 +272,10 @@ def sf_feature_set():
         sf.numeric("opt", default=0.0, normalize="zscore", present_only=True, name="z_opt"),
         sf.bucketized(sf.numeric("opt", default=0.0, present_only=True, name="opt_p"),
                       num_buckets=5, name="b_opt"),
+        sf.categorical_hash(sf.join(["s", sf.bucketized(sf.numeric("f_int", **i), num_buckets=4,
+                                                        name="_b4")], "_"), 100,
+                            name="join_hash"),
+        sf.numeric("f_neg", default=0.0, normalize="clip", clip=(-2, 3), name="clip"),
         sf.numeric("f_neg", default=0.0, normalize="minmax", output_range=(-1, 1),
                    name="mm_neg"),
         sf.numeric("f_const", default=0.0, normalize="minmax", output_range=(2, 5),
