@@ -619,7 +619,14 @@ def _coerce_multivalued(inp: Input, values: Any, n: int, bad: dict) -> Ragged:
     flat = np.empty(int(splits[-1]), dtype=object)
     flat[:] = [v for r in rows for v in r]
     where = np.repeat(np.arange(n), lengths)
-    missing = _is_missing(flat) if len(flat) else np.zeros(0, bool)
+    if not len(flat):
+        missing = np.zeros(0, bool)
+    elif inp.dtype == "bytes":
+        # an empty string is a value of a bytes list, as in a tf.Example BytesList (a decoded
+        # shard keeps it) and tf.Transform's VarLenFeature; None / NaN are still missing
+        missing = np.equal(flat, None) | np.not_equal(flat, flat)
+    else:
+        missing = _is_missing(flat)
     for i in np.unique(where[missing]).tolist():
         bad.setdefault(int(i), []).append((inp.name, values[i], "missing value inside a list"))
     parsed = _parse_many(
