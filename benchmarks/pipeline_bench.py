@@ -124,13 +124,13 @@ def main() -> None:
     csv_path = os.path.join(args.data_dir, f"clicks-{args.rows}.csv")
     if not os.path.exists(csv_path):
         start = time.perf_counter()
-        from examples.clicklog import write_csv
+        from shardforge.examples.clicklog import write_csv
 
         write_csv(csv_path, args.rows, seed=0)
         print(f"generated {csv_path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     out = os.path.join(args.data_dir, "out")
     summary = run_pipeline(
-        os.path.join(REPO, "examples", "click_features.py"), csv_path, out, overwrite=True,
+        os.path.join(REPO, "shardforge", "examples", "click_features.py"), csv_path, out, overwrite=True,
         beam_args=[f"--direct_num_workers={args.workers}"],
     )
     result = {

@@ -15,11 +15,22 @@ from shardforge.features.columns import Input
 from shardforge.features.feature_set import RowError
 from shardforge.records.spec import Batch, Ragged, take_rows
 
+NON_FINITE = ("error", "missing")
+_F32_MAX = float(np.finfo(np.float32).max)
+
 
 def coerce(
-    inputs: Iterable[Input], raw: dict[str, Any], row_ids: Sequence | None = None
+    inputs: Iterable[Input], raw: dict[str, Any], row_ids: Sequence | None = None,
+    *, non_finite: str = "error",
 ) -> tuple[Batch, list[RowError]]:
     """Raw values of ``inputs`` -> ``(typed batch without the bad rows, errors)``.
+
+    Raw columns are Python sequences, numpy arrays, Arrow arrays (parsed in compiled code: CSV
+    bytes, typed JSON or Parquet columns) or ``Ragged`` value lists (decoded tf.Examples).
+    ``non_finite`` is the policy for a float input that is infinite or beyond float32's range
+    (``inf``, ``1e39``, JSON ``Infinity``): ``"error"`` rejects the row, ``"missing"`` treats
+    the value as missing. Either way it never reaches a learned statistic. In a multivalued
+    input a non-finite value always rejects the row.
 
     >>> import shardforge.features as sf
     >>> fs = sf.FeatureSet([sf.numeric("x", default=0.0)])
@@ -27,6 +38,8 @@ def coerce(
     >>> batch["x"].tolist(), [e.reason for e in errors]
     ([1.5, nan], ["cannot parse 'abc' as float32"])
     """
+    if non_finite not in NON_FINITE:
+        raise ValueError(f"non_finite={non_finite!r}; expected one of {NON_FINITE}")
     n = _raw_rows(raw)
     batch: Batch = {}
     bad: dict[int, list[tuple[str, Any, str]]] = {}
@@ -34,7 +47,7 @@ def coerce(
         values = raw.get(inp.name)
         if values is None:
             values = np.full(n, None, dtype=object)
-        batch[inp.name] = _coerce_input(inp, values, n, bad)
+        batch[inp.name] = _coerce_input(inp, values, n, bad, non_finite)
     if not bad:
         return batch, []
     ids = list(range(n)) if row_ids is None else list(row_ids)
@@ -118,19 +131,25 @@ def _parse_many(
     return out
 
 
-def _coerce_input(inp: Input, values: Any, n: int, bad: dict) -> np.ndarray | Ragged:
+def _coerce_input(
+    inp: Input, values: Any, n: int, bad: dict, non_finite: str = "error"
+) -> np.ndarray | Ragged:
     if inp.multivalued:
         return _coerce_multivalued(inp, values, n, bad)
     if inp.shape:
-        return _coerce_fixed(inp, values, n, bad)
-    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
-    if arr.dtype.kind in "U S":
-        arr = arr.astype(object)
-    missing = _is_missing(arr)
-    rows = np.arange(n)
-    present = ~missing
-    out = np.empty(n, dtype={"float32": np.float64, "int64": np.int64, "bytes": object}[inp.dtype])
-    out[present] = _parse_many(arr[present], inp.dtype, rows[present], bad, inp.name)
+        return _coerce_fixed(inp, _as_rows(values), n, bad)
+    fast = _fast_scalar(inp, values, n, bad)
+    if fast is not None:
+        out, missing = fast
+    else:
+        arr = _object_array(values)
+        missing = _is_missing(arr)
+        rows = np.arange(n)
+        present = ~missing
+        out = np.empty(n, dtype=_NP_DTYPE[inp.dtype])
+        out[present] = _parse_many(arr[present], inp.dtype, rows[present], bad, inp.name)
+    if inp.dtype == "float32":
+        missing = _check_finite(inp.name, out, missing, bad, non_finite)
     if missing.any():
         if inp.default is None:
             for i in np.nonzero(missing)[0].tolist():
@@ -142,6 +161,118 @@ def _coerce_input(inp: Input, values: Any, n: int, bad: dict) -> np.ndarray | Ra
             fill = np.nan if inp.dtype == "float32" else inp.default
         out[missing] = fill
     return out.astype(np.float32) if inp.dtype == "float32" else out
+
+
+_NP_DTYPE = {"float32": np.float64, "int64": np.int64, "bytes": object}
+
+
+def _check_finite(name: str, out: np.ndarray, missing: np.ndarray, bad: dict,
+                  non_finite: str) -> np.ndarray:
+    """Rows whose present value is infinite or overflows float32 (NaN is missing already)."""
+    with np.errstate(invalid="ignore"):
+        over = ~missing & (np.abs(out) > _F32_MAX)
+    if not over.any():
+        return missing
+    if non_finite == "missing":
+        return missing | over
+    for i in np.flatnonzero(over).tolist():
+        bad.setdefault(i, []).append((name, float(out[i]), (
+            f"non-finite value {float(out[i])!r} (beyond float32); pass non_finite='missing' "
+            "(--non-finite missing) to treat such values as missing")))
+    return missing
+
+
+def _is_arrow(values: Any) -> bool:
+    return type(values).__module__.startswith("pyarrow")
+
+
+def _object_array(values: Any) -> np.ndarray:
+    """A 1-D object array of the raw values (never 2-D: rows that are lists stay lists)."""
+    if _is_arrow(values):
+        values = _arrow_pylist(values)
+    elif isinstance(values, Ragged):
+        values = values.to_list()
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values.astype(object) if values.dtype.kind in "US" else values
+    arr = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr
+
+
+def _arrow_pylist(values: Any) -> list:
+    """Python values of an Arrow array; an empty CSV field (``b""``) is missing."""
+    import pyarrow as pa
+
+    out = values.to_pylist()
+    if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+        return [None if v == b"" else v for v in out]
+    return out
+
+
+def _as_rows(values: Any) -> Any:
+    if _is_arrow(values):
+        return _arrow_pylist(values)
+    if isinstance(values, Ragged):
+        return [None if not len(r) else r for r in values.to_list()]
+    return values
+
+
+def _fast_scalar(inp: Input, values: Any, n: int, bad: dict):
+    """``(values, missing)`` of a scalar input parsed without a Python object per value, or
+    ``None`` when only the slow path can say which values are bad."""
+    if isinstance(values, Ragged):
+        lengths = values.row_lengths()
+        for i in np.flatnonzero(lengths > 1).tolist():
+            bad.setdefault(i, []).append(
+                (inp.name, values[i].tolist(), f"expected one value, got {int(lengths[i])}"))
+        missing = lengths == 0
+        first = np.minimum(values.row_splits[:-1], max(len(values.values) - 1, 0))
+        if inp.dtype == "bytes":
+            out = np.full(n, b"", dtype=object)
+        else:
+            out = np.zeros(n, dtype=_NP_DTYPE[inp.dtype])
+        if len(values.values):
+            out[~missing] = values.values[first[~missing]]
+        return out, missing
+    if not _is_arrow(values):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    t = arr.type
+    textual = pa.types.is_binary(t) or pa.types.is_string(t) or pa.types.is_large_binary(
+        t) or pa.types.is_large_string(t)
+    null = arr.is_null().to_numpy(zero_copy_only=False)
+    try:
+        if inp.dtype == "bytes":
+            if not (textual or pa.types.is_integer(t)):
+                return None
+            out = pc.cast(pc.cast(arr, pa.string()) if not textual else arr,
+                          pa.binary()).to_numpy(zero_copy_only=False)
+            missing = null | (pc.binary_length(arr).fill_null(0).to_numpy() == 0 if textual
+                              else null)
+            return out, missing
+        target = pa.float64() if inp.dtype == "float32" else pa.int64()
+        if textual:
+            missing = null | (pc.binary_length(arr).fill_null(0).to_numpy() == 0)
+            text = pc.cast(arr, pa.string())
+            text = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
+            parsed = pc.cast(text, target)
+        elif pa.types.is_floating(t) or pa.types.is_integer(t):
+            missing = null
+            if inp.dtype == "int64" and pa.types.is_floating(t):
+                return None  # only the slow path tells 3.0 from 3.5
+            parsed = pc.cast(arr, target)
+        else:
+            return None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if inp.dtype == "float32":
+        return parsed.to_numpy(zero_copy_only=False), missing | np.isnan(
+            parsed.to_numpy(zero_copy_only=False))
+    return parsed.fill_null(0).to_numpy(zero_copy_only=False), missing
 
 
 def _coerce_fixed(inp: Input, values: Any, n: int, bad: dict) -> np.ndarray:
@@ -178,7 +309,10 @@ def _coerce_fixed(inp: Input, values: Any, n: int, bad: dict) -> np.ndarray:
 
 def _coerce_multivalued(inp: Input, values: Any, n: int, bad: dict) -> Ragged:
     if isinstance(values, Ragged):
+        if inp.dtype == "float32":
+            _check_list_finite(inp.name, values, bad)
         return values
+    values = _as_rows(values)
     rows = [
         [] if v is None else list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
         for v in values
@@ -200,5 +334,17 @@ def _coerce_multivalued(inp: Input, values: Any, n: int, bad: dict) -> Ragged:
         inp.name,
     )
     if inp.dtype == "float32":
+        _check_list_finite(inp.name, Ragged(parsed, splits), bad)
         parsed = parsed.astype(np.float32)
     return Ragged(parsed, splits)
+
+
+def _check_list_finite(name: str, values: Ragged, bad: dict) -> None:
+    flat = np.asarray(values.values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        over = np.abs(flat) > _F32_MAX
+    if over.any():
+        where = np.repeat(np.arange(len(values)), values.row_lengths())
+        for i in np.unique(where[over]).tolist():
+            bad.setdefault(int(i), []).append(
+                (name, values[i].tolist(), "non-finite value in a list (beyond float32)"))

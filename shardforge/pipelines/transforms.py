@@ -29,6 +29,8 @@ ERRORS = "errors"
 NUM_READ = "num_read"
 NAMESPACE = "shardforge"
 DEFAULT_SHARD_SIZE = 128 << 20
+# Encoded bytes a transform worker buffers before it sorts them and spills a run to disk.
+DEFAULT_RUN_BYTES = 64 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,23 +79,22 @@ def _as_ref(features) -> FeatureSetRef:
 
 @dataclass
 class Rows:
-    """A typed input batch with the source of each row and per-column missing counts."""
+    """A typed input batch and, per input column, how many of its rows had no value."""
 
-    ids: list[str]
     batch: Batch
     missing: dict[str, int]
 
 
-def error_record(err, stage: str) -> dict:
-    """A JSON-able dead letter from a features ``RowError``."""
+def error_record(err, stage: str, source: str | None = None) -> dict:
+    """A JSON-able dead letter from a features ``RowError`` (``source``: the row's id)."""
     value = err.value
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
         value = value.tolist()
     text = value if isinstance(value, str) else repr(value)
-    return {"source": str(err.row), "stage": stage, "feature": err.feature,
-            "reason": err.reason, "value": text[:200]}
+    return {"source": source if source is not None else str(err.row), "stage": stage,
+            "feature": err.feature, "reason": err.reason, "value": text[:200]}
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -113,81 +114,111 @@ def _write_bytes(path: str, data: bytes) -> None:
 # ReadRaw
 
 
-class _ReadFileFn(beam.DoFn):
-    def __init__(self, fmt: str | None, spec, chunk_rows: int) -> None:
-        self.fmt, self.names, self.chunk_rows = fmt, list(spec), chunk_rows
-        self.scalars = {n for n, s in spec.items() if getattr(s, "shape", None) == ()}
+@dataclass
+class TypedChunk:
+    """One chunk after coercion: the typed rows, which raw rows they are, their missing counts."""
+
+    chunk: sources.RawChunk
+    batch: Batch
+    keep: np.ndarray
+    missing: dict[str, int]
+
+    def row_id(self, i: int) -> str:
+        """The source of typed row ``i`` (``file:line`` and the like)."""
+        return self.chunk.row_id(int(self.keep[i]))
+
+
+def typed_chunks(fs, path: str, fmt: str | None, chunk_rows: int, non_finite: str = "error"):
+    """``TypedChunk``\\ s and error dicts of one file, in file order: read and coerce, the
+    common first step of both passes over the input."""
+    from shardforge.features.coerce import coerce
+
+    fmt = fmt or sources.infer_format(path)
+    spec = fs.input_spec()
+    if fmt == "text":
+        spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
+    inputs = [inp for inp in fs.input_columns if inp.name in spec]
+    for item in sources.read_file(path, fmt, spec, chunk_rows):
+        if isinstance(item, sources.ReadError):
+            yield item.to_json()
+            continue
+        batch, errors = coerce(inputs, item.columns, non_finite=non_finite)
+        keep = np.arange(item.count)
+        if errors:
+            for e in errors:
+                yield error_record(e, "parse", item.row_id(e.row))
+            keep = np.setdiff1d(keep, np.fromiter({e.row for e in errors}, dtype=np.int64))
+        if len(keep):
+            missing = {n: int(sources.missing_mask(item.columns.get(n), item.count)[keep].sum())
+                       for n in spec}
+            yield TypedChunk(item, batch, keep, missing)
+
+
+def _count_read(item) -> int:
+    return item.chunk.count if isinstance(item, TypedChunk) else 1
+
+
+class _ReadFn(beam.DoFn):
+    """One file → ``Rows`` (+ errors and rows read): the analyze pass over the input."""
+
+    def __init__(self, fs: FeatureSetRef, fmt: str | None, chunk_rows: int,
+                 non_finite: str) -> None:
+        self.fs, self.fmt, self.chunk_rows, self.non_finite = fs, fmt, chunk_rows, non_finite
         self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
 
     def process(self, path: str):
-        fmt = self.fmt or sources.infer_format(path)
-        for item in sources.read_file(path, fmt, self.names, self.chunk_rows, self.scalars):
-            if isinstance(item, sources.ReadError):
-                self.rows_read.inc()
-                yield pvalue.TaggedOutput(NUM_READ, 1)
-                yield pvalue.TaggedOutput(ERRORS, item.to_json())
+        read = 0
+        for item in typed_chunks(self.fs.get(), path, self.fmt, self.chunk_rows,
+                                 self.non_finite):
+            if isinstance(item, TypedChunk):
+                read += item.chunk.count
+                self.rows_read.inc(item.chunk.count)
+                yield Rows(item.batch, item.missing)
             else:
-                self.rows_read.inc(len(item.ids))
-                yield pvalue.TaggedOutput(NUM_READ, len(item.ids))
-                yield item
+                if item["stage"] == "read":
+                    read += 1
+                    self.rows_read.inc()
+                yield pvalue.TaggedOutput(ERRORS, item)
+        yield pvalue.TaggedOutput(NUM_READ, read)
 
 
-class _CoerceFn(beam.DoFn):
-    """Raw values → typed input batch via ``fs.coerce``; rows it rejects become dead letters."""
+class MatchFiles(beam.PTransform):
+    """Globs → file paths, spread over the workers (one file is read by one worker)."""
 
-    def __init__(self, fs: FeatureSetRef) -> None:
-        self.fs = fs
-
-    def process(self, chunk: sources.RawChunk):
-        batch, errors = self.fs.get().coerce(chunk.columns, row_ids=chunk.ids)
-        bad = {str(e.row) for e in errors}
-        keep = np.array([i for i, r in enumerate(chunk.ids) if r not in bad], dtype=np.int64)
-        for e in errors:
-            yield pvalue.TaggedOutput(ERRORS, error_record(e, "parse"))
-        if len(keep):
-            yield Rows([chunk.ids[i] for i in keep], batch, sources.missing_counts(chunk, keep))
-
-
-class ReadRaw(beam.PTransform):
-    """Files matching ``patterns`` → ``{"rows": Rows, "errors": dict, "num_read": int}``.
-
-    ``fmt`` is one of csv, jsonl, parquet, tfrecord, text (``None``: from each file's suffix).
-    CSV and JSON values are typed by the feature set's input declarations (``fs.coerce``).
-    """
-
-    def __init__(self, patterns: str | Sequence[str], features, fmt: str | None = None,
-                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS) -> None:
+    def __init__(self, patterns: str | Sequence[str]) -> None:
         super().__init__()
         self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-        self.fs, self.fmt, self.chunk_rows = _as_ref(features), fmt, chunk_rows
 
     def expand(self, pbegin):
-        spec = self.fs.get().input_spec()
-        if self.fmt == "text":
-            spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
-        read = (
+        return (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Match" >> fileio.MatchAll()
             | "Paths" >> beam.Map(lambda m: m.path)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(_ReadFileFn(self.fmt, spec, self.chunk_rows))
-            .with_outputs(ERRORS, NUM_READ, main="chunks")
         )
-        parsed = (
-            read.chunks
-            | "SpreadChunks" >> beam.Reshuffle()
-            # Small chunks (small files, one-document text files) join up to chunk_rows rows;
-            # a full chunk passes alone.
-            | "Batch" >> beam.BatchElements(
-                min_batch_size=self.chunk_rows, max_batch_size=self.chunk_rows,
-                element_size_fn=lambda chunk: len(chunk.ids))
-            | "MergeChunks" >> beam.Map(sources.merge_chunks)
-            | "Coerce" >> beam.ParDo(_CoerceFn(self.fs)).with_outputs(ERRORS, main="rows")
-        )
-        errors = (read[ERRORS], parsed[ERRORS]) | "ReadErrors" >> beam.Flatten()
+
+
+class ReadRaw(beam.PTransform):
+    """File paths (from :class:`MatchFiles`) → ``{"rows": Rows, "errors": dict, "num_read": int}``.
+
+    ``fmt`` is one of csv, jsonl, parquet, tfrecord, text (``None``: from each file's suffix).
+    Values are typed by the feature set's input declarations (``features.coerce``); reading and
+    coercing run in one step, so no raw row crosses a stage boundary.
+    """
+
+    def __init__(self, features, fmt: str | None = None,
+                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, non_finite: str = "error") -> None:
+        super().__init__()
+        self.fs, self.fmt, self.chunk_rows = _as_ref(features), fmt, chunk_rows
+        self.non_finite = non_finite
+
+    def expand(self, paths):
+        read = paths | "ReadFiles" >> beam.ParDo(
+            _ReadFn(self.fs, self.fmt, self.chunk_rows, self.non_finite)
+        ).with_outputs(ERRORS, NUM_READ, main="rows")
         num_read = read[NUM_READ] | "CountRead" >> beam.CombineGlobally(sum)
-        return {"rows": parsed.rows, "errors": errors, "num_read": num_read}
+        return {"rows": read.rows, "errors": read[ERRORS], "num_read": num_read}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,68 +340,97 @@ def row_hashes(batch: Batch, columns: Sequence[str]) -> np.ndarray:
     return h
 
 
+_SHARD_SALT = np.uint64(0xD1B54A32D192ED03)
+
+
+def shard_keys(row_hash: np.ndarray) -> np.ndarray:
+    """The key that places a record in its split's shards (by range) and orders it there: a
+    remix of its row hash, independent of the bits that chose the split."""
+    return _mix(row_hash ^ _SHARD_SALT)
+
+
 class _TransformFn(beam.DoFn):
-    """``fs.transform`` on one batch with the analyzed state, then encode and split."""
+    """The transform pass: read and coerce a file again, ``fs.transform`` with the analyzed
+    state, encode, split, and spill sorted runs (:class:`RunSpiller`). Rows the analyze pass
+    already reported (read and parse errors) are dropped silently here."""
 
-    def __init__(self, fs: FeatureSetRef, eval_fraction: float, split_key: str | None) -> None:
-        self.fs, self.eval_fraction, self.split_key = fs, eval_fraction, split_key
+    def __init__(self, fs: FeatureSetRef, fmt: str | None, chunk_rows: int, non_finite: str,
+                 eval_fraction: float, split_key: str | None, spill_dir: str,
+                 run_bytes: int) -> None:
+        self.fs, self.fmt, self.chunk_rows, self.non_finite = fs, fmt, chunk_rows, non_finite
+        self.eval_fraction, self.split_key = eval_fraction, split_key
+        self.spill_dir, self.run_bytes = spill_dir, run_bytes
 
-    def process(self, rows: Rows, state):
+    def start_bundle(self):
+        self.spiller = RunSpiller(self.spill_dir, self.run_bytes)
+
+    def process(self, path: str, state):
         from shardforge.records import encode_batch
 
-        # Split and shard on the input row, not the serialized record: a row's place must not
-        # depend on the encoder's byte layout (the split once hashed the Example bytes, whose
-        # feature-map order protobuf picked per process, so reruns split differently) nor move
-        # when the learned state differs in the last bit between runs (float sums merge in any
-        # order).
-        # With a split key the key alone places a row (split and shard): a corpus keyed by its
-        # text shards the same wherever its files lie, though their paths are input columns.
-        row_hash = row_hashes(rows.batch, [self.split_key] if self.split_key else list(rows.batch))
-        is_eval = split_of(row_hash, self.eval_fraction)
-        out, errors = self.fs.get().transform(rows.batch, state, errors="collect",
-                                              row_ids=rows.ids)
-        for e in errors:
-            yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform"))
-        if errors:
-            bad = {str(e.row) for e in errors}
-            kept = np.array([r not in bad for r in rows.ids], dtype=bool)
-            is_eval, row_hash = is_eval[kept], row_hash[kept]
-        records = encode_batch(out)
-        if not records:
-            return
-        for split, mask in (("train", ~is_eval), ("eval", is_eval)):
-            idx = np.flatnonzero(mask)
-            if len(idx):
-                yield split, [records[i] for i in idx], row_hash[idx]
+        fs = self.fs.get()
+        for item in typed_chunks(fs, path, self.fmt, self.chunk_rows, self.non_finite):
+            if not isinstance(item, TypedChunk):
+                continue
+            batch = item.batch
+            # Split and shard on the input row, not the serialized record: a row's place must
+            # not depend on the encoder's byte layout nor on the learned state's last bit.
+            # With a split key the key alone places a row (split and shard).
+            row_hash = row_hashes(batch, [self.split_key] if self.split_key else list(batch))
+            is_eval = split_of(row_hash, self.eval_fraction)
+            out, errors = fs.transform(batch, state, errors="collect")
+            for e in errors:
+                yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform", item.row_id(e.row)))
+            if errors:
+                kept = np.ones(len(row_hash), dtype=bool)
+                kept[[e.row for e in errors]] = False
+                is_eval, row_hash = is_eval[kept], row_hash[kept]
+            records = encode_batch(out)
+            if not records:
+                continue
+            keys = shard_keys(row_hash)
+            for split, mask in (("train", ~is_eval), ("eval", is_eval)):
+                idx = np.flatnonzero(mask)
+                if len(idx):
+                    yield from self.spiller.add(split, keys[idx], [records[i] for i in idx])
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindows
+
+        for run in self.spiller.flush():
+            yield GlobalWindows.windowed_value(run)
 
 
 class Transform(beam.PTransform):
-    """``Rows`` + state → ``{"records": (split, [bytes], hashes), "errors": dict}``; ``hashes``
-    are of the records' input rows, or of their ``split_key`` (they pick the split, the shard
-    and the order in it).
+    """File paths + state → ``{"runs": run descriptors, "errors": dict}``.
 
-    Rows arrive batched (the readers emit chunks of ``chunk_rows``: the equivalent of
-    ``beam.BatchElements`` without a per-row step). A row goes to eval when the hash of its
+    Each file is read again (the analyze pass read it first), transformed and encoded a chunk at
+    a time; records go to sorted runs on disk (``spill_dir``), which :class:`WriteShards`
+    merges, so no step holds all records. A row goes to eval when the hash of its
     ``split_key`` input column (default: of all its input values) falls below
     ``eval_fraction``, so reruns split identically on any runner.
     """
 
-    def __init__(self, features, state, eval_fraction: float = 0.1,
-                 split_key: str | None = None) -> None:
+    def __init__(self, features, state, spill_dir: str, eval_fraction: float = 0.1,
+                 split_key: str | None = None, fmt: str | None = None,
+                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, non_finite: str = "error",
+                 run_bytes: int = DEFAULT_RUN_BYTES) -> None:
         super().__init__()
-        self.fs, self.state = _as_ref(features), state
+        self.fs, self.state, self.spill_dir = _as_ref(features), state, spill_dir
         self.eval_fraction, self.split_key = eval_fraction, split_key
+        self.fmt, self.chunk_rows, self.non_finite = fmt, chunk_rows, non_finite
+        self.run_bytes = run_bytes
 
-    def expand(self, rows):
-        out = rows | "TransformBatches" >> beam.ParDo(
-            _TransformFn(self.fs, self.eval_fraction, self.split_key),
+    def expand(self, paths):
+        out = paths | "TransformFiles" >> beam.ParDo(
+            _TransformFn(self.fs, self.fmt, self.chunk_rows, self.non_finite,
+                         self.eval_fraction, self.split_key, self.spill_dir, self.run_bytes),
             pvalue.AsSingleton(self.state),
-        ).with_outputs(ERRORS, main="records")
-        return {"records": out.records, "errors": out[ERRORS]}
+        ).with_outputs(ERRORS, main="runs")
+        return {"runs": out.runs, "errors": out[ERRORS]}
 
 
 # ---------------------------------------------------------------------------------------------
-# WriteShards
+# Sorted runs: spill and merge
 
 
 def parse_size(text: str | int) -> int:
@@ -384,21 +444,145 @@ def parse_size(text: str | int) -> int:
     return int(s)
 
 
+_RUN_MAGIC = b"SFRUN001"
+
+
+class RunSpiller:
+    """Collects ``(split, key, record)`` and writes them as runs sorted by (key, bytes) once
+    ``run_bytes`` are buffered; returns descriptors ``{"split", "path", "records", "bytes"}``.
+
+    A run file: magic, record count ``n``, ``n`` uint64 keys, ``n + 1`` int64 offsets, the
+    records' bytes. Keys and offsets let a shard writer find its key range by binary search.
+    """
+
+    def __init__(self, spill_dir: str, run_bytes: int = DEFAULT_RUN_BYTES) -> None:
+        self.spill_dir, self.run_bytes = spill_dir, run_bytes
+        self.buffers: dict[str, tuple[list, list]] = {}
+        self.size = 0
+
+    def add(self, split: str, keys: np.ndarray, records: list[bytes]):
+        ks, rs = self.buffers.setdefault(split, ([], []))
+        ks.append(keys)
+        rs.extend(records)
+        self.size += sum(map(len, records))
+        if self.size >= self.run_bytes:
+            yield from self.flush()
+
+    def flush(self) -> list[dict]:
+        import uuid
+
+        runs = []
+        for split, (ks, rs) in sorted(self.buffers.items()):
+            keys = np.concatenate(ks)
+            order = _shard_order(keys, rs)
+            keys = keys[order]
+            lengths = np.fromiter((len(rs[k]) for k in order), dtype=np.int64, count=len(rs))
+            offsets = np.zeros(len(rs) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            path = posixpath.join(self.spill_dir, f"{split}-{uuid.uuid4().hex}.run")
+            data = b"".join(
+                [_RUN_MAGIC, np.int64(len(rs)).tobytes(), keys.tobytes(), offsets.tobytes()]
+                + [rs[k] for k in order])
+            _write_bytes(path, data)
+            runs.append({"split": split, "path": path, "records": len(rs),
+                         "bytes": int(offsets[-1])})
+        self.buffers, self.size = {}, 0
+        return runs
+
+
+class _Run:
+    """A run file opened for range reads (memory-mapped when local)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if "://" in path:
+            with FileSystems.open(path) as f:
+                data = np.frombuffer(f.read(), dtype=np.uint8)
+        else:
+            data = np.memmap(path, dtype=np.uint8, mode="r")
+        n = int(data[8:16].view(np.int64)[0])
+        self.keys = data[16:16 + 8 * n].view(np.uint64)
+        self.offsets = data[16 + 8 * n:16 + 16 * n + 8].view(np.int64)
+        self.data = data[16 + 16 * n + 8:]
+
+    def range_of(self, lo: int, hi: int | None) -> tuple[int, int]:
+        a = int(np.searchsorted(self.keys, np.uint64(lo), side="left"))
+        b = len(self.keys) if hi is None else int(
+            np.searchsorted(self.keys, np.uint64(hi), side="left"))
+        return a, b
+
+    def records(self, a: int, b: int) -> list[bytes]:
+        base = int(self.offsets[a])
+        blob = self.data[base:int(self.offsets[b])].tobytes()
+        offs = (self.offsets[a:b + 1] - base).tolist()
+        return [blob[offs[i]:offs[i + 1]] for i in range(b - a)]
+
+
+MERGE_WINDOW = 32768
+
+
+def merge_runs(runs: Sequence[_Run], lo: int, hi: int | None):
+    """Records with keys in ``[lo, hi)`` of sorted runs, in (key, bytes) order, a window of
+    at most ``MERGE_WINDOW`` records per run in memory."""
+    cursors = []
+    for run in runs:
+        a, b = run.range_of(lo, hi)
+        if b > a:
+            cursors.append([run, a, b])
+    window = MERGE_WINDOW
+    pending_keys = np.zeros(0, dtype=np.uint64)
+    pending: list[bytes] = []
+    while cursors or pending:
+        keys, recs = [pending_keys], [pending]
+        limit = None
+        for cur in cursors:
+            run, a, b = cur
+            stop = min(b, a + window)
+            keys.append(run.keys[a:stop])
+            recs.append(run.records(a, stop))
+            cur[1] = stop
+            if stop < b:  # this run has more: nothing at or above its last key is safe yet
+                last = int(run.keys[stop - 1])
+                limit = last if limit is None else min(limit, last)
+        cursors = [c for c in cursors if c[1] < c[2]]
+        keys = np.concatenate(keys)
+        recs = [r for part in recs for r in part]
+        if limit is None:
+            ready = np.ones(len(keys), dtype=bool)
+        else:
+            ready = keys < np.uint64(limit)
+        idx = np.flatnonzero(ready)
+        order = idx[_shard_order(keys[idx], [recs[i] for i in idx])]
+        yield [recs[i] for i in order]
+        rest = np.flatnonzero(~ready)
+        pending_keys, pending = keys[rest], [recs[i] for i in rest]
+        if not len(idx):
+            window *= 2  # one key fills every window (a constant split key): look further
+
+
+def shard_bounds(i: int, n: int) -> tuple[int, int | None]:
+    """Keys ``[lo, hi)`` of shard ``i`` of ``n`` (``hi`` is ``None`` for the last)."""
+    return -(-(i << 64) // n), None if i + 1 == n else -(-((i + 1) << 64) // n)
+
+
+# ---------------------------------------------------------------------------------------------
+# WriteShards
+
+
 def _shard_name(i: int, n: int, compression: str | None) -> str:
     return f"part-{i:05d}-of-{n:05d}.tfrecord" + (".gz" if compression == "gzip" else "")
 
 
 class _SplitSizes(beam.CombineFn):
-    """``{split: [records, bytes]}`` over all record groups."""
+    """``{split: [records, bytes]}`` over all run descriptors."""
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, acc, element):
-        split, records, _ = element
-        c = acc.setdefault(split, [0, 0])
-        c[0] += len(records)
-        c[1] += sum(len(r) for r in records)
+    def add_input(self, acc, run):
+        c = acc.setdefault(run["split"], [0, 0])
+        c[0] += run["records"]
+        c[1] += run["bytes"]
         return acc
 
     def merge_accumulators(self, accs):
@@ -420,22 +604,8 @@ def _num_shards(sizes: dict, split: str, num_shards: int | None, shard_size: int
     return max(1, -(-sizes.get(split, [0, 0])[1] // shard_size))
 
 
-class _KeyByShardFn(beam.DoFn):
-    def __init__(self, num_shards, shard_size) -> None:
-        self.num_shards, self.shard_size = num_shards, shard_size
-
-    def process(self, element, sizes, _ready):
-        split, records, hashes = element
-        n = _num_shards(sizes, split, self.num_shards, self.shard_size)
-        shard = (hashes % np.uint64(n)).astype(np.int64)
-        for s in np.unique(shard):
-            idx = np.flatnonzero(shard == s)
-            yield (split, int(s), n), (hashes[idx], [records[i] for i in idx])
-
-
 class _AllShardsFn(beam.DoFn):
-    """One empty group per shard, so every ``part-i-of-n`` exists even when no record hashes
-    into it."""
+    """One element per shard to write, so every ``part-i-of-n`` exists even when empty."""
 
     def __init__(self, splits, num_shards, shard_size) -> None:
         self.splits, self.num_shards, self.shard_size = splits, num_shards, shard_size
@@ -444,16 +614,16 @@ class _AllShardsFn(beam.DoFn):
         for split in self.splits:
             n = _num_shards(sizes, split, self.num_shards, self.shard_size)
             for i in range(n):
-                yield (split, i, n), (np.zeros(0, dtype=np.uint64), [])
+                yield split, i, n
 
 
-def _shard_order(hashes: np.ndarray, records: list[bytes]) -> np.ndarray:
-    """Indices of ``records`` by hash, ties (rows sharing a split key, duplicates) by bytes, so
+def _shard_order(keys: np.ndarray, records: list[bytes]) -> np.ndarray:
+    """Indices of ``records`` by key, ties (rows sharing a split key, duplicates) by bytes, so
     the order does not depend on which bundle delivered a record first."""
-    order = np.argsort(hashes, kind="stable")
-    ties = np.flatnonzero(np.diff(hashes[order]) == 0)
+    order = np.argsort(keys, kind="stable")
+    ties = np.flatnonzero(np.diff(keys[order]) == 0)
     if len(ties):
-        # runs of equal hashes: [start, stop) in sorted positions
+        # runs of equal keys: [start, stop) in sorted positions
         starts = ties[np.r_[True, np.diff(ties) > 1]]
         stops = ties[np.r_[np.diff(ties) > 1, True]] + 2
         for a, b in zip(starts, stops):
@@ -462,8 +632,8 @@ def _shard_order(hashes: np.ndarray, records: list[bytes]) -> np.ndarray:
 
 
 class _WriteShardFn(beam.DoFn):
-    """Write one shard (records in the order of their input rows' hashes, equal hashes by the
-    records' bytes, so reruns write the same bytes) and its index.
+    """Write one shard by merging its key range out of every run of its split (records in
+    (key, bytes) order, so reruns write the same bytes) and its index.
 
     Both are written under a scratch directory and renamed into place (index first, so a visible
     shard always has its index); a retried bundle rewrites the same names with the same bytes.
@@ -472,20 +642,19 @@ class _WriteShardFn(beam.DoFn):
     def __init__(self, output: str, compression: str | None) -> None:
         self.output, self.compression = output, compression
 
-    def process(self, element):
+    def process(self, shard, runs):
         from shardforge.records import TFRecordWriter
 
-        (split, i, n), groups = element
-        groups = list(groups)
-        hashes = np.concatenate([h for h, _ in groups])
-        records = [r for _, rs in groups for r in rs]
-        order = _shard_order(hashes, records)
+        split, i, n = shard
+        opened = [_Run(r["path"]) for r in runs if r["split"] == split]
+        lo, hi = shard_bounds(i, n)
         name = _shard_name(i, n, self.compression)
         dest = posixpath.join(self.output, split, name)
         remote = "://" in dest
         if not remote:  # scratch beside the destination: the rename stays on one filesystem
             os.makedirs(os.path.dirname(dest), exist_ok=True)
         scratch = None if remote else os.path.dirname(dest)
+        count = 0
         with tempfile.TemporaryDirectory(dir=scratch, prefix=".tmp-") as tmp:
             local = os.path.join(tmp, name)
             index = local + ".idx"
@@ -493,8 +662,10 @@ class _WriteShardFn(beam.DoFn):
             # compressed shards too.
             with TFRecordWriter(local, compression=self.compression, index=True,
                                 index_path=index) as w:
-                for k in order:
-                    w.write(records[k])
+                for records in merge_runs(opened, lo, hi):
+                    count += len(records)
+                    for r in records:
+                        w.write(r)
             if not remote:
                 os.replace(index, dest + ".idx")
                 os.replace(local, dest)
@@ -502,44 +673,59 @@ class _WriteShardFn(beam.DoFn):
                 for src, dst in ((index, dest + ".idx"), (local, dest)):
                     with open(src, "rb") as f:
                         _write_bytes(dst, f.read())
-        Metrics.counter(NAMESPACE, f"records_{split}").inc(len(records))
+        Metrics.counter(NAMESPACE, f"records_{split}").inc(count)
         yield dest
 
 
+def _remove_runs(_, runs, spill_dir: str) -> None:
+    paths = [r["path"] for r in runs]
+    if paths:
+        FileSystems.delete(paths)
+    if "://" not in spill_dir and os.path.isdir(spill_dir):
+        with_leftovers = os.listdir(spill_dir)
+        if not with_leftovers:
+            os.rmdir(spill_dir)
+
+
 class WriteShards(beam.PTransform):
-    """``(split, [bytes], hashes)`` → sharded TFRecord files + ``.idx`` per split.
+    """Sorted runs (from :class:`Transform`) → sharded TFRecord files + ``.idx`` per split.
 
     ``num_shards`` fixes the count per split; otherwise shards are about ``shard_size`` bytes.
-    ``ready`` (optional singleton) must exist before anything is written: the error-budget gate.
+    A record's shard is the range its key falls in, so each shard writer merges only its part
+    of each run. ``ready`` (optional singleton) must exist before anything is written: the
+    error-budget gate. The runs are deleted once every shard is written.
     Returns ``{"paths": written shard paths, "sizes": {split: [records, bytes]}}``.
     """
 
     def __init__(self, output: str, splits: Sequence[str] = ("train", "eval"),
                  num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
-                 compression: str | None = None, ready=None) -> None:
+                 compression: str | None = None, ready=None, spill_dir: str | None = None) -> None:
         super().__init__()
         self.output, self.splits = output, list(splits)
         self.num_shards, self.shard_size = num_shards, parse_size(shard_size)
         self.compression = None if compression in (None, "none") else compression
-        self.ready = ready
+        self.ready, self.spill_dir = ready, spill_dir
 
-    def expand(self, records):
-        sizes = records | "SplitSizes" >> beam.CombineGlobally(_SplitSizes())
+    def expand(self, runs):
+        sizes = runs | "SplitSizes" >> beam.CombineGlobally(_SplitSizes())
         ready = self.ready
         if ready is None:
-            ready = records.pipeline | "NoGate" >> beam.Create([True])
-        side = (pvalue.AsSingleton(sizes), pvalue.AsSingleton(ready))
-        keyed = records | "KeyByShard" >> beam.ParDo(
-            _KeyByShardFn(self.num_shards, self.shard_size), *side)
-        empty = sizes | "AllShards" >> beam.ParDo(
-            _AllShardsFn(self.splits, self.num_shards, self.shard_size),
-            pvalue.AsSingleton(ready))
+            ready = runs.pipeline | "NoGate" >> beam.Create([True])
         paths = (
-            (keyed, empty)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShardFn(self.output, self.compression))
+            sizes
+            | "AllShards" >> beam.ParDo(
+                _AllShardsFn(self.splits, self.num_shards, self.shard_size),
+                pvalue.AsSingleton(ready))
+            | "SpreadShards" >> beam.Reshuffle()
+            | "WriteShard" >> beam.ParDo(_WriteShardFn(self.output, self.compression),
+                                         pvalue.AsList(runs))
         )
+        if self.spill_dir is not None:
+            (
+                paths
+                | "ShardsDone" >> beam.combiners.Count.Globally()
+                | "RemoveRuns" >> beam.Map(_remove_runs, pvalue.AsList(runs), self.spill_dir)
+            )
         return {"paths": paths, "sizes": sizes}
 
 
@@ -686,6 +872,14 @@ class ComputeStats(beam.PTransform):
 class Preprocess(beam.PTransform):
     """The whole job as one composite: raw files → ``output`` with schema, shards, stats, errors.
 
+    The input is read twice, a file per worker at a time: once to analyze (and for the
+    statistics and read errors), once to transform; the transform pass spills sorted runs that
+    the shard writers merge. So memory does not grow with the number of rows.
+
+    ``absent_ok``: declared inputs that may be missing from a CSV header or Parquet schema
+    (otherwise such a file fails the job before it starts). ``non_finite``: ``"error"`` (a row
+    with an infinite or out-of-float32-range value goes to errors) or ``"missing"``.
+
     >>> with beam.Pipeline() as p:                                       # doctest: +SKIP
     ...     p | Preprocess("features.py", "data/*.csv", "out/")
     """
@@ -694,31 +888,60 @@ class Preprocess(beam.PTransform):
                  fmt: str | None = None, eval_fraction: float = 0.1, split_key: str | None = None,
                  num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
                  compression: str | None = None, max_error_fraction: float = 0.01,
-                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS) -> None:
+                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, absent_ok: Sequence[str] = (),
+                 non_finite: str = "error", check_inputs: bool = True) -> None:
         super().__init__()
+        from shardforge.features.coerce import NON_FINITE
+
         if not 0.0 <= eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+        if non_finite not in NON_FINITE:
+            raise ValueError(f"non_finite={non_finite!r}; expected one of {NON_FINITE}")
         self.fs = _as_ref(features)
         self.input, self.output, self.fmt = input, output.rstrip("/"), fmt
         self.eval_fraction, self.split_key = eval_fraction, split_key
         self.num_shards, self.shard_size, self.compression = num_shards, shard_size, compression
         self.max_error_fraction, self.chunk_rows = max_error_fraction, chunk_rows
+        self.non_finite = non_finite
         if split_key is not None and split_key not in self.fs.get().input_spec():
             raise ValueError(f"split key {split_key!r} is not an input of the feature set")
+        if check_inputs:
+            check_input_columns(self.input, self.fs.get(), fmt, absent_ok)
 
     def expand(self, pbegin):
-        read = pbegin | "ReadRaw" >> ReadRaw(self.input, self.fs, self.fmt, self.chunk_rows)
+        paths = pbegin | "MatchFiles" >> MatchFiles(self.input)
+        read = paths | "ReadRaw" >> ReadRaw(self.fs, self.fmt, self.chunk_rows, self.non_finite)
         rows = read["rows"]
         state = rows | "Analyze" >> Analyze(self.fs, self.output)
-        transformed = rows | "Transform" >> Transform(
-            self.fs, state, self.eval_fraction, self.split_key)
+        spill_dir = posixpath.join(self.output, ".tmp-runs")
+        transformed = paths | "Transform" >> Transform(
+            self.fs, state, spill_dir, self.eval_fraction, self.split_key, self.fmt,
+            self.chunk_rows, self.non_finite)
         errors = (read["errors"], transformed["errors"]) | "AllErrors" >> beam.Flatten()
         dead = errors | "DeadLetters" >> DeadLetters(
             self.output, read["num_read"], self.max_error_fraction)
         splits = ("train", "eval") if self.eval_fraction > 0 else ("train",)
-        written = transformed["records"] | "WriteShards" >> WriteShards(
+        written = transformed["runs"] | "WriteShards" >> WriteShards(
             self.output, splits, self.num_shards, self.shard_size, self.compression,
-            ready=dead["gate"])
+            ready=dead["gate"], spill_dir=spill_dir)
         rows | "Stats" >> ComputeStats(
             self.output, written["sizes"], read["num_read"], dead["count"])
         return written["paths"]
+
+
+def check_input_columns(patterns: str | Sequence[str], features, fmt: str | None = None,
+                        absent_ok: Sequence[str] = ()) -> None:
+    """Fail before the job starts when a matched CSV or Parquet file lacks a declared input
+    (see :func:`sources.check_columns`); remote and unmatched patterns are left to the job."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    fs = features.get() if isinstance(features, FeatureSetRef) else features
+    names = list(fs.input_spec())
+    if fmt == "text":
+        return
+    unknown = set(absent_ok) - set(names)
+    if unknown:
+        raise ValueError(f"absent_ok names {sorted(unknown)}, which are not inputs of the "
+                         f"feature set (inputs: {names})")
+    paths = [m.path for p in patterns if "://" not in p
+             for m in FileSystems.match([p])[0].metadata_list]
+    sources.check_columns(sorted(paths), fmt, names, absent_ok)
