@@ -643,7 +643,7 @@ class _WriteShardFn(beam.DoFn):
         self.output, self.compression = output, compression
 
     def process(self, shard, runs):
-        from shardforge.records import TFRecordWriter
+        from shardforge.records import RecordBlock, TFRecordWriter, index_path
 
         split, i, n = shard
         opened = [_Run(r["path"]) for r in runs if r["split"] == split]
@@ -664,13 +664,12 @@ class _WriteShardFn(beam.DoFn):
                                 index_path=index) as w:
                 for records in merge_runs(opened, lo, hi):
                     count += len(records)
-                    for r in records:
-                        w.write(r)
+                    w.write_block(RecordBlock.from_records(records))
             if not remote:
-                os.replace(index, dest + ".idx")
+                os.replace(index, index_path(dest, mkdir=True))
                 os.replace(local, dest)
             else:
-                for src, dst in ((index, dest + ".idx"), (local, dest)):
+                for src, dst in ((index, index_path(dest)), (local, dest)):
                     with open(src, "rb") as f:
                         _write_bytes(dst, f.read())
         Metrics.counter(NAMESPACE, f"records_{split}").inc(count)
@@ -688,7 +687,8 @@ def _remove_runs(_, runs, spill_dir: str) -> None:
 
 
 class WriteShards(beam.PTransform):
-    """Sorted runs (from :class:`Transform`) → sharded TFRecord files + ``.idx`` per split.
+    """Sorted runs (from :class:`Transform`) → sharded TFRecord files and their index files
+    (``records.index_path``: where no shard glob matches them).
 
     ``num_shards`` fixes the count per split; otherwise shards are about ``shard_size`` bytes.
     A record's shard is the range its key falls in, so each shard writer merges only its part
