@@ -173,26 +173,127 @@ def csv_header(path: str) -> list[str]:
     return next(csv.reader([line], delimiter=_delimiter(path)), [])
 
 
-def read_csv(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS):
+class _Limited:
+    """The bytes ``[start, end)`` of an open file (``end=None``: to its end)."""
+
+    def __init__(self, f, start: int, end: int | None) -> None:
+        if start:
+            f.seek(start)
+        self.f, self.left = f, None if end is None else end - start
+
+    def read(self, n: int) -> bytes:
+        if self.left is None:
+            return self.f.read(n)
+        data = self.f.read(min(n, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        return data
+
+
+@dataclass(frozen=True)
+class Split:
+    """A part of a file that one worker reads: bytes ``[start, end)`` of a CSV or JSONL file
+    starting at line ``first`` (``start=0``: the whole file from its header), or Parquet row
+    groups ``[start, end)`` whose first row is ``first``."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+    first: int = 0
+
+
+# Bytes (or, for Parquet, rows) per split: enough work per element to amortize its overhead,
+# enough splits that one big file keeps every worker busy.
+SPLIT_BYTES = 8 << 20
+SPLIT_ROWS = 1 << 18
+
+
+def split_file(path: str, fmt: str, target: int = SPLIT_BYTES) -> list[Split]:
+    """Cut a file into splits at row boundaries (uncompressed CSV and JSONL: a sequential scan
+    with the row-end kernel; Parquet: by row groups). Other files are one split."""
+    compressed = path.lower().endswith(COMPRESSED)
+    if fmt == "parquet":
+        return _split_parquet(path)
+    if compressed or fmt not in ("csv", "jsonl"):
+        return [Split(path)]
+    from shardforge.pipelines._kernels import scan_rows
+
+    delim = ord(_delimiter(path))
+    splits: list[Split] = []
+    start, first = 0, 1 if fmt == "jsonl" else 0  # the CSV header starts the first split
+    pos, line = 0, 1  # file offset and line of pending[0]
+    pending = b""
+    with _open(path) as f:
+        while True:
+            data = f.read(READ_BYTES)
+            pending += data
+            if pos == 0 and pending.startswith(BOM):
+                pending, pos = pending[len(BOM):], len(BOM)
+            buf = np.frombuffer(pending, np.uint8)
+            if fmt == "csv":
+                ends, lines = scan_rows(buf, delim)
+            else:
+                ends = np.flatnonzero(buf == 10) + 1
+                lines = np.arange(1, len(ends) + 1)
+            if not len(ends):
+                if not data or len(pending) > MAX_ROW_BYTES:
+                    break  # the end, or a row the reader reports: the rest is one split
+                continue
+            if pos + int(ends[-1]) - start >= target:
+                cut = pos + int(ends[-1])
+                splits.append(Split(path, start, cut, first))
+                start, first = cut, line + int(lines[-1])
+            pos, line = pos + int(ends[-1]), line + int(lines[-1])
+            pending = pending[int(ends[-1]):]
+            if not data:
+                break
+    splits.append(Split(path, start, None, first))
+    return splits
+
+
+def _split_parquet(path: str) -> list[Split]:
+    import pyarrow.parquet as pq
+
+    try:
+        with _open(path) as raw:
+            meta = pq.ParquetFile(raw).metadata
+    except Exception:  # noqa: BLE001 - the reader reports an unreadable file, naming it
+        return [Split(path)]
+    splits, start, first, rows = [], 0, 0, 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        if rows - first >= SPLIT_ROWS:
+            splits.append(Split(path, start, g + 1, first))
+            start, first = g + 1, rows
+    if start < meta.num_row_groups or not splits:
+        splits.append(Split(path, start, None, first))
+    return splits
+
+
+def read_csv(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS,
+             split: Split | None = None):
     """CSV with a header row; empty fields are missing. Columns not in ``names`` are ignored,
     declared columns the header lacks are all missing (the job checks headers before it starts).
+    ``split``: read only that part of the file.
     """
-    from shardforge.pipelines._csvscan import scan_rows
+    from shardforge.pipelines._kernels import scan_rows
 
+    split = split or Split(path)
     delim = _delimiter(path)
     header = csv_header(path)
     if not header:
         return
     width = len(header)
     present = [n for n in names if n in header]
-    line = 1  # line number of the first byte of ``pending``
-    with _open(path) as f:
+    with _open(path) as raw:
+        f = _Limited(raw, split.start, split.end)
         pending, eof = _refill(f, b"")
-        pending = pending.removeprefix(BOM)
-        ends, _ = scan_rows(np.frombuffer(pending, np.uint8), ord(delim))
-        if not len(ends):
-            return
-        pending, line = pending[int(ends[0]):], 2
+        line = split.first  # line number of the first byte of ``pending``
+        if not split.start:
+            pending = pending.removeprefix(BOM)
+            ends, _ = scan_rows(np.frombuffer(pending, np.uint8), ord(delim))
+            if not len(ends):
+                return
+            pending, line = pending[int(ends[0]):], 2
         while pending or not eof:
             buf = np.frombuffer(pending, np.uint8)
             ends, lines = scan_rows(buf, ord(delim))
@@ -349,12 +450,14 @@ def _json_schema(spec):
 
 
 def read_jsonl(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS,
-               spec=None):
+               spec=None, split: Split | None = None):
     """One JSON object per line; absent keys and ``null`` are missing. With ``spec`` (the
     declared inputs) lines are read by pyarrow as typed columns, else one by one."""
     schema = _json_schema(spec) if spec is not None else None
-    line = 1
-    with _open(path) as f:
+    split = split or Split(path, first=1)
+    line = split.first
+    with _open(path) as raw:
+        f = _Limited(raw, split.start, split.end)
         pending, eof = _refill(f, b"")
         while pending or not eof:
             cut = pending.rfind(b"\n") + 1
@@ -467,18 +570,23 @@ def parquet_columns(path: str) -> list[str]:
         return list(pq.ParquetFile(raw).schema_arrow.names)
 
 
-def read_parquet(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS):
+def read_parquet(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 split: Split | None = None):
     """Parquet read in Arrow record batches of ``chunk_rows``; only the ``names`` columns. A file
     (or row group) that cannot be read is one error naming the file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    start = 0
+    split = split or Split(path)
+    start = split.first
     with _open(path) as raw:
         try:
             pf = pq.ParquetFile(raw)
             present = [n for n in names if n in pf.schema_arrow.names]
-            for rb in pf.iter_batches(batch_size=chunk_rows, columns=present):
+            groups = range(split.start, pf.metadata.num_row_groups if split.end is None
+                           else split.end)
+            for rb in pf.iter_batches(batch_size=chunk_rows, columns=present,
+                                      row_groups=list(groups)):
                 columns = {n: rb.column(n) for n in present}
                 columns.update({n: None for n in names if n not in columns})
                 yield RawChunk(path, start, rb.num_rows, columns, kind="row")
@@ -587,9 +695,11 @@ READERS = {
 
 
 def read_file(path: str, fmt: str, names: Sequence[str] | dict,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, scalars: Collection[str] = ()):
-    """Chunks and :class:`ReadError`\\ s of one file, in file order. ``names``: the input names,
-    or the input spec (``FeatureSet.input_spec()``), which types JSON and TFRecord reads."""
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, scalars: Collection[str] = (),
+              split: Split | None = None):
+    """Chunks and :class:`ReadError`\\ s of one file (or of one ``split`` of it, from
+    :func:`split_file`), in file order. ``names``: the input names, or the input spec
+    (``FeatureSet.input_spec()``), which types JSON and TFRecord reads."""
     if fmt not in READERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     spec = names if isinstance(names, dict) else None
@@ -597,7 +707,9 @@ def read_file(path: str, fmt: str, names: Sequence[str] | dict,
     if fmt == "tfrecord":
         yield from read_tfrecord(path, names, chunk_rows, scalars, spec=spec)
     elif fmt == "jsonl":
-        yield from read_jsonl(path, names, chunk_rows, spec=spec)
+        yield from read_jsonl(path, names, chunk_rows, spec=spec, split=split)
+    elif fmt in ("csv", "parquet"):
+        yield from READERS[fmt](path, names, chunk_rows, split=split)
     else:
         yield from READERS[fmt](path, names, chunk_rows)
 

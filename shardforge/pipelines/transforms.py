@@ -128,17 +128,20 @@ class TypedChunk:
         return self.chunk.row_id(int(self.keep[i]))
 
 
-def typed_chunks(fs, path: str, fmt: str | None, chunk_rows: int, non_finite: str = "error"):
-    """``TypedChunk``\\ s and error dicts of one file, in file order: read and coerce, the
-    common first step of both passes over the input."""
+def typed_chunks(fs, split: sources.Split | str, fmt: str | None, chunk_rows: int,
+                 non_finite: str = "error"):
+    """``TypedChunk``\\ s and error dicts of one file or split, in file order: read and
+    coerce, the common first step of both passes over the input."""
     from shardforge.features.coerce import coerce
 
+    split = split if isinstance(split, sources.Split) else sources.Split(split)
+    path = split.path
     fmt = fmt or sources.infer_format(path)
     spec = fs.input_spec()
     if fmt == "text":
         spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
     inputs = [inp for inp in fs.input_columns if inp.name in spec]
-    for item in sources.read_file(path, fmt, spec, chunk_rows):
+    for item in sources.read_file(path, fmt, spec, chunk_rows, split=split):
         if isinstance(item, sources.ReadError):
             yield item.to_json()
             continue
@@ -159,16 +162,16 @@ def _count_read(item) -> int:
 
 
 class _ReadFn(beam.DoFn):
-    """One file → ``Rows`` (+ errors and rows read): the analyze pass over the input."""
+    """One split of a file → ``Rows`` (+ errors and rows read): the analyze pass."""
 
     def __init__(self, fs: FeatureSetRef, fmt: str | None, chunk_rows: int,
                  non_finite: str) -> None:
         self.fs, self.fmt, self.chunk_rows, self.non_finite = fs, fmt, chunk_rows, non_finite
         self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
 
-    def process(self, path: str):
+    def process(self, split: sources.Split):
         read = 0
-        for item in typed_chunks(self.fs.get(), path, self.fmt, self.chunk_rows,
+        for item in typed_chunks(self.fs.get(), split, self.fmt, self.chunk_rows,
                                  self.non_finite):
             if isinstance(item, TypedChunk):
                 read += item.chunk.count
@@ -182,12 +185,18 @@ class _ReadFn(beam.DoFn):
         yield pvalue.TaggedOutput(NUM_READ, read)
 
 
-class MatchFiles(beam.PTransform):
-    """Globs → file paths, spread over the workers (one file is read by one worker)."""
+def _split(path: str, fmt: str | None) -> list[sources.Split]:
+    return sources.split_file(path, fmt or sources.infer_format(path))
 
-    def __init__(self, patterns: str | Sequence[str]) -> None:
+
+class MatchFiles(beam.PTransform):
+    """Globs → :class:`sources.Split`\\ s of the matched files (a big CSV, JSONL or Parquet
+    file is cut at row boundaries), spread over the workers."""
+
+    def __init__(self, patterns: str | Sequence[str], fmt: str | None = None) -> None:
         super().__init__()
         self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        self.fmt = fmt
 
     def expand(self, pbegin):
         return (
@@ -196,11 +205,13 @@ class MatchFiles(beam.PTransform):
             | "Match" >> fileio.MatchAll()
             | "Paths" >> beam.Map(lambda m: m.path)
             | "SpreadFiles" >> beam.Reshuffle()
+            | "SplitFiles" >> beam.FlatMap(_split, self.fmt)
+            | "SpreadSplits" >> beam.Reshuffle()
         )
 
 
 class ReadRaw(beam.PTransform):
-    """File paths (from :class:`MatchFiles`) → ``{"rows": Rows, "errors": dict, "num_read": int}``.
+    """Splits (from :class:`MatchFiles`) → ``{"rows": Rows, "errors": dict, "num_read": int}``.
 
     ``fmt`` is one of csv, jsonl, parquet, tfrecord, text (``None``: from each file's suffix).
     Values are typed by the feature set's input declarations (``features.coerce``); reading and
@@ -364,11 +375,11 @@ class _TransformFn(beam.DoFn):
     def start_bundle(self):
         self.spiller = RunSpiller(self.spill_dir, self.run_bytes)
 
-    def process(self, path: str, state):
-        from shardforge.records import encode_batch
+    def process(self, split: sources.Split, state):
+        from shardforge.records import RecordBlock, encode_batch
 
         fs = self.fs.get()
-        for item in typed_chunks(fs, path, self.fmt, self.chunk_rows, self.non_finite):
+        for item in typed_chunks(fs, split, self.fmt, self.chunk_rows, self.non_finite):
             if not isinstance(item, TypedChunk):
                 continue
             batch = item.batch
@@ -387,11 +398,13 @@ class _TransformFn(beam.DoFn):
             records = encode_batch(out)
             if not records:
                 continue
+            block = RecordBlock.from_records(records)
             keys = shard_keys(row_hash)
             for split, mask in (("train", ~is_eval), ("eval", is_eval)):
                 idx = np.flatnonzero(mask)
                 if len(idx):
-                    yield from self.spiller.add(split, keys[idx], [records[i] for i in idx])
+                    yield from self.spiller.add(split, keys[idx], RecordBlock(
+                        block.buf, block.offsets[idx], block.lengths[idx]))
 
     def finish_bundle(self):
         from apache_beam.transforms.window import GlobalWindows
@@ -401,7 +414,7 @@ class _TransformFn(beam.DoFn):
 
 
 class Transform(beam.PTransform):
-    """File paths + state → ``{"runs": run descriptors, "errors": dict}``.
+    """Splits (from :class:`MatchFiles`) + state → ``{"runs": run descriptors, "errors": dict}``.
 
     Each file is read again (the analyze pass read it first), transformed and encoded a chunk at
     a time; records go to sorted runs on disk (``spill_dir``), which :class:`WriteShards`
@@ -447,24 +460,76 @@ def parse_size(text: str | int) -> int:
 _RUN_MAGIC = b"SFRUN001"
 
 
+@dataclass
+class _Spans:
+    """Records as one contiguous buffer with their keys: the unit of spilling and merging."""
+
+    keys: np.ndarray
+    buf: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[_Spans]) -> _Spans:
+        bases = np.cumsum([0] + [len(p.buf) for p in parts[:-1]])
+        return cls(np.concatenate([p.keys for p in parts]),
+                   np.concatenate([p.buf for p in parts]),
+                   np.concatenate([p.offsets + b for p, b in zip(parts, bases)]),
+                   np.concatenate([p.lengths for p in parts]))
+
+    def take(self, idx: np.ndarray) -> _Spans:
+        """The records ``idx``, compacted into a buffer of their own."""
+        from shardforge.pipelines._kernels import gather
+
+        lengths = self.lengths[idx]
+        offsets = np.zeros(len(idx), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        return _Spans(self.keys[idx], gather(self.buf, self.offsets[idx], lengths), offsets,
+                      lengths)
+
+    def order(self) -> np.ndarray:
+        """Indices by key, ties (rows sharing a split key, duplicates) by bytes, so the order
+        does not depend on which bundle delivered a record first."""
+        order = np.argsort(self.keys, kind="stable")
+        ties = np.flatnonzero(np.diff(self.keys[order]) == 0)
+        if len(ties):
+            # runs of equal keys: [start, stop) in sorted positions
+            starts = ties[np.r_[True, np.diff(ties) > 1]]
+            stops = ties[np.r_[np.diff(ties) > 1, True]] + 2
+            for a, b in zip(starts, stops):
+                order[a:b] = sorted(order[a:b].tolist(), key=self.record)
+        return order
+
+    def record(self, i: int) -> bytes:
+        o = int(self.offsets[i])
+        return self.buf[o:o + int(self.lengths[i])].tobytes()
+
+
 class RunSpiller:
-    """Collects ``(split, key, record)`` and writes them as runs sorted by (key, bytes) once
-    ``run_bytes`` are buffered; returns descriptors ``{"split", "path", "records", "bytes"}``.
+    """Collects ``(split, keys, RecordBlock)`` and writes them as runs sorted by (key, bytes)
+    once ``run_bytes`` are buffered; returns descriptors ``{"split", "path", "records",
+    "bytes"}``.
 
     A run file: magic, record count ``n``, ``n`` uint64 keys, ``n + 1`` int64 offsets, the
-    records' bytes. Keys and offsets let a shard writer find its key range by binary search.
+    records' bytes. Keys and offsets let a shard writer find its key range by binary search
+    and read only that part.
     """
 
     def __init__(self, spill_dir: str, run_bytes: int = DEFAULT_RUN_BYTES) -> None:
         self.spill_dir, self.run_bytes = spill_dir, run_bytes
-        self.buffers: dict[str, tuple[list, list]] = {}
+        self.buffers: dict[str, list[_Spans]] = {}
         self.size = 0
 
-    def add(self, split: str, keys: np.ndarray, records: list[bytes]):
-        ks, rs = self.buffers.setdefault(split, ([], []))
-        ks.append(keys)
-        rs.extend(records)
-        self.size += sum(map(len, records))
+    def add(self, split: str, keys: np.ndarray, block):
+        """Buffer ``block``'s records under ``keys``; yields the runs this spilled."""
+        from shardforge.pipelines._kernels import gather
+
+        buf = gather(block.buf, block.offsets, block.lengths)
+        lengths = np.asarray(block.lengths, dtype=np.int64)
+        offsets = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        self.buffers.setdefault(split, []).append(_Spans(keys, buf, offsets, lengths))
+        self.size += len(buf)
         if self.size >= self.run_bytes:
             yield from self.flush()
 
@@ -472,38 +537,38 @@ class RunSpiller:
         import uuid
 
         runs = []
-        for split, (ks, rs) in sorted(self.buffers.items()):
-            keys = np.concatenate(ks)
-            order = _shard_order(keys, rs)
-            keys = keys[order]
-            lengths = np.fromiter((len(rs[k]) for k in order), dtype=np.int64, count=len(rs))
-            offsets = np.zeros(len(rs) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
+        for split, parts in sorted(self.buffers.items()):
+            spans = _Spans.concat(parts)
+            spans = spans.take(spans.order())
+            bounds = np.concatenate(([0], np.cumsum(spans.lengths)))
             path = posixpath.join(self.spill_dir, f"{split}-{uuid.uuid4().hex}.run")
-            data = b"".join(
-                [_RUN_MAGIC, np.int64(len(rs)).tobytes(), keys.tobytes(), offsets.tobytes()]
-                + [rs[k] for k in order])
-            _write_bytes(path, data)
-            runs.append({"split": split, "path": path, "records": len(rs),
-                         "bytes": int(offsets[-1])})
+            _write_bytes(path, b"".join([
+                _RUN_MAGIC, np.int64(len(spans.keys)).tobytes(), spans.keys.tobytes(),
+                bounds.astype(np.int64).tobytes(), spans.buf.tobytes()]))
+            runs.append({"split": split, "path": path, "records": len(spans.keys),
+                         "bytes": int(bounds[-1])})
         self.buffers, self.size = {}, 0
         return runs
 
 
 class _Run:
-    """A run file opened for range reads (memory-mapped when local)."""
+    """A run file opened for range reads: keys and offsets memory-mapped when local (only the
+    pages a shard's range touches are read), records read a window at a time."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         if "://" in path:
             with FileSystems.open(path) as f:
-                data = np.frombuffer(f.read(), dtype=np.uint8)
+                whole = np.frombuffer(f.read(), dtype=np.uint8)
+            self._file = None
         else:
-            data = np.memmap(path, dtype=np.uint8, mode="r")
-        n = int(data[8:16].view(np.int64)[0])
-        self.keys = data[16:16 + 8 * n].view(np.uint64)
-        self.offsets = data[16 + 8 * n:16 + 16 * n + 8].view(np.int64)
-        self.data = data[16 + 16 * n + 8:]
+            whole = np.memmap(path, dtype=np.uint8, mode="r")
+            self._file = open(path, "rb")
+        n = int(whole[8:16].view(np.int64)[0])
+        self.keys = whole[16:16 + 8 * n].view(np.uint64)
+        self.offsets = whole[16 + 8 * n:16 + 16 * n + 8].view(np.int64)
+        self.data_start = 16 + 16 * n + 8
+        self._whole = whole if self._file is None else None
 
     def range_of(self, lo: int, hi: int | None) -> tuple[int, int]:
         a = int(np.searchsorted(self.keys, np.uint64(lo), side="left"))
@@ -511,51 +576,58 @@ class _Run:
             np.searchsorted(self.keys, np.uint64(hi), side="left"))
         return a, b
 
-    def records(self, a: int, b: int) -> list[bytes]:
-        base = int(self.offsets[a])
-        blob = self.data[base:int(self.offsets[b])].tobytes()
-        offs = (self.offsets[a:b + 1] - base).tolist()
-        return [blob[offs[i]:offs[i + 1]] for i in range(b - a)]
+    def spans(self, a: int, b: int) -> _Spans:
+        bounds = np.array(self.offsets[a:b + 1], dtype=np.int64)
+        start, stop = self.data_start + int(bounds[0]), self.data_start + int(bounds[-1])
+        if self._file is None:
+            buf = self._whole[start:stop]
+        else:
+            self._file.seek(start)
+            buf = np.frombuffer(self._file.read(stop - start), dtype=np.uint8)
+        return _Spans(np.array(self.keys[a:b]), buf, bounds[:-1] - bounds[0], np.diff(bounds))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 MERGE_WINDOW = 32768
 
 
 def merge_runs(runs: Sequence[_Run], lo: int, hi: int | None):
-    """Records with keys in ``[lo, hi)`` of sorted runs, in (key, bytes) order, a window of
-    at most ``MERGE_WINDOW`` records per run in memory."""
+    """``RecordBlock``\\ s of the records with keys in ``[lo, hi)`` of sorted runs, in
+    (key, bytes) order, with at most ``MERGE_WINDOW`` records per run in memory."""
+    from shardforge.records import RecordBlock
+
     cursors = []
     for run in runs:
         a, b = run.range_of(lo, hi)
         if b > a:
             cursors.append([run, a, b])
     window = MERGE_WINDOW
-    pending_keys = np.zeros(0, dtype=np.uint64)
-    pending: list[bytes] = []
+    pending: list[_Spans] = []
     while cursors or pending:
-        keys, recs = [pending_keys], [pending]
+        parts = list(pending)
         limit = None
         for cur in cursors:
             run, a, b = cur
             stop = min(b, a + window)
-            keys.append(run.keys[a:stop])
-            recs.append(run.records(a, stop))
+            parts.append(run.spans(a, stop))
             cur[1] = stop
             if stop < b:  # this run has more: nothing at or above its last key is safe yet
                 last = int(run.keys[stop - 1])
                 limit = last if limit is None else min(limit, last)
         cursors = [c for c in cursors if c[1] < c[2]]
-        keys = np.concatenate(keys)
-        recs = [r for part in recs for r in part]
-        if limit is None:
-            ready = np.ones(len(keys), dtype=bool)
-        else:
-            ready = keys < np.uint64(limit)
+        spans = _Spans.concat(parts)
+        ready = (np.ones(len(spans.keys), dtype=bool) if limit is None
+                 else spans.keys < np.uint64(limit))
         idx = np.flatnonzero(ready)
-        order = idx[_shard_order(keys[idx], [recs[i] for i in idx])]
-        yield [recs[i] for i in order]
+        if len(idx):
+            part = spans.take(idx)
+            order = part.order()
+            yield RecordBlock(part.buf, part.offsets[order], part.lengths[order])
         rest = np.flatnonzero(~ready)
-        pending_keys, pending = keys[rest], [recs[i] for i in rest]
+        pending = [spans.take(rest)] if len(rest) else []
         if not len(idx):
             window *= 2  # one key fills every window (a constant split key): look further
 
@@ -617,20 +689,6 @@ class _AllShardsFn(beam.DoFn):
                 yield split, i, n
 
 
-def _shard_order(keys: np.ndarray, records: list[bytes]) -> np.ndarray:
-    """Indices of ``records`` by key, ties (rows sharing a split key, duplicates) by bytes, so
-    the order does not depend on which bundle delivered a record first."""
-    order = np.argsort(keys, kind="stable")
-    ties = np.flatnonzero(np.diff(keys[order]) == 0)
-    if len(ties):
-        # runs of equal keys: [start, stop) in sorted positions
-        starts = ties[np.r_[True, np.diff(ties) > 1]]
-        stops = ties[np.r_[np.diff(ties) > 1, True]] + 2
-        for a, b in zip(starts, stops):
-            order[a:b] = sorted(order[a:b], key=records.__getitem__)
-    return order
-
-
 class _WriteShardFn(beam.DoFn):
     """Write one shard by merging its key range out of every run of its split (records in
     (key, bytes) order, so reruns write the same bytes) and its index.
@@ -643,7 +701,7 @@ class _WriteShardFn(beam.DoFn):
         self.output, self.compression = output, compression
 
     def process(self, shard, runs):
-        from shardforge.records import RecordBlock, TFRecordWriter, index_path
+        from shardforge.records import TFRecordWriter, index_path
 
         split, i, n = shard
         opened = [_Run(r["path"]) for r in runs if r["split"] == split]
@@ -662,9 +720,11 @@ class _WriteShardFn(beam.DoFn):
             # compressed shards too.
             with TFRecordWriter(local, compression=self.compression, index=True,
                                 index_path=index) as w:
-                for records in merge_runs(opened, lo, hi):
-                    count += len(records)
-                    w.write_block(RecordBlock.from_records(records))
+                for block in merge_runs(opened, lo, hi):
+                    count += len(block)
+                    w.write_block(block)
+            for run in opened:
+                run.close()
             if not remote:
                 os.replace(index, index_path(dest, mkdir=True))
                 os.replace(local, dest)
@@ -909,7 +969,7 @@ class Preprocess(beam.PTransform):
             check_input_columns(self.input, self.fs.get(), fmt, absent_ok)
 
     def expand(self, pbegin):
-        paths = pbegin | "MatchFiles" >> MatchFiles(self.input)
+        paths = pbegin | "MatchFiles" >> MatchFiles(self.input, self.fmt)
         read = paths | "ReadRaw" >> ReadRaw(self.fs, self.fmt, self.chunk_rows, self.non_finite)
         rows = read["rows"]
         state = rows | "Analyze" >> Analyze(self.fs, self.output)
