@@ -94,6 +94,14 @@ def _parse_one(value: Any, dtype: str) -> Any:
     return int(str(value).strip())
 
 
+def _parse_reason(value: Any, dtype: str) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"expected one {dtype} value, got a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"expected one {dtype} value, got an object"
+    return f"cannot parse {value!r} as {dtype}"
+
+
 def _parse_many(
     values: np.ndarray, dtype: str, where: np.ndarray, bad: dict, name: str
 ) -> np.ndarray:
@@ -127,7 +135,7 @@ def _parse_many(
         try:
             out[i] = _parse_one(v, dtype)
         except (ValueError, TypeError, OverflowError):
-            bad.setdefault(int(where[i]), []).append((name, v, f"cannot parse {v!r} as {dtype}"))
+            bad.setdefault(int(where[i]), []).append((name, v, _parse_reason(v, dtype)))
     return out
 
 
@@ -173,11 +181,13 @@ def _check_finite(name: str, out: np.ndarray, missing: np.ndarray, bad: dict,
         over = ~missing & (np.abs(out) > _F32_MAX)
     if not over.any():
         return missing
+    values = out[over]
+    out[over] = np.nan  # never cast to float32 (or learned from), whatever the policy
     if non_finite == "missing":
         return missing | over
-    for i in np.flatnonzero(over).tolist():
-        bad.setdefault(i, []).append((name, float(out[i]), (
-            f"non-finite value {float(out[i])!r} (beyond float32); pass non_finite='missing' "
+    for i, v in zip(np.flatnonzero(over).tolist(), values.tolist()):
+        bad.setdefault(i, []).append((name, v, (
+            f"non-finite value {v!r} (beyond float32); pass non_finite='missing' "
             "(--non-finite missing) to treat such values as missing")))
     return missing
 
@@ -218,6 +228,34 @@ def _as_rows(values: Any) -> Any:
     return values
 
 
+def _arrow_ragged(arr, dtype: str) -> Ragged | None:
+    """An Arrow list array as ``Ragged`` of ``dtype`` values (``None``: only the slow path can
+    type them); a null list is an empty row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    flat = arr.flatten()
+    if flat.null_count:
+        return None
+    try:
+        if dtype == "bytes":
+            if not (pa.types.is_binary(flat.type) or pa.types.is_string(flat.type)):
+                return None
+            values = pc.cast(flat, pa.binary()).to_numpy(zero_copy_only=False)
+        elif pa.types.is_integer(flat.type) or (dtype == "float32"
+                                                 and pa.types.is_floating(flat.type)):
+            target = pa.float64() if dtype == "float32" else pa.int64()
+            values = pc.cast(flat, target).to_numpy(zero_copy_only=False)
+        else:
+            return None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    lengths = pc.list_value_length(arr).fill_null(0).to_numpy()
+    splits = np.zeros(len(arr) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=splits[1:])
+    return Ragged(values, splits)
+
+
 def _fast_scalar(inp: Input, values: Any, n: int, bad: dict):
     """``(values, missing)`` of a scalar input parsed without a Python object per value, or
     ``None`` when only the slow path can say which values are bad."""
@@ -242,6 +280,9 @@ def _fast_scalar(inp: Input, values: Any, n: int, bad: dict):
 
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     t = arr.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        ragged = _arrow_ragged(arr, inp.dtype)
+        return None if ragged is None else _fast_scalar(inp, ragged, n, bad)
     textual = pa.types.is_binary(t) or pa.types.is_string(t) or pa.types.is_large_binary(
         t) or pa.types.is_large_string(t)
     null = arr.is_null().to_numpy(zero_copy_only=False)
@@ -250,7 +291,7 @@ def _fast_scalar(inp: Input, values: Any, n: int, bad: dict):
             if not (textual or pa.types.is_integer(t)):
                 return None
             out = pc.cast(pc.cast(arr, pa.string()) if not textual else arr,
-                          pa.binary()).to_numpy(zero_copy_only=False)
+                          pa.binary()).to_numpy(zero_copy_only=False, writable=True)
             missing = null | (pc.binary_length(arr).fill_null(0).to_numpy() == 0 if textual
                               else null)
             return out, missing
@@ -270,9 +311,9 @@ def _fast_scalar(inp: Input, values: Any, n: int, bad: dict):
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     if inp.dtype == "float32":
-        return parsed.to_numpy(zero_copy_only=False), missing | np.isnan(
-            parsed.to_numpy(zero_copy_only=False))
-    return parsed.fill_null(0).to_numpy(zero_copy_only=False), missing
+        out = parsed.to_numpy(zero_copy_only=False, writable=True)
+        return out, missing | np.isnan(out)
+    return parsed.fill_null(0).to_numpy(zero_copy_only=False, writable=True), missing
 
 
 def _coerce_fixed(inp: Input, values: Any, n: int, bad: dict) -> np.ndarray:

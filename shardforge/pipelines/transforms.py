@@ -27,6 +27,7 @@ from shardforge.records.spec import Batch, Ragged, batch_size
 
 ERRORS = "errors"
 NUM_READ = "num_read"
+ROWS = "rows"
 NAMESPACE = "shardforge"
 DEFAULT_SHARD_SIZE = 128 << 20
 # Encoded bytes a transform worker buffers before it sorts them and spills a run to disk.
@@ -388,6 +389,7 @@ class _TransformFn(beam.DoFn):
             # With a split key the key alone places a row (split and shard).
             row_hash = row_hashes(batch, [self.split_key] if self.split_key else list(batch))
             is_eval = split_of(row_hash, self.eval_fraction)
+            yield pvalue.TaggedOutput(ROWS, Rows(batch, item.missing))
             out, errors = fs.transform(batch, state, errors="collect")
             for e in errors:
                 yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform", item.row_id(e.row)))
@@ -414,7 +416,9 @@ class _TransformFn(beam.DoFn):
 
 
 class Transform(beam.PTransform):
-    """Splits (from :class:`MatchFiles`) + state → ``{"runs": run descriptors, "errors": dict}``.
+    """Splits (from :class:`MatchFiles`) + state → ``{"runs": run descriptors, "errors": dict,
+    "rows": Rows}`` (``rows``: the typed input batches again, for statistics that need the state:
+    consumed in the same stage, they are never held).
 
     Each file is read again (the analyze pass read it first), transformed and encoded a chunk at
     a time; records go to sorted runs on disk (``spill_dir``), which :class:`WriteShards`
@@ -438,8 +442,8 @@ class Transform(beam.PTransform):
             _TransformFn(self.fs, self.fmt, self.chunk_rows, self.non_finite,
                          self.eval_fraction, self.split_key, self.spill_dir, self.run_bytes),
             pvalue.AsSingleton(self.state),
-        ).with_outputs(ERRORS, main="runs")
-        return {"runs": out.runs, "errors": out[ERRORS]}
+        ).with_outputs(ERRORS, ROWS, main="runs")
+        return {"runs": out.runs, "errors": out[ERRORS], "rows": out[ROWS]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -984,7 +988,9 @@ class Preprocess(beam.PTransform):
         written = transformed["runs"] | "WriteShards" >> WriteShards(
             self.output, splits, self.num_shards, self.shard_size, self.compression,
             ready=dead["gate"], spill_dir=spill_dir)
-        rows | "Stats" >> ComputeStats(
+        # Statistics from the transform pass, where the state is at hand: a consumer of the
+        # analyze pass's rows that needs the state would hold every row until it is learned.
+        transformed["rows"] | "Stats" >> ComputeStats(
             self.output, written["sizes"], read["num_read"], dead["count"])
         return written["paths"]
 
