@@ -31,7 +31,7 @@ ROWS = "rows"
 NAMESPACE = "shardforge"
 DEFAULT_SHARD_SIZE = 128 << 20
 # Encoded bytes a transform worker buffers before it sorts them and spills a run to disk.
-DEFAULT_RUN_BYTES = 64 << 20
+DEFAULT_RUN_BYTES = 32 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,17 +98,21 @@ def error_record(err, stage: str, source: str | None = None) -> dict:
             "feature": err.feature, "reason": err.reason, "value": text[:200]}
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    """Write a whole small file to any Beam filesystem; local files are renamed into place."""
+def _write_bytes(path: str, data) -> None:
+    """Write a whole file (``bytes``, or a sequence of buffers written one after the other) to
+    any Beam filesystem; local files are renamed into place."""
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     if "://" not in path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
         return
     with FileSystems.create(path) as f:
-        f.write(data)
+        for part in parts:
+            f.write(part)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,17 +545,16 @@ class RunSpiller:
         import uuid
 
         runs = []
-        for split, parts in sorted(self.buffers.items()):
-            spans = _Spans.concat(parts)
+        buffers, self.buffers, self.size = self.buffers, {}, 0
+        for split in sorted(buffers):
+            spans = _Spans.concat(buffers.pop(split))
             spans = spans.take(spans.order())
-            bounds = np.concatenate(([0], np.cumsum(spans.lengths)))
+            bounds = np.concatenate(([0], np.cumsum(spans.lengths))).astype(np.int64)
             path = posixpath.join(self.spill_dir, f"{split}-{uuid.uuid4().hex}.run")
-            _write_bytes(path, b"".join([
-                _RUN_MAGIC, np.int64(len(spans.keys)).tobytes(), spans.keys.tobytes(),
-                bounds.astype(np.int64).tobytes(), spans.buf.tobytes()]))
+            _write_bytes(path, [_RUN_MAGIC, np.int64(len(spans.keys)).tobytes(), spans.keys,
+                                bounds, spans.buf])
             runs.append({"split": split, "path": path, "records": len(spans.keys),
                          "bytes": int(bounds[-1])})
-        self.buffers, self.size = {}, 0
         return runs
 
 
@@ -595,7 +598,7 @@ class _Run:
             self._file.close()
 
 
-MERGE_WINDOW = 32768
+MERGE_WINDOW = 8192
 
 
 def merge_runs(runs: Sequence[_Run], lo: int, hi: int | None):
