@@ -27,46 +27,45 @@ def row_ends(buf, start, delim, quote, ends, lines):  # pragma: no cover - compi
     i = start
     size = len(buf)
     cap = len(ends)
-    in_quotes = False
-    field_start = True
-    while i < size and n < cap:
+    while i < size:
         c = buf[i]
-        if in_quotes:
-            if c == quote:
-                if i + 1 >= size:
-                    break  # an escaped quote or the closing one: the next byte decides
-                if buf[i + 1] == quote:
-                    i += 2
-                    continue
-                in_quotes = False
-            elif c == NEWLINE:
-                nl += 1
-        elif c == NEWLINE:
+        if c == NEWLINE:
             nl += 1
+            if n >= cap:
+                break
             ends[n] = i + 1
             lines[n] = nl
             n += 1
-            field_start = True
-            i += 1
-            continue
-        elif c == delim:
-            field_start = True
-            i += 1
-            continue
-        elif c == quote and field_start:
-            in_quotes = True
-        field_start = False
+        elif c == quote and (i == start or buf[i - 1] == delim or buf[i - 1] == NEWLINE):
+            # a quoted field: newlines inside belong to it, "" is an escaped quote
+            j = i + 1
+            while True:
+                if j + 1 >= size:
+                    return n  # the field (or the byte after its quote) is not all here yet
+                cj = buf[j]
+                if cj == quote:
+                    if buf[j + 1] != quote:
+                        break
+                    j += 1
+                elif cj == NEWLINE:
+                    nl += 1
+                j += 1
+            i = j
         i += 1
     return n
 
 
-def scan_rows(buf: np.ndarray, delim: int, quote: int = 34) -> tuple[np.ndarray, np.ndarray]:
-    """``(ends, lines)`` of the complete rows of ``buf`` (a ``uint8`` array).
+def scan_rows(data: bytes, delim: int, quote: int = 34) -> tuple[np.ndarray, np.ndarray]:
+    """``(ends, lines)`` of the complete rows of ``data``.
 
-    >>> ends, lines = scan_rows(np.frombuffer(b'a,"b\\nc"\\nd\\ne', np.uint8), ord(","))
+    >>> ends, lines = scan_rows(b'a,"b\\nc"\\nd\\ne', ord(","))
     >>> ends.tolist(), lines.tolist()
     ([8, 10], [2, 3])
     """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if data.find(bytes([quote])) < 0:  # no quotes (memchr-fast): every newline ends a row
+        ends = np.flatnonzero(buf == NEWLINE) + 1
+        return ends, np.arange(1, len(ends) + 1, dtype=np.int64)
     cap = int(np.count_nonzero(buf == NEWLINE))
     ends = np.empty(cap, dtype=np.int64)
     lines = np.empty(cap, dtype=np.int64)

@@ -228,11 +228,10 @@ def split_file(path: str, fmt: str, target: int = SPLIT_BYTES) -> list[Split]:
             pending += data
             if pos == 0 and pending.startswith(BOM):
                 pending, pos = pending[len(BOM):], len(BOM)
-            buf = np.frombuffer(pending, np.uint8)
             if fmt == "csv":
-                ends, lines = scan_rows(buf, delim)
+                ends, lines = scan_rows(pending, delim)
             else:
-                ends = np.flatnonzero(buf == 10) + 1
+                ends = np.flatnonzero(np.frombuffer(pending, np.uint8) == 10) + 1
                 lines = np.arange(1, len(ends) + 1)
             if not len(ends):
                 if not data or len(pending) > MAX_ROW_BYTES:
@@ -290,13 +289,12 @@ def read_csv(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_RO
         line = split.first  # line number of the first byte of ``pending``
         if not split.start:
             pending = pending.removeprefix(BOM)
-            ends, _ = scan_rows(np.frombuffer(pending, np.uint8), ord(delim))
+            ends, _ = scan_rows(pending, ord(delim))
             if not len(ends):
                 return
             pending, line = pending[int(ends[0]):], 2
         while pending or not eof:
-            buf = np.frombuffer(pending, np.uint8)
-            ends, lines = scan_rows(buf, ord(delim))
+            ends, lines = scan_rows(pending, ord(delim))
             if not len(ends):
                 if not eof and len(pending) <= MAX_ROW_BYTES:
                     pending, eof = _refill(f, pending)
@@ -348,7 +346,6 @@ def _csv_block(path, block, ends, lines, first_line, header, width, present, nam
                chunk_rows):
     """Parse one block of whole rows; yield its errors and chunks."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     n_rows = len(ends)
@@ -415,7 +412,7 @@ def _csv_block(path, block, ends, lines, first_line, header, width, present, nam
     for lo in range(0, table.num_rows, chunk_rows):
         part = table.slice(lo, chunk_rows)
         pos = positions[lo:lo + part.num_rows]
-        columns = {n: pc.cast(part.column(n), pa.binary()).combine_chunks() for n in present}
+        columns = {n: part.column(n).combine_chunks() for n in present}
         columns.update({n: None for n in names if n not in columns})
         yield RawChunk(path, int(pos[0]), part.num_rows, columns,
                        None if regular else pos.copy())
