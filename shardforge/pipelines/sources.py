@@ -237,10 +237,14 @@ def split_file(path: str, fmt: str, target: int = SPLIT_BYTES) -> list[Split]:
                 if not data or len(pending) > MAX_ROW_BYTES:
                     break  # the end, or a row the reader reports: the rest is one split
                 continue
-            if pos + int(ends[-1]) - start >= target:
-                cut = pos + int(ends[-1])
+            absolute = ends + pos
+            while True:  # cut at the first row end at or past each target
+                k = int(np.searchsorted(absolute, start + target))
+                if k >= len(absolute):
+                    break
+                cut = int(absolute[k])
                 splits.append(Split(path, start, cut, first))
-                start, first = cut, line + int(lines[-1])
+                start, first = cut, line + int(lines[k])
             pos, line = pos + int(ends[-1]), line + int(lines[-1])
             pending = pending[int(ends[-1]):]
             if not data:

@@ -129,3 +129,51 @@ def test_row_ids_are_built_from_the_chunk_source():
     assert sources.RawChunk("f.pq", 10, 2, {}, kind="row").row_id(1) == "f.pq:row 11"
     tfr = sources.RawChunk("f.tfr", 0, 1, {}, np.array([16]), kind="offset")
     assert tfr.row_id(0) == "f.tfr@16"
+
+
+def _read_splits(path, fmt, names, splits):
+    items = [i for s in splits for i in sources.read_file(str(path), fmt, names, split=s)]
+    return _all(items)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_splits_read_exactly_the_whole_file(tmp_path, fmt):
+    # quoted newlines, escaped quotes and a bad row land near the cut points
+    rows = []
+    for i in range(3000):
+        text = f'line {i}\nnext ""q""' if i % 97 == 0 else f"v{i}"
+        rows.append((i, text))
+    path = tmp_path / f"a.{fmt}"
+    if fmt == "csv":
+        body = "id,t\n" + "".join(f'{i},"{t}"\n' if "\n" in t else f"{i},{t}\n"
+                                  for i, t in rows)
+        body = body.replace("1500,v1500\n", "1500,v1500,extra\n")
+        spec = ["id", "t"]
+    else:
+        body = "".join(json.dumps({"id": i, "t": t.replace('""', '"')}) + "\n" for i, t in rows)
+        body = body.replace('{"id": 1500,', '{"id": 1500')
+        from shardforge.records.spec import FixedLen
+
+        spec = {"id": FixedLen("int64"), "t": FixedLen("bytes")}
+    path.write_text(body)
+    splits = sources.split_file(str(path), fmt, target=4096)
+    assert len(splits) > 5
+    assert splits[0].start == 0 and all(a.end == b.start for a, b in zip(splits, splits[1:]))
+    whole = _read_splits(path, fmt, spec, [sources.Split(str(path), first=1)])
+    parts = _read_splits(path, fmt, spec, splits)
+    assert parts[0] == whole[0] and parts[1] == whole[1]
+    assert [e.source for e in parts[2]] == [e.source for e in whole[2]]
+    line = 1502 + sum(1 for i, t in rows[:1500] if "\n" in t) if fmt == "csv" else 1501
+    assert [e.source for e in whole[2]] == [f"{path}:{line}"]
+    assert len(whole[0]) == 2999
+
+
+def test_parquet_splits_by_row_groups(tmp_path, monkeypatch):
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": list(range(1000))}), path, row_group_size=100)
+    monkeypatch.setattr(sources, "SPLIT_ROWS", 250)
+    splits = sources.split_file(str(path), "parquet")
+    assert [(s.start, s.end, s.first) for s in splits] == [(0, 3, 0), (3, 6, 300), (6, 9, 600),
+                                                           (9, None, 900)]
+    ids, cols, _ = _read_splits(path, "parquet", ["x"], splits)
+    assert cols["x"] == list(range(1000)) and ids[300] == f"{path}:row 300"
