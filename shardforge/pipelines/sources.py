@@ -604,7 +604,7 @@ def _input_spec_varlen(spec):
 
 
 def read_tfrecord(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                  scalars: Collection[str] = (), spec=None):
+                  spec=None):
     """tf.Example records, decoded a block at a time. Every input comes as value lists
     (``Ragged``); coercion checks the counts against the declarations. A record failing its
     checksum or not a tf.Example is an error with its offset."""
@@ -696,8 +696,7 @@ READERS = {
 
 
 def read_file(path: str, fmt: str, names: Sequence[str] | dict,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, scalars: Collection[str] = (),
-              split: Split | None = None):
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, split: Split | None = None):
     """Chunks and :class:`ReadError`\\ s of one file (or of one ``split`` of it, from
     :func:`split_file`), in file order. ``names``: the input names, or the input spec
     (``FeatureSet.input_spec()``), which types JSON and TFRecord reads."""
@@ -706,7 +705,7 @@ def read_file(path: str, fmt: str, names: Sequence[str] | dict,
     spec = names if isinstance(names, dict) else None
     names = list(names)
     if fmt == "tfrecord":
-        yield from read_tfrecord(path, names, chunk_rows, scalars, spec=spec)
+        yield from read_tfrecord(path, names, chunk_rows, spec=spec)
     elif fmt == "jsonl":
         yield from read_jsonl(path, names, chunk_rows, spec=spec, split=split)
     elif fmt in ("csv", "parquet"):

@@ -1,9 +1,11 @@
-"""The Beam job as named composites: ReadRaw → Analyze → Transform → WriteShards, plus dead
-letters and stats, and ``Preprocess``, which wires them together for a user's own pipeline.
+"""The Beam job as named composites: MatchFiles → ReadRaw → Analyze, MatchFiles → Transform
+(reading the input again) → WriteShards, plus dead letters and stats, and ``Preprocess``, which
+wires them together for a user's own pipeline.
 
 DoFns stay thin: parsing, analyzing and transforming are the feature set's pure functions from
-``shardforge.features``; framing and index files are ``shardforge.records``. Elements between
-steps are batches (``Rows``: row ids + a columnar batch), never one Python dict per row.
+``shardforge.features``; framing and index files are ``shardforge.records``. Nothing that grows
+with the input crosses a step: file splits, analyzer accumulators, and the names of sorted runs
+of encoded records on disk (see the README's memory design).
 """
 
 from __future__ import annotations
