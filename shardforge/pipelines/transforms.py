@@ -600,45 +600,63 @@ class _Run:
             self._file.close()
 
 
-MERGE_WINDOW = 8192
+# Bytes of records a shard writer holds from all runs at once (a window from each), so its memory
+# does not grow with the number of runs (that is, with the input).
+MERGE_BYTES = 16 << 20
 
 
 def merge_runs(runs: Sequence[_Run], lo: int, hi: int | None):
     """``RecordBlock``\\ s of the records with keys in ``[lo, hi)`` of sorted runs, in
-    (key, bytes) order, with at most ``MERGE_WINDOW`` records per run in memory."""
+    (key, bytes) order, holding about ``MERGE_BYTES`` of records from all runs at a time."""
     from shardforge.records import RecordBlock
 
     cursors = []
+    records = size = 0
     for run in runs:
         a, b = run.range_of(lo, hi)
         if b > a:
             cursors.append([run, a, b])
-    window = MERGE_WINDOW
-    pending: list[_Spans] = []
-    while cursors or pending:
-        parts = list(pending)
-        limit = None
-        for cur in cursors:
-            run, a, b = cur
-            stop = min(b, a + window)
-            parts.append(run.spans(a, stop))
-            cur[1] = stop
-            if stop < b:  # this run has more: nothing at or above its last key is safe yet
-                last = int(run.keys[stop - 1])
-                limit = last if limit is None else min(limit, last)
-        cursors = [c for c in cursors if c[1] < c[2]]
-        spans = _Spans.concat(parts)
-        ready = (np.ones(len(spans.keys), dtype=bool) if limit is None
-                 else spans.keys < np.uint64(limit))
-        idx = np.flatnonzero(ready)
-        if len(idx):
-            part = spans.take(idx)
-            order = part.order()
-            yield RecordBlock(part.buf, part.offsets[order], part.lengths[order])
-        rest = np.flatnonzero(~ready)
-        pending = [spans.take(rest)] if len(rest) else []
-        if not len(idx):
-            window *= 2  # one key fills every window (a constant split key): look further
+            records += b - a
+            size += int(run.offsets[b]) - int(run.offsets[a])
+    if not cursors:
+        return
+    per_record = max(1, size // records)
+    window = max(16, MERGE_BYTES // per_record // len(cursors))
+    # per run: [run, next record to load, end, loaded but not yet written]
+    state = [[run, a, b, None] for run, a, b in cursors]
+
+    def load(st) -> None:
+        run, a, b, held = st
+        stop = min(b, a + window)
+        new = run.spans(a, stop)
+        st[1], st[3] = stop, new if held is None else _Spans.concat([held, new])
+
+    while True:
+        for st in state:
+            if (st[3] is None or not len(st[3].keys)) and st[1] < st[2]:
+                load(st)
+        live = [st for st in state if st[3] is not None and len(st[3].keys)]
+        if not live:
+            return
+        # a run with more on disk is safe only below the last key it has loaded
+        tails = [int(st[3].keys[-1]) for st in live if st[1] < st[2]]
+        limit = min(tails) if tails else None
+        parts = []
+        for st in live:
+            held = st[3]
+            n = len(held.keys) if limit is None else int(
+                np.searchsorted(held.keys, np.uint64(limit), side="left"))
+            if n:
+                parts.append(held.take(np.arange(n)))
+                st[3] = held.take(np.arange(n, len(held.keys)))
+        if parts:
+            spans = _Spans.concat(parts)
+            order = spans.order()
+            yield RecordBlock(spans.buf, spans.offsets[order], spans.lengths[order])
+        else:  # every loaded key equals the limit (a constant split key): load further
+            for st in live:
+                if st[1] < st[2] and int(st[3].keys[-1]) == limit:
+                    load(st)
 
 
 def shard_bounds(i: int, n: int) -> tuple[int, int | None]:
