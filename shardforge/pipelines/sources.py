@@ -42,7 +42,7 @@ SUFFIXES = {
     ".txt": "text", ".py": "text", ".md": "text",
 }
 COMPRESSED = (".gz", ".bz2")
-DEFAULT_CHUNK_ROWS = 8192
+DEFAULT_CHUNK_ROWS = 32768
 # Bytes read per refill of a text reader; a block holds at least one whole row.
 READ_BYTES = 4 << 20
 # A row (CSV, JSON line) larger than this goes to errors instead of into memory and a record.
@@ -413,8 +413,10 @@ def _csv_block(path, block, ends, lines, first_line, header, width, present, nam
         keep_rows = keep_rows[keep]
     positions = row_line[keep_rows]
     regular = len(positions) == 0 or positions[-1] - positions[0] == len(positions) - 1
-    for lo in range(0, table.num_rows, chunk_rows):
-        part = table.slice(lo, chunk_rows)
+    # equal chunks of at most chunk_rows (no small remainder chunk per block)
+    step = -(-table.num_rows // max(1, -(-table.num_rows // chunk_rows)))
+    for lo in range(0, table.num_rows, max(step, 1)):
+        part = table.slice(lo, step)
         pos = positions[lo:lo + part.num_rows]
         columns = {n: part.column(n).combine_chunks() for n in present}
         columns.update({n: None for n in names if n not in columns})
