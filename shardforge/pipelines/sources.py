@@ -484,17 +484,47 @@ def read_jsonl(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_
 
 
 def _json_block(path, block, first_line, names, schema, chunk_rows):
-    """Lines of ``block`` (each ends in a newline) starting at ``first_line``."""
+    """Lines of ``block`` (each ends in a newline) starting at ``first_line``: the whole block
+    to pyarrow at once; Python line objects only when pyarrow rejects it."""
+    buf = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    size = ends - starts
+    blank = (size == 0) | ((size == 1) & (buf[np.minimum(starts, len(buf) - 1)] == 13))
+    positions = first_line + np.flatnonzero(~blank)
+    table = None
+    if schema is not None and len(positions) and int(size.max()) <= MAX_ROW_BYTES:
+        table = _read_json_table(block, schema)
+        if table is not None and table.num_rows != len(positions):
+            table = None  # blank-looking lines or several objects on a line: line by line
+    if table is not None:
+        for lo in range(0, table.num_rows, chunk_rows):
+            part = table.slice(lo, chunk_rows)
+            pos = positions[lo:lo + part.num_rows]
+            yield RawChunk(path, int(pos[0]), part.num_rows,
+                           {n: part.column(n).combine_chunks() for n in names}, _irregular(pos))
+        return
     lines = block.split(b"\n")[:-1]
-    nonblank = np.array([bool(ln.strip()) for ln in lines], dtype=bool) if lines else np.zeros(0)
-    yield from _json_lines(path, [ln for ln, keep in zip(lines, nonblank) if keep],
-                           first_line + np.flatnonzero(nonblank), names, schema, chunk_rows)
+    yield from _json_lines(path, [ln for ln, b in zip(lines, blank.tolist()) if not b],
+                           positions, names, schema, chunk_rows)
 
 
-def _json_lines(path, lines, positions, names, schema, chunk_rows):
+def _read_json_table(data: bytes, schema):
+    """pyarrow's JSON reader on whole lines, typed by ``schema``; ``None`` if it rejects them."""
     import pyarrow as pa
     import pyarrow.json as pj
 
+    try:
+        return pj.read_json(
+            io.BytesIO(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
+            parse_options=pj.ParseOptions(explicit_schema=schema,
+                                          unexpected_field_behavior="ignore"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
+def _json_lines(path, lines, positions, names, schema, chunk_rows):
     for lo in range(0, len(lines), chunk_rows):
         part, pos = lines[lo:lo + chunk_rows], positions[lo:lo + chunk_rows]
         stack = [(part, pos)]
@@ -503,15 +533,7 @@ def _json_lines(path, lines, positions, names, schema, chunk_rows):
             table = None
             too_big = any(len(ln) > MAX_ROW_BYTES for ln in sub)
             if schema is not None and not too_big:
-                try:
-                    table = pj.read_json(
-                        io.BytesIO(b"\n".join(sub) + b"\n"),
-                        read_options=pj.ReadOptions(use_threads=False,
-                                                    block_size=sum(map(len, sub)) + len(sub) + 1),
-                        parse_options=pj.ParseOptions(explicit_schema=schema,
-                                                      unexpected_field_behavior="ignore"))
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                    table = None
+                table = _read_json_table(b"\n".join(sub) + b"\n", schema)
                 if table is not None and table.num_rows != len(sub):
                     table = None  # a line holding several objects: sort it out line by line
             if table is not None:
