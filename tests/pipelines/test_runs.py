@@ -48,3 +48,25 @@ def test_a_run_spills_when_full_and_sorts_by_key_then_bytes(tmp_path):
     spans = run.spans(0, 4)
     assert [spans.record(i) for i in range(4)] == [b"a", b"b", b"aa", b"zz"]
     run.close()
+
+
+@pytest.mark.xdist_group("pipelines-runs")
+def test_shards_are_byte_identical_across_runners_and_chunking(tmp_path):
+    # runs differ (two worker processes and 500-row chunks vs one process and 4096): the
+    # shards, merged by (key, bytes), must not
+    from shardforge.examples.clicklog import write_csv
+    from shardforge.pipelines import run_pipeline
+    from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, shard_paths
+
+    csv = str(tmp_path / "clicks.csv")
+    write_csv(csv, 5000, seed=11)
+    a = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "a"), num_shards=3, chunk_rows=500)
+    b = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "b"), num_shards=3, chunk_rows=4096,
+                     beam_args=IN_MEMORY)
+    for split in ("train", "eval"):
+        pa_, pb = shard_paths(a.output, split), shard_paths(b.output, split)
+        assert len(pa_) == len(pb) == 3
+        for x, y in zip(pa_, pb):
+            with open(x, "rb") as fx, open(y, "rb") as fy:
+                assert fx.read() == fy.read(), x
+    assert not (tmp_path / "a" / ".tmp-runs").exists()
