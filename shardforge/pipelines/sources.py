@@ -439,24 +439,30 @@ def _swallowed_rows(text: bytes, delim: str, width: int) -> list[bytes] | None:
 # JSONL
 
 
-def _json_schema(spec):
+def _json_schemas(spec) -> tuple:
+    """The typed schemas pyarrow's JSON reader tries in turn: the declared types, then (when a
+    bytes input is declared) the same with bytes inputs as integers, the usual numeric ids."""
     import pyarrow as pa
 
-    scalar = {"float32": pa.float64(), "int64": pa.int64(), "bytes": pa.string()}
-    fields = []
-    for name, s in spec.items():
-        t = scalar[s.dtype]
-        if getattr(s, "shape", ()) != () or not hasattr(s, "shape"):
-            t = pa.list_(t)
-        fields.append(pa.field(name, t))
-    return pa.schema(fields)
+    def schema(bytes_type):
+        scalar = {"float32": pa.float64(), "int64": pa.int64(), "bytes": bytes_type}
+        fields = []
+        for name, s in spec.items():
+            t = scalar[s.dtype]
+            if getattr(s, "shape", ()) != () or not hasattr(s, "shape"):
+                t = pa.list_(t)
+            fields.append(pa.field(name, t))
+        return pa.schema(fields)
+
+    has_bytes = any(s.dtype == "bytes" for s in spec.values())
+    return (schema(pa.string()),) + ((schema(pa.int64()),) if has_bytes else ())
 
 
 def read_jsonl(path: str, names: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS,
                spec=None, split: Split | None = None):
     """One JSON object per line; absent keys and ``null`` are missing. With ``spec`` (the
     declared inputs) lines are read by pyarrow as typed columns, else one by one."""
-    schema = _json_schema(spec) if spec is not None else None
+    schema = _json_schemas(spec) if spec is not None else ()
     split = split or Split(path, first=1)
     line = split.first
     with _open(path) as raw:
@@ -493,7 +499,7 @@ def _json_block(path, block, first_line, names, schema, chunk_rows):
     blank = (size == 0) | ((size == 1) & (buf[np.minimum(starts, len(buf) - 1)] == 13))
     positions = first_line + np.flatnonzero(~blank)
     table = None
-    if schema is not None and len(positions) and int(size.max()) <= MAX_ROW_BYTES:
+    if schema and len(positions) and int(size.max()) <= MAX_ROW_BYTES:
         table = _read_json_table(block, schema)
         if table is not None and table.num_rows != len(positions):
             table = None  # blank-looking lines or several objects on a line: line by line
@@ -509,42 +515,57 @@ def _json_block(path, block, first_line, names, schema, chunk_rows):
                            positions, names, schema, chunk_rows)
 
 
-def _read_json_table(data: bytes, schema):
-    """pyarrow's JSON reader on whole lines, typed by ``schema``; ``None`` if it rejects them."""
+def _read_json_table(data: bytes, schemas: tuple):
+    """pyarrow's JSON reader on whole lines, typed by the first of ``schemas`` that fits them;
+    ``None`` if none does."""
     import pyarrow as pa
     import pyarrow.json as pj
 
-    try:
-        return pj.read_json(
-            io.BytesIO(data),
-            read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
-            parse_options=pj.ParseOptions(explicit_schema=schema,
-                                          unexpected_field_behavior="ignore"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return None
+    for schema in schemas:
+        try:
+            return pj.read_json(
+                io.BytesIO(data),
+                read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
+                parse_options=pj.ParseOptions(explicit_schema=schema,
+                                              unexpected_field_behavior="ignore"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            continue
+    return None
 
 
 def _json_lines(path, lines, positions, names, schema, chunk_rows):
     for lo in range(0, len(lines), chunk_rows):
-        part, pos = lines[lo:lo + chunk_rows], positions[lo:lo + chunk_rows]
-        stack = [(part, pos)]
-        while stack:
-            sub, sub_pos = stack.pop()
-            table = None
-            too_big = any(len(ln) > MAX_ROW_BYTES for ln in sub)
-            if schema is not None and not too_big:
-                table = _read_json_table(b"\n".join(sub) + b"\n", schema)
-                if table is not None and table.num_rows != len(sub):
-                    table = None  # a line holding several objects: sort it out line by line
-            if table is not None:
-                columns = {n: table.column(n).combine_chunks() for n in names}
-                yield RawChunk(path, int(sub_pos[0]), len(sub), columns, _irregular(sub_pos))
-            elif len(sub) > 16 and not too_big:
-                half = len(sub) // 2  # halves: only the failing lines end up parsed one by one
-                stack.append((sub[half:], sub_pos[half:]))
-                stack.append((sub[:half], sub_pos[:half]))
-            else:
-                yield from _json_one_by_one(path, sub, sub_pos, names)
+        yield from _json_halves(path, lines[lo:lo + chunk_rows], positions[lo:lo + chunk_rows],
+                                names, schema)
+
+
+def _json_halves(path, lines, positions, names, schema):
+    """pyarrow on ``lines``; where it fails, on each half, down to the failing lines. When both
+    halves fail too the bad lines are dense (say a number where a string is declared on every
+    line): those lines are parsed one by one at once instead of halved further."""
+    table = None
+    if schema and all(len(ln) <= MAX_ROW_BYTES for ln in lines):
+        table = _read_json_table(b"\n".join(lines) + b"\n", schema)
+        if table is not None and table.num_rows != len(lines):
+            table = None  # a line holding several objects: sort it out line by line
+    if table is not None:
+        columns = {n: table.column(n).combine_chunks() for n in names}
+        yield RawChunk(path, int(positions[0]), len(lines), columns, _irregular(positions))
+        return
+    if not schema or len(lines) <= 16:
+        yield from _json_one_by_one(path, lines, positions, names)
+        return
+    half = len(lines) // 2
+    parts = [(lines[:half], positions[:half]), (lines[half:], positions[half:])]
+    tables = [_read_json_table(b"\n".join(ls) + b"\n", schema) for ls, _ in parts]
+    for (ls, ps), t in zip(parts, tables):
+        if t is not None and t.num_rows == len(ls):
+            yield RawChunk(path, int(ps[0]), len(ls),
+                           {n: t.column(n).combine_chunks() for n in names}, _irregular(ps))
+        elif all(t is None for t in tables):
+            yield from _json_one_by_one(path, ls, ps, names)
+        else:
+            yield from _json_halves(path, ls, ps, names, schema)
 
 
 def _irregular(pos: np.ndarray) -> np.ndarray | None:
