@@ -201,8 +201,8 @@ class Split:
     first: int = 0
 
 
-# Bytes (or, for Parquet, rows) per split: enough work per element to amortize its overhead,
-# enough splits that one big file keeps every worker busy.
+# Bytes (or, for Parquet, rows) per split by default: enough work per element to amortize its
+# overhead, enough splits that one big file keeps every worker busy.
 SPLIT_BYTES = 8 << 20
 SPLIT_ROWS = 1 << 18
 

@@ -192,8 +192,11 @@ class _ReadFn(beam.DoFn):
         yield pvalue.TaggedOutput(NUM_READ, read)
 
 
-def _split(path: str, fmt: str | None) -> list[sources.Split]:
-    return sources.split_file(path, fmt or sources.infer_format(path))
+def _split(file: tuple[str, int], fmt: str | None) -> list[sources.Split]:
+    path, size = file
+    # about 16 splits a file (2-32 MiB each): every worker gets work from one big file
+    target = min(max(size // 16, 2 << 20), 32 << 20)
+    return sources.split_file(path, fmt or sources.infer_format(path), target)
 
 
 class MatchFiles(beam.PTransform):
@@ -210,7 +213,7 @@ class MatchFiles(beam.PTransform):
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Match" >> fileio.MatchAll()
-            | "Paths" >> beam.Map(lambda m: m.path)
+            | "Paths" >> beam.Map(lambda m: (m.path, m.size_in_bytes))
             | "SpreadFiles" >> beam.Reshuffle()
             | "SplitFiles" >> beam.FlatMap(_split, self.fmt)
             | "SpreadSplits" >> beam.Reshuffle()
