@@ -7,13 +7,15 @@ value, leave the batch and come back as :class:`~shardforge.features.feature_set
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shardforge.features.columns import Input
 from shardforge.features.feature_set import RowError
 from shardforge.records.spec import Batch, Ragged, take_rows
+
+if TYPE_CHECKING:  # the declaration type only; its module is the features package's business
+    from shardforge.features import Input
 
 NON_FINITE = ("error", "missing")
 _F32_MAX = float(np.finfo(np.float32).max)
