@@ -1,4 +1,5 @@
-"""Apache Beam composites: ReadRaw, Analyze, Transform, WriteShards (imported only by the CLI).
+"""Apache Beam composites: MatchFiles, ReadRaw, Analyze, Transform, WriteShards (imported only
+by the CLI).
 
 ``from shardforge.pipelines import run_pipeline, Preprocess`` imports Beam on first use only, so
 the CLI can list ``shardforge run`` without paying for it.
@@ -10,7 +11,8 @@ import importlib
 
 _EXPORTS = {
     "run_pipeline": "pipeline", "Summary": "pipeline",
-    "Preprocess": "transforms", "ReadRaw": "transforms", "Analyze": "transforms",
+    "Preprocess": "transforms", "MatchFiles": "transforms", "ReadRaw": "transforms",
+    "Analyze": "transforms",
     "Transform": "transforms", "WriteShards": "transforms", "DeadLetters": "transforms",
     "ComputeStats": "transforms", "TooManyErrors": "transforms",
     "make_options": "options", "make_pipeline": "options",

@@ -38,7 +38,10 @@ class Summary:
         return asdict(self) | {"rows_out": self.rows_out}
 
 
-def _check_inputs(patterns: Sequence[str]) -> None:
+def _check_inputs(patterns: Sequence[str], features=None, fmt: str | None = None,
+                  absent_ok: Sequence[str] = ()) -> None:
+    """Fail before anything is written: a pattern matching no file, or (given the feature set) a
+    CSV header or Parquet schema lacking a declared input not in ``absent_ok``."""
     # Beam's matcher, as the job reads: its ``**`` spans directories (``dir/**.py``), Python's
     # ``glob`` does not.
     from apache_beam.io.filesystems import FileSystems
@@ -48,6 +51,11 @@ def _check_inputs(patterns: Sequence[str]) -> None:
             continue
         if not FileSystems.match([pattern])[0].metadata_list:
             raise FileNotFoundError(f"no input files match {pattern!r}")
+    if features is not None:
+        from shardforge.pipelines.transforms import FeatureSetRef, check_input_columns
+
+        ref = features if isinstance(features, FeatureSetRef) else FeatureSetRef(features)
+        check_input_columns(patterns, ref, fmt, absent_ok)
 
 
 def _prepare_output(output: str, overwrite: bool) -> None:
@@ -79,12 +87,14 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                  num_shards: int | None = None, shard_size: int | str = "128MB",
                  compression: str | None = None, max_error_fraction: float = 0.01,
                  beam_args: Sequence[str] = (), overwrite: bool = False,
-                 chunk_rows: int | None = None) -> Summary:
+                 chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
+                 non_finite: str = "error") -> Summary:
     """Run the preprocessing job and wait for it.
 
     ``features`` is a ``FeatureSet`` or the path of a ``.py`` file defining ``FEATURES``;
     ``input`` a glob (or several); ``beam_args`` any Beam pipeline options
-    (default: the offline local runner with two worker processes).
+    (default: the offline local runner with two worker processes). ``absent_ok`` and
+    ``non_finite``: see :class:`~shardforge.pipelines.transforms.Preprocess`.
 
     >>> s = run_pipeline("examples/click_features.py", "clicks.csv", "out/")  # doctest: +SKIP
     >>> s.splits, s.errors                                                     # doctest: +SKIP
@@ -100,14 +110,15 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     from shardforge.pipelines.transforms import Preprocess, TooManyErrors
 
     patterns = [input] if isinstance(input, str) else list(input)
-    _check_inputs(patterns)
+    _check_inputs(patterns, features, fmt, absent_ok)
     _prepare_output(output, overwrite)
     options = make_options(beam_args)
     transform = Preprocess(
         features, patterns, output, fmt=fmt, eval_fraction=eval_fraction, split_key=split_key,
         num_shards=num_shards, shard_size=shard_size, compression=compression,
         max_error_fraction=max_error_fraction,
-        chunk_rows=chunk_rows or sources.DEFAULT_CHUNK_ROWS,
+        chunk_rows=chunk_rows or sources.DEFAULT_CHUNK_ROWS, absent_ok=absent_ok,
+        non_finite=non_finite, check_inputs=False,
     )
     start = time.perf_counter()
     pipeline = make_pipeline(options=options)
