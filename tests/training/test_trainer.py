@@ -157,4 +157,4 @@ def test_cli_train_takes_zero_stage_and_activation_checkpointing(lm_data, tmp_pa
     assert "ZeRO-3 over 1 GPU" in out and "checkpointed" in out
     assert "memory held by rank 0 of 1 after the first step (ZeRO-3)" in out
     assert main(args + ["zero_stage=4"]) == 2
-    assert "zero_stage must be 0, 1, 2 or 3" in capsys.readouterr().out
+    assert "zero_stage must be 0, 1, 2 or 3" in capsys.readouterr().err
