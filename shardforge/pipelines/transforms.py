@@ -24,6 +24,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from shardforge.features.image import SOURCE_DIR
 from shardforge.pipelines import sources, stats
 from shardforge.records.spec import Batch, Ragged, batch_size
 
@@ -147,11 +148,16 @@ def typed_chunks(fs, split: sources.Split | str, fmt: str | None, chunk_rows: in
     spec = fs.input_spec()
     if fmt == "text":
         spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
-    inputs = [inp for inp in fs.input_columns if inp.name in spec]
+    # the reader provides SOURCE_DIR itself (the row's input directory, where relative image
+    # paths resolve); it is never a column of the file
+    provided = spec.pop(SOURCE_DIR, None) is not None
+    inputs = [inp for inp in fs.input_columns if inp.name in spec or inp.name == SOURCE_DIR]
     for item in sources.read_file(path, fmt, spec, chunk_rows, split=split):
         if isinstance(item, sources.ReadError):
             yield item.to_json()
             continue
+        if provided:
+            item.columns[SOURCE_DIR] = [posixpath.dirname(item.source).encode()] * item.count
         batch, errors = coerce(inputs, item.columns, non_finite=non_finite)
         keep = np.arange(item.count)
         if errors:
@@ -1027,7 +1033,7 @@ def check_input_columns(patterns: str | Sequence[str], features, fmt: str | None
     (see :func:`sources.check_columns`); remote and unmatched patterns are left to the job."""
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     fs = features.get() if isinstance(features, FeatureSetRef) else features
-    names = list(fs.input_spec())
+    names = [n for n in fs.input_spec() if n != SOURCE_DIR]
     if fmt == "text":
         return
     unknown = set(absent_ok) - set(names)

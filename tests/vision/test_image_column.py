@@ -117,16 +117,17 @@ def test_constant_normalization_is_in_the_schema(tmp_path):
 
 
 @pytest.mark.slow
-def test_jsonl_corpus_to_shards_to_multimodal_batches(tmp_path):
+def test_jsonl_corpus_to_shards_to_multimodal_batches(tmp_path, monkeypatch):
     from shardforge.pipelines import run_pipeline
     from shardforge.training.mm_packing import multimodal_loader
 
     corpus = tmp_path / "corpus"
     counts = write_corpus(str(corpus), samples=120, seed=3)
+    monkeypatch.chdir(tmp_path)  # image paths resolve against the input file's directory
     fs = sf.FeatureSet([
         sf.text("text", vocabulary_list=VOCAB, num_oov_buckets=1, name="tokens"),
         sf.image("images", min_pixels=28 * 28, max_pixels=112 * 112, normalize="learned",
-                 root=str(corpus), name="image")])
+                 name="image")])
     out = tmp_path / "out"
     summary = run_pipeline(fs, str(corpus / "corpus.jsonl"), str(out), num_shards=2,
                            max_error_fraction=0.2)
