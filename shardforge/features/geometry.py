@@ -443,7 +443,7 @@ def _on_segment(ax, ay, bx, by, px, py):
 
 @numba.njit(cache=True)
 def _segment_relation(ax, ay, bx, by, cx, cy, dx, dy):
-    """0 disjoint, 1 proper crossing, 2 collinear overlap (more than a point), 3 touch at a point."""
+    """0 disjoint, 1 proper crossing, 2 collinear overlap (more than a point), 3 touch."""
     o1 = orient(ax, ay, bx, by, cx, cy)
     o2 = orient(ax, ay, bx, by, dx, dy)
     o3 = orient(cx, cy, dx, dy, ax, ay)
@@ -572,7 +572,9 @@ class RegionIndex:
             edges2.append(xy2)
             starts.append(starts[-1] + len(xy1))
         e1, e2 = np.concatenate(edges1), np.concatenate(edges2)
-        self._edges = tuple(np.ascontiguousarray(a) for a in (e1[:, 0], e1[:, 1], e2[:, 0], e2[:, 1]))
+        self._edges = tuple(
+            np.ascontiguousarray(a) for a in (e1[:, 0], e1[:, 1], e2[:, 0], e2[:, 1])
+        )
         self._piece_start = np.asarray(starts, dtype=np.int64)
         bb = np.asarray(
             [(r[0][:, 0].min(), r[0][:, 1].min(), r[0][:, 0].max(), r[0][:, 1].max())
