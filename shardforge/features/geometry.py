@@ -272,8 +272,18 @@ class Region:
 
 
 def _signed_area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0], ring[:, 1]
+    # relative to the first vertex: no cancellation between large absolute products
+    x, y = ring[:, 0] - ring[0, 0], ring[:, 1] - ring[0, 1]
     return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+
+
+def _is_ccw(ring: np.ndarray) -> bool:
+    """Winding of a simple closed ring from the exact turn at its lowest (then leftmost) vertex,
+    which is convex: robust where a float area could round to the wrong sign."""
+    pts = ring[:-1]
+    i = int(np.lexsort((pts[:, 0], pts[:, 1]))[0])
+    a, b, c = pts[i - 1], pts[i], pts[(i + 1) % len(pts)]
+    return orient(a[0], a[1], b[0], b[1], c[0], c[1]) > 0
 
 
 def load_regions(
@@ -284,7 +294,7 @@ def load_regions(
     Each feature is one region, in file order; its name is ``properties[name_property]`` (else
     the feature's ``id``, else ``"feature <i>"``). Raises :class:`GeoJSONError` naming the
     feature (index and name) and the ring for: a geometry that is not a (Multi)Polygon, a ring
-    that is not closed or has fewer than 3 distinct positions or zero area, non-finite
+    that is not closed or has fewer than 3 distinct positions, non-finite
     coordinates, a self-intersecting ring, rings of one polygon that cross or overlap, a hole
     outside its shell. Rings wound the wrong way are accepted and normalized (shell
     counter-clockwise, holes clockwise, RFC 7946's right-hand rule).
@@ -372,16 +382,13 @@ def _check_polygon(coords: Any, label: str) -> Polygon:
         ring = ring[keep]
         if len(ring) < 4:
             raise GeoJSONError(f"{what}: fewer than 3 distinct positions")
-        area = _signed_area(ring)
-        if area == 0.0:
-            raise GeoJSONError(f"{what}: zero area")
-        if (area < 0) == (r == 0):  # shell counter-clockwise, holes clockwise
-            ring = ring[::-1].copy()
         rings.append(ring)
     xy1, xy2, ring_of, index_in_ring, ring_len = _edges_of(rings)
     bad = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len)
     if bad[0] >= 0:
         i, j, kind = bad
+        if (ring_of[i], index_in_ring[i]) > (ring_of[j], index_in_ring[j]):
+            i, j = j, i
         e1 = f"edge {index_in_ring[i]} {_fmt_edge(xy1[i], xy2[i])}"
         e2 = f"edge {index_in_ring[j]} {_fmt_edge(xy1[j], xy2[j])}"
         ri, rj = ring_of[i], ring_of[j]
@@ -391,6 +398,9 @@ def _check_polygon(coords: Any, label: str) -> Polygon:
                 f"{label}: ring {ri} self-intersects: {e1} {how} {e2}"
             )
         raise GeoJSONError(f"{label}: ring {ri} and ring {rj} intersect: {e1} {how} {e2}")
+    for r, ring in enumerate(rings):
+        if _is_ccw(ring) != (r == 0):  # shell counter-clockwise, holes clockwise
+            rings[r] = ring[::-1].copy()
     for h in range(1, len(rings)):
         if not _ring_inside(rings[h], rings[0]):
             raise GeoJSONError(f"{label}: ring {h} (hole {h}) is not inside the shell")
@@ -593,7 +603,7 @@ class RegionIndex:
             scale = math.sqrt(_MAX_CELLS / (nx * ny))
             nx, ny = max(1, int(nx * scale)), max(1, int(ny * scale))
         self.grid = (float(x0), float(y0), float(x1), float(y1), nx, ny)
-        # x1 - x0 == 0 cannot happen: every ring has a nonzero area
+        # x1 - x0 == 0 cannot happen: a simple ring is never flat
         self._inv = (nx / (x1 - x0), ny / (y1 - y0))
         self._tables = _build_index(
             *self._edges, self._piece_start, float(x0), float(y0), self._inv[0], self._inv[1],
