@@ -1,0 +1,144 @@
+"""Points/s of the geo columns' core against shapely 2 on the same points, one core.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/geo_bench.py                 # 1,000 polygons, 1M points
+    PYTHONPATH=. .venv/bin/python benchmarks/geo_bench.py --polygons 5000 --points 200000
+
+Region lookup: ``RegionIndex.first`` (lowest region covering each point, boundary inside) against
+shapely's ``STRtree.query(points, predicate="intersects")`` over the same polygons (random star
+polygons, half with a hole, some overlapping) and the same points; the shapely figure leaves out
+building the point geometries (``shapely.points``), which is reported on its own. Both answers
+are compared, so the figures are for identical results. Distance: haversine distance and bearing
+to a reference point (``haversine_km`` + ``initial_bearing_deg``, what ``geo_distance`` and
+``geo_bearing`` compute) against shapely's vectorized planar ``shapely.distance`` to the same
+point (a peer for the cost of one vectorized call per point, not the same quantity). Every stage
+runs ``--repeat`` times and the best run counts; the first call of each numba kernel is made
+beforehand so its (cached) compilation is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from shardforge.features import geometry  # noqa: E402
+
+
+def star_polygons(n: int, seed: int) -> dict:
+    """A FeatureCollection of ``n`` random star-shaped polygons over the world, half with a hole."""
+    rng = np.random.default_rng(seed)
+    feats = []
+    for k in range(n):
+        cx, cy = rng.uniform(-175, 175), rng.uniform(-85, 85)
+        r = rng.uniform(1.0, 4.0)
+        rings = []
+        for r0, r1, m in ((0.7 * r, r, int(rng.integers(8, 65))), (0.1 * r, 0.4 * r, 8)):
+            ang = np.sort((np.arange(m) + rng.uniform(-0.3, 0.3, m)) * 2 * np.pi / m)
+            rad = rng.uniform(r0, r1, m)
+            pts = np.c_[cx + rad * np.cos(ang), cy + rad * np.sin(ang)]
+            rings.append(np.vstack([pts, pts[:1]]).tolist())
+            if k % 2 == 0:
+                break
+        rings[1:] = [h[::-1] for h in rings[1:]]
+        feats.append({"type": "Feature", "properties": {"name": f"region {k}"},
+                      "geometry": {"type": "Polygon", "coordinates": rings}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    out, times = None, []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--polygons", type=int, default=1000)
+    ap.add_argument("--points", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    import shapely
+
+    fc = star_polygons(args.polygons, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    lon = rng.uniform(-180, 180, args.points)
+    lat = rng.uniform(-90, 90, args.points)
+
+    t = time.perf_counter()
+    regions = geometry.load_regions(fc)
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    index = geometry.RegionIndex(regions)
+    build_s = time.perf_counter() - t
+    index.first(lon[:100], lat[:100], -1)  # compile / load the cached kernel
+    ours_s, ours = best(lambda: index.first(lon, lat, -1), args.repeat)
+
+    shapes = [shapely.from_geojson(json.dumps(f)) for f in fc["features"]]
+    t = time.perf_counter()
+    tree = shapely.STRtree(shapes)
+    tree_s = time.perf_counter() - t
+    points_s, points = best(lambda: shapely.points(lon, lat), args.repeat)
+    shapely_s, (qi, gi) = best(lambda: tree.query(points, predicate="intersects"), args.repeat)
+    lowest = np.full(args.points, len(shapes))
+    np.minimum.at(lowest, qi, gi)
+    theirs = np.where(lowest < len(shapes), lowest, -1)
+    mismatches = int((theirs != ours).sum())
+
+    ref_lat, ref_lon = 40.7128, -74.0060
+
+    def distance_and_bearing():
+        return (geometry.haversine_km(lat, lon, ref_lat, ref_lon),
+                geometry.initial_bearing_deg(lat, lon, ref_lat, ref_lon))
+
+    dist_s, _ = best(distance_and_bearing, args.repeat)
+    ref = shapely.Point(ref_lon, ref_lat)
+    planar_s, _ = best(lambda: shapely.distance(points, ref), args.repeat)
+
+    n = args.points
+    results = {
+        "polygons": args.polygons, "points": n, "inside": int((ours >= 0).sum()),
+        "mismatches_vs_shapely": mismatches,
+        "region_lookup": {
+            "shardforge_points_per_s": round(n / ours_s),
+            "shapely_strtree_points_per_s": round(n / shapely_s),
+            "shapely_with_point_creation_points_per_s": round(n / (shapely_s + points_s)),
+            "ratio": round(shapely_s / ours_s, 2),
+            "load_geojson_s": round(load_s, 3), "index_build_s": round(build_s, 3),
+            "strtree_build_s": round(tree_s, 3),
+        },
+        "distance": {
+            "shardforge_haversine_and_bearing_points_per_s": round(n / dist_s),
+            "shapely_planar_distance_points_per_s": round(n / planar_s),
+            "ratio": round(planar_s / dist_s, 2),
+        },
+    }
+    r, d = results["region_lookup"], results["distance"]
+    print(f"{args.polygons} polygons, {n:,} points ({results['inside']:,} inside a region), "
+          f"{mismatches} mismatches vs shapely")
+    print(f"region lookup  shardforge {r['shardforge_points_per_s']:>12,} pts/s   shapely STRtree "
+          f"{r['shapely_strtree_points_per_s']:>12,} pts/s   ratio {r['ratio']:.2f}x")
+    print(f"               (shapely incl. shapely.points: "
+          f"{r['shapely_with_point_creation_points_per_s']:,} pts/s; builds: load {load_s:.2f} s,"
+          f" index {build_s:.3f} s, STRtree {tree_s:.3f} s)")
+    print(f"distance       shardforge {d['shardforge_haversine_and_bearing_points_per_s']:>12,} "
+          f"pts/s   shapely planar "
+          f"{d['shapely_planar_distance_points_per_s']:>12,} pts/s   ratio {d['ratio']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
