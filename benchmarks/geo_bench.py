@@ -1,6 +1,6 @@
 """Points/s of the geo columns' core against shapely 2 on the same points, one core.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/geo_bench.py                 # 1,000 polygons, 1M points
+    PYTHONPATH=. .venv/bin/python benchmarks/geo_bench.py           # 1,000 polygons, 1M points
     PYTHONPATH=. .venv/bin/python benchmarks/geo_bench.py --polygons 5000 --points 200000
 
 Region lookup: ``RegionIndex.first`` (lowest region covering each point, boundary inside) against
