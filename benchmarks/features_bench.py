@@ -1,4 +1,4 @@
-"""Rows/s of the example feature set (examples/click_features.py) in-process.
+"""Rows/s of the example feature set (shardforge/examples/click_features.py) in-process.
 
     .venv/bin/python benchmarks/features_bench.py            # 1M rows
     .venv/bin/python benchmarks/features_bench.py --rows 100000 --batch-size 8192
@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from examples.click_features import FEATURES  # noqa: E402
-from examples.clicklog import generate_clicklog  # noqa: E402
+from shardforge.examples.click_features import FEATURES  # noqa: E402
+from shardforge.examples.clicklog import generate_clicklog  # noqa: E402
 from shardforge.records.spec import take_rows  # noqa: E402
 
 

@@ -6,28 +6,43 @@
 ...                    label=sf.numeric("label", dtype="int64"))
 
 ``fs.fit(batches)`` learns a :class:`TransformState` in one pass, ``fs.transform(batch, state)``
-applies it, ``state.save("out/")`` writes ``schema.pbtxt``. Importing this package never imports
+applies it, ``state.save("out/")`` writes ``schema.pbtxt``. Every built-in column is written
+with the public column API (:class:`Column`, :class:`Input`, :class:`Output`, the analyzers);
+see :mod:`shardforge.features.column` to write your own. Importing this package never imports
 torch or TensorFlow; ``FeatureLayer`` (torch) is loaded on first access.
 """
 
-from shardforge.features.analyzers import NumericStats, Quantiles, Vocabulary
-from shardforge.features.columns import (
-    Column,
-    Input,
-    bucketized,
+from shardforge.features.analyzers import (
+    Boundaries,
+    FixedVocabulary,
+    NumericStats,
+    Quantiles,
+    Stats,
+    Vocab,
+    Vocabulary,
+)
+from shardforge.features.categorical import (
+    CategoricalColumn,
+    HashColumn,
+    IdentityColumn,
+    VocabColumn,
+    WeightedColumn,
     categorical_hash,
     categorical_identity,
     categorical_vocab,
     categorical_vocab_file,
     categorical_vocab_list,
-    crossed,
+    sequence,
+    weighted_categorical,
+)
+from shardforge.features.column import Column, Input, Output, WithErrors
+from shardforge.features.crossed import CrossedColumn, crossed
+from shardforge.features.dense import (
+    EmbeddingColumn,
+    IndicatorColumn,
     embedding,
     indicator,
-    numeric,
-    sequence,
     shared_embeddings,
-    text,
-    weighted_categorical,
 )
 from shardforge.features.feature_set import (
     FeatureSet,
@@ -36,22 +51,53 @@ from shardforge.features.feature_set import (
     TransformError,
     load_feature_set,
 )
-from shardforge.features.hashing import fingerprint64, hash_bucket
+from shardforge.features.hashing import StrBuf, fingerprint64, hash_bucket
+from shardforge.features.numeric import BucketizedColumn, NumericColumn, bucketized, numeric
 from shardforge.features.state import Schema, TransformState, load_schema
+from shardforge.features.strings import (
+    as_string,
+    join,
+    lower,
+    ngrams,
+    regex_replace,
+    regex_split,
+    split,
+    strip,
+)
+from shardforge.features.text import ByteIds, text
 
 __all__ = [
+    "Boundaries",
+    "BucketizedColumn",
+    "ByteIds",
+    "CategoricalColumn",
     "Column",
+    "CrossedColumn",
+    "EmbeddingColumn",
     "FeatureLayer",
     "FeatureSet",
     "FeatureSetAnalyzer",
+    "FixedVocabulary",
+    "HashColumn",
+    "IdentityColumn",
+    "IndicatorColumn",
     "Input",
+    "NumericColumn",
     "NumericStats",
+    "Output",
     "Quantiles",
     "RowError",
     "Schema",
+    "Stats",
+    "StrBuf",
     "TransformError",
     "TransformState",
+    "Vocab",
+    "VocabColumn",
     "Vocabulary",
+    "WeightedColumn",
+    "WithErrors",
+    "as_string",
     "bucketized",
     "categorical_hash",
     "categorical_identity",
@@ -63,11 +109,18 @@ __all__ = [
     "fingerprint64",
     "hash_bucket",
     "indicator",
+    "join",
     "load_feature_set",
     "load_schema",
+    "lower",
+    "ngrams",
     "numeric",
+    "regex_replace",
+    "regex_split",
     "sequence",
     "shared_embeddings",
+    "split",
+    "strip",
     "text",
     "weighted_categorical",
 ]

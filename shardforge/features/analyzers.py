@@ -1,41 +1,42 @@
-"""Mergeable analyzers: ``create() / add_batch(acc, values) / merge(accs) / extract(acc)``.
+"""The public analyzer set: ``create() / add_batch(acc, values) / merge(accs) / extract(acc)``.
 
-Each analyzer learns one statistic over the flat values of a column in a single pass. Accumulators
-are plain dicts of numpy arrays and Python scalars, so they pickle (Beam ships them between
-workers) and merge in any tree. :class:`NumericStats` and the exact :class:`Vocabulary` depend only
-on the multiset of values: any batching, order or merge tree learns bit-identical results. The
-bounded summaries (:class:`Quantiles` past ``2k`` distinct values, ``Vocabulary(capacity=m)`` once
-it prunes) are deterministic for a given input order and merge tree, and keep their error bounds
-for any.
+Each analyzer learns one statistic over the values a column shows it, in the same single pass as
+every other analyzer of the feature set. Accumulators are plain dicts of numpy arrays and Python
+values, so they pickle (Beam ships them between workers) and merge in any tree. ``extract``
+returns the typed state a column's transform reads (:class:`Stats`, :class:`Vocab`,
+:class:`Boundaries`). Every analyzer here except ``Vocabulary(capacity=m)`` once it prunes
+depends only on the multiset of values: any batching, order, worker count or merge tree learns
+bit-identical state.
 
-- :class:`NumericStats`: count, missing (NaN), mean and std from exact integer sums of ``x`` and
-  ``x²`` (no rounding until ``extract``, so no cancellation and no merge-order effect), min, max.
-- :class:`Vocabulary`: values with counts, most frequent first, ties broken by value. Exact by
-  default; ``capacity=m`` keeps a bounded Misra-Gries summary (counts underestimated by at most
-  ``N / (m + 1)``, any value with frequency above that is kept).
-- :class:`Quantiles`: exact (distinct values with counts, independent of order) while a column
-  has at most ``2k`` distinct values; past that a deterministic compactor hierarchy
-  (MRL/KLL-style, fixed capacity ``2k`` per level). Compacting a sorted level-``h`` buffer keeps
-  every other item with double weight, which moves any rank by at most ``2**h``; the sketch adds
-  up these amounts, so ``extract`` returns a *proven* rank-error bound ``eps`` (fraction of the
-  count). At most ``N / (2k)`` per level over ``log2(N / 2k) + 1`` levels (a level only compacts
-  once ``2k`` items of weight ``2**h`` reached it): with the default ``k = 4096`` and 1M values,
-  ``eps <= 0.1%``.
+- :class:`NumericStats` (``tft.mean`` / ``tft.var`` / ``min`` / ``max``): count, mean and std
+  from exact integer sums of ``x`` and ``x²`` (no rounding until ``extract``, so no cancellation
+  and no merge-order effect; tf.Transform sums in float32 or float64 and rounds per batch).
+- :class:`Vocabulary` (``tft.vocabulary``): values by count descending, ties by the value's
+  bytes descending, ``frequency_threshold`` then ``top_k`` as tf.Transform cuts them.
+- :class:`Quantiles` (``tft.quantiles``): ``num_buckets - 1`` boundaries, exact up to
+  ``exact_capacity`` distinct values, then an order-free histogram sketch.
+- :class:`FixedVocabulary`: a given vocabulary, stored in the state like a learned one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
 
 from shardforge.features.hashing import (
     StrBuf,
+    StringTable,
     _verify_equal,
     fingerprint64,
     group_fingerprints,
+    int_to_strbuf,
 )
+from shardforge.protos import schema_pb2
 
 
 class NumericStats:
@@ -51,9 +52,11 @@ class NumericStats:
     mean is then ``±inf`` or NaN and the std NaN).
 
     >>> an = NumericStats()
-    >>> an.extract(an.add_batch(an.create(), np.array([1.0, 2.0, np.nan, 4.0])))["mean"]
+    >>> an.extract(an.add_batch(an.create(), np.array([1.0, 2.0, np.nan, 4.0]))).mean
     2.3333333333333335
     """
+
+    reads_data = True
 
     def create(self) -> dict:
         return {"count": 0, "missing": 0, "sum": 0, "sumsq": 0, "posinf": 0, "neginf": 0,
@@ -106,8 +109,7 @@ class NumericStats:
                 num = n * acc["sumsq"] - acc["sum"] * acc["sum"]  # n² · 2**2148 · variance
                 t = max(0, 64 - num.bit_length() // 2)  # isqrt keeps >= 64 significant bits
                 std = math.isqrt(num << (2 * t)) / (n << (_SUM_SHIFT + t))
-        return {"count": n, "missing": acc["missing"], "mean": float(mean), "std": float(std),
-                "min": float(lo), "max": float(hi)}
+        return Stats(n, acc["missing"], float(mean), float(std), float(lo), float(hi))
 
 
 # A finite float64 x is ±m·2**(p - 1074) with an integer significand m < 2**53 and 0 <= p <= 2045
@@ -204,21 +206,169 @@ def unique_strings(values: np.ndarray | StrBuf) -> tuple[np.ndarray, np.ndarray]
     return sb.to_objects(first), counts.astype(np.int64)
 
 
-class Vocabulary:
-    """Distinct values with counts; exact, or a bounded Misra-Gries summary with ``capacity``."""
+# --------------------------------------------------------------------------- typed learned state
 
-    def __init__(self, capacity: int | None = None) -> None:
+
+@dataclass(frozen=True)
+class Stats:
+    """What :class:`NumericStats` learns: ``count`` values analyzed (``missing`` NaNs apart),
+    ``mean``, population ``std``, ``min``, ``max``."""
+
+    count: int = 0
+    missing: int = 0
+    mean: float = 0.0
+    std: float = 0.0
+    min: float = 0.0
+    max: float = 0.0
+
+    def to_proto(self, cs: schema_pb2.ColumnState) -> None:
+        cs.has_stats = True
+        for f in _STAT_FIELDS:
+            setattr(cs, f, getattr(self, f))
+
+    @classmethod
+    def from_proto(cls, cs: schema_pb2.ColumnState) -> Stats:
+        return cls(**{f: getattr(cs, f) for f in _STAT_FIELDS})
+
+
+_STAT_FIELDS = ("count", "missing", "mean", "std", "min", "max")
+
+
+class Vocab:
+    """A vocabulary (learned, listed or read from a file): ``values`` in id order, their
+    ``counts`` (learned only), the number of distinct values seen before the cut, whether the
+    counts are approximate. Built once per state, with its exact lookup index (``lookup``)."""
+
+    def __init__(self, values: Sequence, counts: np.ndarray | None = None, distinct: int = 0,
+                 approximate: bool = False, dtype: str = "bytes") -> None:
+        self.dtype = dtype
+        self.values = [int(v) for v in values] if dtype == "int64" else [bytes(v) for v in values]
+        self.counts = np.zeros(0, np.int64) if counts is None else np.asarray(counts, np.int64)
+        self.distinct = int(distinct)
+        self.approximate = bool(approximate)
+        if dtype == "int64":
+            keys = np.asarray(self.values, dtype=np.int64)
+            order = np.argsort(keys, kind="stable")
+            self._int_index = (keys[order], order.astype(np.int64))
+        else:
+            objs = np.empty(len(self.values), dtype=object)
+            objs[:] = self.values
+            self._str_index = StringTable(StrBuf.from_values(objs))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Vocab) and self.values == other.values
+                and np.array_equal(self.counts, other.counts))
+
+    def lookup(self, values: Any, num_oov_buckets: int = 0, default_value: int = -1) -> np.ndarray:
+        """Ids of flat ``values`` (object array or StrBuf of bytes, or int64) with TensorFlow's
+        OOV rule: ``vocab_size + Fingerprint64(value) % num_oov_buckets`` (ints hashed as their
+        decimal string, like ``tf.lookup.StaticVocabularyTable``), else ``default_value``."""
+        if not len(self):  # every value is OOV, whatever its dtype
+            if isinstance(values, StrBuf) or np.asarray(values).dtype == object:
+                sb = values if isinstance(values, StrBuf) else StrBuf.from_values(values)
+            else:
+                sb = int_to_strbuf(np.asarray(values))
+            if not num_oov_buckets:
+                return np.full(len(sb), default_value, dtype=np.int64)
+            return (fingerprint64(sb) % np.uint64(num_oov_buckets)).astype(np.int64)
+        if self.dtype == "int64":
+            v = np.asarray(values, dtype=np.int64)
+            keys, order = self._int_index
+            if len(keys):
+                pos = np.minimum(np.searchsorted(keys, v), len(keys) - 1)
+                ids = np.where(keys[pos] == v, order[pos], -1).astype(np.int64)
+            else:
+                ids = np.full(len(v), -1, dtype=np.int64)
+            oov = ids < 0
+            if oov.any():
+                ids[oov] = (len(keys) + (fingerprint64(int_to_strbuf(v[oov]))
+                                         % np.uint64(num_oov_buckets)).astype(np.int64)
+                            if num_oov_buckets else default_value)
+            return ids
+        sb = values if isinstance(values, StrBuf) else StrBuf.from_values(values)
+        fp = fingerprint64(sb)
+        ids = self._str_index.lookup(sb, fp)
+        oov = ids < 0
+        if oov.any():
+            ids[oov] = (len(self) + (fp[oov] % np.uint64(num_oov_buckets)).astype(np.int64)
+                        if num_oov_buckets else default_value)
+        return ids
+
+    def to_proto(self, cs: schema_pb2.ColumnState) -> None:
+        if self.dtype == "int64":
+            cs.int_vocab.extend(self.values)
+        else:
+            cs.vocab.extend(self.values)
+        cs.vocab_counts.extend(self.counts.tolist())
+        cs.vocab_total_distinct = self.distinct
+        cs.vocab_approximate = self.approximate
+
+    @classmethod
+    def from_proto(cls, cs: schema_pb2.ColumnState, dtype: str) -> Vocab:
+        values = list(cs.int_vocab) if dtype == "int64" else list(cs.vocab)
+        return cls(values, np.asarray(cs.vocab_counts, np.int64), cs.vocab_total_distinct,
+                   cs.vocab_approximate, dtype)
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """Bucket boundaries (float32 values, ascending, duplicates kept as tf.Transform does) and
+    a bound on their rank error (fraction of the count; 0 = exact quantiles)."""
+
+    values: tuple[float, ...] = ()
+    rank_error: float = 0.0
+
+    def to_proto(self, cs: schema_pb2.ColumnState) -> None:
+        cs.boundaries.extend(self.values)
+        cs.quantile_rank_error = self.rank_error
+
+    @classmethod
+    def from_proto(cls, cs: schema_pb2.ColumnState) -> Boundaries:
+        return cls(tuple(cs.boundaries), cs.quantile_rank_error)
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def tft_order(items: Iterable[tuple[Any, int]], dtype: str) -> list[tuple[Any, int]]:
+    """tf.Transform's vocabulary order: count descending, ties by the value's bytes descending
+    (ints compare as their decimal strings, as tf.Transform writes them)."""
+    if dtype == "int64":
+        return sorted(items, key=lambda kv: (kv[1], str(kv[0]).encode()), reverse=True)
+    return sorted(items, key=lambda kv: (kv[1], kv[0]), reverse=True)
+
+
+class Vocabulary:
+    """``tft.vocabulary``: distinct values with counts, in tf.Transform's order, cut like it.
+
+    Keeps the values with count >= ``frequency_threshold`` (filtered first), then the ``top_k``
+    first. Like tf.Transform's text vocabulary files, empty strings and strings holding ``\\n``
+    or ``\\r`` are never entries (they map to OOV). Exact by default (the result depends only on
+    the multiset of values); ``capacity=m`` keeps a bounded Misra-Gries summary (counts
+    underestimated by at most ``N / (m + 1)``).
+
+    >>> an = Vocabulary(top_k=2)
+    >>> an.extract(an.add_batch(an.create(), np.array([b"b", b"a", b"c", b"a"], object))).values
+    [b'a', b'c']
+    """
+
+    reads_data = True
+
+    def __init__(self, top_k: int | None = None, frequency_threshold: int | None = None,
+                 capacity: int | None = None, dtype: str = "bytes") -> None:
         if capacity is not None and capacity < 1:
             raise ValueError(f"vocabulary capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
+        self.top_k, self.frequency_threshold = top_k, frequency_threshold
+        self.capacity, self.dtype = capacity, dtype
 
     def create(self) -> dict:
         return {"counts": {}, "total": 0, "decrement": 0}
 
     def add_batch(self, acc: dict, values: np.ndarray | StrBuf) -> dict:
-        if isinstance(values, StrBuf) or (
-            isinstance(values, np.ndarray) and values.dtype == object
-        ):
+        if self.dtype == "bytes":
             keys, counts = unique_strings(values)
         else:
             keys, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
@@ -250,150 +400,136 @@ class Vocabulary:
         acc["counts"] = {k: c - cut for k, c in table.items() if c > cut}
         acc["decrement"] += cut
 
-    def extract(self, acc: dict) -> dict:
-        items = sorted(acc["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
-        return {
-            "values": [k for k, _ in items],
-            "counts": np.asarray([c for _, c in items], dtype=np.int64),
-            "total": acc["total"],
-            "distinct": len(items),
-            "approximate": self.capacity is not None,
-            "max_undercount": acc["decrement"],
-        }
+    def extract(self, acc: dict) -> Vocab:
+        items = acc["counts"].items()
+        if self.dtype == "bytes":
+            items = [(k, c) for k, c in items if k and b"\n" not in k and b"\r" not in k]
+        items = tft_order(items, self.dtype)
+        distinct = len(items)
+        if self.frequency_threshold:
+            items = [kv for kv in items if kv[1] >= self.frequency_threshold]
+        if self.top_k is not None:
+            items = items[: self.top_k]
+        return Vocab([k for k, _ in items], np.asarray([c for _, c in items], np.int64),
+                     distinct, self.capacity is not None, self.dtype)
 
 
-class Quantiles:
-    """Mergeable quantile sketch with a tracked, proven rank-error bound (see module docstring).
+class FixedVocabulary:
+    """A given vocabulary as an analyzer that reads no data (``vocabulary_list`` / file): the
+    state then holds it like a learned one, so the schema alone re-transforms."""
 
-    While a column has at most ``2k`` distinct values (integers, codes, small inputs) the
-    accumulator is exact: sorted distinct values with counts, which depend only on the multiset
-    of values, so any order or merge tree gives the same result and ``eps == 0``. Past that it
-    becomes the compactor sketch, losslessly: a value with count ``c`` enters level ``h`` for
-    each set bit ``2**h`` of ``c``.
-    """
+    reads_data = False
 
-    def __init__(self, k: int = 4096) -> None:
-        if k < 8:
-            raise ValueError(f"quantile sketch k must be >= 8, got {k}")
-        self.k = k
+    def __init__(self, values: Sequence, dtype: str) -> None:
+        self.values, self.dtype = tuple(values), dtype
 
     def create(self) -> dict:
-        empty = (np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64))
-        return {"levels": [], "parity": [], "n": 0, "err": 0.0, "exact": empty}
+        return {}
 
-    def add_batch(self, acc: dict, values: np.ndarray) -> dict:
-        x = np.asarray(values, dtype=np.float64).ravel()
-        x = x[~np.isnan(x)]
-        if len(x) == 0:
-            return acc
-        acc["n"] += len(x)
-        if acc["exact"] is not None:
-            # +0.0: -0.0 and 0.0 are one value, stored as 0.0 whichever came first
-            batch = np.unique(x + 0.0, return_counts=True)
-            if len(batch[0]) <= 2 * self.k:
-                acc["exact"] = _add_counts(acc["exact"], batch)
-            else:
-                self._to_sketch(acc)
-                self._push_counts(acc, *batch)
-        else:
-            self._push(acc, 0, x)
-        self._compact(acc)
+    def add_batch(self, acc: dict, values: Any) -> dict:
         return acc
 
     def merge(self, accs) -> dict:
-        out = self.create()
-        for acc in accs:
-            out["n"] += acc["n"]
-            out["err"] += acc["err"]
-            if acc["exact"] is not None and out["exact"] is not None:
-                out["exact"] = _add_counts(out["exact"], acc["exact"])
-                continue
-            self._to_sketch(out)
-            if acc["exact"] is not None:
-                self._push_counts(out, *acc["exact"])
-                continue
-            for h, buf in enumerate(acc["levels"]):
-                self._push(out, h, buf)
-                out["parity"][h] ^= acc["parity"][h]
-        self._compact(out)
-        return out
+        return {}
 
-    def _push_counts(self, acc: dict, values: np.ndarray, counts: np.ndarray) -> None:
-        for h in range(int(counts.max(initial=0)).bit_length()):
-            self._push(acc, h, values[(counts >> h) & 1 == 1])
+    def extract(self, acc: dict) -> Vocab:
+        return Vocab(self.values, dtype=self.dtype)
 
-    def _to_sketch(self, acc: dict) -> None:
-        if acc["exact"] is not None:
+
+# --------------------------------------------------------------------------- quantiles
+
+
+class Quantiles:
+    """``tft.quantiles``: ``num_buckets - 1`` boundaries, the ``i / num_buckets`` quantiles.
+
+    Boundary ``i`` is the value at 0-based rank ``floor(i * n / num_buckets)`` of the sorted
+    values (what tf.Transform's sketch returns when it is exact), cast to float32; duplicates
+    are kept, as tf.Transform keeps them. The accumulator is a function of the multiset of
+    values only, so every batching, input order, worker count and merge tree learns the same
+    boundaries, bit for bit:
+
+    - exact (distinct values with counts) while a column has at most ``exact_capacity``
+      distinct values;
+    - past that, a histogram over the float64 bit patterns keeping the top ``12 + bits``
+      bits (sign, exponent, ``bits`` of mantissa: buckets ``2**-bits`` wide relative to the
+      value), with exact counts and each bucket's min and max. A boundary is interpolated by
+      rank inside its bucket, so it is within a relative ``2**-bits`` of the exact one, and its
+      rank error is at most its bucket's count (``Boundaries.rank_error`` is that bound).
+
+    >>> an = Quantiles(num_buckets=4)
+    >>> an.extract(an.add_batch(an.create(), np.arange(10.0))).values
+    (2.0, 5.0, 7.0)
+    """
+
+    reads_data = True
+
+    def __init__(self, num_buckets: int, exact_capacity: int = 1 << 18, bits: int = 14) -> None:
+        if num_buckets < 2:
+            raise ValueError(f"quantiles need num_buckets >= 2, got {num_buckets}")
+        self.num_buckets, self.exact_capacity, self.bits = num_buckets, exact_capacity, bits
+
+    def create(self) -> dict:
+        return {"exact": (np.zeros(0), np.zeros(0, np.int64)), "hist": None}
+
+    def add_batch(self, acc: dict, values: np.ndarray) -> dict:
+        x = np.asarray(values, dtype=np.float64).ravel()
+        x = x[~np.isnan(x)] + 0.0  # +0.0: -0.0 and 0.0 are one value
+        if len(x) == 0:
+            return acc
+        return self.merge([acc, {"exact": np.unique(x, return_counts=True), "hist": None}])
+
+    def merge(self, accs) -> dict:
+        accs = list(accs)
+        exact = [a["exact"] for a in accs if a["hist"] is None]
+        if exact and all(a["hist"] is None for a in accs):
+            values = np.concatenate([e[0] for e in exact])
+            counts = np.concatenate([e[1] for e in exact])
+            values, inverse = np.unique(values, return_inverse=True)
+            counts = np.bincount(inverse, weights=counts, minlength=len(values)).astype(np.int64)
+            if len(values) <= self.exact_capacity:
+                return {"exact": (values, counts), "hist": None}
+            return {"exact": None, "hist": self._histogram(values, counts)}
+        parts = [a["hist"] for a in accs if a["hist"] is not None]
+        parts += [self._histogram(*e) for e in exact]
+        keys = np.concatenate([p[0] for p in parts])
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([p[1] for p in parts]),
+                             minlength=len(uniq)).astype(np.int64)
+        lo = np.full(len(uniq), np.inf)
+        hi = np.full(len(uniq), -np.inf)
+        np.minimum.at(lo, inverse, np.concatenate([p[2] for p in parts]))
+        np.maximum.at(hi, inverse, np.concatenate([p[3] for p in parts]))
+        return {"exact": None, "hist": (uniq, counts, lo, hi)}
+
+    def _histogram(self, values: np.ndarray, counts: np.ndarray) -> tuple:
+        """Sorted distinct values with counts -> (bucket keys, counts, mins, maxs)."""
+        bits = values.view(np.int64)
+        # A monotone int64 key of the float: negative floats have their magnitude bits flipped.
+        ordered = np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+        keys = ordered >> np.int64(52 - self.bits)
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        stops = np.r_[starts[1:], len(keys)] - 1
+        return keys[starts], np.add.reduceat(counts, starts), values[starts], values[stops]
+
+    def extract(self, acc: dict) -> Boundaries:
+        n_q = self.num_buckets
+        if acc["hist"] is None:
             values, counts = acc["exact"]
-            acc["exact"] = None
-            self._push_counts(acc, values, counts)
-
-    @staticmethod
-    def _push(acc: dict, h: int, x: np.ndarray) -> None:
-        while len(acc["levels"]) <= h:
-            acc["levels"].append(np.zeros(0, dtype=np.float64))
-            acc["parity"].append(0)
-        acc["levels"][h] = np.concatenate([acc["levels"][h], x])
-
-    def _compact(self, acc: dict) -> None:
-        if acc["exact"] is not None:
-            if len(acc["exact"][0]) <= 2 * self.k:
-                return
-            self._to_sketch(acc)
-        h = 0
-        while h < len(acc["levels"]):
-            buf = acc["levels"][h]
-            if len(buf) >= 2 * self.k:
-                buf = np.sort(buf, kind="stable")
-                even = len(buf) - len(buf) % 2
-                # Alternate which half survives so that the rank errors of successive
-                # compactions cancel on average; the bound below does not rely on it.
-                kept = buf[acc["parity"][h] : even : 2]
-                acc["parity"][h] ^= 1
-                acc["levels"][h] = buf[even:]
-                acc["err"] += float(2**h)
-                self._push(acc, h + 1, kept)
-            h += 1
-
-    def extract(self, acc: dict) -> dict:
-        """``values``/``weights`` (sorted) summarize the data; ``eps`` bounds the rank error."""
-        if acc["exact"] is not None:
-            values, counts = acc["exact"]
-            return {"values": values, "weights": counts.astype(np.float64), "n": acc["n"],
-                    "eps": 0.0}
-        parts = [(buf, np.full(len(buf), 2.0**h)) for h, buf in enumerate(acc["levels"])]
-        if not parts or acc["n"] == 0:
-            return {"values": np.zeros(0), "weights": np.zeros(0), "n": 0, "eps": 0.0}
-        values = np.concatenate([p[0] for p in parts])
-        weights = np.concatenate([p[1] for p in parts])
-        order = np.argsort(values, kind="stable")
-        return {
-            "values": values[order],
-            "weights": weights[order],
-            "n": acc["n"],
-            "eps": acc["err"] / acc["n"],
-        }
-
-
-def _add_counts(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Sum two (sorted distinct values, counts) summaries."""
-    values, inverse = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
-    # float64 sums of integer counts are exact below 2**53
-    counts = np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=len(values))
-    return values, counts.astype(np.int64)
-
-
-def quantiles_at(summary: dict, qs: np.ndarray) -> np.ndarray:
-    """The smallest summarized value whose estimated rank reaches ``q * n`` for each ``q``."""
-    if summary["n"] == 0:
-        return np.zeros(len(qs))
-    cum = np.cumsum(summary["weights"])
-    idx = np.searchsorted(cum, np.asarray(qs, dtype=np.float64) * summary["n"], side="left")
-    return summary["values"][np.minimum(idx, len(cum) - 1)]
-
-
-def bucket_boundaries(summary: dict, num_buckets: int) -> np.ndarray:
-    """``num_buckets - 1`` quantile boundaries (deduplicated, float32-exact) for bucketizing."""
-    qs = np.arange(1, num_buckets) / num_buckets
-    b = quantiles_at(summary, qs).astype(np.float32) + np.float32(0)  # -0.0 -> 0.0, as in min()
-    return np.unique(b).astype(np.float64)
+            if not len(values):
+                return Boundaries(tuple([0.0] * (n_q - 1)))
+            cum = np.cumsum(counts)
+            ranks = (np.arange(1, n_q) * int(cum[-1])) // n_q
+            b = values[np.searchsorted(cum, ranks, side="right")]
+            error = 0.0
+        else:
+            _, counts, lo, hi = acc["hist"]
+            cum = np.cumsum(counts)
+            n = int(cum[-1])
+            ranks = (np.arange(1, n_q) * n) // n_q
+            j = np.searchsorted(cum, ranks, side="right")
+            within = ranks - (cum[j] - counts[j])
+            span = np.maximum(counts[j] - 1, 1)
+            b = lo[j] + (hi[j] - lo[j]) * (within / span)
+            error = float(counts[j].max()) / n
+        b = b.astype(np.float32) + np.float32(0)  # -0.0 -> 0.0
+        return Boundaries(tuple(float(v) for v in b), error)

@@ -1,4 +1,10 @@
-"""``FeatureSet``: typed inputs (coerce), one-pass analysis (fit), pure vectorized transform."""
+"""``FeatureSet``: typed inputs (coerce), one-pass analysis (fit), pure vectorized transform.
+
+The feature set walks its columns' ``inputs()`` into a graph (columns by name, raw inputs by
+name), runs every analyzer of the graph in one pass, and evaluates the graph per batch: each
+column once, children first, from the filled raw inputs (see :mod:`shardforge.features.column`
+for the missing-value rule).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from shardforge.features.columns import (
-    CategoricalColumn,
-    Column,
-    CrossedColumn,
-    Ctx,
-    Input,
-)
-from shardforge.features.state import TransformState, column_state_to_proto, spec_from_features
+from shardforge.features.categorical import WeightedColumn
+from shardforge.features.column import Column, Input, Output, WithErrors
+from shardforge.features.dense import LayerColumn
+from shardforge.features.hashing import StrBuf
+from shardforge.features.state import TransformState, spec_from_features
 from shardforge.protos import schema_pb2
 from shardforge.records.spec import Batch, FixedLen, Ragged, Spec, VarLen, batch_size, take_rows
 
 _PROTO_DTYPE = {"int64": schema_pb2.INT64, "float32": schema_pb2.FLOAT32, "bytes": schema_pb2.BYTES}
+_KIND = schema_pb2.Feature
+_PROTO_KIND = {"numeric": _KIND.NUMERIC, "categorical": _KIND.CATEGORICAL,
+               "weights": _KIND.WEIGHTS, "strings": _KIND.KIND_UNSPECIFIED}
+_LAYER = {"numeric": schema_pb2.DenseColumn.NUMERIC, "indicator": schema_pb2.DenseColumn.INDICATOR}
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,25 @@ class TransformError(ValueError):
         super().__init__("; ".join(str(e) for e in errors[:3]) + more)
 
 
-def _walk(col: Column) -> Iterable[Column]:
-    yield col
-    for child in col.children():
-        yield from _walk(child)
+Failure = tuple[str, np.ndarray, Sequence[Any], str]  # (feature, rows, values, reason)
+
+
+def _features_of(col: Column) -> list[Column]:
+    """The columns whose values a top-level column writes to the records."""
+    if isinstance(col, LayerColumn):
+        return [col.ids_column] + ([col.weights_column] if col.weights_column else [])
+    if isinstance(col, WeightedColumn):
+        return [col.categorical, col]
+    return [col]
+
+
+def _objects(value: Any) -> Any:
+    """Flat StrBuf values as object arrays of bytes (what the records and custom columns get)."""
+    if isinstance(value, StrBuf):
+        return value.to_objects()
+    if isinstance(value, Ragged) and isinstance(value.values, StrBuf):
+        return Ragged(value.values.to_objects(), value.row_splits)
+    return value
 
 
 class FeatureSet:
@@ -73,58 +95,62 @@ class FeatureSet:
                 raise ValueError(f"FeatureSet takes feature columns, got {col!r}")
         if not self.columns:
             raise ValueError("FeatureSet needs at least one column")
-        self._by_key: dict[str, Column] = {}
-        for top in self.columns + labels:
-            for col in _walk(top):
-                prev = self._by_key.setdefault(col.key, col)
-                if prev != col:
-                    raise ValueError(
-                        f"two different columns are named {col.key!r}: {prev} and {col}"
-                    )
+        self._graph: dict[str, Column] = {}  # every column by name, children first
         self._inputs: dict[str, Input] = {}
-        for col in self._by_key.values():
-            for inp in col.inputs():
-                self._add_input(inp, col)
-        for col in self._by_key.values():
-            if isinstance(col, CrossedColumn):
-                for k in col.raw_keys():
-                    inp = self._inputs.get(k)
-                    if inp is None:
-                        raise ValueError(
-                            f"crossed column {col.name!r} refers to unknown input {k!r}; "
-                            "declare it with "
-                            f"another column (declared inputs: {sorted(self._inputs)})"
-                        )
-                    if inp.dtype == "float32" or inp.shape:
-                        raise ValueError(
-                            f"crossed column {col.name!r}: input {k!r} must be a bytes "
-                            "or int64 scalar/multivalued input (bucketize floats first)"
-                        )
-                col.resolve(self._inputs)
-        names: dict[str, Column] = {}
-        for col in self.columns + labels:
-            for out_name in self._feature_names(col):
-                prev = names.setdefault(out_name, col)
-                if prev is not col and _source(prev) != _source(col):
+        for top in self.columns + labels:
+            self._add_column(top)
+        for col in self._graph.values():
+            for ref in col.inputs():
+                if isinstance(ref, str) and ref not in self._inputs:
                     raise ValueError(
-                        f"two columns produce the output feature {out_name!r}: {prev} and {col}"
-                    )
-        self._label_names = [n for col in labels for n in self._feature_names(col)]
+                        f"column {col.name!r} refers to unknown input {ref!r}; declare it with "
+                        f"another column (declared inputs: {sorted(self._inputs)})")
+            if self._learns(col) and any(self._learns(c) for c in self._below(col)):
+                raise ValueError(
+                    f"column {col.name!r} analyzes the output of a column that is itself "
+                    "learned; that needs two analyze passes (analyze the raw value instead)")
+        self._static = {name: {a: an.extract(an.create()) for a, an in col.analyzers().items()
+                               if not an.reads_data}
+                        for name, col in self._graph.items()}
+        features = [f for c in self.columns + labels for f in _features_of(c)]
+        self._features = list({f.name: f for f in features}.values())
+        self._label_names = list({f.name: None for c in labels for f in _features_of(c)})
 
-    def _add_input(self, inp: Input, col: Column) -> None:
-        prev = self._inputs.setdefault(inp.name, inp)
-        if prev != inp:
-            raise ValueError(
-                f"input {inp.name!r} is declared twice differently: {prev} and {inp} "
-                f"(column {col.name!r})"
-            )
+    def _add_column(self, col: Column) -> None:
+        prev = self._graph.get(col.name)
+        if prev is not None:
+            if prev != col:
+                raise ValueError(f"two different columns are named {col.name!r}: {prev} and {col}")
+            return
+        for ref in col.inputs():
+            if isinstance(ref, Column):
+                self._add_column(ref)
+            elif isinstance(ref, Input):
+                seen = self._inputs.setdefault(ref.name, ref)
+                if seen != ref:
+                    raise ValueError(f"input {ref.name!r} is declared twice differently: {seen} "
+                                     f"and {ref} (column {col.name!r})")
+            elif not isinstance(ref, str):
+                raise ValueError(f"column {col.name!r}: inputs() must hold Input, input names "
+                                 f"or columns, got {ref!r}")
+        self._graph[col.name] = col
 
     @staticmethod
-    def _feature_names(col: Column) -> list[str]:
-        src = _source(col)
-        names = [src.name]
-        if hasattr(src, "weights_name"):
-            names.append(src.weights_name)
+    def _learns(col: Column) -> bool:
+        return any(an.reads_data for an in col.analyzers().values())
+
+    def _below(self, col: Column) -> Iterable[Column]:
+        for ref in col.inputs():
+            if isinstance(ref, Column):
+                yield ref
+                yield from self._below(ref)
+
+    def _raw_inputs(self, col: Column) -> set[str]:
+        names = {r if isinstance(r, str) else r.name for r in col.inputs()
+                 if not isinstance(r, Column)}
+        for ref in col.inputs():
+            if isinstance(ref, Column):
+                names |= self._raw_inputs(ref)
         return names
 
     # ------------------------------------------------------------------ inputs
@@ -149,11 +175,7 @@ class FeatureSet:
 
     @property
     def output_names(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for col in self.columns + self.labels:
-            for n in self._feature_names(col):
-                seen.setdefault(n)
-        return list(seen)
+        return [f.name for f in self._features]
 
     @property
     def label_names(self) -> list[str]:
@@ -182,6 +204,81 @@ class FeatureSet:
         keep = np.setdiff1d(np.arange(n), np.fromiter(bad, dtype=np.int64))
         return take_rows(batch, keep), errors
 
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, batch: Batch, states: dict[str, dict], wanted: Iterable[Column],
+                  failures: list[Failure]) -> dict[str, Any]:
+        """Values of the ``wanted`` columns (and everything below them) for one batch, by
+        column name, plus the filled raw inputs under ``("input", name)``."""
+        memo: dict[Any, Any] = {}
+        for col in wanted:
+            self._value(col, batch, states, failures, memo)
+        return memo
+
+    def _args(self, col: Column, batch: Batch, states: dict[str, dict],
+              failures: list[Failure], memo: dict) -> list[Any]:
+        """The values of ``col``'s inputs, aligned with ``col.inputs()``."""
+        args = []
+        for ref in col.inputs():
+            if isinstance(ref, Column):
+                v = self._value(ref, batch, states, failures, memo)
+            else:
+                key = ("input", ref if isinstance(ref, str) else ref.name)
+                if key not in memo:
+                    memo[key] = self._filled(batch, self._inputs[key[1]], failures)
+                v = memo[key]
+            args.append(v if col.reads_strbuf else _objects(v))
+        return args
+
+    def _value(self, col: Column, batch: Batch, states: dict[str, dict],
+               failures: list[Failure], memo: dict) -> Any:
+        if col.name not in memo:
+            out = col.transform(self._args(col, batch, states, failures, memo),
+                                states.get(col.name, {}))
+            if isinstance(out, WithErrors):
+                failures.append((out.feature or col.name, np.asarray(out.rows, np.int64),
+                                 out.values, out.reason))
+                out = out.output
+            memo[col.name] = out
+        return memo[col.name]
+
+    @staticmethod
+    def _filled(batch: Batch, inp: Input, failures: list[Failure]) -> Any:
+        """The input's values with missing floats (NaN) filled by its default."""
+        try:
+            x = batch[inp.name]
+        except KeyError:
+            raise KeyError(f"input {inp.name!r} is not in the batch (batch has {sorted(batch)})"
+                           ) from None
+        if inp.multivalued or isinstance(x, Ragged):
+            return x
+        x = np.asarray(x)
+        if x.shape[1:] != inp.shape:
+            raise ValueError(f"input {inp.name!r} has shape {x.shape[1:]} per row, declared "
+                             f"{inp.shape}")
+        if inp.dtype != "float32":
+            return x
+        nan = np.isnan(x)
+        if not nan.any():
+            return x
+        if inp.default is None:
+            rows = np.flatnonzero(nan.reshape(len(x), -1).any(axis=1))
+            failures.append((inp.name, rows, [None] * len(rows), "missing value and no default"))
+            fill = np.zeros((), x.dtype)
+        else:
+            fill = np.broadcast_to(np.asarray(inp.default, x.dtype), x.shape)
+        return np.where(nan, fill, x)
+
+    def _present_rows(self, batch: Batch, col: Column) -> np.ndarray | None:
+        """Rows where every raw float input of ``col`` is present (None: all rows)."""
+        missing = None
+        for name in self._raw_inputs(col):
+            inp, x = self._inputs[name], batch[name]
+            if inp.dtype == "float32" and not inp.multivalued:
+                nan = np.isnan(np.asarray(x)).reshape(len(x), -1).any(axis=1)
+                missing = nan if missing is None else missing | nan
+        return None if missing is None or not missing.any() else np.flatnonzero(~missing)
+
     # ------------------------------------------------------------------ analysis
 
     def analyzer(self) -> FeatureSetAnalyzer:
@@ -196,26 +293,63 @@ class FeatureSet:
             acc = an.add_batch(acc, batch)
         return an.extract(acc)
 
-    def build_state(self, results: dict[str, dict[str, dict]]) -> TransformState:
-        columns = {key: col.finalize(results.get(key, {})) for key, col in self._by_key.items()}
+    def analyze_values(self, batch: Batch, col: Column) -> dict[str, Any]:
+        """What each analyzer of ``col`` sees of one typed input batch: its inputs evaluated
+        (filled, or present rows only), rows that fail to transform left out."""
+        present = self._present_rows(batch, col) if col.present_only else None
+        if present is not None:
+            batch = take_rows(batch, present)
+        failures: list[Failure] = []
+        args = self._args(col, batch, self._static, failures, {})
+        if failures:  # analyze only the rows that transform
+            bad = np.unique(np.concatenate([f[1] for f in failures]))
+            batch = take_rows(batch, np.setdiff1d(np.arange(batch_size(batch)), bad))
+            args = self._args(col, batch, self._static, [], {})
+        return col.analyze(args)
+
+    def build_state(self, results: dict[str, dict[str, Any]]) -> TransformState:
+        """The state (and schema) from each column's analyzer results (typed states)."""
         proto = schema_pb2.Schema(version=1, labels=self._label_names)
-        for key, st in columns.items():
-            if st:
-                proto.state.columns.append(column_state_to_proto(key, st))
+        for name, col in self._graph.items():
+            for an_name in col.analyzers():
+                typed = results.get(name, {}).get(an_name, self._static[name].get(an_name))
+                cs = proto.state.columns.add(column=f"{name}/{an_name}")
+                typed.to_proto(cs)
         # Outputs are described from the state as it will be reloaded (bit-identical transforms).
         reloaded = TransformState(proto).columns
+        descs = self._describe(reloaded)
         for inp in self._inputs.values():
             proto.inputs.append(_input_proto(inp))
-        seen: set[str] = set()
-        for col in self.columns + self.labels:
-            for feat in _source(col).features(reloaded):
-                if feat.name not in seen:
-                    seen.add(feat.name)
-                    feat.is_label = feat.name in self._label_names
-                    proto.features.append(feat)
+        for col in self._features:
+            proto.features.append(self._feature_proto(col, descs))
         for col in self.columns:
-            proto.dense.extend(col.dense(reloaded))
+            if isinstance(col, LayerColumn):
+                proto.dense.append(col.dense_part(descs[col.ids_column.name]))
+            elif descs[col.name].layer in _LAYER and not isinstance(col, WeightedColumn):
+                d = descs[col.name]
+                width = int(np.prod(d.shape)) * (d.num_buckets if d.layer == "indicator" else 1)
+                proto.dense.append(schema_pb2.DenseColumn(
+                    name=col.name, type=_LAYER[d.layer], feature=col.name, width=width))
         return TransformState(proto)
+
+    def _describe(self, states: dict[str, dict]) -> dict[str, Output]:
+        descs: dict[str, Output] = {}
+        for name, col in self._graph.items():  # children first
+            inputs = [descs[r.name] if isinstance(r, Column) else Output.of_input(
+                self._inputs[r if isinstance(r, str) else r.name]) for r in col.inputs()]
+            descs[name] = col.output(states.get(name, {}), inputs)
+        return descs
+
+    def _feature_proto(self, col: Column, descs: dict[str, Output]) -> schema_pb2.Feature:
+        d = descs[col.name]
+        weights = next((w.name for w in self._graph.values()
+                        if isinstance(w, WeightedColumn) and w.categorical.name == col.name
+                        and w in self._features), "")
+        return schema_pb2.Feature(
+            name=col.name, dtype=_PROTO_DTYPE[d.dtype], shape=d.shape, varlen=d.varlen,
+            kind=_PROTO_KIND[d.kind], num_buckets=d.num_buckets, column_type=col.column_type,
+            source=col.schema_source(), is_label=col.name in self._label_names, sequence=d.sequence,
+            max_length=d.max_length, weight_feature=weights)
 
     # ------------------------------------------------------------------ transform
 
@@ -233,22 +367,19 @@ class FeatureSet:
         """
         if errors not in ("raise", "collect"):
             raise ValueError(f"errors={errors!r}; expected 'raise' or 'collect'")
-        missing = [k for k, c in self._by_key.items() if c.analyzers() and k not in state.columns]
+        missing = [n for n, c in self._graph.items() if self._learns(c) and n not in state.columns]
         if missing:
             raise ValueError(
-                f"the state has no entry for columns {missing}: fitted with another feature set?"
-            )
+                f"the state has no entry for columns {missing}: fitted with another feature set?")
         n = batch_size(batch)
-        ctx = Ctx(batch, state.columns, n)
-        out: Batch = {}
-        for col in self.columns + self.labels:
-            for name, value in col.outputs(ctx).items():
-                out.setdefault(name, value)
-        if not ctx.failures:
+        failures: list[Failure] = []
+        memo = self._evaluate(batch, state.columns, self._features, failures)
+        out: Batch = {c.name: _objects(memo[c.name]) for c in self._features}
+        if not failures:
             return (out, []) if errors == "collect" else out
         ids = list(range(n)) if row_ids is None else list(row_ids)
         errs, bad_rows = [], set()
-        for feature, rows, values, reason in ctx.failures:
+        for feature, rows, values, reason in failures:
             for r, v in zip(rows.tolist(), values):
                 if r not in bad_rows or errors == "raise":
                     errs.append(RowError(ids[r], feature, v, reason))
@@ -270,13 +401,6 @@ class FeatureSet:
 
     def __repr__(self) -> str:
         return f"FeatureSet({[c.name for c in self.columns]}, labels={self._label_names})"
-
-
-def _source(col: Column) -> Column:
-    """The column whose ids/values a wrapper (embedding, indicator) outputs."""
-    while hasattr(col, "categorical") and not isinstance(col, CategoricalColumn):
-        col = col.categorical
-    return col
 
 
 def _input_proto(inp: Input) -> schema_pb2.InputFeature:
@@ -301,42 +425,45 @@ def _input_proto(inp: Input) -> schema_pb2.InputFeature:
 class FeatureSetAnalyzer:
     """``create / add_batch / merge / extract`` over every analyzer of a feature set.
 
-    The accumulator is a dict ``{column key: {analyzer name: accumulator}}`` of plain Python
+    The accumulator is a dict ``{column name: {analyzer name: accumulator}}`` of plain Python
     and numpy values; the object and its accumulators pickle, so it wraps as a Beam CombineFn.
     """
 
     def __init__(self, feature_set: FeatureSet) -> None:
         self.feature_set = feature_set
         self.tasks = [
-            (key, name, an)
-            for key, col in feature_set._by_key.items()
-            for name, an in col.analyzers().items()
+            (name, an_name, an)
+            for name, col in feature_set._graph.items()
+            for an_name, an in col.analyzers().items()
+            if an.reads_data
         ]
 
     def create(self) -> dict:
         acc: dict = {}
-        for key, name, an in self.tasks:
-            acc.setdefault(key, {})[name] = an.create()
+        for name, an_name, an in self.tasks:
+            acc.setdefault(name, {})[an_name] = an.create()
         return acc
 
     def add_batch(self, acc: dict, batch: Batch) -> dict:
-        cols = self.feature_set._by_key
-        for key, name, an in self.tasks:
-            values = cols[key].analyze_values(batch, name)
-            acc[key][name] = an.add_batch(acc[key][name], values)
+        graph = self.feature_set._graph
+        seen: dict[str, dict[str, Any]] = {}
+        for name, an_name, an in self.tasks:
+            if name not in seen:
+                seen[name] = self.feature_set.analyze_values(batch, graph[name])
+            acc[name][an_name] = an.add_batch(acc[name][an_name], seen[name][an_name])
         return acc
 
     def merge(self, accs: Iterable[dict]) -> dict:
         accs = list(accs)
         out: dict = {}
-        for key, name, an in self.tasks:
-            out.setdefault(key, {})[name] = an.merge([a[key][name] for a in accs])
+        for name, an_name, an in self.tasks:
+            out.setdefault(name, {})[an_name] = an.merge([a[name][an_name] for a in accs])
         return out
 
     def extract(self, acc: dict) -> TransformState:
-        results: dict[str, dict[str, dict]] = {}
-        for key, name, an in self.tasks:
-            results.setdefault(key, {})[name] = an.extract(acc[key][name])
+        results: dict[str, dict[str, Any]] = {}
+        for name, an_name, an in self.tasks:
+            results.setdefault(name, {})[an_name] = an.extract(acc[name][an_name])
         return self.feature_set.build_state(results)
 
 

@@ -5,59 +5,31 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 from google.protobuf import text_format
 
+from shardforge.features.analyzers import _STAT_FIELDS, Boundaries, Stats, Vocab
 from shardforge.protos import schema_pb2
 from shardforge.records.spec import FixedLen, Spec, VarLen
 
 SCHEMA_FILE = "schema.pbtxt"
 SCHEMA_VERSION = 1
 _DTYPE_NAME = {schema_pb2.INT64: "int64", schema_pb2.FLOAT32: "float32", schema_pb2.BYTES: "bytes"}
-_STAT_FIELDS = ("count", "missing", "mean", "std", "min", "max")
 
 
-def column_state_to_proto(key: str, st: dict) -> schema_pb2.ColumnState:
-    cs = schema_pb2.ColumnState(column=key)
-    if "mean" in st:
-        cs.has_stats = True
-        for f in _STAT_FIELDS:
-            setattr(cs, f, st[f])
-    if "boundaries" in st:
-        cs.boundaries.extend(float(b) for b in st["boundaries"])
-    if "quantile_rank_error" in st:
-        cs.quantile_rank_error = st["quantile_rank_error"]
-    vocab = st.get("vocab")
-    if vocab is not None and len(vocab):
-        if isinstance(vocab[0], (int, np.integer)):
-            cs.int_vocab.extend(int(v) for v in vocab)
-        else:
-            cs.vocab.extend(bytes(v) for v in vocab)
-    if "vocab_counts" in st:
-        cs.vocab_counts.extend(int(c) for c in st["vocab_counts"])
-        cs.vocab_total_distinct = int(st.get("vocab_total_distinct", 0))
-        cs.vocab_approximate = bool(st.get("vocab_approximate", False))
-    return cs
-
-
-def column_state_from_proto(cs: schema_pb2.ColumnState) -> dict:
-    """The dict the columns read: every key present, so a saved and a fresh state look alike."""
-    st: dict[str, Any] = {}
+def typed_state(cs: schema_pb2.ColumnState) -> Stats | Vocab | Boundaries:
+    """The typed learned state one ``ColumnState`` holds (stats, boundaries or a vocabulary)."""
     if cs.has_stats:
-        st.update({f: getattr(cs, f) for f in _STAT_FIELDS})
-    st["boundaries"] = list(cs.boundaries)
-    st["quantile_rank_error"] = cs.quantile_rank_error
-    st["vocab"] = list(cs.int_vocab) if len(cs.int_vocab) else list(cs.vocab)
-    st["vocab_counts"] = np.asarray(cs.vocab_counts, dtype=np.int64)
-    st["vocab_total_distinct"] = cs.vocab_total_distinct
-    st["vocab_approximate"] = cs.vocab_approximate
-    return st
+        return Stats.from_proto(cs)
+    if len(cs.boundaries):
+        return Boundaries.from_proto(cs)
+    return Vocab.from_proto(cs, "int64" if len(cs.int_vocab) else "bytes")
 
 
 class TransformState:
     """Learned state of a feature set plus the schema of its outputs.
 
-    ``columns`` maps a column's state key to its statistics (vocabularies, means, boundaries).
+    ``columns[column name][analyzer name]`` is a typed state (:class:`Stats`, :class:`Vocab`,
+    :class:`Boundaries`); the proto keys each as ``"<column name>/<analyzer name>"``.
     ``save(path)`` writes the full schema; ``TransformState.load(path)`` reads it back, and the
     transform of a loaded state is bit-identical to the fresh one (the fresh one is built through
     the same protobuf message).
@@ -65,7 +37,10 @@ class TransformState:
 
     def __init__(self, proto: schema_pb2.Schema) -> None:
         self.proto = proto
-        self.columns = {cs.column: column_state_from_proto(cs) for cs in proto.state.columns}
+        self.columns: dict[str, dict[str, Any]] = {}
+        for cs in proto.state.columns:
+            column, analyzer = cs.column.rsplit("/", 1)
+            self.columns.setdefault(column, {})[analyzer] = typed_state(cs)
 
     def save(self, path: str) -> str:
         """Write ``schema.pbtxt`` (``path`` a directory or a file path); returns the file path."""
@@ -83,22 +58,24 @@ class TransformState:
         return cls(read_schema_proto(path))
 
     def stats(self) -> dict[str, dict]:
-        """JSON-able statistics per column (count, missing, mean, std, min, max, top values)."""
+        """JSON-able statistics per column (count, missing, mean, std, min, max, top values,
+        boundaries)."""
         out: dict[str, dict] = {}
-        for key, st in self.columns.items():
-            d: dict[str, Any] = {f: st[f] for f in _STAT_FIELDS if f in st}
-            if len(st["vocab_counts"]):
-                top = list(zip(st["vocab"][:20], st["vocab_counts"][:20].tolist()))
-                d["vocab_size"] = len(st["vocab"])
-                d["distinct"] = st["vocab_total_distinct"]
-                d["top_values"] = [
-                    [v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v, c]
-                    for v, c in top
-                ]
-            if st["boundaries"]:
-                d["boundaries"] = st["boundaries"]
+        for column, states in self.columns.items():
+            d: dict[str, Any] = {}
+            for st in states.values():
+                if isinstance(st, Stats):
+                    d.update({f: getattr(st, f) for f in _STAT_FIELDS})
+                elif isinstance(st, Boundaries):
+                    d["boundaries"] = list(st.values)
+                elif len(st.counts):
+                    d["vocab_size"] = len(st)
+                    d["distinct"] = st.distinct
+                    d["top_values"] = [
+                        [v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v, c]
+                        for v, c in zip(st.values[:20], st.counts[:20].tolist())]
             if d:
-                out[key] = d
+                out[column] = d
         return out
 
     def __eq__(self, other: object) -> bool:

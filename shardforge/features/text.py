@@ -1,109 +1,107 @@
-"""Vectorized tokenizers (numba over one byte buffer; Arrow RE2 for regex), ragged helpers."""
+"""Text columns: a tokenizer composed with a vocabulary, or byte ids.
+
+``text("query", top_k=2000)`` is ``categorical_vocab(split("query"), top_k=2000,
+num_oov_buckets=1)`` marked as a sequence: the tokens are a :mod:`~shardforge.features.strings`
+column, the ids a :class:`~shardforge.features.categorical.VocabColumn` over them.
+"""
 
 from __future__ import annotations
 
-import numba
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-from shardforge.features.hashing import StrBuf, _to_arrow
+import numpy as np
+
+from shardforge.features.categorical import (
+    LookupColumn,
+    categorical_vocab,
+    categorical_vocab_list,
+)
+from shardforge.features.column import Input, Output, as_bytes, check_int, check_name
+from shardforge.features.strings import lower, regex_split, split, to_strbuf
+from shardforge.records.spec import Ragged
 
 TOKENIZERS = ("whitespace", "regex", "bytes")
 
 
-def to_arrow_strings(values: np.ndarray) -> pa.Array:
-    """Object array of bytes as an Arrow string view (bytes are not UTF-8 validated)."""
-    arr = _to_arrow(values)
-    return arr.view(pa.large_string())
+@dataclass(frozen=True)
+class ByteIds(LookupColumn):
+    """The UTF-8 bytes of each string as ids 0..255 (byte-level: no unknown tokens)."""
+
+    column_type = "text"
+    reads_strbuf = True
+
+    @property
+    def varlen(self) -> bool:
+        return True
+
+    def num_buckets(self, state: dict[str, Any]) -> int:
+        return 256
+
+    def transform(self, values: Sequence[Any], state: dict[str, Any]) -> Ragged:
+        sb = to_strbuf(values[0])
+        return self._truncate(Ragged(sb.buf[sb.offsets[0]:sb.offsets[-1]].astype(np.int64),
+                                     sb.offsets - sb.offsets[0]))
+
+    def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
+        return Output.ids(256, varlen=True, sequence=True, max_length=self.max_length or 0)
 
 
-def tokenize(
-    values: np.ndarray, tokenizer: str, pattern: str | None = None, lowercase: bool = False
-) -> tuple[StrBuf, np.ndarray]:
-    """Tokens of each string as ``(StrBuf of tokens, row_splits)``; empty tokens are dropped.
+def text(
+    key: str,
+    tokenizer: str = "whitespace",
+    pattern: str | None = None,
+    lowercase: bool = False,
+    top_k: int | None = None,
+    frequency_threshold: int | None = None,
+    num_oov_buckets: int = 1,
+    default_value: int = -1,
+    vocabulary_list: Sequence | None = None,
+    max_length: int | None = None,
+    default: Any = "",
+    name: str | None = None,
+    approximate_capacity: int | None = None,
+) -> LookupColumn:
+    """Text to varlen int64 token ids (a sequence column).
 
-    ``whitespace`` splits on ASCII whitespace like ``str.split()``; ``regex`` splits on matches of
-    ``pattern`` (RE2 syntax); ``bytes`` makes every byte a token. Whitespace and bytes run in
-    numba over the concatenated buffer; regex uses Arrow's RE2 kernel.
+    ``tokenizer``: ``whitespace`` (``tf.strings.split(x)``) | ``regex`` (split on matches of
+    ``pattern``, empty parts dropped) | ``bytes`` (UTF-8 bytes as ids 0..255, no vocabulary).
+    The vocabulary is learned (``top_k``, ``frequency_threshold``, tf.Transform's order) unless
+    ``vocabulary_list`` is given; OOV tokens hash into ``num_oov_buckets``. ``max_length``
+    keeps the first tokens of each row. For ``split(x, sep=" ")``, n-grams or other token
+    pipelines compose the columns yourself: ``sequence(categorical_vocab(ngrams(...)))``.
+
+    >>> query = text("query", tokenizer="whitespace", top_k=2000)
     """
-    if tokenizer in ("whitespace", "bytes"):
-        sb = values if isinstance(values, StrBuf) else StrBuf.from_values(values)
-        buf = _ascii_lower(sb.buf) if lowercase else sb.buf
-        if tokenizer == "bytes":
-            return StrBuf(buf, np.arange(len(buf) + 1, dtype=np.int64)), sb.offsets
-        tok_buf, tok_offsets, splits = _split_whitespace(buf, sb.offsets)
-        return StrBuf(tok_buf, tok_offsets), splits
-    if tokenizer != "regex":
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {TOKENIZERS}")
-    arr = to_arrow_strings(values)
-    if lowercase:
-        arr = pc.ascii_lower(arr)
-    lists = pc.split_pattern_regex(arr, pattern)
-    flat = pc.list_flatten(lists)
-    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-    tokens = StrBuf.from_arrow(
-        flat.view(pa.large_binary())
-        if pa.types.is_large_string(flat.type)
-        else flat.cast(pa.binary())
-    )
-    keep = np.diff(tokens.offsets) > 0
-    if not keep.all():
-        tokens = take_strings(tokens, np.nonzero(keep)[0])
-        parents = parents[keep]
-    splits = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(parents, minlength=len(values)), out=splits[1:])
-    return tokens, splits
+    check_name(key, "text key")
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"text column {key!r}: tokenizer={tokenizer!r}; "
+                         f"expected one of {TOKENIZERS}")
+    if tokenizer != "regex" and pattern is not None:
+        raise ValueError(f"text column {key!r}: pattern= is only used with tokenizer='regex'")
+    if tokenizer == "regex" and not pattern:
+        raise ValueError(f"text column {key!r}: tokenizer='regex' needs pattern=")
+    if max_length is not None:
+        check_int(max_length, f"text column {key!r}: max_length")
+    source = Input(key, "bytes", (), False, None if default is None else as_bytes(default))
+    out_name = name or key
+    if tokenizer == "bytes":
+        if top_k or frequency_threshold or vocabulary_list:
+            raise ValueError(f"text column {key!r}: the bytes tokenizer has a fixed "
+                             "vocabulary of 256 ids")
+        return ByteIds(source, out_name, True, max_length)
+    strings = lower(source, name=f"{out_name}_lower") if lowercase else source
+    if tokenizer == "regex":
+        tokens = regex_split(strings, pattern, name=f"{out_name}_tokens")
+    else:
+        tokens = split(strings, name=f"{out_name}_tokens")
+    if vocabulary_list is not None:
+        ids = categorical_vocab_list(tokens, vocabulary_list, num_oov_buckets, default_value,
+                                     dtype="bytes", name=out_name)
+    else:
+        ids = categorical_vocab(tokens, top_k, frequency_threshold, num_oov_buckets,
+                                default_value, approximate_capacity=approximate_capacity,
+                                name=out_name)
+    return replace(ids, sequence=True, max_length=max_length, column_type="text")
 
-
-def _ascii_lower(buf: np.ndarray) -> np.ndarray:
-    upper = (buf >= ord("A")) & (buf <= ord("Z"))
-    return np.where(upper, buf + np.uint8(32), buf).astype(np.uint8)
-
-
-@numba.njit(cache=True, nogil=True)
-def _split_whitespace(buf, offsets):
-    # ASCII whitespace as bytes.split() sees it: space, \t, \n, \v, \f, \r.
-    n = len(offsets) - 1
-    out = np.empty(len(buf), dtype=np.uint8)
-    tok = np.empty(len(buf) // 2 + 2, dtype=np.int64)
-    splits = np.zeros(n + 1, dtype=np.int64)
-    nt = 0
-    pos = 0
-    for r in range(n):
-        inside = False
-        for i in range(offsets[r], offsets[r + 1]):
-            c = buf[i]
-            space = c == 32 or (c >= 9 and c <= 13)
-            if space:
-                inside = False
-            else:
-                if not inside:
-                    tok[nt] = pos
-                    nt += 1
-                    inside = True
-                out[pos] = c
-                pos += 1
-        splits[r + 1] = nt
-    tok_offsets = np.empty(nt + 1, dtype=np.int64)
-    tok_offsets[:nt] = tok[:nt]
-    tok_offsets[nt] = pos
-    return out[:pos].copy(), tok_offsets, splits
-
-
-def take_strings(sb: StrBuf, index: np.ndarray) -> StrBuf:
-    """The strings of ``sb`` at ``index`` as a new compact StrBuf (vectorized gather)."""
-    starts, lens = sb.offsets[index], np.diff(sb.offsets)[index]
-    offsets = np.zeros(len(index) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    gather = np.repeat(starts - offsets[:-1], lens) + np.arange(offsets[-1])
-    return StrBuf(sb.buf[gather], offsets)
-
-
-def truncate_index(row_splits: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Value positions keeping the first ``max_length`` values of each row, and the new splits."""
-    lens = np.minimum(np.diff(row_splits), max_length)
-    splits = np.zeros(len(lens) + 1, dtype=np.int64)
-    np.cumsum(lens, out=splits[1:])
-    index = np.repeat(row_splits[:-1] - splits[:-1], lens) + np.arange(splits[-1])
-    return index, splits

@@ -108,7 +108,7 @@ def test_learned_vocab_oov_matches_tf_with_same_list():
     test = obj([f"v{i}".encode() for i in rng.integers(0, 400, 500)])
     fs = sf.FeatureSet([sf.categorical_vocab("c", top_k=50, num_oov_buckets=3)])
     state = fs.fit([{"c": train}])
-    vocab = state.columns["c"]["vocab"]
+    vocab = state.columns["c"]["vocab"].values
     assert len(vocab) == 50
     col = fc.categorical_column_with_vocabulary_list("c", [v.decode() for v in vocab],
                                                      num_oov_buckets=3)

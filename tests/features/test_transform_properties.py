@@ -65,13 +65,14 @@ def test_transform_is_rowwise_and_deterministic(data_rows, data):
 @given(st.lists(st.binary(max_size=40) | st.text(alphabet=" \t\nAbc\x0bé", max_size=20)
                 .map(str.encode), min_size=1, max_size=20), st.booleans())
 def test_whitespace_and_bytes_tokenizers_match_python(values, lowercase):
-    from shardforge.features.text import tokenize
-
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
     prep = [v.lower() if lowercase else v for v in values]  # bytes.lower() is ASCII-only
-    tokens, splits = tokenize(arr, "whitespace", lowercase=lowercase)
-    flat = tokens.to_objects().tolist()
-    assert [flat[a:b] for a, b in zip(splits[:-1], splits[1:])] == [v.split() for v in prep]
-    tokens, splits = tokenize(arr, "bytes", lowercase=lowercase)
-    assert Ragged(tokens.buf, splits).to_list() == [list(v) for v in prep]
+    raw = sf.Input("t", "bytes", default=b"")
+    source = sf.lower(raw) if lowercase else raw
+    fs = sf.FeatureSet([sf.split(source, name="ws"), sf.split(source, sep=" ", name="sp"),
+                        sf.ByteIds(source, "by")])
+    out = fs.transform({"t": arr}, fs.fit([]))
+    assert out["ws"].to_list() == [v.split() for v in prep]
+    assert out["sp"].to_list() == [v.split(b" ") for v in prep]
+    assert out["by"].to_list() == [list(v) for v in prep]

@@ -128,7 +128,7 @@ def test_text_files_are_documents(data):
                            fmt="text", eval_fraction=0.0, beam_args=IN_MEMORY)
     assert summary.splits == {"train": 3} and summary.errors == 0
     state = sf.TransformState.load(summary.schema)
-    assert sorted(state.columns["text"]["vocab"]) == sorted(
+    assert sorted(state.columns["text"]["vocab"].values) == sorted(
         [b"the", b"cat", b"sat", b"dog", b"a"])
     fs = sf.load_feature_set(str(data / "text_features.py"))
     tokens = read_split(out, "train", fs.output_spec(state))["text"]

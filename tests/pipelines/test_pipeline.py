@@ -64,24 +64,9 @@ def _state(out):
 
 
 def _assert_same_state(beam_state, local_state, data):
-    assert beam_state.columns.keys() == local_state.columns.keys()
-    for key, b in beam_state.columns.items():
-        a = local_state.columns[key]
-        assert b["vocab"] == a["vocab"], key
-        np.testing.assert_array_equal(b["vocab_counts"], a["vocab_counts"], err_msg=key)
-        assert b["vocab_total_distinct"] == a["vocab_total_distinct"], key
-        for f in ("count", "missing", "min", "max", "mean", "std"):
-            assert b.get(f) == a.get(f), (key, f)  # exact sums: no merge-order effect
-        assert len(b["boundaries"]) == len(a["boundaries"]), key
-        if b["boundaries"]:
-            # quantile boundaries: equal up to the sketch's rank error, measured on the data
-            values = np.sort(data[key.removesuffix("_bucketized")].astype(np.float64))
-            values = values[~np.isnan(values)]
-            slack = (b["quantile_rank_error"] + a["quantile_rank_error"]) * len(values) + 1
-            for x, y in zip(b["boundaries"], a["boundaries"]):
-                lo = np.searchsorted(values, min(x, y), "left")
-                hi = np.searchsorted(values, max(x, y), "right")
-                assert x == y or hi - lo <= slack + np.sum(values == y), (key, x, y)
+    # Every analyzer is order-free (exact sums, exact vocabularies, quantiles exact or from an
+    # order-free histogram): the Beam job learns exactly the in-process state.
+    assert beam_state.columns == local_state.columns
 
 
 def test_state_equals_in_process_fit(run_a, typed, click_features):
@@ -101,13 +86,7 @@ def test_records_decode_to_in_process_transform(run_a, typed, click_features):
 
 def test_rerun_same_state_and_records_per_split(run_a, run_b, click_features):
     state_a, state_b = _state(run_a.output), _state(run_b.output)
-    for key, a in state_a.columns.items():
-        b = state_b.columns[key]
-        assert a["vocab"] == b["vocab"] and a["boundaries"] == b["boundaries"], key
-        np.testing.assert_array_equal(a["vocab_counts"], b["vocab_counts"])
-        for f in ("count", "missing", "min", "max", "mean", "std"):
-            if f in a:
-                assert a[f] == b[f], (key, f)
+    assert state_a.columns == state_b.columns
     assert run_a.splits == run_b.splits
     spec = click_features.output_spec(state_a)
     for split in ("train", "eval"):
