@@ -299,3 +299,17 @@ def test_invalid_geojson_fails_at_declaration_naming_the_feature(tmp_path):
          "geometry": {"type": "Polygon", "coordinates": [bowtie]}}]}))
     with pytest.raises(geometry.GeoJSONError, match=r"feature 0 \('bow'\): ring 0 self-inter"):
         sf.geo_region(("lat", "lon"), path)
+
+
+def test_geo_feature_set_pickles_like_beam_ships_it():
+    import pickle
+
+    b, _ = _region_probe()
+    p = sf.geo_point("lat", "lon")
+    fs = sf.FeatureSet([sf.geo_region(p, REGIONS, multiple=True, name="r"),
+                        sf.geo_grid(p, lat_buckets=3, lon_buckets=3, name="cell")])
+    state = fs.fit([b])
+    out = fs.transform(b, state)
+    again = pickle.loads(pickle.dumps(fs)).transform(b, state)
+    np.testing.assert_array_equal(again["r"].values, out["r"].values)
+    np.testing.assert_array_equal(again["cell"], out["cell"])
