@@ -297,16 +297,18 @@ def _count_segment(px, py, x1, y1, x2, y2):
     return 0
 
 
-@numba.njit(cache=True)
-def _covers_edges(px, py, ex1, ey1, ex2, ey2, start, stop):
-    """Edges ``[start, stop)`` as one even-odd soup: True if the point is on one or inside."""
+@numba.njit(cache=True, inline="always")
+def _locate(px, py, ex1, ey1, ex2, ey2, edges, start, stop):
+    """(on an edge, inside) of a point against the edges ``edges[start:stop]`` taken as one
+    even-odd soup (a polygon's shell and holes, or one ring)."""
     crossings = 0
-    for e in range(start, stop):
+    for q in range(start, stop):
+        e = edges[q]
         c = _count_segment(px, py, ex1[e], ey1[e], ex2[e], ey2[e])
         if c == 2:
-            return True
+            return True, True
         crossings += c
-    return crossings % 2 == 1
+    return False, crossings % 2 == 1
 
 
 # --------------------------------------------------------------------------- polygons
@@ -492,23 +494,22 @@ def _edges_of(rings: Sequence[np.ndarray]):
 def _ring_inside(ring: np.ndarray, outer: np.ndarray, on_boundary: bool = True) -> bool:
     """A ring that does not cross ``outer`` is inside it if one vertex off ``outer`` is;
     ``on_boundary`` answers a ring whose vertices all lie on ``outer``."""
-    e1, e2 = outer[:-1], outer[1:]
+    return _vertices_inside(ring, *_edges_of([outer])[:2], on_boundary)
+
+
+def _vertices_inside(ring: np.ndarray, xy1: np.ndarray, xy2: np.ndarray, on_boundary: bool
+                     ) -> bool:
+    edges = np.arange(len(xy1))
     for x, y in ring[:-1]:
-        on, inside = _locate_point(x, y, e1[:, 0], e1[:, 1], e2[:, 0], e2[:, 1])
+        on, inside = _locate_point(x, y, xy1[:, 0], xy1[:, 1], xy2[:, 0], xy2[:, 1], edges)
         if not on:
             return inside
     return on_boundary
 
 
 @numba.njit(cache=True)
-def _locate_point(px, py, ex1, ey1, ex2, ey2):
-    crossings = 0
-    for e in range(len(ex1)):
-        c = _count_segment(px, py, ex1[e], ey1[e], ex2[e], ey2[e])
-        if c == 2:
-            return True, True
-        crossings += c
-    return False, crossings % 2 == 1
+def _locate_point(px, py, ex1, ey1, ex2, ey2, edges):
+    return _locate(px, py, ex1, ey1, ex2, ey2, edges, 0, len(edges))
 
 
 @numba.njit(cache=True)
@@ -611,12 +612,7 @@ def _check_parts_disjoint(polygons: Sequence[Polygon], label: str) -> None:
 
 
 def _ring_inside_polygon(ring: np.ndarray, poly: Polygon) -> bool:
-    xy1, xy2, *_ = _edges_of(poly.rings)
-    for x, y in ring[:-1]:
-        on, inside = _locate_point(x, y, xy1[:, 0], xy1[:, 1], xy2[:, 0], xy2[:, 1])
-        if not on:
-            return inside
-    return False
+    return _vertices_inside(ring, *_edges_of(poly.rings)[:2], False)
 
 
 # --------------------------------------------------------------------------- region index
@@ -747,6 +743,7 @@ def _build_index(ex1, ey1, ex2, ey2, piece_start, x0, y0, inv_x, inv_y, w, h, nx
     # untouched cells by one point-in-polygon test. Conservatively: the edge's x-range within
     # the row widened by a margin far above the rounding of the point -> cell mapping (a few
     # ulps of the coordinates), so a touched cell may be marked PARTIAL needlessly, never FULL.
+    all_edges = np.arange(len(ex1))
     margin_x = w * 1e-6 + 1e-12 * max(1.0, abs(x0), abs(x0 + nx * w))
     margin_y = h * 1e-6 + 1e-12 * max(1.0, abs(y0), abs(y0 + ny * h))
     n_cells = nx * ny
@@ -791,9 +788,9 @@ def _build_index(ex1, ey1, ex2, ey2, piece_start, x0, y0, inv_x, inv_y, w, h, nx
                 if run_status < 0:
                     cx = x0 + (c + 0.5) * w
                     cy = y0 + (r + 0.5) * h
-                    run_status = 1 if _covers_edges(
-                        cx, cy, ex1, ey1, ex2, ey2, piece_start[p], piece_start[p + 1]
-                    ) else 0
+                    on, inside = _locate(cx, cy, ex1, ey1, ex2, ey2, all_edges,
+                                         piece_start[p], piece_start[p + 1])
+                    run_status = 1 if on or inside else 0
                 if run_status == 1:
                     entries_cell.append(r * nx + c)
                     entries_piece.append(p)
@@ -838,16 +835,10 @@ def _lookup_kernel(
                     continue  # another part of a region already found
                 hit = ent_kind[s] == _FULL
                 if not hit:
-                    crossings = 0
                     k = ent_band[s]
-                    for q in range(band_start[k], band_start[k + 1]):
-                        e = band_edges[q]
-                        c = _count_segment(px, py, ex1[e], ey1[e], ex2[e], ey2[e])
-                        if c == 2:
-                            hit = True
-                            break
-                        crossings += c
-                    hit = hit or crossings % 2 == 1
+                    on, inside = _locate(px, py, ex1, ey1, ex2, ey2, band_edges,
+                                         band_start[k], band_start[k + 1])
+                    hit = on or inside
                 if hit:
                     if first:
                         out[i] = region
