@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shardforge.features import geometry as g
 
@@ -377,3 +379,41 @@ def test_wrong_winding_is_normalized():
     tiny = [[100, 100], [100, 100 + 1e-13], [100 + 1e-13, 100], [100, 100]]  # clockwise
     shell = g.load_regions({"type": "Polygon", "coordinates": [tiny]})[0].polygons[0].rings[0]
     assert g._is_ccw(shell) and shell[1].tolist() == [100 + 1e-13, 100]
+
+
+# --------------------------------------------------------------------------- property test
+
+
+@st.composite
+def _polygon_and_points(draw):
+    """A star polygon on a coarse grid (maybe with a hole) and points snapped to a finer grid:
+    many land exactly on edges and vertices."""
+    n = draw(st.integers(3, 12))
+    gaps = draw(st.lists(st.floats(0.2, 1.0), min_size=n, max_size=n))
+    ang = np.cumsum(gaps) / sum(gaps) * 2 * np.pi
+    rad = np.asarray(draw(st.lists(st.integers(4, 10), min_size=n, max_size=n)), float)
+    shell = np.round(np.c_[rad * np.cos(ang), rad * np.sin(ang)] * 2) / 2
+    shell = np.vstack([shell, shell[:1]])
+    rings = [shell]
+    if draw(st.booleans()):
+        r = draw(st.integers(1, 2))
+        rings.append(np.array([[-r, -r], [r, -r], [r, r], [-r, r], [-r, -r]], float))
+    k = draw(st.integers(1, 60))
+    pts = np.asarray(draw(st.lists(st.tuples(st.integers(-44, 44), st.integers(-44, 44)),
+                                   min_size=k, max_size=k)), float) / 4
+    return rings, pts
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_polygon_and_points())
+def test_property_lookup_equals_shapely_covers(case):
+    rings, pts = case
+    poly = shapely.Polygon(rings[0], rings[1:])
+    if not poly.is_valid:
+        with pytest.raises(g.GeoJSONError):
+            g.load_regions({"type": "Polygon", "coordinates": [r.tolist() for r in rings]})
+        return
+    index = g.RegionIndex(g.load_regions(
+        {"type": "Polygon", "coordinates": [r.tolist() for r in rings]}))
+    got = index.first(pts[:, 0], pts[:, 1], default=-1) == 0
+    np.testing.assert_array_equal(got, shapely.covers(poly, shapely.points(pts)))
