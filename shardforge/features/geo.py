@@ -424,7 +424,7 @@ class GeoRegionColumn(CategoricalColumn):
     region_names: tuple[bytes, ...]
     multiple: bool
     default_value: int
-    index: RegionIndex = field(compare=False, repr=False, default=None)
+    index: RegionIndex = field(compare=False, repr=False)
     column_type = "geo_region"
 
     @property
