@@ -1,4 +1,4 @@
-"""The example feature set of the features README over the click log (shardforge/examples/clicklog.py).
+"""The features README's example feature set over the click log (examples/clicklog.py).
 
 shardforge run --features shardforge/examples/click_features.py --input clicks.csv --output out/
 """

@@ -12,8 +12,8 @@ written with the public column API (:class:`shardforge.features.Column`), compos
 built-in vocabulary and bucketized columns. The file is self-contained: ``shardforge run``
 ships its text to every Beam worker::
 
-    shardforge run --features shardforge/examples/stdlib_features.py --format text --split-key text \\
-        --input 'corpus/*.py' --input 'corpus/*/*.py' --output out/
+    shardforge run --features shardforge/examples/stdlib_features.py --format text \\
+        --split-key text --input 'corpus/*.py' --input 'corpus/*/*.py' --output out/
 """
 
 from __future__ import annotations

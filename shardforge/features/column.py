@@ -58,7 +58,7 @@ A custom column, a learned z-score of the ratio of two inputs::
     FEATURES = sf.FeatureSet([ZScoredRatio("clicks", "views", name="ctr_z")])
 
 A column's fields must not reuse the names of these methods (``inputs``, ``analyzers``,
-``analyze``, ``transform``, ``output``, ``schema_source``); ``name`` is its output's name, distinct
+``analyze``, ``transform``, ``output``, ``undeclared_input``, ``schema_source``); ``name`` is its output's name, distinct
 from the names of the inputs it reads and from its state's keys (``"<name>/<analyzer>"``).
 
 A column that rejects some rows returns :class:`WithErrors` (the output for every row, the rows
@@ -194,6 +194,11 @@ class Column:
 
     def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
         raise NotImplementedError(f"{type(self).__name__}.output")
+
+    def undeclared_input(self, name: str) -> Input | None:
+        """The input an input name in ``inputs()`` stands for when no column declares it
+        (``None``: an error)."""
+        return None
 
     def schema_source(self) -> str:
         """The raw input (or column) it is built from, for the schema."""

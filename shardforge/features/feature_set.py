@@ -102,6 +102,10 @@ class FeatureSet:
         for col in self._graph.values():
             for ref in col.inputs():
                 if isinstance(ref, str) and ref not in self._inputs:
+                    fallback = col.undeclared_input(ref)
+                    if fallback is not None:
+                        self._inputs[ref] = fallback
+                        continue
                     raise ValueError(
                         f"column {col.name!r} refers to unknown input {ref!r}; declare it with "
                         f"another column (declared inputs: {sorted(self._inputs)})")

@@ -1,7 +1,7 @@
 """String columns: ``tf.strings`` operations as columns, composable with every other column.
 
-Each takes a raw input name (a bytes input declared by another column, or an
-:class:`~shardforge.features.column.Input`) or a column, and outputs bytes: one string per row,
+Each takes a raw input name (the input another column declares, else a bytes input with
+default ``""``), an :class:`~shardforge.features.column.Input` or a column, and outputs bytes: one string per row,
 or a varlen list (:class:`~shardforge.records.spec.Ragged`) for ``split`` and ``ngrams``.
 Elementwise ops keep the row structure of a varlen input. Vectorized (Arrow compute or numba
 over one byte buffer); the flat strings travel between built-in columns as a zero-copy
@@ -41,6 +41,15 @@ from shardforge.records.spec import Ragged
 Source = str | Input | Column
 
 
+class _StringColumn(Column):
+    """Built-in string ops: bytes in (as a StrBuf), an undeclared input name is a bytes input."""
+
+    reads_strbuf = True
+
+    def undeclared_input(self, name: str) -> Input:
+        return Input(name, "bytes", (), False, b"")
+
+
 def to_strbuf(values: Any) -> StrBuf:
     """Flat bytes values (object array, StrBuf, or int64 as decimal strings) as a StrBuf."""
     if isinstance(values, StrBuf):
@@ -70,12 +79,11 @@ def _from_arrow(arr: pa.Array) -> StrBuf:
 
 
 @dataclass(frozen=True)
-class _StringOp(Column):
+class _StringOp(_StringColumn):
     """Base of the elementwise string ops: one input, bytes out, row structure kept."""
 
     source_input: Source
     name: str
-    reads_strbuf = True
     column_type = "strings"
 
     def inputs(self) -> tuple[Source, ...]:
@@ -131,7 +139,7 @@ class AsString(_StringOp):
 
 
 @dataclass(frozen=True)
-class Split(Column):
+class Split(_StringColumn):
     """``tf.strings.split``: each string's parts, as a varlen list.
 
     ``sep=None`` splits on runs of ASCII whitespace and drops empty parts; a given ``sep``
@@ -144,7 +152,6 @@ class Split(Column):
     sep: bytes | None = None
     maxsplit: int = -1
     name: str = ""
-    reads_strbuf = True
     column_type = "split"
 
     def inputs(self) -> tuple[Source, ...]:
@@ -196,14 +203,13 @@ def _ragged_from_lists(lists: pa.Array, n: int) -> Ragged:
 
 
 @dataclass(frozen=True)
-class Join(Column):
+class Join(_StringColumn):
     """``tf.strings.join``: the parts of each row (bytes, or int64 as decimal strings) joined
     with ``separator``."""
 
     parts: tuple[Source, ...]
     separator: bytes = b""
     name: str = ""
-    reads_strbuf = True
     column_type = "join"
 
     def inputs(self) -> tuple[Source, ...]:
@@ -224,7 +230,7 @@ class Join(Column):
 
 
 @dataclass(frozen=True)
-class NGrams(Column):
+class NGrams(_StringColumn):
     """``tf.strings.ngrams``: each row's n-grams of a varlen strings column, for every width
     in ``widths`` in turn, tokens joined with ``separator`` (no padding)."""
 
@@ -232,7 +238,6 @@ class NGrams(Column):
     widths: tuple[int, ...] = (2,)
     separator: bytes = b" "
     name: str = ""
-    reads_strbuf = True
     column_type = "ngrams"
 
     def inputs(self) -> tuple[Column, ...]:
