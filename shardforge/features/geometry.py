@@ -363,9 +363,10 @@ def load_regions(
     the feature's ``id``, else ``"feature <i>"``). Raises :class:`GeoJSONError` naming the
     feature (index and name) and the ring for: a geometry that is not a (Multi)Polygon, a ring
     that is not closed or has fewer than 3 distinct positions, non-finite
-    coordinates, a self-intersecting ring, rings of one polygon that cross or overlap, a hole
-    outside its shell. Rings wound the wrong way are accepted and normalized (shell
-    counter-clockwise, holes clockwise, RFC 7946's right-hand rule).
+    coordinates, a self-intersecting ring, rings of one polygon that cross or overlap or touch
+    in a cycle (a disconnected interior), a hole outside its shell or inside another hole, parts
+    of a MultiPolygon that cross, overlap or nest. Rings wound the wrong way are accepted and
+    normalized (shell counter-clockwise, holes clockwise, RFC 7946's right-hand rule).
 
     >>> regions = load_regions({"type": "Polygon",
     ...                         "coordinates": [[[0, 0], [0, 1], [1, 1], [1, 0], [0, 0]]]})
@@ -452,7 +453,8 @@ def _check_polygon(coords: Any, label: str) -> Polygon:
             raise GeoJSONError(f"{what}: fewer than 3 distinct positions")
         rings.append(ring)
     xy1, xy2, ring_of, index_in_ring, ring_len = _edges_of(rings)
-    bad = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len)
+    touches = numba.typed.List.empty_list(numba.types.UniTuple(numba.types.int64, 2))
+    bad = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches)
     if bad[0] >= 0:
         i, j, kind = bad
         if (ring_of[i], index_in_ring[i]) > (ring_of[j], index_in_ring[j]):
@@ -466,6 +468,7 @@ def _check_polygon(coords: Any, label: str) -> Polygon:
                 f"{label}: ring {ri} self-intersects: {e1} {how} {e2}"
             )
         raise GeoJSONError(f"{label}: ring {ri} and ring {rj} intersect: {e1} {how} {e2}")
+    _check_connected_interior(xy1, xy2, ring_of, touches, label)
     for r, ring in enumerate(rings):
         if _is_ccw(ring) != (r == 0):  # shell counter-clockwise, holes clockwise
             rings[r] = ring[::-1].copy()
@@ -549,8 +552,9 @@ def _segment_relation(ax, ay, bx, by, cx, cy, dx, dy):
 
 
 @numba.njit(cache=True)
-def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len):
-    """First pair of edges (i, j, relation) that makes the rings invalid, or (-1, -1, 0).
+def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches):
+    """First pair of edges (i, j, relation) that makes the rings invalid, or (-1, -1, 0); the
+    pairs of edges of different rings that touch are appended to ``touches``.
 
     A sweep over the edges sorted by min x. Within one ring, neighbouring edges may only share
     their common vertex and other edges nothing; edges of different rings may touch at a point
@@ -578,6 +582,7 @@ def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len):
                 continue
             if ring_of[i] != ring_of[j]:
                 if rel == 3:
+                    touches.append((i, j))
                     continue
                 return i, j, rel
             m = ring_len[ring_of[i]]
@@ -588,6 +593,43 @@ def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len):
     return -1, -1, 0
 
 
+def _touch_point(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> tuple:
+    """The point where two segments known to touch (exactly once) meet: an endpoint of one."""
+    for p in (a, b):
+        if (p == c).all() or (p == d).all():
+            return tuple(p.tolist())
+    for p, (u, v) in ((c, (a, b)), (d, (a, b)), (a, (c, d)), (b, (c, d))):
+        if orient(u[0], u[1], v[0], v[1], p[0], p[1]) == 0 and _on_segment(
+                u[0], u[1], v[0], v[1], p[0], p[1]):
+            return tuple(p.tolist())
+    raise AssertionError("segments reported touching do not touch")
+
+
+def _check_connected_interior(xy1, xy2, ring_of, touches, label: str) -> None:
+    """Rings may touch, but a cycle of touches (two rings touching twice, or a chain of holes
+    from the shell back to it) cuts the interior in pieces (OGC: invalid, as in shapely)."""
+    parent: dict[Any, Any] = {}
+
+    def root(node: Any) -> Any:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    seen: set = set()
+    for i, j in touches:
+        point = _touch_point(xy1[i], xy2[i], xy1[j], xy2[j])
+        for ring in (int(ring_of[i]), int(ring_of[j])):
+            if (ring, point) in seen:
+                continue
+            seen.add((ring, point))
+            a, b = root(("ring", ring)), root(("point", point))
+            if a == b:
+                raise GeoJSONError(
+                    f"{label}: the interior is disconnected: rings touch each other in a cycle "
+                    f"(ring {ring} at ({point[0]:.10g}, {point[1]:.10g}))")
+            parent[a] = b
+
+
 def _check_parts_disjoint(polygons: Sequence[Polygon], label: str) -> None:
     """The parts of a MultiPolygon may touch but not overlap (so a lookup may OR them)."""
     if len(polygons) < 2:
@@ -595,7 +637,8 @@ def _check_parts_disjoint(polygons: Sequence[Polygon], label: str) -> None:
     rings = [r for p in polygons for r in p.rings]
     part_of = np.concatenate([np.full(len(p.rings), k) for k, p in enumerate(polygons)])
     xy1, xy2, ring_of, index_in_ring, ring_len = _edges_of(rings)
-    bad = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len)
+    touches = numba.typed.List.empty_list(numba.types.UniTuple(numba.types.int64, 2))
+    bad = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches)
     if bad[0] >= 0:
         i, j, _ = bad
         raise GeoJSONError(

@@ -369,6 +369,29 @@ def test_validity_agrees_with_shapely_on_random_rings():
     assert invalid > 100 and agree - invalid > 50
 
 
+_SQ = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
+
+
+@pytest.mark.parametrize("holes", [
+    [[[0, 0], [5, 2], [2, 5], [0, 0]]],  # touches the shell at a vertex: valid
+    [[[5, 0], [7, 3], [3, 3], [5, 0]]],  # touches a shell edge: valid
+    [[[2, 2], [4, 2], [4, 4], [2, 2]], [[4, 4], [6, 4], [6, 6], [4, 4]]],  # holes touch: valid
+    [[[0, 5], [5, 0], [5, 5], [0, 5]]],  # touches the shell twice: interior cut in two
+    [[[0, 5], [3, 4], [3, 6], [0, 5]], [[3, 6], [5, 9], [10, 5], [3, 6]]],  # shell-h1-h2-shell
+    [[[2, 2], [6, 2], [6, 6], [2, 2]], [[2, 2], [6, 6], [2, 6], [2, 2]]],  # holes share an edge
+    [[[2, 0], [4, 0], [3, 2], [2, 0]]],  # a hole edge on the shell
+])
+def test_touching_rings_validity_agrees_with_shapely(holes):
+    want = shapely.Polygon(_SQ, holes).is_valid
+    try:
+        g.load_regions({"type": "Polygon", "coordinates": [_SQ, *holes]})
+        got = True
+    except g.GeoJSONError as err:
+        got = False
+        assert "disconnected" in str(err) or "intersect" in str(err)
+    assert got == want
+
+
 def test_wrong_winding_is_normalized():
     cw_shell = [[0, 0], [0, 4], [4, 4], [4, 0], [0, 0]]
     ccw_hole = [[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]]
