@@ -369,6 +369,26 @@ def test_validity_agrees_with_shapely_on_random_rings():
     assert invalid > 100 and agree - invalid > 50
 
 
+def test_validity_with_holes_agrees_with_shapely_on_random_grid_polygons():
+    rng = np.random.default_rng(10)
+    valid = 0
+    for _ in range(800):
+        n = int(rng.integers(4, 10))
+        ang, rad = np.sort(rng.uniform(0, 2 * np.pi, n)), rng.uniform(3, 7, n)
+        shell = np.round(np.c_[rad * np.cos(ang), rad * np.sin(ang)])
+        holes = [np.round(rng.uniform(-4, 4, (3, 2))) for _ in range(int(rng.integers(1, 4)))]
+        rings = [np.vstack([r, r[:1]]) for r in [shell, *holes]]
+        want = shapely.Polygon(rings[0], rings[1:]).is_valid
+        try:
+            g.load_regions({"type": "Polygon", "coordinates": [r.tolist() for r in rings]})
+            got = True
+        except g.GeoJSONError:
+            got = False
+        assert got == want, [r.tolist() for r in rings]
+        valid += want
+    assert valid > 30
+
+
 _SQ = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
 
 
