@@ -54,13 +54,25 @@ def test_haversine_published_distance(radius, km):
         ((0.0, 0.0), (0.0, 90.0), math.pi / 2 * g.EARTH_RADIUS_KM),  # quarter of the equator
         ((90.0, 0.0), (-90.0, 0.0), math.pi * g.EARTH_RADIUS_KM),  # pole to pole
         ((10.0, 20.0), (-10.0, -160.0), math.pi * g.EARTH_RADIUS_KM),  # antipodes: no NaN
-        ((45.0, 179.5), (45.0, -179.5), 78.63),  # across the antimeridian
-        ((51.5074, -0.1278), (48.8566, 2.3522), 343.6),  # London - Paris
-        ((40.7128, -74.0060), (51.5074, -0.1278), 5570.2),  # New York - London
+        # same latitude φ: hav = cos²φ sin²(Δλ/2), here across ±180 (Δλ = 1°)
+        ((45.0, 179.5), (45.0, -179.5),
+         2 * g.EARTH_RADIUS_KM * math.asin(math.cos(math.pi / 4) * math.sin(math.radians(0.5)))),
     ],
 )
 def test_haversine_known_distances(a, b, km):
-    assert float(g.haversine_km(*a, *b)) == pytest.approx(km, abs=0.05)
+    assert float(g.haversine_km(*a, *b)) == pytest.approx(km, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "km"),
+    [
+        ((51.5074, -0.1278), (48.8566, 2.3522), 344),  # London - Paris, as commonly cited
+        ((40.7128, -74.0060), (51.5074, -0.1278), 5570),  # New York - London
+        ((-33.8688, 151.2093), (51.5074, -0.1278), 16990),  # Sydney - London
+    ],
+)
+def test_haversine_commonly_cited_city_distances(a, b, km):
+    assert float(g.haversine_km(*a, *b)) == pytest.approx(km, rel=0.003)
 
 
 def test_sincos_kernel_matches_libm():
