@@ -58,8 +58,9 @@ A custom column, a learned z-score of the ratio of two inputs::
     FEATURES = sf.FeatureSet([ZScoredRatio("clicks", "views", name="ctr_z")])
 
 A column's fields must not reuse the names of these methods (``inputs``, ``analyzers``,
-``analyze``, ``transform``, ``output``, ``undeclared_input``, ``schema_source``); ``name`` is its output's name, distinct
-from the names of the inputs it reads and from its state's keys (``"<name>/<analyzer>"``).
+``analyze``, ``transform``, ``output``, ``undeclared_input``, ``schema_source``); ``name`` is
+its output's name, distinct from the names of the inputs it reads and from its state's keys
+(``"<name>/<analyzer>"``).
 
 A column that rejects some rows returns :class:`WithErrors` (the output for every row, the rows
 that failed and why); the feature set drops those rows, or raises, and names them.

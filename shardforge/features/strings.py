@@ -1,11 +1,11 @@
 """String columns: ``tf.strings`` operations as columns, composable with every other column.
 
 Each takes a raw input name (the input another column declares, else a bytes input with
-default ``""``), an :class:`~shardforge.features.column.Input` or a column, and outputs bytes: one string per row,
-or a varlen list (:class:`~shardforge.records.spec.Ragged`) for ``split`` and ``ngrams``.
-Elementwise ops keep the row structure of a varlen input. Vectorized (Arrow compute or numba
-over one byte buffer); the flat strings travel between built-in columns as a zero-copy
-:class:`~shardforge.features.hashing.StrBuf`.
+default ``""``), an :class:`~shardforge.features.column.Input` or a column, and outputs bytes:
+one string per row, or a varlen list (:class:`~shardforge.records.spec.Ragged`) for ``split``
+and ``ngrams``. Elementwise ops keep the row structure of a varlen input. Vectorized (Arrow
+compute or numba over one byte buffer); the flat strings travel between built-in columns as a
+zero-copy :class:`~shardforge.features.hashing.StrBuf`.
 
 >>> import shardforge.features as sf
 >>> cross = sf.categorical_hash(sf.join(["country", sf.as_string(age_bucket)], "_"), 1000)
