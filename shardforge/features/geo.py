@@ -424,6 +424,7 @@ class GeoRegionColumn(CategoricalColumn):
     region_names: tuple[bytes, ...]
     multiple: bool
     default_value: int
+    boundary_inside: bool
     index: RegionIndex = field(compare=False, repr=False)
     column_type = "geo_region"
 
@@ -454,8 +455,8 @@ class GeoRegionColumn(CategoricalColumn):
         p = values[0]
         lat, lon = p[:, 0], p[:, 1]
         if not self.multiple:
-            return self.index.first(lon, lat, self.default_value)
-        ids, splits = self.index.all(lon, lat)
+            return self.index.first(lon, lat, self.default_value, self.boundary_inside)
+        ids, splits = self.index.all(lon, lat, self.boundary_inside)
         if self.default_value < 0:
             return Ragged(ids, splits)
         return _fill_empty_rows(ids, splits, self.default_value)
@@ -481,6 +482,7 @@ def geo_region(
     name_property: str | None = "name",
     multiple: bool = False,
     default_value: int | None = None,
+    boundary_inside: bool = True,
     name: str | None = None,
 ) -> GeoRegionColumn:
     """Which GeoJSON region each point is in: feature ``i`` of the file (a Polygon or a
@@ -488,7 +490,8 @@ def geo_region(
 
     A point on a region's boundary (an edge or a vertex of its shell or of a hole) is in the
     region: shapely's ``covers``, decided exactly (see
-    :mod:`~shardforge.features.geometry`). ``multiple=False``: the lowest id of the regions
+    :mod:`~shardforge.features.geometry`); ``boundary_inside=False`` makes it outside
+    (shapely's ``contains``). ``multiple=False``: the lowest id of the regions
     containing the point; ``multiple=True``: all of them, ascending (a varlen list, for
     overlapping regions). A point in no region gets ``default_value``: ``None`` (default) is an
     extra "outside" id ``n_regions`` (so ``num_buckets = n_regions + 1``), an id in
@@ -516,5 +519,5 @@ def geo_region(
     return GeoRegionColumn(
         name or f"{p.name}_region", p, path, hashlib.sha256(raw).hexdigest(),
         tuple(r.name.encode() for r in regions), bool(multiple), int(default_value),
-        RegionIndex(regions),
+        bool(boundary_inside), RegionIndex(regions),
     )

@@ -715,23 +715,29 @@ class RegionIndex:
             (x1 - x0) / nx, (y1 - y0) / ny, nx, ny,
         )
 
-    def _lookup(self, lon: np.ndarray, lat: np.ndarray, first: bool, default: int):
+    def _lookup(self, lon: np.ndarray, lat: np.ndarray, first: bool, default: int,
+                boundary_inside: bool):
         x = np.ascontiguousarray(lon, dtype=np.float64)
         y = np.ascontiguousarray(lat, dtype=np.float64)
         x0, y0, x1, y1, nx, ny = self.grid
         return _lookup_kernel(
             x, y, *self._edges, *self._tables, self.piece_region,
             x0, y0, x1, y1, self._inv[0], self._inv[1], nx, ny, first, default,
+            bool(boundary_inside),
         )
 
-    def first(self, lon: np.ndarray, lat: np.ndarray, default: int) -> np.ndarray:
-        """The lowest region id covering each point (int64), ``default`` where none does."""
-        return self._lookup(lon, lat, True, default)[0]
+    def first(self, lon: np.ndarray, lat: np.ndarray, default: int,
+              boundary_inside: bool = True) -> np.ndarray:
+        """The lowest region id covering each point (int64), ``default`` where none does.
 
-    def all(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ``boundary_inside=False``: a point on a boundary is outside (shapely's ``contains``).
+        """
+        return self._lookup(lon, lat, True, default, boundary_inside)[0]
+
+    def all(self, lon: np.ndarray, lat: np.ndarray, boundary_inside: bool = True
+            ) -> tuple[np.ndarray, np.ndarray]:
         """Every region covering each point, ascending: ``(values, row_splits)``."""
-        values, splits = self._lookup(lon, lat, False, -1)
-        return values, splits
+        return self._lookup(lon, lat, False, -1, boundary_inside)
 
 
 @numba.njit(cache=True)
@@ -861,6 +867,7 @@ def _build_index(ex1, ey1, ex2, ey2, piece_start, x0, y0, inv_x, inv_y, w, h, nx
 def _lookup_kernel(
     x, y, ex1, ey1, ex2, ey2, cell_start, ent_piece, ent_kind, ent_band, band_start,
     band_edges, piece_region, x0, y0, x1, y1, inv_x, inv_y, nx, ny, first, default,
+    boundary_inside,
 ):
     n = len(x)
     splits = np.zeros(n + 1, np.int64)
@@ -881,7 +888,7 @@ def _lookup_kernel(
                     k = ent_band[s]
                     on, inside = _locate(px, py, ex1, ey1, ex2, ey2, band_edges,
                                          band_start[k], band_start[k + 1])
-                    hit = on or inside
+                    hit = boundary_inside if on else inside
                 if hit:
                     if first:
                         out[i] = region

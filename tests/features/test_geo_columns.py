@@ -215,12 +215,12 @@ def test_geohash_cells_are_a_vocabulary_of_geohash_strings():
 # --------------------------------------------------------------------------- regions
 
 
-def _shapely_covers(points_latlon):
+def _shapely_covers(points_latlon, predicate=shapely.covers):
     with open(REGIONS) as f:
         fc = json.load(f)
     shapes = [shapely.from_geojson(json.dumps(ft["geometry"])) for ft in fc["features"]]
     pts = shapely.points(points_latlon[:, 1], points_latlon[:, 0])
-    return np.stack([shapely.covers(s, pts) for s in shapes], axis=1)
+    return np.stack([predicate(s, pts) for s in shapes], axis=1)
 
 
 def _region_probe():
@@ -251,9 +251,15 @@ def test_region_ids_match_shapely_covers_on_the_shipped_regions():
     cols = [sf.geo_region(p, REGIONS, name="region"),
             sf.geo_region(p, REGIONS, multiple=True, default_value=-1, name="regions"),
             sf.geo_region(p, REGIONS, multiple=True, name="regions_or_outside"),
-            sf.geo_region(p, REGIONS, default_value=-1, name="region_or_none")]
+            sf.geo_region(p, REGIONS, default_value=-1, name="region_or_none"),
+            sf.geo_region(p, REGIONS, multiple=True, default_value=-1, boundary_inside=False,
+                          name="regions_strict")]
     fs, state, out = _fit_transform(cols, b)
     covers = _shapely_covers(np.c_[b["lat"], b["lon"]].astype(np.float64))
+    contains = _shapely_covers(np.c_[b["lat"], b["lon"]].astype(np.float64), shapely.contains)
+    np.testing.assert_array_equal(out["regions_strict"].values, np.nonzero(contains)[1])
+    np.testing.assert_array_equal(np.diff(out["regions_strict"].row_splits), contains.sum(axis=1))
+    assert (covers.sum(axis=1) > contains.sum(axis=1)).sum() > 100  # boundary points probed
     n_regions = covers.shape[1]
     first = np.where(covers.any(axis=1), covers.argmax(axis=1), n_regions)
     np.testing.assert_array_equal(out["region"], first)

@@ -267,6 +267,11 @@ def test_region_lookup_matches_shapely_covers(grid):
     want_first = np.where(covers.any(axis=1), covers.argmax(axis=1), -1)
     bad = np.nonzero(first != want_first)[0]
     assert len(bad) == 0, (pts[bad[:5]].tolist(), first[bad[:5]], want_first[bad[:5]])
+    contains = np.zeros_like(covers)  # boundary outside: point within polygon
+    contains[tuple(tree.query(points, predicate="within"))] = True
+    strict = index.first(pts[:, 0], pts[:, 1], default=-1, boundary_inside=False)
+    np.testing.assert_array_equal(
+        strict, np.where(contains.any(axis=1), contains.argmax(axis=1), -1))
     values, splits = index.all(pts[:, 0], pts[:, 1])
     rows, cols = np.nonzero(covers)  # row-major: per point, regions ascending
     np.testing.assert_array_equal(values, cols)
@@ -472,3 +477,5 @@ def test_property_lookup_equals_shapely_covers(case):
         {"type": "Polygon", "coordinates": [r.tolist() for r in rings]}))
     got = index.first(pts[:, 0], pts[:, 1], default=-1) == 0
     np.testing.assert_array_equal(got, shapely.covers(poly, shapely.points(pts)))
+    strict = index.first(pts[:, 0], pts[:, 1], default=-1, boundary_inside=False) == 0
+    np.testing.assert_array_equal(strict, shapely.contains(poly, shapely.points(pts)))
