@@ -33,6 +33,7 @@ from shardforge.features.column import Column, Input, Output, WithErrors, check_
 from shardforge.features.geometry import (
     EARTH_RADIUS_KM,
     MAX_GEOHASH_PRECISION,
+    GeoJSONError,
     RegionIndex,
     geohash_encode,
     haversine_km,
@@ -500,14 +501,23 @@ def geo_region(
     the schema records the region names (``name_property``) and the file's SHA-256, and a
     transform refuses a different file.
 
-    >>> import shardforge.examples, pathlib
-    >>> path = pathlib.Path(shardforge.examples.__file__).parent / "regions.geojson"
+    >>> from importlib import resources
+    >>> path = resources.files("shardforge.examples") / "regions.geojson"
     >>> region = geo_region(geo_point("lat", "lon"), path)
     """
     p = _point(point, "geo_region")
     path = os.path.abspath(os.fspath(geojson))
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        # A Beam worker loads the feature file's source, not the files it names: the GeoJSON
+        # must be readable there too.
+        raise GeoJSONError(
+            f"geo_region: cannot read {path}: {err.strerror}. The file is read wherever the "
+            "feature set is loaded, Beam workers included: ship it as package data (see "
+            "shardforge/examples/click_features.py) or use a path every worker can read"
+        ) from None
     regions = load_regions(path, name_property)
     n = len(regions)
     if default_value is None:

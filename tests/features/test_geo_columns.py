@@ -156,6 +156,8 @@ def test_declaration_errors():
         sf.geo_region(p, REGIONS, default_value=99)
     with pytest.raises(ValueError, match="geo_point"):
         sf.geo_grid("lat", lat_buckets=2, lon_buckets=2)
+    with pytest.raises(geometry.GeoJSONError, match="cannot read .*Beam workers included"):
+        sf.geo_region(p, "/nonexistent/regions.geojson")
 
 
 # --------------------------------------------------------------------------- grid cells
