@@ -341,14 +341,20 @@ def tft_order(items: Iterable[tuple[Any, int]], dtype: str) -> list[tuple[Any, i
     return sorted(items, key=lambda kv: (kv[1], kv[0]), reverse=True)
 
 
+# tf.Transform's entry of an empty vocabulary (analyzers.get_empy_vocabulary_dummy_value)
+EMPTY_VOCAB_PLACEHOLDER = {"bytes": b"49d0cd50-04bb-48c0-bc6f-5b575dce351a", "int64": -1}
+
+
 class Vocabulary:
     """``tft.vocabulary``: distinct values with counts, in tf.Transform's order, cut like it.
 
     Keeps the values with count >= ``frequency_threshold`` (filtered first), then the ``top_k``
     first. Like tf.Transform's text vocabulary files, empty strings and strings holding ``\\n``
-    or ``\\r`` are never entries (they map to OOV). Exact by default (the result depends only on
-    the multiset of values); ``capacity=m`` keeps a bounded Misra-Gries summary (counts
-    underestimated by at most ``N / (m + 1)``).
+    or ``\\r`` are never entries (they map to OOV). A vocabulary left empty holds
+    tf.Transform's placeholder entry (``EMPTY_VOCAB_PLACEHOLDER``: a fixed UUID string, or -1
+    for ints), so it has one id and OOV buckets start at 1, as in tf.Transform. Exact by
+    default (the result depends only on the multiset of values); ``capacity=m`` keeps a
+    bounded Misra-Gries summary (counts underestimated by at most ``N / (m + 1)``).
 
     >>> an = Vocabulary(top_k=2)
     >>> an.extract(an.add_batch(an.create(), np.array([b"b", b"a", b"c", b"a"], object))).values
@@ -410,6 +416,10 @@ class Vocabulary:
             items = [kv for kv in items if kv[1] >= self.frequency_threshold]
         if self.top_k is not None:
             items = items[: self.top_k]
+        if not items:
+            # tf.Transform writes one placeholder entry (count 1) into an empty vocabulary, so
+            # the vocabulary size is 1, OOV ids start at 1 and an int -1 gets id 0.
+            items = [(EMPTY_VOCAB_PLACEHOLDER[self.dtype], 1)]
         return Vocab([k for k, _ in items], np.asarray([c for _, c in items], np.int64),
                      distinct, self.capacity is not None, self.dtype)
 

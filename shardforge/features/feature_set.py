@@ -297,7 +297,7 @@ class FeatureSet:
             acc = an.add_batch(acc, batch)
         return an.extract(acc)
 
-    def analyze_values(self, batch: Batch, col: Column) -> dict[str, Any]:
+    def _analyze_values(self, batch: Batch, col: Column) -> dict[str, Any]:
         """What each analyzer of ``col`` sees of one typed input batch: its inputs evaluated
         (filled, or present rows only), rows that fail to transform left out."""
         present = self._present_rows(batch, col) if col.present_only else None
@@ -453,7 +453,7 @@ class FeatureSetAnalyzer:
         seen: dict[str, dict[str, Any]] = {}
         for name, an_name, an in self.tasks:
             if name not in seen:
-                seen[name] = self.feature_set.analyze_values(batch, graph[name])
+                seen[name] = self.feature_set._analyze_values(batch, graph[name])
             acc[name][an_name] = an.add_batch(acc[name][an_name], seen[name][an_name])
         return acc
 
@@ -619,7 +619,14 @@ def _coerce_multivalued(inp: Input, values: Any, n: int, bad: dict) -> Ragged:
     flat = np.empty(int(splits[-1]), dtype=object)
     flat[:] = [v for r in rows for v in r]
     where = np.repeat(np.arange(n), lengths)
-    missing = _is_missing(flat) if len(flat) else np.zeros(0, bool)
+    if not len(flat):
+        missing = np.zeros(0, bool)
+    elif inp.dtype == "bytes":
+        # an empty string is a value of a bytes list, as in a tf.Example BytesList (a decoded
+        # shard keeps it) and tf.Transform's VarLenFeature; None / NaN are still missing
+        missing = np.equal(flat, None) | np.not_equal(flat, flat)
+    else:
+        missing = _is_missing(flat)
     for i in np.unique(where[missing]).tolist():
         bad.setdefault(int(i), []).append((inp.name, values[i], "missing value inside a list"))
     parsed = _parse_many(

@@ -21,7 +21,9 @@ class NumericColumn(Column):
     """Dense numeric values (``tf.feature_column.numeric_column``), optionally scaled.
 
     ``normalize``: ``none`` | ``zscore`` (``tft.scale_to_z_score``: (x - mean) / std, x - mean
-    when std is 0) | ``minmax`` ((x - min) / (max - min)) | ``log1p`` | ``clip`` (to ``clip``).
+    when std is 0) | ``minmax`` (``tft.scale_to_0_1``: (x - min) / (max - min), sigmoid(x) when
+    max <= min; then mapped onto ``output_range``, ``tft.scale_by_min_max``) | ``log1p`` |
+    ``clip`` (to ``clip``).
     Statistics are learned over the filled values (tf.Transform's fill-then-analyze) unless
     ``present_only``. The output is float32 (int64 passes through unscaled).
     """
@@ -31,6 +33,7 @@ class NumericColumn(Column):
     clip: tuple[float, float] | None = None
     name: str = ""
     present_only: bool = False
+    output_range: tuple[float, float] = (0.0, 1.0)
     column_type = "numeric"
 
     def __post_init__(self) -> None:
@@ -42,6 +45,12 @@ class NumericColumn(Column):
                              "clip=(lo, hi), and clip= is only used with it")
         if self.clip is not None and not (len(self.clip) == 2 and self.clip[0] <= self.clip[1]):
             raise ValueError(f"numeric column {self.name!r}: clip=(lo, hi) needs lo <= hi")
+        if self.output_range != (0.0, 1.0) and self.normalize != "minmax":
+            raise ValueError(f"numeric column {self.name!r}: output_range is only used with "
+                             "normalize='minmax'")
+        if not (len(self.output_range) == 2 and self.output_range[0] < self.output_range[1]):
+            raise ValueError(f"numeric column {self.name!r}: output_range=(lo, hi) needs "
+                             "lo < hi (like tft.scale_by_min_max)")
 
     @property
     def dtype(self) -> str:
@@ -65,7 +74,15 @@ class NumericColumn(Column):
         elif self.normalize == "minmax":
             st = state["stats"]
             span = st.max - st.min
-            y = (x - st.min) / (span if span > 0 else 1.0)
+            # tft.scale_to_0_1: a constant (or empty) column is squashed by a sigmoid instead
+            if span > 0:
+                y = (x - st.min) / span
+            else:
+                with np.errstate(over="ignore"):  # sigmoid(-1e9) = 1 / inf = 0 is right
+                    y = 1.0 / (1.0 + np.exp(-x))
+            lo, hi = self.output_range
+            if (lo, hi) != (0.0, 1.0):
+                y = y * (hi - lo) + lo
         elif self.normalize == "clip":
             y = np.clip(x, self.clip[0], self.clip[1])
         else:
@@ -92,17 +109,21 @@ def numeric(
     clip: tuple[float, float] | None = None,
     name: str | None = None,
     present_only: bool = False,
+    output_range: tuple[float, float] = (0.0, 1.0),
 ) -> NumericColumn:
     """A numeric input (or a numeric column's output), optionally scaled.
 
     ``default`` fills a missing value before anything sees it (``None``: required);
-    ``present_only=True`` learns the statistics over present values only.
+    ``present_only=True`` learns the statistics over present values only;
+    ``output_range=(lo, hi)`` with ``normalize="minmax"`` is ``tft.scale_by_min_max(x, lo, hi)``.
 
     >>> price = numeric("price", default=0.0, normalize="zscore")
+    >>> rating = numeric("rating", default=0.0, normalize="minmax", output_range=(-1.0, 1.0))
     """
+    out_range = (float(output_range[0]), float(output_range[1]))
     if isinstance(key, Column):
         return NumericColumn(key, normalize, _clip(clip), name or f"{key.name}_{normalize}",
-                             present_only)
+                             present_only, out_range)
     check_name(key, "numeric key")
     dtype = _normalize_dtype(dtype)
     if dtype == "bytes":
@@ -119,7 +140,7 @@ def numeric(
         else:
             default = float(default) if dtype == "float32" else int(default)
     return NumericColumn(Input(key, dtype, shape, False, default), normalize, _clip(clip),
-                         name or key, present_only)
+                         name or key, present_only, out_range)
 
 
 def _clip(clip: Any) -> tuple[float, float] | None:

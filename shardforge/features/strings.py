@@ -163,7 +163,7 @@ class Split(_StringColumn):
             buf, offsets, splits = _split_whitespace(sb.buf, sb.offsets)
             return Ragged(StrBuf(buf, offsets), splits)
         if self.sep is None:
-            lists = pc.utf8_split_whitespace(_as_text(sb), max_splits=self.maxsplit)
+            lists = pc.ascii_split_whitespace(_as_text(sb), max_splits=self.maxsplit)
         else:
             lists = pc.split_pattern(_arrow(sb), pattern=self.sep,
                                      max_splits=None if self.maxsplit < 0 else self.maxsplit)
@@ -232,12 +232,14 @@ class Join(_StringColumn):
 @dataclass(frozen=True)
 class NGrams(_StringColumn):
     """``tf.strings.ngrams``: each row's n-grams of a varlen strings column, for every width
-    in ``widths`` in turn, tokens joined with ``separator`` (no padding)."""
+    in ``widths`` in turn, tokens joined with ``separator`` (no padding). ``order="position"``
+    lists them by start position, then width: ``tft.ngrams``'s order."""
 
     source_input: Column
     widths: tuple[int, ...] = (2,)
     separator: bytes = b" "
     name: str = ""
+    order: str = "width"
     column_type = "ngrams"
 
     def inputs(self) -> tuple[Column, ...]:
@@ -249,7 +251,7 @@ class NGrams(_StringColumn):
         n = len(tokens)
         row_end = np.repeat(tokens.row_splits[1:], tokens.row_lengths())
         pos = np.arange(len(sb), dtype=np.int64)
-        pieces, rows, order = [], [], []
+        pieces, rows, starts, order = [], [], [], []
         sep = pa.scalar(self.separator, pa.large_binary())
         arr = _arrow(sb)
         for k, w in enumerate(self.widths):
@@ -257,10 +259,14 @@ class NGrams(_StringColumn):
             grams = pc.binary_join_element_wise(*[arr.take(start + i) for i in range(w)], sep)
             pieces.append(grams)
             rows.append(np.searchsorted(tokens.row_splits, start, side="right") - 1)
+            starts.append(start)
             order.append(np.full(len(start), k))
         row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        # Row-major, then width by width (TensorFlow's order), then by position: a stable sort.
-        index = np.lexsort((np.concatenate(order), row))
+        # Row-major, then width by width (TensorFlow's order), then by position: a stable sort;
+        # tft.ngrams: row-major, then by position, then width.
+        keys = (np.concatenate(order), row) if self.order == "width" else (
+            np.concatenate(order), np.concatenate(starts), row)
+        index = np.lexsort(keys)
         joined = pa.concat_arrays(pieces).take(pa.array(index)) if pieces else arr.slice(0, 0)
         splits = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(row, minlength=n), out=splits[1:])
@@ -348,17 +354,24 @@ def join(parts: Sequence[Source], separator: str | bytes = "", name: str | None 
 
 
 def ngrams(source: Column, width: int | Sequence[int], separator: str | bytes = " ",
-           name: str | None = None) -> NGrams:
+           name: str | None = None, order: str = "width") -> NGrams:
     """``tf.strings.ngrams(tokens, width, separator)`` of a varlen strings column.
 
+    ``order="position"`` gives ``tft.ngrams(tokens, (lo, hi), separator)``'s order (by start
+    position, then width) for ``width=range(lo, hi + 1)``; the n-grams are the same.
+
     >>> bigrams = ngrams(split("query"), 2)
+    >>> tft_style = ngrams(split("query"), (1, 2), order="position")
     """
     if not isinstance(source, Column):
         raise ValueError("ngrams needs a varlen strings column, e.g. split('query')")
+    if order not in ("width", "position"):
+        raise ValueError(f"ngrams order={order!r}; expected 'width' (tf.strings.ngrams) or "
+                         "'position' (tft.ngrams)")
     widths = (width,) if isinstance(width, int) else tuple(width)
     widths = tuple(check_int(w, "ngrams width") for w in widths)
     sep = separator.encode() if isinstance(separator, str) else bytes(separator)
-    return NGrams(source, widths, sep, name or f"{source.name}_ngrams")
+    return NGrams(source, widths, sep, name or f"{source.name}_ngrams", order)
 
 
 def _check_regex(pattern: str, what: str) -> None:
@@ -388,7 +401,7 @@ def _split_whitespace(buf, offsets):
     # ASCII whitespace as TensorFlow (absl::ascii_isspace) sees it: space, \t, \n, \v, \f, \r.
     n = len(offsets) - 1
     out = np.empty(len(buf), dtype=np.uint8)
-    tok = np.empty(len(buf) // 2 + 2, dtype=np.int64)
+    tok = np.empty(len(buf) + 1, dtype=np.int64)  # a token has >= 1 byte (rows "a", "b", ...)
     splits = np.zeros(n + 1, dtype=np.int64)
     nt = 0
     pos = 0

@@ -151,3 +151,27 @@ def test_text_is_split_composed_with_a_vocabulary():
     assert out.to_list()[0][0] == 0 and out.to_list()[2] == [1, 0]
     feature = fs.schema(state).feature("q")
     assert feature.sequence and feature.num_buckets == 3 and feature.column_type == "text"
+
+
+@dataclass(frozen=True)
+class FirstByte(sf.LookupColumn):
+    """A custom id column: the first byte of each string (0 for an empty one)."""
+
+    def num_buckets(self, state):
+        return 256
+
+    def ids(self, values, state):
+        return np.array([v[0] if v else 0 for v in values], dtype=np.int64)
+
+
+def test_custom_id_column_feeds_embedding_indicator_and_crossed():
+    first = FirstByte(sf.Input("s", "bytes", default=b""), "first")
+    cross = sf.crossed([first, sf.categorical_hash("t", 7)], 50)
+    fs = sf.FeatureSet([sf.embedding(first, dim=3), sf.indicator(cross)])
+    batch = {"s": obj([b"abc", b"", b"b"]), "t": obj([b"x", b"y", b"z"])}
+    state = fs.fit([batch])
+    out = fs.transform(batch, state)
+    assert out["first"].tolist() == [97, 0, 98]
+    assert fs.schema(state).feature("first").num_buckets == 256
+    layer = sf.FeatureLayer(fs.schema(state))
+    assert layer(out).shape == (3, 3 + 50)

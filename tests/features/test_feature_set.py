@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -199,6 +200,30 @@ def test_numeric_normalizers():
     np.testing.assert_allclose(out["minmax"], [1 / 3, 2 / 3, 1, 0], rtol=1e-6)
     np.testing.assert_allclose(out["log1p"], np.log1p([1, 2, 3, 0]), rtol=1e-6)
     np.testing.assert_allclose(out["clip"], [1.5, 2, 2.5, 1.5])
+    # tft.scale_to_0_1 on a constant column: sigmoid(x)
+    const = sf.FeatureSet([sf.numeric("x", default=0.0, normalize="minmax")])
+    batch = {"x": np.float32([2.0, 2.0])}
+    np.testing.assert_allclose(const.transform(batch, const.fit([batch]))["x"],
+                               1 / (1 + np.exp(-2.0)), rtol=1e-6)
+
+
+def test_minmax_output_range_is_tft_scale_by_min_max():
+    # tft.scale_by_min_max(x, lo, hi): scale_to_0_1(x) * (hi - lo) + lo, the sigmoid branch too
+    x = np.float32([-3.0, 1.0, 5.0])
+    fs = sf.FeatureSet([sf.numeric("x", default=0.0, normalize="minmax", output_range=(-1, 1),
+                                   name="mm"),
+                        sf.numeric("c", default=0.0, normalize="minmax", output_range=(2, 5),
+                                   name="const")])
+    batch = {"x": x, "c": np.float32([-1e9, -1e9, -1e9])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sigmoid(-1e9) must not warn about exp overflow
+        out = fs.transform(batch, fs.fit([batch]))
+    np.testing.assert_allclose(out["mm"], [-1.0, 0.0, 1.0], atol=1e-7)
+    np.testing.assert_allclose(out["const"], [2.0, 2.0, 2.0])
+    with pytest.raises(ValueError, match="output_range"):
+        sf.numeric("x", default=0.0, normalize="zscore", output_range=(0, 2))
+    with pytest.raises(ValueError, match="lo < hi"):
+        sf.numeric("x", default=0.0, normalize="minmax", output_range=(1, 1))
 
 
 def test_vector_numeric_and_bucketized_indicator_width():

@@ -45,6 +45,14 @@ def test_split_matches_tf_strings_split(sep):
     assert got.to_list() == tf.strings.split(tf.constant(TRICKY), sep=sep).to_list()
 
 
+def test_whitespace_split_of_many_one_byte_tokens_matches_tf():
+    # one token per byte: more tokens than half the buffer (the kernel once overflowed its
+    # token table here and corrupted the heap)
+    values = [b"a", b"b c", b"d e f", b"g"] * 50 + [b"x y z w v"] * 20
+    got = transform(sf.split(raw()), values)
+    assert got.to_list() == tf.strings.split(tf.constant(values)).to_list()
+
+
 @settings(max_examples=30, deadline=None, database=None)
 @given(TEXT, st.sampled_from([" ", "  ", "a", None]), st.integers(-1, 2))
 def test_split_property_matches_tf(values, sep, maxsplit):
@@ -130,3 +138,19 @@ def test_string_columns_reject_bad_inputs():
     fs = sf.FeatureSet([sf.join([sf.Input("x", "float32", default=0.0), raw()])])
     with pytest.raises(ValueError, match="must be one bytes or int64 value"):
         fs.fit([])
+
+
+def test_ngrams_in_position_order_are_tft_ngrams():
+    # tft.ngrams's docstring example (ngram_range=(1, 3)): by start position, then width;
+    # the same n-grams as tf.strings.ngrams, which orders by width first.
+    values = [b"One was Johnny", b"Two was a rat", b"", b"x"]
+    tokens = sf.split(raw())
+    got = transform(sf.ngrams(tokens, (1, 2, 3), order="position"), values).to_list()
+    assert got[:2] == [
+        [b"One", b"One was", b"One was Johnny", b"was", b"was Johnny", b"Johnny"],
+        [b"Two", b"Two was", b"Two was a", b"was", b"was a", b"was a rat", b"a", b"a rat",
+         b"rat"]]
+    want = tf.strings.ngrams(tf.strings.split(tf.constant(values)), (1, 2, 3)).to_list()
+    assert [sorted(r) for r in got] == [sorted(r) for r in want]
+    with pytest.raises(ValueError, match="order"):
+        sf.ngrams(tokens, 2, order="start")

@@ -141,6 +141,20 @@ def test_crossed_matches_tf_on_raw_keys_with_multivalued_inputs():
     assert rows(out[cross.name]) == tf_ids(col, tf_feats)
 
 
+def test_empty_string_inside_a_bytes_list_is_a_value():
+    # a BytesList may hold b"" (tf.Example, tf.Transform's VarLenFeature): coerced Python lists
+    # keep it like decoded shards do, hashed as TF hashes it; None inside a list is missing
+    tags = [[b"", b"a"], [b""], [], [b"b", b""]]
+    fs = sf.FeatureSet([sf.categorical_hash("tags", 7, multivalued=True)])
+    batch, errors = fs.coerce({"tags": tags})
+    assert errors == []
+    out = fs.transform(batch, fs.fit([batch]))["tags"]
+    want = tf.strings.to_hash_bucket_fast(tf.ragged.constant(tags, dtype=tf.string), 7)
+    assert out.to_list() == want.to_list()
+    _, errors = fs.coerce({"tags": [[b"a", None]]})
+    assert [e.reason for e in errors] == ["missing value inside a list"]
+
+
 def test_crossed_of_vocab_and_bucketized_matches_tf():
     country = obj([b"us", b"de", b"zz", b"fr"])
     age = np.float32([10, 35, 70, 35])

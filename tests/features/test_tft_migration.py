@@ -114,3 +114,29 @@ def test_buckets_and_joined_string_hash(data):
         x = np.array(filled(raw, name, 0.0), np.float32)
         got = tf.raw_ops.Bucketize(input=x, boundaries=tft_boundaries(x, 20).tolist())
         assert out[f"{name}_bucket"].tolist() == got.numpy().tolist()
+
+
+def test_empty_vocabulary_holds_tft_placeholder_entry():
+    # tf.Transform 1.21 writes one placeholder entry into a vocabulary left empty (here: every
+    # count under frequency_threshold), so OOV ids start at 1 and an int -1 gets id 0
+    # (checked against tf.Transform itself in benchmarks/tft_diff.py).
+    import shardforge.features as sf
+
+    s = np.array([b"a", b"b", b"", b"a"], dtype=object)
+    i = np.array([3, -1, 7, 3])
+    fs = sf.FeatureSet([
+        sf.categorical_vocab("s", frequency_threshold=10, num_oov_buckets=2, name="s_oov"),
+        sf.categorical_vocab("s", frequency_threshold=10, name="s_def"),
+        sf.categorical_vocab("i", dtype="int64", default=0, frequency_threshold=10,
+                             num_oov_buckets=2, name="i_oov"),
+    ])
+    batch = {"s": s, "i": i}
+    state = fs.fit([batch])
+    out = fs.transform(batch, state)
+    assert len(state.columns["s_oov"]["vocab"]) == 1
+    want_s = 1 + tf.strings.to_hash_bucket_fast(tf.constant(list(s)), 2).numpy()
+    assert out["s_oov"].tolist() == want_s.tolist()
+    assert out["s_def"].tolist() == [-1] * 4
+    want_i = 1 + tf.strings.to_hash_bucket_fast(tf.strings.as_string(i), 2).numpy()
+    assert out["i_oov"].tolist() == np.where(i == -1, 0, want_i).tolist()
+    assert fs.columns[0].num_buckets(state.columns["s_oov"]) == 3  # placeholder + 2 OOV
