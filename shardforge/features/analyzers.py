@@ -460,11 +460,14 @@ class Quantiles:
 
     - exact (distinct values with counts) while a column has at most ``exact_capacity``
       distinct values;
-    - past that, a histogram over the float64 bit patterns keeping the top ``12 + bits``
-      bits (sign, exponent, ``bits`` of mantissa: buckets ``2**-bits`` wide relative to the
-      value), with exact counts and each bucket's min and max. A boundary is interpolated by
-      rank inside its bucket, so it is within a relative ``2**-bits`` of the exact one, and its
-      rank error is at most its bucket's count (``Boundaries.rank_error`` is that bound).
+    - past that, a histogram over the float64 bit patterns at the finest resolution that keeps
+      at most ``exact_capacity`` buckets: a bucket is the run of ``2**shift`` consecutive
+      patterns sharing a key (about ``2**(shift - 52)`` wide relative to its values), with its
+      exact count, min and max. ``shift`` is the smallest one for which the whole multiset
+      fits, so it too depends on the values only (a merge re-keys its parts at the largest
+      part's shift, then coarsens while over capacity). A boundary is interpolated by rank
+      inside its bucket: exact when the bucket holds one value, else off in rank by at most
+      the bucket's count (``Boundaries.rank_error`` is that bound, as a fraction).
 
     >>> an = Quantiles(num_buckets=4)
     >>> an.extract(an.add_batch(an.create(), np.arange(10.0))).values
@@ -473,10 +476,12 @@ class Quantiles:
 
     reads_data = True
 
-    def __init__(self, num_buckets: int, exact_capacity: int = 1 << 18, bits: int = 14) -> None:
+    def __init__(self, num_buckets: int, exact_capacity: int = 1 << 18) -> None:
         if num_buckets < 2:
             raise ValueError(f"quantiles need num_buckets >= 2, got {num_buckets}")
-        self.num_buckets, self.exact_capacity, self.bits = num_buckets, exact_capacity, bits
+        if exact_capacity < 2:
+            raise ValueError(f"quantiles need exact_capacity >= 2, got {exact_capacity}")
+        self.num_buckets, self.exact_capacity = num_buckets, exact_capacity
 
     def create(self) -> dict:
         return {"exact": (np.zeros(0), np.zeros(0, np.int64)), "hist": None}
@@ -491,35 +496,48 @@ class Quantiles:
     def merge(self, accs) -> dict:
         accs = list(accs)
         exact = [a["exact"] for a in accs if a["hist"] is None]
-        if exact and all(a["hist"] is None for a in accs):
+        if all(a["hist"] is None for a in accs):
             values = np.concatenate([e[0] for e in exact])
             counts = np.concatenate([e[1] for e in exact])
             values, inverse = np.unique(values, return_inverse=True)
             counts = np.bincount(inverse, weights=counts, minlength=len(values)).astype(np.int64)
             if len(values) <= self.exact_capacity:
                 return {"exact": (values, counts), "hist": None}
-            return {"exact": None, "hist": self._histogram(values, counts)}
+            return {"exact": None, "hist": self._coarsen(_histogram(values, counts))}
         parts = [a["hist"] for a in accs if a["hist"] is not None]
-        parts += [self._histogram(*e) for e in exact]
-        keys = np.concatenate([p[0] for p in parts])
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        counts = np.bincount(inverse, weights=np.concatenate([p[1] for p in parts]),
-                             minlength=len(uniq)).astype(np.int64)
-        lo = np.full(len(uniq), np.inf)
-        hi = np.full(len(uniq), -np.inf)
-        np.minimum.at(lo, inverse, np.concatenate([p[2] for p in parts]))
-        np.maximum.at(hi, inverse, np.concatenate([p[3] for p in parts]))
-        return {"exact": None, "hist": (uniq, counts, lo, hi)}
-
-    def _histogram(self, values: np.ndarray, counts: np.ndarray) -> tuple:
-        """Sorted distinct values with counts -> (bucket keys, counts, mins, maxs)."""
-        bits = values.view(np.int64)
-        # A monotone int64 key of the float: negative floats have their magnitude bits flipped.
-        ordered = np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
-        keys = ordered >> np.int64(52 - self.bits)
+        parts += [_histogram(*e) for e in exact if len(e[0])]
+        shift = max(p[0] for p in parts)
+        keys = np.concatenate([p[1] >> np.int64(shift - p[0]) for p in parts])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        stops = np.r_[starts[1:], len(keys)] - 1
-        return keys[starts], np.add.reduceat(counts, starts), values[starts], values[stops]
+        counts = np.add.reduceat(np.concatenate([p[2] for p in parts])[order], starts)
+        lo = np.minimum.reduceat(np.concatenate([p[3] for p in parts])[order], starts)
+        hi = np.maximum.reduceat(np.concatenate([p[4] for p in parts])[order], starts)
+        return {"exact": None, "hist": self._coarsen((shift, keys[starts], counts, lo, hi))}
+
+    def _coarsen(self, hist: tuple) -> tuple:
+        """The histogram at the smallest larger shift with at most ``exact_capacity`` buckets."""
+        shift, keys, counts, lo, hi = hist
+        if len(keys) <= self.exact_capacity:
+            return hist
+
+        def n_buckets(d: int) -> int:
+            k = keys >> np.int64(d)
+            return 1 + int(np.count_nonzero(k[1:] != k[:-1]))
+
+        low, high = 1, 63 - shift  # keys >> 63 are -1 or 0: 2 buckets fit any capacity
+        while low < high:  # the bucket count only falls as the shift grows
+            mid = (low + high) // 2
+            if n_buckets(mid) <= self.exact_capacity:
+                high = mid
+            else:
+                low = mid + 1
+        k = keys >> np.int64(low)
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        stops = np.r_[starts[1:], len(k)] - 1
+        # buckets are in value order, so a run's min is its first bucket's, its max its last's
+        return shift + low, k[starts], np.add.reduceat(counts, starts), lo[starts], hi[stops]
 
     def extract(self, acc: dict) -> Boundaries:
         n_q = self.num_buckets
@@ -532,7 +550,7 @@ class Quantiles:
             b = values[np.searchsorted(cum, ranks, side="right")]
             error = 0.0
         else:
-            _, counts, lo, hi = acc["hist"]
+            _, _, counts, lo, hi = acc["hist"]
             cum = np.cumsum(counts)
             n = int(cum[-1])
             ranks = (np.arange(1, n_q) * n) // n_q
@@ -540,6 +558,16 @@ class Quantiles:
             within = ranks - (cum[j] - counts[j])
             span = np.maximum(counts[j] - 1, 1)
             b = lo[j] + (hi[j] - lo[j]) * (within / span)
-            error = float(counts[j].max()) / n
+            # a bucket holding one value gives it exactly
+            error = float(np.where(lo[j] < hi[j], counts[j], 0).max()) / n
         b = b.astype(np.float32) + np.float32(0)  # -0.0 -> 0.0
         return Boundaries(tuple(float(v) for v in b), error)
+
+
+def _histogram(values: np.ndarray, counts: np.ndarray) -> tuple:
+    """Sorted distinct float64 values with counts as a histogram at shift 0: (shift, keys,
+    counts, mins, maxs), a key being a monotone int64 of the float's bit pattern."""
+    bits = values.view(np.int64)
+    # negative floats have their magnitude bits flipped, so the keys sort like the values
+    keys = np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+    return 0, keys, counts.astype(np.int64), values, values

@@ -281,7 +281,9 @@ def categorical_vocab(
     """``tft.compute_and_apply_vocabulary``: a vocabulary learned from the data.
 
     Order: count descending, ties by the value's bytes descending. Keeps the values with count
-    >= ``frequency_threshold``, then the ``top_k`` first (tf.Transform's cut). Empty strings
+    >= ``frequency_threshold``, then the ``top_k`` first (tf.Transform's cut). OOV values get
+    ``vocab_size + Fingerprint64(value) % num_oov_buckets``, else ``default_value`` (ignored
+    when ``num_oov_buckets > 0``, as tf.Transform ignores it). Empty strings
     and strings with a newline never become entries. ``approximate_capacity=m`` bounds the
     analyzer's memory (Misra-Gries, counts within N/(m+1)). ``key`` may be a column, e.g.
     ``split("query")``.
@@ -293,7 +295,9 @@ def categorical_vocab(
         check_int(top_k, f"column {key!r}: top_k")
     if frequency_threshold is not None:
         check_int(frequency_threshold, f"column {key!r}: frequency_threshold", minimum=0)
-    _check_oov(key, num_oov_buckets, default_value)
+    # tft.compute_and_apply_vocabulary takes both and ignores default_value when there are OOV
+    # buckets (the vocabulary_list / _file columns refuse both, like tf.feature_column)
+    check_int(num_oov_buckets, f"column {key!r}: num_oov_buckets", minimum=0)
     if approximate_capacity is not None:
         check_int(approximate_capacity, f"column {key!r}: approximate_capacity")
         if top_k is not None and approximate_capacity < top_k:

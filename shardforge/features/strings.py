@@ -145,7 +145,8 @@ class Split(_StringColumn):
     ``sep=None`` splits on runs of ASCII whitespace and drops empty parts; a given ``sep``
     splits on every occurrence, keeping empty parts exactly like TensorFlow and Python's
     ``bytes.split(sep)`` (``"a  b"`` -> ``a, "", b``; ``""`` -> one empty string).
-    ``maxsplit`` (``-1``: no limit) caps the splits per string.
+    ``maxsplit`` (``-1``: no limit) caps the splits per string; with ``sep=None`` the rest
+    after the last split is one more part, even empty, as in TensorFlow.
     """
 
     source_input: Source
@@ -159,14 +160,11 @@ class Split(_StringColumn):
 
     def transform(self, values: Sequence[Any], state: dict[str, Any]) -> Ragged:
         sb = to_strbuf(flat(values[0])[0])
-        if self.sep is None and self.maxsplit < 0:
-            buf, offsets, splits = _split_whitespace(sb.buf, sb.offsets)
-            return Ragged(StrBuf(buf, offsets), splits)
         if self.sep is None:
-            lists = pc.ascii_split_whitespace(_as_text(sb), max_splits=self.maxsplit)
-        else:
-            lists = pc.split_pattern(_arrow(sb), pattern=self.sep,
-                                     max_splits=None if self.maxsplit < 0 else self.maxsplit)
+            buf, offsets, splits = _split_whitespace(sb.buf, sb.offsets, self.maxsplit)
+            return Ragged(StrBuf(buf, offsets), splits)
+        lists = pc.split_pattern(_arrow(sb), pattern=self.sep,
+                                 max_splits=None if self.maxsplit < 0 else self.maxsplit)
         return _ragged_from_lists(lists, len(sb))
 
     def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
@@ -397,28 +395,48 @@ def _ascii_lower(buf: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _split_whitespace(buf, offsets):
-    # ASCII whitespace as TensorFlow (absl::ascii_isspace) sees it: space, \t, \n, \v, \f, \r.
+def _split_whitespace(buf, offsets, maxsplit):
+    """TensorFlow's whitespace ``StringSplitV2``: per row, skip leading whitespace, then take a
+    run of non-whitespace, skip whitespace, ...; after ``maxsplit`` tokens (> 0) the rest of the
+    row is one more token, even empty (``"a"``, maxsplit 1 -> ``a, ""``); ``maxsplit == 0``
+    keeps the row whole. Whitespace as absl::ascii_isspace: space, \t, \n, \v, \f, \r."""
     n = len(offsets) - 1
     out = np.empty(len(buf), dtype=np.uint8)
-    tok = np.empty(len(buf) + 1, dtype=np.int64)  # a token has >= 1 byte (rows "a", "b", ...)
+    # a token has >= 1 byte, except the (possibly empty) rest after maxsplit: one per row
+    tok = np.empty(len(buf) + n + 1, dtype=np.int64)
     splits = np.zeros(n + 1, dtype=np.int64)
     nt = 0
     pos = 0
     for r in range(n):
-        inside = False
-        for i in range(offsets[r], offsets[r + 1]):
-            c = buf[i]
-            space = c == 32 or (c >= 9 and c <= 13)
-            if space:
-                inside = False
-            else:
-                if not inside:
-                    tok[nt] = pos
-                    nt += 1
-                    inside = True
-                out[pos] = c
+        i, end = offsets[r], offsets[r + 1]
+        if maxsplit == 0:
+            tok[nt] = pos
+            nt += 1
+            for k in range(i, end):
+                out[pos] = buf[k]
                 pos += 1
+            splits[r + 1] = nt
+            continue
+        while i < end and (buf[i] == 32 or (buf[i] >= 9 and buf[i] <= 13)):
+            i += 1
+        count = 0
+        while i < end:
+            tok[nt] = pos
+            nt += 1
+            while i < end and not (buf[i] == 32 or (buf[i] >= 9 and buf[i] <= 13)):
+                out[pos] = buf[i]
+                pos += 1
+                i += 1
+            while i < end and (buf[i] == 32 or (buf[i] >= 9 and buf[i] <= 13)):
+                i += 1
+            count += 1
+            if count == maxsplit:
+                tok[nt] = pos
+                nt += 1
+                for k in range(i, end):
+                    out[pos] = buf[k]
+                    pos += 1
+                break
         splits[r + 1] = nt
     tok_offsets = np.empty(nt + 1, dtype=np.int64)
     tok_offsets[:nt] = tok[:nt]

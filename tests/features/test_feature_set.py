@@ -157,7 +157,8 @@ def test_transform_errors_collect_and_raise():
     (lambda: sf.bucketized(sf.numeric("x"), boundaries=[2, 1]), "increasing"),
     (lambda: sf.bucketized(sf.categorical_hash("x", 3), num_buckets=3), "numeric"),
     (lambda: sf.categorical_vocab("c", top_k=0), "top_k"),
-    (lambda: sf.categorical_vocab("c", num_oov_buckets=2, default_value=0), "both"),
+    (lambda: sf.categorical_vocab_list("c", ["a"], num_oov_buckets=2, default_value=0),
+     "both"),
     (lambda: sf.categorical_vocab_list("c", ["a", "a"]), "duplicate"),
     (lambda: sf.categorical_vocab_file("c", "/no/such/file"), "does not exist"),
     (lambda: sf.categorical_hash("c", 0), "hash_bucket_size"),
@@ -205,6 +206,17 @@ def test_numeric_normalizers():
     batch = {"x": np.float32([2.0, 2.0])}
     np.testing.assert_allclose(const.transform(batch, const.fit([batch]))["x"],
                                1 / (1 + np.exp(-2.0)), rtol=1e-6)
+
+
+def test_learned_vocab_takes_default_value_with_oov_buckets_and_ignores_it():
+    # tft.compute_and_apply_vocabulary(x, num_oov_buckets=2, default_value=0): the OOV buckets
+    fs = sf.FeatureSet([sf.categorical_vocab("c", num_oov_buckets=2, default_value=0, name="a"),
+                        sf.categorical_vocab("c", num_oov_buckets=2, name="b")])
+    batch = {"c": np.array([b"x", b"x", b"y"], dtype=object)}
+    state = fs.fit([batch])
+    other = {"c": np.array([b"x", b"q", b"zz"], dtype=object)}
+    out = fs.transform(other, state)
+    assert out["a"].tolist() == out["b"].tolist() and out["a"][0] == 0 and min(out["a"][1:]) >= 2
 
 
 def test_minmax_output_range_is_tft_scale_by_min_max():

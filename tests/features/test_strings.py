@@ -40,9 +40,12 @@ def raw(key="s"):
 
 
 @pytest.mark.parametrize("sep", [" ", "ab", "-", None])
-def test_split_matches_tf_strings_split(sep):
-    got = transform(sf.split(raw(), sep=sep), TRICKY)
-    assert got.to_list() == tf.strings.split(tf.constant(TRICKY), sep=sep).to_list()
+@pytest.mark.parametrize("maxsplit", [-1, 0, 1, 2])
+def test_split_matches_tf_strings_split(sep, maxsplit):
+    # whitespace with maxsplit: the rest after the last split is kept, even empty ("a" -> a, "")
+    got = transform(sf.split(raw(), sep=sep, maxsplit=maxsplit), TRICKY + [b"a", b"  a b"])
+    want = tf.strings.split(tf.constant(TRICKY + [b"a", b"  a b"]), sep=sep, maxsplit=maxsplit)
+    assert got.to_list() == want.to_list()
 
 
 def test_whitespace_split_of_many_one_byte_tokens_matches_tf():
@@ -56,8 +59,6 @@ def test_whitespace_split_of_many_one_byte_tokens_matches_tf():
 @settings(max_examples=30, deadline=None, database=None)
 @given(TEXT, st.sampled_from([" ", "  ", "a", None]), st.integers(-1, 2))
 def test_split_property_matches_tf(values, sep, maxsplit):
-    if sep is None and maxsplit >= 0:
-        maxsplit = -1  # TF's whitespace split with maxsplit differs on leading blanks
     got = transform(sf.split(raw(), sep=sep, maxsplit=maxsplit), values)
     want = tf.strings.split(tf.constant(values), sep=sep, maxsplit=maxsplit).to_list()
     assert got.to_list() == want
