@@ -321,3 +321,26 @@ def test_geo_feature_set_pickles_like_beam_ships_it():
     again = pickle.loads(pickle.dumps(fs)).transform(b, state)
     np.testing.assert_array_equal(again["r"].values, out["r"].values)
     np.testing.assert_array_equal(again["cell"], out["cell"])
+
+
+def test_click_example_has_a_distance_a_cell_cross_and_a_region():
+    from shardforge.examples.click_features import FEATURES
+    from shardforge.examples.clicklog import generate_clicklog
+
+    batch, errors = FEATURES.coerce(generate_clicklog(3000, seed=5))
+    assert errors == []
+    state = FEATURES.fit([batch])
+    out = FEATURES.transform(batch, state)
+    lat, lon = batch["lat"].astype(np.float64), batch["lon"].astype(np.float64)
+    index = geometry.RegionIndex(geometry.load_regions(REGIONS))
+    np.testing.assert_array_equal(out["region"], index.first(lon, lat, default=8))
+    km = geometry.haversine_km(lat[:, None], lon[:, None], np.array([[40.7128, 51.5074, 35.6762]]),
+                               np.array([[-74.0060, -0.1278, 139.6503]]))
+    km32 = km.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(out["km_to_hubs"], (km32 - km32.mean()) / km32.std(), atol=1e-5)
+    ids = out["cell_x_country"]
+    assert ids.min() >= 0 and ids.max() < 2000 and len(np.unique(ids)) > 100
+    schema = FEATURES.schema(state)
+    assert schema.feature("region").num_buckets == 9
+    assert [p.name for p in schema.dense][-3:] == ["km_to_hubs", "cell_x_country_embedding",
+                                                    "region_embedding"]
