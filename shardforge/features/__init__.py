@@ -53,6 +53,15 @@ from shardforge.features.feature_set import (
     TransformError,
     load_feature_set,
 )
+from shardforge.features.geo import (
+    geo_bearing,
+    geo_distance,
+    geo_grid,
+    geo_point,
+    geo_region,
+    geohash,
+    geohash_cells,
+)
 from shardforge.features.hashing import StrBuf, fingerprint64, hash_bucket
 from shardforge.features.image import ImageColumn, image
 from shardforge.features.numeric import BucketizedColumn, NumericColumn, bucketized, numeric
@@ -114,6 +123,13 @@ __all__ = [
     "crossed",
     "embedding",
     "fingerprint64",
+    "geo_bearing",
+    "geo_distance",
+    "geo_grid",
+    "geo_point",
+    "geo_region",
+    "geohash",
+    "geohash_cells",
     "hash_bucket",
     "image",
     "image_tokens",

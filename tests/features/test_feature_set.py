@@ -307,10 +307,12 @@ def test_feature_layer_order_parts_and_sequence(clicks, click_state):
     layer = sf.FeatureLayer(schema)
     out = FEATURES.transform(take_rows(clicks, np.arange(64)), click_state)
     x = layer(out)
-    assert x.shape == (64, layer.output_dim) and layer.output_dim == 1 + 10 + 8 + 16 + 1000 + 32
+    assert x.shape == (64, layer.output_dim)
+    assert layer.output_dim == 1 + 10 + 8 + 16 + 1000 + 32 + 3 + 8 + 4
     assert layer.part_names == ["price", "age_bucketized", "country_embedding",
                                 "item_id_embedding", "age_bucketized_X_country_indicator",
-                                "query_embedding"]
+                                "query_embedding", "km_to_hubs", "cell_x_country_embedding",
+                                "region_embedding"]
     parts = layer.parts(out)
     for name, part in parts.items():
         torch.testing.assert_close(x[:, layer.part_slices[name]], part)
@@ -337,7 +339,7 @@ def test_load_feature_set(tmp_path):
 
 def test_input_columns_and_spec():
     inputs = {i.name: i for i in FEATURES.input_columns}
-    assert set(inputs) == {"price", "age", "country", "item_id", "query", "label"}
+    assert set(inputs) == {"price", "age", "country", "item_id", "query", "lat", "lon", "label"}
     assert inputs["label"].required and not inputs["price"].required
     spec = FEATURES.input_spec()
     assert spec["label"] == FixedLen("int64") and np.isnan(spec["price"].default)
