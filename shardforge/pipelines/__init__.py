@@ -12,7 +12,7 @@ _EXPORTS = {
     "run_pipeline": "pipeline", "Summary": "pipeline",
     "Preprocess": "transforms", "ReadRaw": "transforms", "Analyze": "transforms",
     "Transform": "transforms", "WriteShards": "transforms", "DeadLetters": "transforms",
-    "ComputeStats": "transforms", "TooManyErrors": "transforms",
+    "ComputeStats": "stats", "TooManyErrors": "transforms",
     "make_options": "options", "make_pipeline": "options",
 }
 

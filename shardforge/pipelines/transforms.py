@@ -602,84 +602,6 @@ class DeadLetters(beam.PTransform):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stats
-
-
-class _StatsCombineFn(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, rows: Rows):
-        stats.add_batch(acc, rows.batch, rows.missing)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return stats.merge(list(accs))
-
-    def extract_output(self, acc):
-        return acc
-
-
-class _HistogramCombineFn(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, element):
-        rows, bounds = element
-        stats.add_histogram(acc, rows.batch, bounds)
-        return acc
-
-    def merge_accumulators(self, accs):
-        out: dict = {}
-        for acc in accs:
-            for name, counts in acc.items():
-                out[name] = out.get(name, 0) + counts
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
-def _write_stats(_, accs, hists, sizes, num_read, num_errors, path):
-    doc = {
-        "rows_read": num_read,
-        "errors": num_errors,
-        "splits": {split: {"records": n, "bytes": b} for split, (n, b) in sorted(sizes.items())},
-        "features": stats.summarize(accs, hists),
-        "stats_of": "typed input features (after parsing, before transforms)",
-    }
-    _write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
-    return doc
-
-
-class ComputeStats(beam.PTransform):
-    """``Rows`` → ``output/stats.json`` (per-feature count, missing, min/max/mean/std, top
-    values, histogram buckets, plus rows read, errors and records per split)."""
-
-    def __init__(self, output: str, sizes, num_read, num_errors) -> None:
-        super().__init__()
-        self.output, self.sizes = output, sizes
-        self.num_read, self.num_errors = num_read, num_errors
-
-    def expand(self, rows):
-        accs = rows | "Moments" >> beam.CombineGlobally(_StatsCombineFn())
-        hists = (
-            rows
-            | "WithBounds" >> beam.Map(lambda r, a: (r, stats.bounds_of(a)),
-                                       pvalue.AsSingleton(accs))
-            | "Histograms" >> beam.CombineGlobally(_HistogramCombineFn())
-        )
-        return (
-            rows.pipeline
-            | "StatsSeed" >> beam.Create([None])
-            | "WriteStats" >> beam.Map(
-                _write_stats, pvalue.AsSingleton(accs), pvalue.AsSingleton(hists),
-                pvalue.AsSingleton(self.sizes), pvalue.AsSingleton(self.num_read),
-                pvalue.AsSingleton(self.num_errors), posixpath.join(self.output, "stats.json"))
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Everything
 
 
@@ -719,6 +641,6 @@ class Preprocess(beam.PTransform):
         written = transformed["records"] | "WriteShards" >> WriteShards(
             self.output, splits, self.num_shards, self.shard_size, self.compression,
             ready=dead["gate"])
-        rows | "Stats" >> ComputeStats(
+        rows | "Stats" >> stats.ComputeStats(
             self.output, written["sizes"], read["num_read"], dead["count"])
         return written["paths"]
