@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from shardforge.examples.clicklog import write_csv
 from shardforge.cli import main
+from shardforge.examples.clicklog import write_csv
 from tests.pipelines.helpers import CLICK_FEATURES, shard_paths
 
 pytestmark = pytest.mark.xdist_group("pipelines-cli")
