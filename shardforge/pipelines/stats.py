@@ -17,6 +17,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 
+from shardforge.pipelines import progress
 from shardforge.records.spec import Batch, Ragged
 
 TOP_K = 20
@@ -210,6 +211,7 @@ class _HistogramCombineFn(beam.CombineFn):
 
 
 def _write_stats(_, accs, hists, sizes, num_read, num_errors, path):
+    progress.hook("write_stats")
     doc = {
         "rows_read": num_read,
         "errors": num_errors,
