@@ -174,6 +174,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     from apache_beam.options.pipeline_options import StandardOptions
 
     from shardforge.pipelines import sources
+    from shardforge.pipelines.cli_stats import write_html
     from shardforge.pipelines.options import make_options
     from shardforge.pipelines.transforms import Preprocess, TooManyErrors
 
@@ -218,6 +219,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
             shutil.rmtree(os.path.join(lock.staging, mf.STATE_DIR))
             progress.hook("staged")
             doc = _read_json(os.path.join(lock.staging, "stats.json"))
+            write_html(doc, os.path.join(lock.staging, "stats.html"))
             manifest = mf.build_manifest(
                 lock.staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
                 command=command, job=lock.job, extra={"runner": runner})

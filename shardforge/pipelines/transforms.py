@@ -642,5 +642,6 @@ class Preprocess(beam.PTransform):
             self.output, splits, self.num_shards, self.shard_size, self.compression,
             ready=dead["gate"])
         rows | "Stats" >> stats.ComputeStats(
-            self.output, written["sizes"], read["num_read"], dead["count"])
+            self.output, written["sizes"], read["num_read"], dead["count"], features=self.fs,
+            state=state, eval_fraction=self.eval_fraction, split_key=self.split_key)
         return written["paths"]
