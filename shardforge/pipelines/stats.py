@@ -350,10 +350,11 @@ class _StatsFn(beam.DoFn):
             self.missing[name] = self.missing.get(name, 0) + int(n)
         add_inputs(self.acc, rows.batch, is_eval)
         fs = self.fs.get()
-        out, errors = fs.transform(rows.batch, state, errors="collect", row_ids=rows.ids)
-        if errors:
-            bad = {str(e.row) for e in errors}
-            is_eval = is_eval[np.array([r not in bad for r in rows.ids], dtype=bool)]
+        out, errors = fs.transform(rows.batch, state, errors="collect")
+        if errors:  # the transform dropped these rows (their errors are reported elsewhere)
+            kept = np.ones(len(is_eval), dtype=bool)
+            kept[[e.row for e in errors]] = False
+            is_eval = is_eval[kept]
         add_outputs(self.acc, out, is_eval, {f.name: f for f in state.proto.features})
         return ()
 

@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import socket
-import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,8 +41,7 @@ SPLITS = ("train", "eval")
 SHARD_RE = re.compile(r"part-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zz)?$")
 # Names a shardforge job writes; an output written before manifests existed is replaced by these.
 OWN_NAMES = ("schema.pbtxt", "stats.json", "stats.html", "train/part-*", "eval/part-*",
-             "errors/errors-*")
-_INDEX_MAGIC = b"SFIDX001"
+             "errors/errors-*", ".index/train/part-*", ".index/eval/part-*")
 
 
 class OutputError(Exception):
@@ -121,13 +119,11 @@ def sha256_file(path: str) -> str:
 
 
 def _index_records(shard: str) -> int:
-    """Record count from the shard's index header (the writer counted them); else a scan."""
-    idx = shard + ".idx"
-    if os.path.exists(idx):
-        with open(idx, "rb") as f:
-            head = f.read(16)
-        if len(head) == 16 and head[:8] == _INDEX_MAGIC:
-            return struct.unpack("<Q", head[8:])[0]
+    """Record count from the shard's index (the writer counted them); else a scan."""
+    from shardforge.records.index import index_path, read_index
+
+    if os.path.exists(index_path(shard)):
+        return len(read_index(shard)[0])
     from shardforge.records.framing import read_records
 
     return sum(1 for _ in read_records(shard))
