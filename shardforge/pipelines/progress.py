@@ -113,13 +113,13 @@ def _loop() -> None:
     launcher = _launcher()
     last_flush = 0.0
     while True:
-        if launcher is not None and not _launcher_alive(*launcher):
-            # The job is gone: stop now, before this worker writes anything more.
-            os.kill(os.getpid(), signal.SIGKILL)
         now = time.monotonic()
         if now - last_flush >= FLUSH_SECONDS:
             _flush()
             last_flush = now
+        if launcher is not None and not _launcher_alive(*launcher):
+            # The job is gone: stop now, before this worker writes anything more.
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(WATCH_SECONDS)
 
 
