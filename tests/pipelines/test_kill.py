@@ -82,7 +82,7 @@ def test_kill_before_publish_keeps_the_previous_output(csv, tmp_path):
     summary = run_pipeline(CLICK_FEATURES, csv, str(out), num_shards=2, beam_args=IN_MEMORY,
                            overwrite=True)
     assert summary.rows_out == 800 and mf.verify_output(str(out)).rows_written == 800
-    assert os.listdir(out / mf.STATE_DIR) == [] if (out / mf.STATE_DIR).exists() else True
+    assert not (out / mf.STATE_DIR).exists()  # the dead job's lock and staging are gone
 
 
 def test_kill_during_publish_is_refused_by_readers(csv, tmp_path):
@@ -142,3 +142,23 @@ def test_watchdog_kills_a_worker_whose_launcher_died(tmp_path):
     launcher.wait()
     assert worker.wait(timeout=20) == -signal.SIGKILL  # killed by its watchdog, not the sleep
     assert not flag.exists()
+
+
+def test_second_job_on_a_running_output_fails_fast_naming_it(csv, tmp_path):
+    from shardforge.cli import main
+
+    out = tmp_path / "out"
+    marker = tmp_path / "paused"
+    first = start(csv, out, "staged", marker, *IN_MEMORY)
+    paused = wait_paused(first, marker)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "shardforge.cli", "run", "--features", CLICK_FEATURES,
+             "--input", csv, "--output", str(out), "--overwrite", "--quiet", *IN_MEMORY],
+            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1
+        assert f"being written by another job (pid {paused['pid']}" in proc.stderr
+        assert "--num-shards 2" in proc.stderr  # the other job's command
+        assert main(["stats", str(out)]) == 1  # nothing published yet: readers refuse
+    finally:
+        kill_group(first)
