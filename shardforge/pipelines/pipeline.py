@@ -99,7 +99,9 @@ def quiet_beam(verbose: bool):
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    with warnings.catch_warnings(), _environ({"PYTHONWARNINGS": "ignore"}):
+    # gRPC's C core logs on its own (fork and channel notices), past Python's logging
+    with warnings.catch_warnings(), _environ({"PYTHONWARNINGS": "ignore",
+                                              "GRPC_VERBOSITY": "ERROR"}):
         warnings.simplefilter("ignore")
         try:
             yield
