@@ -227,6 +227,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                 command=command, job=lock.job, extra={"runner": runner})
             _check_counts(manifest, doc)
             published = mf.publish(lock.staging, output, manifest, hook=progress.hook)
+            # dead letters of an earlier failed attempt: superseded by this job's errors/
+            shutil.rmtree(os.path.join(output, mf.STATE_DIR, "failed-errors"), ignore_errors=True)
     except BaseException:
         if created and os.path.isdir(output) and not os.listdir(output):
             os.rmdir(output)

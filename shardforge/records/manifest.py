@@ -38,6 +38,9 @@ STATE_DIR = ".shardforge"  # lock, staging directories, the last failed job's er
 LOCK = "lock"
 FORMAT = "shardforge-manifest/1"
 SPLITS = ("train", "eval")
+# Files up to this size (schema, stats, small shards) are always checked against their SHA-256;
+# larger ones by size unless ``checksums=True`` (reading every shard on open would cost a pass).
+ALWAYS_HASHED = 1 << 20
 SHARD_RE = re.compile(r"part-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zz)?$")
 # Names a shardforge job writes; an output written before manifests existed is replaced by these.
 OWN_NAMES = ("schema.pbtxt", "stats.json", "stats.html", "train/part-*", "eval/part-*",
@@ -224,8 +227,9 @@ def read_manifest(root: str) -> Manifest:
 
 def verify_output(root: str, *, checksums: bool = False) -> Manifest:
     """The manifest of the job output ``root``, after checking that it is complete: every file
-    it lists exists with its size (and SHA-256 with ``checksums=True``), and no shard it does
-    not list sits in a split directory. Raises :class:`OutputError` naming what is wrong.
+    it lists exists with its size (and SHA-256: always for files up to ``ALWAYS_HASHED`` bytes,
+    such as the schema, for all with ``checksums=True``), and no shard it does not list sits in
+    a split directory. Raises :class:`OutputError` naming what is wrong.
 
     >>> verify_output("out/").rows_written        # doctest: +SKIP
     20000
@@ -242,7 +246,7 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
             continue
         if size != f.bytes:
             problems.append(f"{f.path} has {size} bytes, the manifest says {f.bytes}")
-        elif checksums and sha256_file(path) != f.sha256:
+        elif (checksums or f.bytes <= ALWAYS_HASHED) and sha256_file(path) != f.sha256:
             problems.append(f"{f.path} does not match its SHA-256 in the manifest")
     listed = {f.path for f in m.files}
     for split in SPLITS:

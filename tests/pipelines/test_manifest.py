@@ -97,14 +97,25 @@ def test_readers_refuse_a_shard_the_manifest_does_not_list(copy):
         mf.check_shards([stranger])
 
 
-def test_checksums_catch_a_same_size_change(copy):
+def test_checksums_catch_a_same_size_change(copy, monkeypatch):
+    # a different schema of the same size (another run's): small files are always hashed
+    schema = os.path.join(copy, "schema.pbtxt")
+    with open(schema, "rb") as f:
+        text = f.read()
+    with open(schema, "wb") as f:
+        f.write(text.replace(b"country", b"cuontry"))
+    with pytest.raises(mf.OutputError, match="schema.pbtxt does not match its SHA-256"):
+        mf.verify_output(copy)
+    with open(schema, "wb") as f:
+        f.write(text)
+    monkeypatch.setattr(mf, "ALWAYS_HASHED", 0)  # as for shards past 1 MiB
     (first, _) = shard_paths(copy, "eval")
     with open(first, "r+b") as f:
         f.seek(20)
         byte = f.read(1)
         f.seek(20)
         f.write(bytes([byte[0] ^ 1]))
-    mf.verify_output(copy)  # sizes only by default: cheap enough for every reader
+    mf.verify_output(copy)  # big files by size only by default: cheap enough for every reader
     with pytest.raises(mf.OutputError, match="does not match its SHA-256"):
         mf.verify_output(copy, checksums=True)
 
