@@ -18,6 +18,7 @@ import argparse
 import difflib
 import json
 import shlex
+import signal
 import sys
 import traceback
 
@@ -94,6 +95,9 @@ def main(args: argparse.Namespace) -> int:
     from shardforge.records.manifest import OutputError
 
     extra = list(args.extra or ())
+    # `kill PID` (SIGTERM) unwinds like Ctrl-C: the job's lock and staging are removed on the
+    # way out, and the workers' watchdog stops them once this process is gone.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     problem = _unknown_flags(extra)
     if problem:
         print(f"shardforge run: error: {problem}", file=sys.stderr)

@@ -162,3 +162,19 @@ def test_second_job_on_a_running_output_fails_fast_naming_it(csv, tmp_path):
         assert main(["stats", str(out)]) == 1  # nothing published yet: readers refuse
     finally:
         kill_group(first)
+
+
+def test_sigterm_cleans_up_the_lock_and_staging(csv, tmp_path):
+    from shardforge.pipelines import run_pipeline
+
+    out = tmp_path / "out"
+    run_pipeline(CLICK_FEATURES, csv, str(out), num_shards=3, beam_args=IN_MEMORY)
+    before = snapshot(out)
+    marker = tmp_path / "paused"
+    proc = start(csv, out, "staged", marker, "--overwrite", *IN_MEMORY)
+    wait_paused(proc, marker)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    proc.communicate()
+    assert snapshot(out) == before and not (out / mf.STATE_DIR).exists()
+    mf.verify_output(str(out))
