@@ -265,8 +265,12 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
 
 
 def output_root(path: str) -> str | None:
-    """The job output a shard, split directory or output directory belongs to, if any."""
+    """The job output a shard, split directory, schema file or output directory belongs to, if
+    any. Paths inside a job's state directory (its staging) belong to none: the job itself reads
+    them before it publishes."""
     path = os.path.abspath(os.fspath(path))
+    if STATE_DIR in path.split(os.sep):
+        return None
     d = path if os.path.isdir(path) else os.path.dirname(path)
     for candidate in (d, os.path.dirname(d)):
         if is_job_output(candidate):
@@ -274,9 +278,28 @@ def output_root(path: str) -> str | None:
     return None
 
 
+def check_readable(path: str) -> Manifest | None:
+    """What every reader calls on the path it was given (an output directory, a split
+    directory, a shard, ``schema.pbtxt``): if it is part of a job output, that output must pass
+    :func:`verify_output` and a shard must be listed in its manifest. Returns the manifest, or
+    ``None`` for paths outside any job output (plain shard directories, a hand-written schema).
+
+    >>> check_readable("out/train")          # doctest: +SKIP
+    Manifest(files=[...], ...)
+    """
+    root = output_root(path)
+    if root is None:
+        return None
+    m = verify_output(root)
+    rel = os.path.relpath(os.path.abspath(os.fspath(path)), root).replace(os.sep, "/")
+    if is_shard(rel) and rel not in {f.path for f in m.files}:
+        raise OutputError(f"{path} is not listed in {os.path.join(root, MANIFEST)}: it is not "
+                          "part of that output (left by another job or copied in)")
+    return m
+
+
 def check_shards(paths: Sequence[str]) -> None:
-    """Refuse shards of a job output whose manifest is missing, incomplete or does not list
-    them (shards outside any job output pass unchecked). For readers given shard paths."""
+    """:func:`check_readable` for every shard of a reader (each output verified once)."""
     verified: dict[str, set[str]] = {}
     for p in paths:
         root = output_root(p)
