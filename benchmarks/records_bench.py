@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/records_bench.py --quick    # 20k, a few seconds
 
 It also times the writer side on one core: ``encode_batch`` (compiled) against ``encode_example``
-row by row on the click-log example batch (examples/click_features.py applied to
-examples/clicklog.py rows, 4096 rows, 7 features) and prints both in µs/row.
+row by row on the click-log example batch (shardforge/examples/click_features.py applied to
+shardforge/examples/clicklog.py rows, 4096 rows, 7 features) and prints both in µs/row.
 
 Everything runs pinned to one CPU core (sched_setaffinity, TF thread pools of 1); records/s are
 given per CPU-second (the primary figure, robust on a shared machine) and per wall-second. Each
@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_BATCH = 1024
 NUM_SHARDS = 4
 
@@ -69,12 +68,13 @@ def ours_pass(paths: list[str]) -> int:
 
 def bench_encode(rows: int = 4096, repeat: int = 5) -> tuple[float, float]:
     """(encode_batch µs/row, encode_example-per-row µs/row) on the click-log example batch."""
-    sys.path.insert(0, REPO)
+    import shardforge.examples
     import shardforge.features as sf
-    from examples.clicklog import generate_clicklog
+    from shardforge.examples.clicklog import generate_clicklog
     from shardforge.records import encode_batch, encode_example
 
-    fs = sf.load_feature_set(os.path.join(REPO, "examples", "click_features.py"))
+    examples = os.path.dirname(shardforge.examples.__file__)
+    fs = sf.load_feature_set(os.path.join(examples, "click_features.py"))
     raw = {k: v.tolist() for k, v in generate_clicklog(rows, seed=0).items()}
     batch, _ = fs.coerce(raw)
     out = fs.transform(batch, fs.fit([batch]))

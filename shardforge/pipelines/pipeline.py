@@ -53,7 +53,10 @@ class Summary:
         return asdict(self) | {"rows_out": self.rows_out}
 
 
-def _check_inputs(patterns: Sequence[str]) -> None:
+def _check_inputs(patterns: Sequence[str], features=None, fmt: str | None = None,
+                  absent_ok: Sequence[str] = ()) -> None:
+    """Fail before anything is written: a pattern matching no file, or (given the feature set) a
+    CSV header or Parquet schema lacking a declared input not in ``absent_ok``."""
     # Beam's matcher, as the job reads: its ``**`` spans directories (``dir/**.py``), Python's
     # ``glob`` does not.
     from apache_beam.io.filesystems import FileSystems
@@ -63,6 +66,11 @@ def _check_inputs(patterns: Sequence[str]) -> None:
             continue
         if not FileSystems.match([pattern])[0].metadata_list:
             raise FileNotFoundError(f"no input files match {pattern!r}")
+    if features is not None:
+        from shardforge.pipelines.transforms import FeatureSetRef, check_input_columns
+
+        ref = features if isinstance(features, FeatureSetRef) else FeatureSetRef(features)
+        check_input_columns(patterns, ref, fmt, absent_ok)
 
 
 def _read_json(path: str) -> dict:
@@ -151,13 +159,15 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                  num_shards: int | None = None, shard_size: int | str = "128MB",
                  compression: str | None = None, max_error_fraction: float = 0.01,
                  beam_args: Sequence[str] = (), overwrite: bool = False,
-                 chunk_rows: int | None = None, command: str | None = None,
+                 chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
+                 non_finite: str = "error", command: str | None = None,
                  show_progress: bool = False, verbose: bool = True) -> Summary:
     """Run the preprocessing job and wait for it.
 
     ``features`` is a ``FeatureSet`` or the path of a ``.py`` file defining ``FEATURES``;
     ``input`` a glob (or several); ``beam_args`` any Beam pipeline options
-    (default: the offline local runner with two worker processes).
+    (default: the offline local runner with two worker processes). ``absent_ok`` and
+    ``non_finite``: see :class:`~shardforge.pipelines.transforms.Preprocess`.
 
     A local ``output`` is written through staging and published with ``manifest.json`` only when
     the job succeeded; ``overwrite=True`` then replaces the files of the previous output (only
@@ -183,7 +193,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     patterns = [input] if isinstance(input, str) else list(input)
     command = command or shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
     output = output.rstrip("/") or "/"
-    _check_inputs(patterns)
+    _check_inputs(patterns, features, fmt, absent_ok)
     options = make_options(beam_args)
     runner = str(options.view_as(StandardOptions).runner or "local FnApiRunner")
 
@@ -192,7 +202,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
             features, patterns, dest, fmt=fmt, eval_fraction=eval_fraction,
             split_key=split_key, num_shards=num_shards, shard_size=shard_size,
             compression=compression, max_error_fraction=max_error_fraction,
-            chunk_rows=chunk_rows or sources.DEFAULT_CHUNK_ROWS,
+            chunk_rows=chunk_rows or sources.DEFAULT_CHUNK_ROWS, absent_ok=absent_ok,
+            non_finite=non_finite, check_inputs=False,
         )
 
     if "://" in output:

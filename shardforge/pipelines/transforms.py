@@ -27,8 +27,11 @@ from shardforge.records.spec import Batch, Ragged, batch_size
 
 ERRORS = "errors"
 NUM_READ = "num_read"
+ROWS = "rows"
 NAMESPACE = "shardforge"
 DEFAULT_SHARD_SIZE = 128 << 20
+# Encoded bytes a transform worker buffers before it sorts them and spills a run to disk.
+DEFAULT_RUN_BYTES = 32 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,117 +80,161 @@ def _as_ref(features) -> FeatureSetRef:
 
 @dataclass
 class Rows:
-    """A typed input batch with the source of each row and per-column missing counts."""
+    """A typed input batch and, per input column, how many of its rows had no value."""
 
-    ids: list[str]
     batch: Batch
     missing: dict[str, int]
 
 
-def error_record(err, stage: str) -> dict:
-    """A JSON-able dead letter from a features ``RowError``."""
+def error_record(err, stage: str, source: str | None = None) -> dict:
+    """A JSON-able dead letter from a features ``RowError`` (``source``: the row's id)."""
     value = err.value
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
         value = value.tolist()
     text = value if isinstance(value, str) else repr(value)
-    return {"source": str(err.row), "stage": stage, "feature": err.feature,
-            "reason": err.reason, "value": text[:200]}
+    return {"source": source if source is not None else str(err.row), "stage": stage,
+            "feature": err.feature, "reason": err.reason, "value": text[:200]}
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    """Write a whole small file to any Beam filesystem; local files are renamed into place."""
+def _write_bytes(path: str, data) -> None:
+    """Write a whole file (``bytes``, or a sequence of buffers written one after the other) to
+    any Beam filesystem; local files are renamed into place."""
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     if "://" not in path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
         return
     with FileSystems.create(path) as f:
-        f.write(data)
+        for part in parts:
+            f.write(part)
 
 
 # ---------------------------------------------------------------------------------------------
 # ReadRaw
 
 
-class _ReadFileFn(beam.DoFn):
-    def __init__(self, fmt: str | None, spec, chunk_rows: int) -> None:
-        self.fmt, self.names, self.chunk_rows = fmt, list(spec), chunk_rows
-        self.scalars = {n for n, s in spec.items() if getattr(s, "shape", None) == ()}
+@dataclass
+class TypedChunk:
+    """One chunk after coercion: the typed rows, which raw rows they are, their missing counts."""
+
+    chunk: sources.RawChunk
+    batch: Batch
+    keep: np.ndarray
+    missing: dict[str, int]
+
+    def row_id(self, i: int) -> str:
+        """The source of typed row ``i`` (``file:line`` and the like)."""
+        return self.chunk.row_id(int(self.keep[i]))
+
+
+def typed_chunks(fs, split: sources.Split | str, fmt: str | None, chunk_rows: int,
+                 non_finite: str = "error"):
+    """``TypedChunk``\\ s and error dicts of one file or split, in file order: read and
+    coerce, the common first step of both passes over the input."""
+    from shardforge.features.coerce import coerce
+
+    split = split if isinstance(split, sources.Split) else sources.Split(split)
+    path = split.path
+    fmt = fmt or sources.infer_format(path)
+    spec = fs.input_spec()
+    if fmt == "text":
+        spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
+    inputs = [inp for inp in fs.input_columns if inp.name in spec]
+    for item in sources.read_file(path, fmt, spec, chunk_rows, split=split):
+        if isinstance(item, sources.ReadError):
+            yield item.to_json()
+            continue
+        batch, errors = coerce(inputs, item.columns, non_finite=non_finite)
+        keep = np.arange(item.count)
+        if errors:
+            for e in errors:
+                yield error_record(e, "parse", item.row_id(e.row))
+            keep = np.setdiff1d(keep, np.fromiter({e.row for e in errors}, dtype=np.int64))
+        if len(keep):
+            missing = {n: int(sources.missing_mask(item.columns.get(n), item.count)[keep].sum())
+                       for n in spec}
+            yield TypedChunk(item, batch, keep, missing)
+
+
+def _count_read(item) -> int:
+    return item.chunk.count if isinstance(item, TypedChunk) else 1
+
+
+class _ReadFn(beam.DoFn):
+    """One split of a file → ``Rows`` (+ errors and rows read): the analyze pass."""
+
+    def __init__(self, fs: FeatureSetRef, fmt: str | None, chunk_rows: int,
+                 non_finite: str) -> None:
+        self.fs, self.fmt, self.chunk_rows, self.non_finite = fs, fmt, chunk_rows, non_finite
         self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
 
-    def process(self, path: str):
-        fmt = self.fmt or sources.infer_format(path)
-        for item in sources.read_file(path, fmt, self.names, self.chunk_rows, self.scalars):
-            if isinstance(item, sources.ReadError):
-                self.rows_read.inc()
-                yield pvalue.TaggedOutput(NUM_READ, 1)
-                yield pvalue.TaggedOutput(ERRORS, item.to_json())
+    def process(self, split: sources.Split):
+        read = 0
+        for item in typed_chunks(self.fs.get(), split, self.fmt, self.chunk_rows,
+                                 self.non_finite):
+            if isinstance(item, TypedChunk):
+                read += item.chunk.count
+                self.rows_read.inc(item.chunk.count)
+                yield Rows(item.batch, item.missing)
             else:
-                self.rows_read.inc(len(item.ids))
-                yield pvalue.TaggedOutput(NUM_READ, len(item.ids))
-                yield item
+                if item["stage"] == "read":
+                    read += 1
+                    self.rows_read.inc()
+                yield pvalue.TaggedOutput(ERRORS, item)
+        yield pvalue.TaggedOutput(NUM_READ, read)
 
 
-class _CoerceFn(beam.DoFn):
-    """Raw values → typed input batch via ``fs.coerce``; rows it rejects become dead letters."""
-
-    def __init__(self, fs: FeatureSetRef) -> None:
-        self.fs = fs
-
-    def process(self, chunk: sources.RawChunk):
-        batch, errors = self.fs.get().coerce(chunk.columns, row_ids=chunk.ids)
-        bad = {str(e.row) for e in errors}
-        keep = np.array([i for i, r in enumerate(chunk.ids) if r not in bad], dtype=np.int64)
-        for e in errors:
-            yield pvalue.TaggedOutput(ERRORS, error_record(e, "parse"))
-        if len(keep):
-            yield Rows([chunk.ids[i] for i in keep], batch, sources.missing_counts(chunk, keep))
+def _split(path: str, fmt: str | None) -> list[sources.Split]:
+    return sources.split_file(path, fmt or sources.infer_format(path))
 
 
-class ReadRaw(beam.PTransform):
-    """Files matching ``patterns`` → ``{"rows": Rows, "errors": dict, "num_read": int}``.
+class MatchFiles(beam.PTransform):
+    """Globs → :class:`sources.Split`\\ s of the matched files (a big CSV, JSONL or Parquet
+    file is cut at row boundaries), spread over the workers."""
 
-    ``fmt`` is one of csv, jsonl, parquet, tfrecord, text (``None``: from each file's suffix).
-    CSV and JSON values are typed by the feature set's input declarations (``fs.coerce``).
-    """
-
-    def __init__(self, patterns: str | Sequence[str], features, fmt: str | None = None,
-                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS) -> None:
+    def __init__(self, patterns: str | Sequence[str], fmt: str | None = None) -> None:
         super().__init__()
         self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-        self.fs, self.fmt, self.chunk_rows = _as_ref(features), fmt, chunk_rows
+        self.fmt = fmt
 
     def expand(self, pbegin):
-        spec = self.fs.get().input_spec()
-        if self.fmt == "text":
-            spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
-        read = (
+        return (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Match" >> fileio.MatchAll()
             | "Paths" >> beam.Map(lambda m: m.path)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(_ReadFileFn(self.fmt, spec, self.chunk_rows))
-            .with_outputs(ERRORS, NUM_READ, main="chunks")
+            | "SplitFiles" >> beam.FlatMap(_split, self.fmt)
+            | "SpreadSplits" >> beam.Reshuffle()
         )
-        parsed = (
-            read.chunks
-            | "SpreadChunks" >> beam.Reshuffle()
-            # Small chunks (small files, one-document text files) join up to chunk_rows rows;
-            # a full chunk passes alone.
-            | "Batch" >> beam.BatchElements(
-                min_batch_size=self.chunk_rows, max_batch_size=self.chunk_rows,
-                element_size_fn=lambda chunk: len(chunk.ids))
-            | "MergeChunks" >> beam.Map(sources.merge_chunks)
-            | "Coerce" >> beam.ParDo(_CoerceFn(self.fs)).with_outputs(ERRORS, main="rows")
-        )
-        errors = (read[ERRORS], parsed[ERRORS]) | "ReadErrors" >> beam.Flatten()
+
+
+class ReadRaw(beam.PTransform):
+    """Splits (from :class:`MatchFiles`) → ``{"rows": Rows, "errors": dict, "num_read": int}``.
+
+    ``fmt`` is one of csv, jsonl, parquet, tfrecord, text (``None``: from each file's suffix).
+    Values are typed by the feature set's input declarations (``features.coerce``); reading and
+    coercing run in one step, so no raw row crosses a stage boundary.
+    """
+
+    def __init__(self, features, fmt: str | None = None,
+                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, non_finite: str = "error") -> None:
+        super().__init__()
+        self.fs, self.fmt, self.chunk_rows = _as_ref(features), fmt, chunk_rows
+        self.non_finite = non_finite
+
+    def expand(self, paths):
+        read = paths | "ReadFiles" >> beam.ParDo(
+            _ReadFn(self.fs, self.fmt, self.chunk_rows, self.non_finite)
+        ).with_outputs(ERRORS, NUM_READ, main="rows")
         num_read = read[NUM_READ] | "CountRead" >> beam.CombineGlobally(sum)
-        return {"rows": parsed.rows, "errors": errors, "num_read": num_read}
+        return {"rows": read.rows, "errors": read[ERRORS], "num_read": num_read}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,68 +356,102 @@ def row_hashes(batch: Batch, columns: Sequence[str]) -> np.ndarray:
     return h
 
 
+_SHARD_SALT = np.uint64(0xD1B54A32D192ED03)
+
+
+def shard_keys(row_hash: np.ndarray) -> np.ndarray:
+    """The key that places a record in its split's shards (by range) and orders it there: a
+    remix of its row hash, independent of the bits that chose the split."""
+    return _mix(row_hash ^ _SHARD_SALT)
+
+
 class _TransformFn(beam.DoFn):
-    """``fs.transform`` on one batch with the analyzed state, then encode and split."""
+    """The transform pass: read and coerce a file again, ``fs.transform`` with the analyzed
+    state, encode, split, and spill sorted runs (:class:`RunSpiller`). Rows the analyze pass
+    already reported (read and parse errors) are dropped silently here."""
 
-    def __init__(self, fs: FeatureSetRef, eval_fraction: float, split_key: str | None) -> None:
-        self.fs, self.eval_fraction, self.split_key = fs, eval_fraction, split_key
+    def __init__(self, fs: FeatureSetRef, fmt: str | None, chunk_rows: int, non_finite: str,
+                 eval_fraction: float, split_key: str | None, spill_dir: str,
+                 run_bytes: int) -> None:
+        self.fs, self.fmt, self.chunk_rows, self.non_finite = fs, fmt, chunk_rows, non_finite
+        self.eval_fraction, self.split_key = eval_fraction, split_key
+        self.spill_dir, self.run_bytes = spill_dir, run_bytes
 
-    def process(self, rows: Rows, state):
-        from shardforge.records import encode_batch
+    def start_bundle(self):
+        self.spiller = RunSpiller(self.spill_dir, self.run_bytes)
 
-        # Split and shard on the input row, not the serialized record: a row's place must not
-        # depend on the encoder's byte layout (the split once hashed the Example bytes, whose
-        # feature-map order protobuf picked per process, so reruns split differently) nor move
-        # when the learned state differs in the last bit between runs (float sums merge in any
-        # order).
-        # With a split key the key alone places a row (split and shard): a corpus keyed by its
-        # text shards the same wherever its files lie, though their paths are input columns.
-        row_hash = row_hashes(rows.batch, [self.split_key] if self.split_key else list(rows.batch))
-        is_eval = split_of(row_hash, self.eval_fraction)
-        out, errors = self.fs.get().transform(rows.batch, state, errors="collect",
-                                              row_ids=rows.ids)
-        for e in errors:
-            yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform"))
-        if errors:
-            bad = {str(e.row) for e in errors}
-            kept = np.array([r not in bad for r in rows.ids], dtype=bool)
-            is_eval, row_hash = is_eval[kept], row_hash[kept]
-        records = encode_batch(out)
-        if not records:
-            return
-        for split, mask in (("train", ~is_eval), ("eval", is_eval)):
-            idx = np.flatnonzero(mask)
-            if len(idx):
-                yield split, [records[i] for i in idx], row_hash[idx]
+    def process(self, split: sources.Split, state):
+        from shardforge.records import RecordBlock, encode_batch
+
+        fs = self.fs.get()
+        for item in typed_chunks(fs, split, self.fmt, self.chunk_rows, self.non_finite):
+            if not isinstance(item, TypedChunk):
+                continue
+            batch = item.batch
+            # Split and shard on the input row, not the serialized record: a row's place must
+            # not depend on the encoder's byte layout nor on the learned state's last bit.
+            # With a split key the key alone places a row (split and shard).
+            row_hash = row_hashes(batch, [self.split_key] if self.split_key else list(batch))
+            is_eval = split_of(row_hash, self.eval_fraction)
+            yield pvalue.TaggedOutput(ROWS, Rows(batch, item.missing))
+            out, errors = fs.transform(batch, state, errors="collect")
+            for e in errors:
+                yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform", item.row_id(e.row)))
+            if errors:
+                kept = np.ones(len(row_hash), dtype=bool)
+                kept[[e.row for e in errors]] = False
+                is_eval, row_hash = is_eval[kept], row_hash[kept]
+            records = encode_batch(out)
+            if not records:
+                continue
+            block = RecordBlock.from_records(records)
+            keys = shard_keys(row_hash)
+            for split, mask in (("train", ~is_eval), ("eval", is_eval)):
+                idx = np.flatnonzero(mask)
+                if len(idx):
+                    yield from self.spiller.add(split, keys[idx], RecordBlock(
+                        block.buf, block.offsets[idx], block.lengths[idx]))
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindows
+
+        for run in self.spiller.flush():
+            yield GlobalWindows.windowed_value(run)
 
 
 class Transform(beam.PTransform):
-    """``Rows`` + state → ``{"records": (split, [bytes], hashes), "errors": dict}``; ``hashes``
-    are of the records' input rows, or of their ``split_key`` (they pick the split, the shard
-    and the order in it).
+    """Splits (from :class:`MatchFiles`) + state → ``{"runs": run descriptors, "errors": dict,
+    "rows": Rows}`` (``rows``: the typed input batches again, for statistics that need the state:
+    consumed in the same stage, they are never held).
 
-    Rows arrive batched (the readers emit chunks of ``chunk_rows``: the equivalent of
-    ``beam.BatchElements`` without a per-row step). A row goes to eval when the hash of its
+    Each file is read again (the analyze pass read it first), transformed and encoded a chunk at
+    a time; records go to sorted runs on disk (``spill_dir``), which :class:`WriteShards`
+    merges, so no step holds all records. A row goes to eval when the hash of its
     ``split_key`` input column (default: of all its input values) falls below
     ``eval_fraction``, so reruns split identically on any runner.
     """
 
-    def __init__(self, features, state, eval_fraction: float = 0.1,
-                 split_key: str | None = None) -> None:
+    def __init__(self, features, state, spill_dir: str, eval_fraction: float = 0.1,
+                 split_key: str | None = None, fmt: str | None = None,
+                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, non_finite: str = "error",
+                 run_bytes: int = DEFAULT_RUN_BYTES) -> None:
         super().__init__()
-        self.fs, self.state = _as_ref(features), state
+        self.fs, self.state, self.spill_dir = _as_ref(features), state, spill_dir
         self.eval_fraction, self.split_key = eval_fraction, split_key
+        self.fmt, self.chunk_rows, self.non_finite = fmt, chunk_rows, non_finite
+        self.run_bytes = run_bytes
 
-    def expand(self, rows):
-        out = rows | "TransformBatches" >> beam.ParDo(
-            _TransformFn(self.fs, self.eval_fraction, self.split_key),
+    def expand(self, paths):
+        out = paths | "TransformFiles" >> beam.ParDo(
+            _TransformFn(self.fs, self.fmt, self.chunk_rows, self.non_finite,
+                         self.eval_fraction, self.split_key, self.spill_dir, self.run_bytes),
             pvalue.AsSingleton(self.state),
-        ).with_outputs(ERRORS, main="records")
-        return {"records": out.records, "errors": out[ERRORS]}
+        ).with_outputs(ERRORS, ROWS, main="runs")
+        return {"runs": out.runs, "errors": out[ERRORS], "rows": out[ROWS]}
 
 
 # ---------------------------------------------------------------------------------------------
-# WriteShards
+# Sorted runs: spill and merge
 
 
 def parse_size(text: str | int) -> int:
@@ -384,21 +465,203 @@ def parse_size(text: str | int) -> int:
     return int(s)
 
 
+_RUN_MAGIC = b"SFRUN001"
+
+
+@dataclass
+class _Spans:
+    """Records as one contiguous buffer with their keys: the unit of spilling and merging."""
+
+    keys: np.ndarray
+    buf: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[_Spans]) -> _Spans:
+        bases = np.cumsum([0] + [len(p.buf) for p in parts[:-1]])
+        return cls(np.concatenate([p.keys for p in parts]),
+                   np.concatenate([p.buf for p in parts]),
+                   np.concatenate([p.offsets + b for p, b in zip(parts, bases)]),
+                   np.concatenate([p.lengths for p in parts]))
+
+    def take(self, idx: np.ndarray) -> _Spans:
+        """The records ``idx``, compacted into a buffer of their own."""
+        from shardforge.pipelines._kernels import gather
+
+        lengths = self.lengths[idx]
+        offsets = np.zeros(len(idx), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        return _Spans(self.keys[idx], gather(self.buf, self.offsets[idx], lengths), offsets,
+                      lengths)
+
+    def order(self) -> np.ndarray:
+        """Indices by key, ties (rows sharing a split key, duplicates) by bytes, so the order
+        does not depend on which bundle delivered a record first."""
+        order = np.argsort(self.keys, kind="stable")
+        ties = np.flatnonzero(np.diff(self.keys[order]) == 0)
+        if len(ties):
+            # runs of equal keys: [start, stop) in sorted positions
+            starts = ties[np.r_[True, np.diff(ties) > 1]]
+            stops = ties[np.r_[np.diff(ties) > 1, True]] + 2
+            for a, b in zip(starts, stops):
+                order[a:b] = sorted(order[a:b].tolist(), key=self.record)
+        return order
+
+    def record(self, i: int) -> bytes:
+        o = int(self.offsets[i])
+        return self.buf[o:o + int(self.lengths[i])].tobytes()
+
+
+class RunSpiller:
+    """Collects ``(split, keys, RecordBlock)`` and writes them as runs sorted by (key, bytes)
+    once ``run_bytes`` are buffered; returns descriptors ``{"split", "path", "records",
+    "bytes"}``.
+
+    A run file: magic, record count ``n``, ``n`` uint64 keys, ``n + 1`` int64 offsets, the
+    records' bytes. Keys and offsets let a shard writer find its key range by binary search
+    and read only that part.
+    """
+
+    def __init__(self, spill_dir: str, run_bytes: int = DEFAULT_RUN_BYTES) -> None:
+        self.spill_dir, self.run_bytes = spill_dir, run_bytes
+        self.buffers: dict[str, list[_Spans]] = {}
+        self.size = 0
+
+    def add(self, split: str, keys: np.ndarray, block):
+        """Buffer ``block``'s records under ``keys``; yields the runs this spilled."""
+        from shardforge.pipelines._kernels import gather
+
+        buf = gather(block.buf, block.offsets, block.lengths)
+        lengths = np.asarray(block.lengths, dtype=np.int64)
+        offsets = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        self.buffers.setdefault(split, []).append(_Spans(keys, buf, offsets, lengths))
+        self.size += len(buf)
+        if self.size >= self.run_bytes:
+            yield from self.flush()
+
+    def flush(self) -> list[dict]:
+        import uuid
+
+        runs = []
+        buffers, self.buffers, self.size = self.buffers, {}, 0
+        for split in sorted(buffers):
+            spans = _Spans.concat(buffers.pop(split))
+            spans = spans.take(spans.order())
+            bounds = np.concatenate(([0], np.cumsum(spans.lengths))).astype(np.int64)
+            path = posixpath.join(self.spill_dir, f"{split}-{uuid.uuid4().hex}.run")
+            _write_bytes(path, [_RUN_MAGIC, np.int64(len(spans.keys)).tobytes(), spans.keys,
+                                bounds, spans.buf])
+            runs.append({"split": split, "path": path, "records": len(spans.keys),
+                         "bytes": int(bounds[-1])})
+        return runs
+
+
+class _Run:
+    """A run file opened for range reads: keys and offsets memory-mapped when local (only the
+    pages a shard's range touches are read), records read a window at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if "://" in path:
+            with FileSystems.open(path) as f:
+                whole = np.frombuffer(f.read(), dtype=np.uint8)
+            self._file = None
+        else:
+            whole = np.memmap(path, dtype=np.uint8, mode="r")
+            self._file = open(path, "rb")
+        n = int(whole[8:16].view(np.int64)[0])
+        self.keys = whole[16:16 + 8 * n].view(np.uint64)
+        self.offsets = whole[16 + 8 * n:16 + 16 * n + 8].view(np.int64)
+        self.data_start = 16 + 16 * n + 8
+        self._whole = whole if self._file is None else None
+
+    def range_of(self, lo: int, hi: int | None) -> tuple[int, int]:
+        a = int(np.searchsorted(self.keys, np.uint64(lo), side="left"))
+        b = len(self.keys) if hi is None else int(
+            np.searchsorted(self.keys, np.uint64(hi), side="left"))
+        return a, b
+
+    def spans(self, a: int, b: int) -> _Spans:
+        bounds = np.array(self.offsets[a:b + 1], dtype=np.int64)
+        start, stop = self.data_start + int(bounds[0]), self.data_start + int(bounds[-1])
+        if self._file is None:
+            buf = self._whole[start:stop]
+        else:
+            self._file.seek(start)
+            buf = np.frombuffer(self._file.read(stop - start), dtype=np.uint8)
+        return _Spans(np.array(self.keys[a:b]), buf, bounds[:-1] - bounds[0], np.diff(bounds))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+MERGE_WINDOW = 8192
+
+
+def merge_runs(runs: Sequence[_Run], lo: int, hi: int | None):
+    """``RecordBlock``\\ s of the records with keys in ``[lo, hi)`` of sorted runs, in
+    (key, bytes) order, with at most ``MERGE_WINDOW`` records per run in memory."""
+    from shardforge.records import RecordBlock
+
+    cursors = []
+    for run in runs:
+        a, b = run.range_of(lo, hi)
+        if b > a:
+            cursors.append([run, a, b])
+    window = MERGE_WINDOW
+    pending: list[_Spans] = []
+    while cursors or pending:
+        parts = list(pending)
+        limit = None
+        for cur in cursors:
+            run, a, b = cur
+            stop = min(b, a + window)
+            parts.append(run.spans(a, stop))
+            cur[1] = stop
+            if stop < b:  # this run has more: nothing at or above its last key is safe yet
+                last = int(run.keys[stop - 1])
+                limit = last if limit is None else min(limit, last)
+        cursors = [c for c in cursors if c[1] < c[2]]
+        spans = _Spans.concat(parts)
+        ready = (np.ones(len(spans.keys), dtype=bool) if limit is None
+                 else spans.keys < np.uint64(limit))
+        idx = np.flatnonzero(ready)
+        if len(idx):
+            part = spans.take(idx)
+            order = part.order()
+            yield RecordBlock(part.buf, part.offsets[order], part.lengths[order])
+        rest = np.flatnonzero(~ready)
+        pending = [spans.take(rest)] if len(rest) else []
+        if not len(idx):
+            window *= 2  # one key fills every window (a constant split key): look further
+
+
+def shard_bounds(i: int, n: int) -> tuple[int, int | None]:
+    """Keys ``[lo, hi)`` of shard ``i`` of ``n`` (``hi`` is ``None`` for the last)."""
+    return -(-(i << 64) // n), None if i + 1 == n else -(-((i + 1) << 64) // n)
+
+
+# ---------------------------------------------------------------------------------------------
+# WriteShards
+
+
 def _shard_name(i: int, n: int, compression: str | None) -> str:
     return f"part-{i:05d}-of-{n:05d}.tfrecord" + (".gz" if compression == "gzip" else "")
 
 
 class _SplitSizes(beam.CombineFn):
-    """``{split: [records, bytes]}`` over all record groups."""
+    """``{split: [records, bytes]}`` over all run descriptors."""
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, acc, element):
-        split, records, _ = element
-        c = acc.setdefault(split, [0, 0])
-        c[0] += len(records)
-        c[1] += sum(len(r) for r in records)
+    def add_input(self, acc, run):
+        c = acc.setdefault(run["split"], [0, 0])
+        c[0] += run["records"]
+        c[1] += run["bytes"]
         return acc
 
     def merge_accumulators(self, accs):
@@ -420,22 +683,8 @@ def _num_shards(sizes: dict, split: str, num_shards: int | None, shard_size: int
     return max(1, -(-sizes.get(split, [0, 0])[1] // shard_size))
 
 
-class _KeyByShardFn(beam.DoFn):
-    def __init__(self, num_shards, shard_size) -> None:
-        self.num_shards, self.shard_size = num_shards, shard_size
-
-    def process(self, element, sizes, _ready):
-        split, records, hashes = element
-        n = _num_shards(sizes, split, self.num_shards, self.shard_size)
-        shard = (hashes % np.uint64(n)).astype(np.int64)
-        for s in np.unique(shard):
-            idx = np.flatnonzero(shard == s)
-            yield (split, int(s), n), (hashes[idx], [records[i] for i in idx])
-
-
 class _AllShardsFn(beam.DoFn):
-    """One empty group per shard, so every ``part-i-of-n`` exists even when no record hashes
-    into it."""
+    """One element per shard to write, so every ``part-i-of-n`` exists even when empty."""
 
     def __init__(self, splits, num_shards, shard_size) -> None:
         self.splits, self.num_shards, self.shard_size = splits, num_shards, shard_size
@@ -444,26 +693,12 @@ class _AllShardsFn(beam.DoFn):
         for split in self.splits:
             n = _num_shards(sizes, split, self.num_shards, self.shard_size)
             for i in range(n):
-                yield (split, i, n), (np.zeros(0, dtype=np.uint64), [])
-
-
-def _shard_order(hashes: np.ndarray, records: list[bytes]) -> np.ndarray:
-    """Indices of ``records`` by hash, ties (rows sharing a split key, duplicates) by bytes, so
-    the order does not depend on which bundle delivered a record first."""
-    order = np.argsort(hashes, kind="stable")
-    ties = np.flatnonzero(np.diff(hashes[order]) == 0)
-    if len(ties):
-        # runs of equal hashes: [start, stop) in sorted positions
-        starts = ties[np.r_[True, np.diff(ties) > 1]]
-        stops = ties[np.r_[np.diff(ties) > 1, True]] + 2
-        for a, b in zip(starts, stops):
-            order[a:b] = sorted(order[a:b], key=records.__getitem__)
-    return order
+                yield split, i, n
 
 
 class _WriteShardFn(beam.DoFn):
-    """Write one shard (records in the order of their input rows' hashes, equal hashes by the
-    records' bytes, so reruns write the same bytes) and its index.
+    """Write one shard by merging its key range out of every run of its split (records in
+    (key, bytes) order, so reruns write the same bytes) and its index.
 
     Both are written under a scratch directory and renamed into place (index first, so a visible
     shard always has its index); a retried bundle rewrites the same names with the same bytes.
@@ -472,20 +707,19 @@ class _WriteShardFn(beam.DoFn):
     def __init__(self, output: str, compression: str | None) -> None:
         self.output, self.compression = output, compression
 
-    def process(self, element):
-        from shardforge.records import TFRecordWriter
+    def process(self, shard, runs):
+        from shardforge.records import TFRecordWriter, index_path
 
-        (split, i, n), groups = element
-        groups = list(groups)
-        hashes = np.concatenate([h for h, _ in groups])
-        records = [r for _, rs in groups for r in rs]
-        order = _shard_order(hashes, records)
+        split, i, n = shard
+        opened = [_Run(r["path"]) for r in runs if r["split"] == split]
+        lo, hi = shard_bounds(i, n)
         name = _shard_name(i, n, self.compression)
         dest = posixpath.join(self.output, split, name)
         remote = "://" in dest
         if not remote:  # scratch beside the destination: the rename stays on one filesystem
             os.makedirs(os.path.dirname(dest), exist_ok=True)
         scratch = None if remote else os.path.dirname(dest)
+        count = 0
         with tempfile.TemporaryDirectory(dir=scratch, prefix=".tmp-") as tmp:
             local = os.path.join(tmp, name)
             index = local + ".idx"
@@ -493,53 +727,72 @@ class _WriteShardFn(beam.DoFn):
             # compressed shards too.
             with TFRecordWriter(local, compression=self.compression, index=True,
                                 index_path=index) as w:
-                for k in order:
-                    w.write(records[k])
+                for block in merge_runs(opened, lo, hi):
+                    count += len(block)
+                    w.write_block(block)
+            for run in opened:
+                run.close()
             if not remote:
-                os.replace(index, dest + ".idx")
+                os.replace(index, index_path(dest, mkdir=True))
                 os.replace(local, dest)
             else:
-                for src, dst in ((index, dest + ".idx"), (local, dest)):
+                for src, dst in ((index, index_path(dest)), (local, dest)):
                     with open(src, "rb") as f:
                         _write_bytes(dst, f.read())
-        Metrics.counter(NAMESPACE, f"records_{split}").inc(len(records))
+        Metrics.counter(NAMESPACE, f"records_{split}").inc(count)
         yield dest
 
 
+def _remove_runs(_, runs, spill_dir: str) -> None:
+    paths = [r["path"] for r in runs]
+    if paths:
+        FileSystems.delete(paths)
+    if "://" not in spill_dir and os.path.isdir(spill_dir):
+        with_leftovers = os.listdir(spill_dir)
+        if not with_leftovers:
+            os.rmdir(spill_dir)
+
+
 class WriteShards(beam.PTransform):
-    """``(split, [bytes], hashes)`` → sharded TFRecord files + ``.idx`` per split.
+    """Sorted runs (from :class:`Transform`) → sharded TFRecord files and their index files
+    (``records.index_path``: where no shard glob matches them).
 
     ``num_shards`` fixes the count per split; otherwise shards are about ``shard_size`` bytes.
-    ``ready`` (optional singleton) must exist before anything is written: the error-budget gate.
+    A record's shard is the range its key falls in, so each shard writer merges only its part
+    of each run. ``ready`` (optional singleton) must exist before anything is written: the
+    error-budget gate. The runs are deleted once every shard is written.
     Returns ``{"paths": written shard paths, "sizes": {split: [records, bytes]}}``.
     """
 
     def __init__(self, output: str, splits: Sequence[str] = ("train", "eval"),
                  num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
-                 compression: str | None = None, ready=None) -> None:
+                 compression: str | None = None, ready=None, spill_dir: str | None = None) -> None:
         super().__init__()
         self.output, self.splits = output, list(splits)
         self.num_shards, self.shard_size = num_shards, parse_size(shard_size)
         self.compression = None if compression in (None, "none") else compression
-        self.ready = ready
+        self.ready, self.spill_dir = ready, spill_dir
 
-    def expand(self, records):
-        sizes = records | "SplitSizes" >> beam.CombineGlobally(_SplitSizes())
+    def expand(self, runs):
+        sizes = runs | "SplitSizes" >> beam.CombineGlobally(_SplitSizes())
         ready = self.ready
         if ready is None:
-            ready = records.pipeline | "NoGate" >> beam.Create([True])
-        side = (pvalue.AsSingleton(sizes), pvalue.AsSingleton(ready))
-        keyed = records | "KeyByShard" >> beam.ParDo(
-            _KeyByShardFn(self.num_shards, self.shard_size), *side)
-        empty = sizes | "AllShards" >> beam.ParDo(
-            _AllShardsFn(self.splits, self.num_shards, self.shard_size),
-            pvalue.AsSingleton(ready))
+            ready = runs.pipeline | "NoGate" >> beam.Create([True])
         paths = (
-            (keyed, empty)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShardFn(self.output, self.compression))
+            sizes
+            | "AllShards" >> beam.ParDo(
+                _AllShardsFn(self.splits, self.num_shards, self.shard_size),
+                pvalue.AsSingleton(ready))
+            | "SpreadShards" >> beam.Reshuffle()
+            | "WriteShard" >> beam.ParDo(_WriteShardFn(self.output, self.compression),
+                                         pvalue.AsList(runs))
         )
+        if self.spill_dir is not None:
+            (
+                paths
+                | "ShardsDone" >> beam.combiners.Count.Globally()
+                | "RemoveRuns" >> beam.Map(_remove_runs, pvalue.AsList(runs), self.spill_dir)
+            )
         return {"paths": paths, "sizes": sizes}
 
 
@@ -608,6 +861,14 @@ class DeadLetters(beam.PTransform):
 class Preprocess(beam.PTransform):
     """The whole job as one composite: raw files → ``output`` with schema, shards, stats, errors.
 
+    The input is read twice, a file per worker at a time: once to analyze (and for the
+    statistics and read errors), once to transform; the transform pass spills sorted runs that
+    the shard writers merge. So memory does not grow with the number of rows.
+
+    ``absent_ok``: declared inputs that may be missing from a CSV header or Parquet schema
+    (otherwise such a file fails the job before it starts). ``non_finite``: ``"error"`` (a row
+    with an infinite or out-of-float32-range value goes to errors) or ``"missing"``.
+
     >>> with beam.Pipeline() as p:                                       # doctest: +SKIP
     ...     p | Preprocess("features.py", "data/*.csv", "out/")
     """
@@ -616,32 +877,63 @@ class Preprocess(beam.PTransform):
                  fmt: str | None = None, eval_fraction: float = 0.1, split_key: str | None = None,
                  num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
                  compression: str | None = None, max_error_fraction: float = 0.01,
-                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS) -> None:
+                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, absent_ok: Sequence[str] = (),
+                 non_finite: str = "error", check_inputs: bool = True) -> None:
         super().__init__()
+        from shardforge.features.coerce import NON_FINITE
+
         if not 0.0 <= eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+        if non_finite not in NON_FINITE:
+            raise ValueError(f"non_finite={non_finite!r}; expected one of {NON_FINITE}")
         self.fs = _as_ref(features)
         self.input, self.output, self.fmt = input, output.rstrip("/"), fmt
         self.eval_fraction, self.split_key = eval_fraction, split_key
         self.num_shards, self.shard_size, self.compression = num_shards, shard_size, compression
         self.max_error_fraction, self.chunk_rows = max_error_fraction, chunk_rows
+        self.non_finite = non_finite
         if split_key is not None and split_key not in self.fs.get().input_spec():
             raise ValueError(f"split key {split_key!r} is not an input of the feature set")
+        if check_inputs:
+            check_input_columns(self.input, self.fs.get(), fmt, absent_ok)
 
     def expand(self, pbegin):
-        read = pbegin | "ReadRaw" >> ReadRaw(self.input, self.fs, self.fmt, self.chunk_rows)
+        paths = pbegin | "MatchFiles" >> MatchFiles(self.input, self.fmt)
+        read = paths | "ReadRaw" >> ReadRaw(self.fs, self.fmt, self.chunk_rows, self.non_finite)
         rows = read["rows"]
         state = rows | "Analyze" >> Analyze(self.fs, self.output)
-        transformed = rows | "Transform" >> Transform(
-            self.fs, state, self.eval_fraction, self.split_key)
+        spill_dir = posixpath.join(self.output, ".tmp-runs")
+        transformed = paths | "Transform" >> Transform(
+            self.fs, state, spill_dir, self.eval_fraction, self.split_key, self.fmt,
+            self.chunk_rows, self.non_finite)
         errors = (read["errors"], transformed["errors"]) | "AllErrors" >> beam.Flatten()
         dead = errors | "DeadLetters" >> DeadLetters(
             self.output, read["num_read"], self.max_error_fraction)
         splits = ("train", "eval") if self.eval_fraction > 0 else ("train",)
-        written = transformed["records"] | "WriteShards" >> WriteShards(
+        written = transformed["runs"] | "WriteShards" >> WriteShards(
             self.output, splits, self.num_shards, self.shard_size, self.compression,
-            ready=dead["gate"])
-        rows | "Stats" >> stats.ComputeStats(
+            ready=dead["gate"], spill_dir=spill_dir)
+        # Statistics from the transform pass, where the state is at hand: a consumer of the
+        # analyze pass's rows that needs the state would hold every row until it is learned.
+        transformed["rows"] | "Stats" >> stats.ComputeStats(
             self.output, written["sizes"], read["num_read"], dead["count"], features=self.fs,
             state=state, eval_fraction=self.eval_fraction, split_key=self.split_key)
         return written["paths"]
+
+
+def check_input_columns(patterns: str | Sequence[str], features, fmt: str | None = None,
+                        absent_ok: Sequence[str] = ()) -> None:
+    """Fail before the job starts when a matched CSV or Parquet file lacks a declared input
+    (see :func:`sources.check_columns`); remote and unmatched patterns are left to the job."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    fs = features.get() if isinstance(features, FeatureSetRef) else features
+    names = list(fs.input_spec())
+    if fmt == "text":
+        return
+    unknown = set(absent_ok) - set(names)
+    if unknown:
+        raise ValueError(f"absent_ok names {sorted(unknown)}, which are not inputs of the "
+                         f"feature set (inputs: {names})")
+    paths = [m.path for p in patterns if "://" not in p
+             for m in FileSystems.match([p])[0].metadata_list]
+    sources.check_columns(sorted(paths), fmt, names, absent_ok)

@@ -3,7 +3,12 @@
 Imports neither TensorFlow nor torch; pyarrow only when an Arrow function is called.
 """
 
-from shardforge.records.errors import CorruptRecordError, ExampleDecodeError, ReadReport
+from shardforge.records.errors import (
+    CorruptRecordError,
+    ExampleDecodeError,
+    IndexFileError,
+    ReadReport,
+)
 from shardforge.records.example import (
     decode_batch,
     decode_batch_reference,
@@ -19,12 +24,19 @@ from shardforge.records.framing import (
     RecordBlock,
     RecordReader,
     TFRecordWriter,
+    frame_block,
     list_shards,
     masked_crc32c,
     read_blocks,
     read_records,
 )
-from shardforge.records.index import RecordFile, build_index, load_index, read_index
+from shardforge.records.index import (
+    RecordFile,
+    build_index,
+    index_path,
+    load_index,
+    read_index,
+)
 from shardforge.records.sharded import ShardedWriter
 from shardforge.records.spec import (
     Batch,
@@ -37,11 +49,13 @@ from shardforge.records.spec import (
 )
 
 __all__ = [
-    "Batch", "CorruptRecordError", "ExampleDecodeError", "FixedLen", "Ragged", "ReadReport",
+    "Batch", "CorruptRecordError", "ExampleDecodeError", "FixedLen", "IndexFileError", "Ragged",
+    "ReadReport",
     "RecordBlock", "RecordFile", "RecordReader", "ShardedWriter", "Spec", "TFRecordWriter",
     "VarLen", "arrow_to_batch", "batch_size", "batch_to_arrow", "build_index", "decode_batch",
     "decode_batch_reference", "decode_example", "decode_sequence_example", "encode_batch",
-    "encode_example", "encode_sequence_example", "infer_spec", "list_shards", "load_index",
+    "encode_example", "encode_sequence_example", "frame_block", "index_path", "infer_spec",
+    "list_shards", "load_index",
     "masked_crc32c", "parquet_to_shards", "read_blocks", "read_index", "read_records",
     "shards_to_parquet", "summarize_features", "take_rows",
 ]

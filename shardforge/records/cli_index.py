@@ -1,4 +1,4 @@
-"""``shardforge index PATH_OR_GLOB``: (re)build the ``.idx`` file of each shard."""
+"""``shardforge index PATH_OR_GLOB``: (re)build the index file of each shard (``index_path``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"shardforge index: {err}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{idx}: {len(load_index(idx))} records")
+        print(f"{idx}: {len(load_index(path, compression=compression))} records")
     if len(paths) > 1:
         print(f"indexed {len(paths) - failed} of {len(paths)} shards")
     return 1 if failed else 0

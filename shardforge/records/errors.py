@@ -20,6 +20,24 @@ class CorruptRecordError(ValueError):
         return type(self), (self.file, self.index, self.offset, self.reason)
 
 
+class IndexFileError(ValueError):
+    """An index file cannot be used for its shard: names both files and what is wrong.
+
+    Raised on load, before any offset in it is followed: a damaged, truncated, stale (the shard
+    changed since) or inconsistent index, or one of a format version this shardforge does not read.
+    """
+
+    def __init__(self, index_file: str, shard: str, reason: str) -> None:
+        self.index_file, self.shard, self.reason = str(index_file), str(shard), reason
+        super().__init__(
+            f"{self.index_file} (index of {self.shard}): {reason}; rebuild it: "
+            f"shardforge index {self.shard}"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.index_file, self.shard, self.reason)
+
+
 class ExampleDecodeError(ValueError):
     """A serialized tf.Example does not match the parse spec (or is not a tf.Example at all).
 

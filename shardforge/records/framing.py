@@ -74,9 +74,10 @@ class TFRecordWriter:
 
     >>> with TFRecordWriter("/tmp/x.tfrecord.gz") as w:  # gzip from the suffix
     ...     w.write(b"hello")
+    ...     w.write_block(RecordBlock.from_records([b"a", b"bc"]))  # many records, one call
 
-    With ``index=True`` the index file ``<path>.idx`` is written on close (see
-    :func:`shardforge.records.index.read_index`).
+    With ``index=True`` the shard's index is written on close, to ``index_path(path)`` unless
+    ``index_path`` names another file (see :mod:`shardforge.records.index`).
     """
 
     def __init__(
@@ -89,9 +90,8 @@ class TFRecordWriter:
         self._zip = None
         if self.compression:
             self._zip = zlib.compressobj(6, zlib.DEFLATED, _WBITS[self.compression])
-        if index_path is None and index:
-            index_path = self.path + ".idx"
-        self._index_path = os.fspath(index_path) if index_path else None
+        self._index = index or index_path is not None
+        self._index_file = os.fspath(index_path) if index_path is not None else None
         self._flush_every = flush_every
         self._written = 0  # bytes in the file so far
         self._ustream = 0  # bytes of the uncompressed stream so far
@@ -104,7 +104,7 @@ class TFRecordWriter:
     def write(self, data: bytes) -> None:
         record = frame(data)
         self._records += 1
-        if self._index_path:
+        if self._index:
             self._offsets.append(self._ustream)
             self._lengths.append(len(data))
             if self._zip is not None:
@@ -115,8 +115,44 @@ class TFRecordWriter:
             return
         self._emit(self._zip.compress(record))
         if self._ustream - self._block[1] >= self._flush_every:
-            self._emit(self._zip.flush(zlib.Z_FULL_FLUSH))
-            self._block = (self._written, self._ustream)
+            self._full_flush()
+
+    def write_block(self, block: RecordBlock) -> None:
+        """Write every record of ``block`` (framed by compiled code in one pass): the same bytes
+        and index as ``write`` record by record."""
+        framed = frame_block(block)
+        n = len(block)
+        lengths = np.asarray(block.lengths, dtype=np.int64)
+        ends = np.cumsum(lengths + K.HEADER + K.FOOTER)  # of each record, in ``framed``
+        starts = ends - (lengths + K.HEADER + K.FOOTER)
+        base = self._ustream
+        if self._index:
+            self._offsets += (starts + base).tolist()
+            self._lengths += lengths.tolist()
+        self._records += n
+        if self._zip is None:
+            self._file.write(framed)
+            self._ustream += len(framed)
+            return
+        pos = 0
+        while pos < n:
+            # the records up to the first that takes the flush block to flush_every bytes share
+            # the block; write() flushes right after that one
+            limit = self._block[1] + self._flush_every - base
+            stop = min(int(np.searchsorted(ends, limit, side="left")) + 1, n)
+            if self._index:
+                self._blocks += [self._block] * (stop - pos)
+            a = int(starts[pos])
+            b = int(ends[stop - 1])
+            self._emit(self._zip.compress(framed[a:b]))
+            self._ustream = base + b
+            if self._ustream - self._block[1] >= self._flush_every:
+                self._full_flush()
+            pos = stop
+
+    def _full_flush(self) -> None:
+        self._emit(self._zip.flush(zlib.Z_FULL_FLUSH))
+        self._block = (self._written, self._ustream)
 
     def _emit(self, out: bytes) -> None:
         if out:
@@ -137,15 +173,15 @@ class TFRecordWriter:
         if self._zip is not None:
             self._emit(self._zip.flush(zlib.Z_FINISH))
         self._file.close()
-        if self._index_path:
+        if self._index:
             from shardforge.records.index import Index, write_index
 
             blocks = np.array(self._blocks, dtype=np.int64).reshape(-1, 2)
-            write_index(self._index_path, Index(
+            write_index(self.path, Index(
                 np.array(self._offsets, dtype=np.int64), np.array(self._lengths, dtype=np.int64),
                 blocks[:, 0] if self._zip is not None else None,
                 blocks[:, 1] if self._zip is not None else None,
-            ))
+            ), index_file=self._index_file)
 
     def __enter__(self) -> TFRecordWriter:
         return self
@@ -154,12 +190,32 @@ class TFRecordWriter:
         self.close()
 
 
+def frame_block(block: RecordBlock, compression: str | None = None) -> np.ndarray | bytes:
+    """The TFRecord bytes of every record of ``block`` (length, masked CRC-32C of the length,
+    data, masked CRC-32C of the data), framed by compiled code: a ``uint8`` array, or with
+    ``compression="gzip"``/``"zlib"`` the ``bytes`` of one complete compressed stream.
+
+    >>> block = RecordBlock.from_records([b"a", b"bc"])
+    >>> frame_block(block).tobytes() == frame(b"a") + frame(b"bc")
+    True
+    """
+    buf, offsets, lengths = block.checked()
+    out = np.empty(int(lengths.sum()) + (K.HEADER + K.FOOTER) * len(lengths), dtype=np.uint8)
+    K.frame_block(buf, offsets, lengths, K.CRC_TABLES, K.CRC_FN, out)
+    comp = resolve_compression("", compression)
+    if comp is None:
+        return out
+    z = zlib.compressobj(6, zlib.DEFLATED, _WBITS[comp])
+    return z.compress(out) + z.flush()
+
+
 _SHARD_RE = re.compile(r"\.(tfrecord|tfrecords|rec)(\.gz|\.gzip|\.zz|\.zlib)?$")
 
 
 def list_shards(dir_or_glob: PathLike) -> list[str]:
     """Sorted shard files of a directory (``*.tfrecord[.gz|.zz|.zlib]``) or a glob; never index or
-    temporary files."""
+    temporary files (nor an index beside its shard, where shardforge before index format 2 put
+    it)."""
     p = os.fspath(dir_or_glob)
     if os.path.isdir(p):
         paths = [str(q) for q in Path(p).iterdir() if _SHARD_RE.search(q.name)]
@@ -209,6 +265,27 @@ class RecordBlock(Sequence):
         np.cumsum(lengths[:-1], out=offsets[1:])
         buf = np.frombuffer(b"".join(records), dtype=np.uint8)
         return cls(buf, offsets, lengths)
+
+    def checked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(buf, offsets, lengths)`` as contiguous ``uint8``/``int64`` arrays, every span
+        checked to lie inside ``buf``: what compiled code may follow (ValueError naming the first
+        record that does not)."""
+        buf = self.buf
+        if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.ndim != 1:
+            raise TypeError("RecordBlock.buf must be a 1-D uint8 numpy array")
+        offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        lengths = np.ascontiguousarray(self.lengths, dtype=np.int64)
+        if offsets.shape != lengths.shape or offsets.ndim != 1:
+            raise ValueError(f"RecordBlock has {offsets.shape} offsets but {lengths.shape} lengths")
+        # lengths > len - offsets, not offsets + lengths > len: the sum of two lies can wrap
+        bad = (offsets < 0) | (lengths < 0) | (lengths > len(buf) - offsets)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"RecordBlock record {i}: offset {int(offsets[i])} and length {int(lengths[i])} "
+                f"do not lie inside its {len(buf)}-byte buffer"
+            )
+        return np.ascontiguousarray(buf), offsets, lengths
 
     def __len__(self) -> int:
         return len(self.offsets)

@@ -1,8 +1,16 @@
 """Index files and random access to records.
 
-``<shard>.idx`` holds, for every record, the offset of its header and the length of its data
+A shard's index holds, for every record, the offset of its header and the length of its data
 (``read_index(path) -> (offsets, lengths)``). Offsets count bytes of the *uncompressed record
 stream*: for an uncompressed shard that is the file itself, so record ``i`` is one ``pread``.
+
+**Where it lives.** ``index_path(shard)``: ``<dir>/../.index/<dir name>/<shard name>.idx``, i.e.
+``out/train/part-00000-of-00004.tfrecord`` has its index in
+``out/.index/train/part-00000-of-00004.tfrecord.idx``.
+Not beside the shard because TensorFlow's ``tf.io.gfile.glob("out/train/*")`` and Beam's
+``FileSystems.match`` return hidden files and folders too, and a ``TFRecordDataset`` over an index
+file fails; in a sibling folder no glob of the shards' folder (``*``, ``part-*``, ``*.tfrecord*``)
+matches it, with Python's, TensorFlow's or Beam's matcher.
 
 For a GZIP/ZLIB shard the index also stores, per record, the flush block it starts in: the
 compressed file offset of the last full-flush point before the record and the stream offset at
@@ -11,22 +19,33 @@ seeks to that point and decompresses at most one block plus the records asked fo
 file written elsewhere has no flush points we know of: its index (``build_index``) has a single
 block at offset 0, and reading record ``i`` decompresses from the start of the file.
 
-File layout (little-endian): ``b"SFIDX001"``, ``uint64 n_records``, ``uint64 n_columns`` (2 or
-4), then each column as ``n_records`` int64: offsets, lengths[, block_file_offsets,
-block_stream_offsets].
+File layout (little-endian): ``b"SFIDX002"``; ``uint64 n_records, n_columns`` (2 or 4),
+``uint64 shard_size, stream_size``, ``uint32 shard_checksum, columns_checksum``; then each column
+as ``n_records`` int64: offsets, lengths[, block_file_offsets, block_stream_offsets].
+``shard_checksum`` is the CRC-32C of the shard's first and last 64 KiB and its size: with the
+size it binds the index to the file it was written for (a rewritten shard is stale, not misread).
+
+**Checked on load** (``load_index``, so before any offset is followed): the format version, the
+columns' checksum, the shard's size and checksum, and that the offsets start at 0 and run back to
+back with the lengths to the end of the stream (the file's size when uncompressed); a compressed
+shard's flush blocks must lie in the file and start at records. Any failure is an
+:class:`~shardforge.records.errors.IndexFileError` naming the index, the shard and what is wrong.
+Reading then checks each record's stored length against the index and its CRCs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
 from dataclasses import dataclass
 
+import google_crc32c
 import numpy as np
 
 from shardforge.records import _kernels as K
-from shardforge.records.errors import CorruptRecordError
+from shardforge.records.errors import CorruptRecordError, IndexFileError
 from shardforge.records.framing import (
     _WBITS,
     CHUNK,
@@ -36,8 +55,15 @@ from shardforge.records.framing import (
     resolve_compression,
 )
 
-MAGIC = b"SFIDX001"
+log = logging.getLogger("shardforge.records")
+
+VERSION = 2
+MAGIC = b"SFIDX%03d" % VERSION
+_HEADER = struct.Struct("<8sQQQQII")
+INDEX_DIR = ".index"
 INDEX_SUFFIX = ".idx"
+FINGERPRINT_SPAN = 64 << 10  # bytes at each end of a shard that its index's checksum covers
+FRAMING = K.HEADER + K.FOOTER
 
 
 @dataclass
@@ -50,44 +76,165 @@ class Index:
     def __len__(self) -> int:
         return len(self.offsets)
 
+    @property
+    def stream_size(self) -> int:
+        """Bytes of the (uncompressed) record stream the index describes."""
+        return int(self.offsets[-1] + self.lengths[-1]) + FRAMING if len(self) else 0
 
-def index_path(path: PathLike) -> str:
-    path = os.fspath(path)
-    return path if path.endswith(INDEX_SUFFIX) else path + INDEX_SUFFIX
+
+def index_path(shard_path: PathLike, *, mkdir: bool = False) -> str:
+    """Where the index of ``shard_path`` lives (``mkdir=True`` creates its folder for a writer).
+
+    >>> index_path("out/train/part-00000-of-00004.tfrecord")  # doctest: +SKIP
+    '/abs/out/.index/train/part-00000-of-00004.tfrecord.idx'
+
+    Local paths are made absolute (so a shard named without a folder still has a parent); URLs
+    (``gs://bucket/out/train/x``) keep their scheme.
+    """
+    p = os.fspath(shard_path)
+    remote = "://" in p
+    if not remote:
+        p = os.path.abspath(p)
+    head, name = p.rsplit("/", 1)
+    if "/" in head.split("://", 1)[-1]:
+        parent, folder = head.rsplit("/", 1)
+        out = f"{parent}/{INDEX_DIR}/{folder}/{name}{INDEX_SUFFIX}"
+    else:  # a shard at the root of a filesystem or bucket
+        out = f"{head}/{INDEX_DIR}/{name}{INDEX_SUFFIX}"
+    if mkdir and not remote:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    return out
 
 
-def write_index(path: PathLike, index: Index) -> None:
+def legacy_index_path(shard_path: PathLike) -> str:
+    """Where shardforge before index format 2 put an index: beside the shard."""
+    return os.fspath(shard_path) + INDEX_SUFFIX
+
+
+def shard_fingerprint(path: PathLike) -> tuple[int, int]:
+    """``(size, checksum)`` of a shard: CRC-32C of its first and last 64 KiB and its size."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(FINGERPRINT_SPAN)
+        f.seek(max(0, size - FINGERPRINT_SPAN))
+        tail = f.read(FINGERPRINT_SPAN)
+    return size, google_crc32c.value(head + tail + struct.pack("<Q", size))
+
+
+def _columns(index: Index) -> list[np.ndarray]:
     cols = [index.offsets, index.lengths]
     if index.block_offsets is not None:
         cols += [index.block_offsets, index.block_stream_offsets]
-    tmp = f"{path}.tmp-{os.getpid()}"
+    return cols
+
+
+def write_index(shard_path: PathLike, index: Index, *, index_file: PathLike | None = None) -> str:
+    """Write the index of ``shard_path`` (to ``index_path(shard_path)`` unless ``index_file`` is
+    given), bound to the shard's current size and checksum; returns the index file's path."""
+    out = os.fspath(index_file) if index_file is not None else index_path(shard_path, mkdir=True)
+    data = b"".join(np.ascontiguousarray(c, dtype="<i8").tobytes() for c in _columns(index))
+    size, checksum = shard_fingerprint(shard_path)
+    header = _HEADER.pack(MAGIC, len(index), len(_columns(index)), size, index.stream_size,
+                          checksum, google_crc32c.value(data))
+    tmp = f"{out}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
-        f.write(MAGIC + struct.pack("<QQ", len(index), len(cols)))
-        for c in cols:
-            f.write(np.ascontiguousarray(c, dtype="<i8").tobytes())
-    os.replace(tmp, path)
+        f.write(header + data)
+    os.replace(tmp, out)
+    return out
 
 
-def load_index(path: PathLike) -> Index:
-    """The full index of a shard (``path`` is the shard or its ``.idx``)."""
-    with open(index_path(path), "rb") as f:
-        head = f.read(24)
-        if len(head) < 24 or head[:8] != MAGIC:
-            raise ValueError(f"{index_path(path)} is not a shardforge index file")
-        n, ncols = struct.unpack("<QQ", head[8:])
-        data = np.frombuffer(f.read(), dtype="<i8")
-    if ncols not in (2, 4) or len(data) != n * ncols:
-        raise ValueError(
-            f"{index_path(path)} is truncated or damaged; rebuild it: shardforge index"
-        )
-    cols = [data[i * n : (i + 1) * n].astype(np.int64) for i in range(ncols)]
-    return Index(*cols) if ncols == 4 else Index(cols[0], cols[1])
+def _problem(index: Index, stream_size: int, file_size: int, compressed: bool) -> str | None:
+    """What is inconsistent in an index, or None."""
+    offs, lens = index.offsets, index.lengths
+    n = len(offs)
+    impossible = (lens < 0) | (lens >= K.HUGE)
+    if impossible.any():
+        return f"record {int(np.argmax(impossible))} has an impossible length"
+    if float((lens + FRAMING).astype(np.float64).sum()) >= K.HUGE:
+        return "the records add up to an impossible stream size"  # int64 sums would wrap
+    if n and offs[0] != 0:
+        return f"record 0 is at byte {int(offs[0])}, not 0"
+    gaps = np.flatnonzero(offs[1:] != offs[:-1] + lens[:-1] + FRAMING)
+    if len(gaps):
+        i = int(gaps[0]) + 1
+        return (f"record {i} is at byte {int(offs[i])} but record {i - 1} ends at byte "
+                f"{int(offs[i - 1] + lens[i - 1]) + FRAMING} (offsets must run back to back)")
+    if index.stream_size != stream_size:
+        return (f"the records end at byte {index.stream_size} but the header says the stream "
+                f"has {stream_size}")
+    if not compressed:
+        if stream_size != file_size:
+            return f"the records end at byte {stream_size} but the shard has {file_size} bytes"
+        return None
+    bfile, bstream = index.block_offsets, index.block_stream_offsets
+    if n == 0:
+        return None
+    if (bfile < 0).any() or (bfile >= max(file_size, 1)).any():
+        return "a flush block starts outside the shard"
+    if (np.diff(bfile) < 0).any() or (np.diff(bstream) < 0).any():
+        return "flush blocks are not in file order"
+    if ((bfile == 0) != (bstream == 0)).any():
+        return "a flush block's file and stream offsets disagree about the stream's start"
+    if (bstream > offs).any():
+        return "a record starts before its flush block"
+    at = np.searchsorted(offs, bstream)
+    if (offs[np.minimum(at, n - 1)] != bstream).any():
+        return "a flush block does not start at a record"
+    return None
 
 
-def read_index(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+def load_index(shard_path: PathLike, *, index_file: PathLike | None = None,
+               compression: str | None = "auto") -> Index:
+    """The index of a shard, checked against the shard (see the module docstring): raises
+    :class:`IndexFileError` naming the file and what is wrong.
+
+    >>> idx = load_index("out/train/part-00000-of-00004.tfrecord")  # doctest: +SKIP
+    >>> len(idx), idx.offsets[:3]
+    """
+    shard = os.fspath(shard_path)
+    where = os.fspath(index_file) if index_file is not None else index_path(shard)
+
+    def bad(reason: str) -> IndexFileError:
+        return IndexFileError(where, shard, reason)
+
+    with open(where, "rb") as f:
+        raw = f.read()
+    if raw[:5] != MAGIC[:5]:
+        raise bad("not a shardforge index file")
+    if raw[:8] != MAGIC:
+        version = raw[5:8].decode("ascii", "replace")
+        raise bad(f"index format version {version} is not supported (this shardforge reads "
+                  f"version {VERSION})")
+    if len(raw) < _HEADER.size:
+        raise bad("truncated header")
+    _, n, ncols, size, stream_size, checksum, cols_checksum = _HEADER.unpack_from(raw)
+    data = memoryview(raw)[_HEADER.size:]
+    compressed = resolve_compression(shard, compression) is not None
+    if ncols != (4 if compressed else 2):
+        raise bad(f"{ncols} columns, but a {'compressed' if compressed else 'plain'} shard's "
+                  f"index has {4 if compressed else 2}")
+    if len(data) != n * ncols * 8:
+        raise bad(f"{len(data)} bytes of columns where {n} records need {n * ncols * 8} "
+                  "(truncated or damaged)")
+    if google_crc32c.value(bytes(data)) != cols_checksum:
+        raise bad("checksum mismatch (the index file is damaged)")
+    actual_size, actual_checksum = shard_fingerprint(shard)
+    if actual_size != size:
+        raise bad(f"stale: written for a shard of {size} bytes, the shard has {actual_size}")
+    if actual_checksum != checksum:
+        raise bad("stale: the shard's contents changed since the index was written")
+    flat = np.frombuffer(data, dtype="<i8").astype(np.int64)
+    index = Index(*(flat[i * n : (i + 1) * n] for i in range(ncols)))
+    reason = _problem(index, stream_size, actual_size, compressed)
+    if reason:
+        raise bad(reason)
+    return index
+
+
+def read_index(shard_path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """``(offsets, lengths)``: each record's header offset in the (uncompressed) record stream and
-    its data length."""
-    idx = load_index(path)
+    its data length, from the shard's checked index."""
+    idx = load_index(shard_path)
     return idx.offsets, idx.lengths
 
 
@@ -106,14 +253,12 @@ def scan_index(path: PathLike, *, compression: str | None = "auto", verify: bool
 
 
 def build_index(path: PathLike, *, compression: str | None = "auto") -> str:
-    """(Re)build ``<path>.idx`` by reading the shard; returns the index path.
+    """(Re)build the index of a shard by reading it; returns the index path (``index_path``).
 
     A compressed shard's rebuilt index has one block (seeks decompress from the start), since the
     flush points are not recorded in the file itself.
     """
-    out = index_path(path)
-    write_index(out, scan_index(path, compression=compression))
-    return out
+    return write_index(path, scan_index(path, compression=compression))
 
 
 class RecordFile:
@@ -122,9 +267,10 @@ class RecordFile:
     >>> rf = RecordFile("out/train/part-00000-of-00004.tfrecord")
     >>> len(rf), rf[10], rf.read_range(100, 200)   # bytes, list of 100 bytes objects
 
-    Every read checks the records' CRCs (``verify=True``) and that the file agrees with the index.
-    Without an ``.idx`` file the shard is scanned once on open. Picklable (the file handle is
-    reopened lazily), so it can be handed to DataLoader workers.
+    The index is checked against the shard on open (see :func:`load_index`); every read checks that
+    each record's stored length is the indexed one and (``verify=True``) the records' CRCs.
+    Without an index file (``index_path(path)``) the shard is scanned once on open. Picklable (the
+    file handle is reopened lazily), so it can be handed to DataLoader workers.
     """
 
     def __init__(
@@ -134,18 +280,15 @@ class RecordFile:
         self.path = os.fspath(path)
         self.compression = resolve_compression(self.path, compression)
         self.verify = verify
-        idx = index_path(self.path)
-        self.index = load_index(idx) if os.path.exists(idx) else scan_index(
-            self.path, compression=self.compression, verify=verify
-        )
-        if self.compression is None and len(self.index):
-            end = int(self.index.offsets[-1] + self.index.lengths[-1]) + K.HEADER + K.FOOTER
-            size = os.path.getsize(self.path)
-            if end != size:
-                raise ValueError(
-                    f"{idx} does not match {self.path} (index ends at byte {end}, file has "
-                    f"{size}); rebuild it: shardforge index"
-                )
+        if os.path.exists(index_path(self.path)):
+            self.index = load_index(self.path, compression=self.compression)
+        else:
+            if os.path.exists(legacy_index_path(self.path)):
+                log.warning("%s: ignoring %s (an index in the layout before format %d); "
+                            "scanning the shard instead. Write the new index once with: "
+                            "shardforge index %s", self.path, legacy_index_path(self.path),
+                            VERSION, self.path)
+            self.index = scan_index(self.path, compression=self.compression, verify=verify)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -175,14 +318,15 @@ class RecordFile:
         rel = offsets - first
         if len(buf) < end - first:
             raise CorruptRecordError(self.path, start, first, "file is shorter than its index says")
-        if self.verify:
-            bad, why = K.verify_framed(buf, rel, lengths, K.CRC_TABLES, K.CRC_FN)
-            if bad >= 0:
-                reason = {
-                    1: "stored length differs from the index (stale index? run `shardforge index`)",
-                    2: "length checksum mismatch", 3: "data checksum mismatch",
-                }[why]
-                raise CorruptRecordError(self.path, start + bad, int(offsets[bad]), reason)
+        # the header at each indexed offset must hold the indexed length (and its checksum) even
+        # without verify: a record is never read from a position the file does not confirm
+        bad, why = K.verify_framed(buf, rel, lengths, self.verify, K.CRC_TABLES, K.CRC_FN)
+        if bad >= 0:
+            reason = {
+                1: "stored length differs from the index (stale index? run `shardforge index`)",
+                2: "length checksum mismatch", 3: "data checksum mismatch",
+            }[why]
+            raise CorruptRecordError(self.path, start + bad, int(offsets[bad]), reason)
         return RecordBlock(buf, rel + K.HEADER, lengths.copy())
 
     def _read_stream(self, start: int, first: int, end: int) -> bytes:

@@ -135,7 +135,8 @@ def _index_records(shard: str) -> int:
 def _walk(root: str) -> Iterable[str]:
     """Relative POSIX paths of the files under ``root``, skipping the state directory."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != STATE_DIR)
+        # the state directory, and scratch a job's steps remove when they are done (".tmp-…")
+        dirnames[:] = sorted(d for d in dirnames if d != STATE_DIR and not d.startswith(".tmp"))
         for name in sorted(filenames):
             yield os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
 

@@ -1,11 +1,22 @@
-"""Sharded writing: ``{prefix}-{i:05d}-of-{n:05d}.tfrecord[.gz]`` plus one ``.idx`` per shard."""
+"""Sharded writing: ``{prefix}-{i:05d}-of-{n:05d}.tfrecord[.gz]`` plus one index per shard
+(in ``index_path(shard)``, a folder beside the shards' one)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 
-from shardforge.records.framing import PathLike, TFRecordWriter, resolve_compression
+import numpy as np
+
+from shardforge.records import _kernels as K
+from shardforge.records.framing import (
+    FLUSH_EVERY,
+    PathLike,
+    RecordBlock,
+    TFRecordWriter,
+    resolve_compression,
+)
+from shardforge.records.index import index_path
 
 DEFAULT_SHARD_SIZE = 256 << 20
 _EXT = {None: ".tfrecord", "gzip": ".tfrecord.gz", "zlib": ".tfrecord.zz"}
@@ -24,6 +35,11 @@ class ShardedWriter:
     ...     for rec in records:
     ...         w.write(rec)
     >>> w.paths   # ['out/train/part-00000-of-00004.tfrecord.gz', ...]
+
+    ``write_block(block)`` writes a whole :class:`RecordBlock` in a few compiled calls, dealing its
+    records to the shards as ``write`` one by one would (the same files). With ``shard_size`` and
+    compression the size is checked every 64 KiB of records rather than every record, so a shard
+    may end up to a flush block away from where ``write`` would have ended it.
     """
 
     def __init__(
@@ -56,7 +72,8 @@ class ShardedWriter:
     def _open(self) -> TFRecordWriter:
         i = len(self._writers)
         tmp = os.path.join(self.directory, f".{self.prefix}-{i:05d}.tmp-{self._tag}")
-        w = TFRecordWriter(tmp, self.compression, index=self.index, index_path=tmp + ".idx")
+        w = TFRecordWriter(tmp, self.compression, index=self.index,
+                           index_path=index_path(tmp, mkdir=True) if self.index else None)
         self._writers.append(w)
         return w
 
@@ -72,6 +89,36 @@ class ShardedWriter:
         w.write(data)
         self.records += 1
 
+    def write_block(self, block: RecordBlock) -> None:
+        """Write every record of ``block``, dealt to the shards as ``write`` would deal them."""
+        block.checked()  # before any shard has its part: a bad block writes nothing
+        n = len(block)
+        if self.num_shards is not None:
+            k = self.num_shards
+            for s in range(k):  # record i goes to shard (next + i) % k, as write() deals them
+                part = block[(s - self._next) % k :: k]
+                if len(part):
+                    self._writers[s].write_block(part)
+            self._next = (self._next + n) % k
+            self.records += n
+            return
+        framed = np.asarray(block.lengths, dtype=np.int64) + K.HEADER + K.FOOTER
+        ahead = np.cumsum(framed) - framed  # bytes of the block before each record
+        pos = 0
+        while pos < n:
+            w = self._writers[-1] if self._writers else self._open()
+            if len(w) and w.bytes_written >= self.shard_size:
+                w.close()
+                w = self._open()
+            # plain: a record joins the shard while the shard is under shard_size before it;
+            # compressed: at most a flush block at a time, after which bytes_written is exact
+            room = self.shard_size - w.bytes_written if w.compression is None else FLUSH_EVERY
+            take = int(np.searchsorted(ahead, ahead[pos] + room, "left")) - pos
+            take = max(take, 1)
+            w.write_block(block[pos : pos + take])
+            pos += take
+        self.records += n
+
     def close(self) -> list[str]:
         """Finish every shard and rename it (index first) to its final name; returns the paths."""
         if self._closed:
@@ -86,7 +133,7 @@ class ShardedWriter:
                 self.directory, f"{self.prefix}-{i:05d}-of-{n:05d}{_EXT[self.compression]}"
             )
             if self.index:
-                os.replace(w.path + ".idx", final + ".idx")
+                os.replace(index_path(w.path), index_path(final))
             os.replace(w.path, final)
             self.paths.append(final)
         return self.paths
@@ -96,7 +143,7 @@ class ShardedWriter:
         self._closed = True
         for w in self._writers:
             w.close()
-            for p in (w.path, w.path + ".idx"):
+            for p in (w.path, index_path(w.path)):
                 if os.path.exists(p):
                     os.remove(p)
         self._writers = []

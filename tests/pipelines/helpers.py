@@ -18,14 +18,16 @@ IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 def read_typed(fs, path: str, fmt: str = "csv"):
     """The typed input batches of a file, read and coerced in-process (the oracle's input)."""
+    from shardforge.features.coerce import coerce
     from shardforge.pipelines import sources
 
     batches, errors = [], []
-    for item in sources.read_file(path, fmt, list(fs.input_spec())):
+    for item in sources.read_file(path, fmt, fs.input_spec()):
         if isinstance(item, sources.ReadError):
             errors.append(item)
             continue
-        batch, errs = fs.coerce(item.columns, row_ids=item.ids)
+        batch, errs = coerce(fs.input_columns, item.columns, [item.row_id(i)
+                                                              for i in range(item.count)])
         batches.append(batch)
         errors.extend(errs)
     return batches, errors

@@ -117,7 +117,7 @@ def test_rerun_same_state_and_records_per_split(run_a, run_b, click_features):
 
 
 def test_layout_shards_and_index(run_a, run_b):
-    from shardforge.records import RecordFile
+    from shardforge.records import RecordFile, index_path
 
     for run, n in ((run_a, 2), (run_b, 3)):
         for split in ("train", "eval"):
@@ -125,7 +125,7 @@ def test_layout_shards_and_index(run_a, run_b):
             assert [os.path.basename(p) for p in paths] == [
                 f"part-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
             assert sum(len(RecordFile(p)) for p in paths) == run.splits[split]
-            assert all(os.path.exists(p + ".idx") for p in paths)
+            assert all(os.path.exists(index_path(p)) for p in paths)
         assert not [p for p in os.listdir(os.path.join(run.output, "train")) if p.startswith(".")]
         assert os.path.exists(os.path.join(run.output, "errors"))
     eval_share = run_a.splits["eval"] / N_ROWS

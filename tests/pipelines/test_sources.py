@@ -9,14 +9,24 @@ import pytest
 from shardforge.pipelines import sources
 
 
+def _values(values, n):
+    from shardforge.records.spec import Ragged
+
+    if values is None:
+        return [None] * n
+    if isinstance(values, Ragged):
+        return [r.tolist() or None for r in values]
+    return values.to_pylist() if hasattr(values, "to_pylist") else list(values)
+
+
 def _all(items):
     chunks = [i for i in items if isinstance(i, sources.RawChunk)]
     errors = [i for i in items if isinstance(i, sources.ReadError)]
-    ids = [r for c in chunks for r in c.ids]
+    ids = [c.row_id(i) for c in chunks for i in range(c.count)]
     cols = {}
     for c in chunks:
         for name, values in c.columns.items():
-            cols.setdefault(name, []).extend(values)
+            cols.setdefault(name, []).extend(_values(values, c.count))
     return ids, cols, errors
 
 
@@ -24,7 +34,8 @@ def test_csv_header_missing_and_line_numbers(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text('x,y,unused\n1,a,q\n,"b\nc",q\n3,d\n4,,q\n')
     ids, cols, errors = _all(list(sources.read_csv(str(path), ["x", "y", "absent"], chunk_rows=2)))
-    assert cols == {"x": ["1", None, "4"], "y": ["a", "b\nc", None], "absent": [None] * 3}
+    # fields stay bytes until coerced; an empty field is b""
+    assert cols == {"x": [b"1", b"", b"4"], "y": [b"a", b"b\nc", b""], "absent": [None] * 3}
     # a quoted newline makes one record span lines 3-4; ids name the first line of a record
     assert ids == [f"{path}:2", f"{path}:3", f"{path}:6"]
     assert [e.source for e in errors] == [f"{path}:5"]
@@ -54,6 +65,7 @@ def test_parquet_batches_and_row_ids(tmp_path):
 
 def test_tfrecord_offsets_and_values(tmp_path):
     from shardforge.records import TFRecordWriter, encode_example
+    from shardforge.records.spec import FixedLen, VarLen
 
     path = tmp_path / "a.tfrecord"
     examples = [{"x": [1], "w": [b"a", b"b"]}, {"x": [2]}]
@@ -61,8 +73,10 @@ def test_tfrecord_offsets_and_values(tmp_path):
     with TFRecordWriter(str(path)) as w:
         for p in payloads:
             w.write(p)
-    ids, cols, errors = _all(list(sources.read_tfrecord(str(path), ["x", "w"], scalars={"x"})))
-    assert cols == {"x": [1, 2], "w": [[b"a", b"b"], None]}
+    spec = {"x": FixedLen("int64"), "w": VarLen("bytes")}
+    ids, cols, errors = _all(list(sources.read_file(str(path), "tfrecord", spec)))
+    # every input comes as a value list; coercion checks the counts against the declarations
+    assert cols == {"x": [[1], [2]], "w": [[b"a", b"b"], None]}
     assert ids == [f"{path}@0", f"{path}@{len(payloads[0]) + 16}"] and not errors
 
 
@@ -82,7 +96,7 @@ def test_gzip_csv_is_read_transparently(tmp_path):
     with gzip.open(path, "wt") as f:
         f.write("x\n1\n2\n")
     assert sources.infer_format(str(path)) == "csv"
-    assert _all(list(sources.read_csv(str(path), ["x"])))[1] == {"x": ["1", "2"]}
+    assert _all(list(sources.read_csv(str(path), ["x"])))[1] == {"x": [b"1", b"2"]}
 
 
 @pytest.mark.parametrize("name,fmt", [("a.csv", "csv"), ("d/*.jsonl", "jsonl"), ("x.parquet",
@@ -96,16 +110,22 @@ def test_infer_format_names_the_flag():
         sources.infer_format("data.bin")
 
 
-def test_missing_counts():
-    chunk = sources.RawChunk(["a", "b", "c"], {"x": [None, "", "1"], "y": [[], [1], None]})
-    assert sources.missing_counts(chunk, [0, 1, 2]) == {"x": 2, "y": 2}
-    assert sources.missing_counts(chunk, [2]) == {"x": 0, "y": 1}
+def test_missing_mask():
+    import numpy as np
+
+    assert sources.missing_mask(pa.array([b"1", b"", None]), 3).tolist() == [False, True, True]
+    assert sources.missing_mask(pa.array([[1], [], None]), 3).tolist() == [False, True, True]
+    assert sources.missing_mask(None, 2).tolist() == [True, True]
+    assert sources.missing_mask([None, "", [], 0.0], 4).tolist() == [True, True, True, False]
+    assert isinstance(sources.missing_mask(pa.array([1.0]), 1), np.ndarray)
     assert json.dumps(sources.ReadError("f:1", "bad").to_json())
 
 
-def test_merge_chunks():
-    a = sources.RawChunk(["f:1"], {"x": ["1"]})
-    b = sources.RawChunk(["g:1", "g:2"], {"x": [None, "3"]})
-    assert sources.merge_chunks([a]) is a
-    merged = sources.merge_chunks([a, b])
-    assert merged.ids == ["f:1", "g:1", "g:2"] and merged.columns == {"x": ["1", None, "3"]}
+def test_row_ids_are_built_from_the_chunk_source():
+    import numpy as np
+
+    chunk = sources.RawChunk("f.csv", 2, 3, {}, positions=np.array([2, 3, 7]))
+    assert [chunk.row_id(i) for i in range(3)] == ["f.csv:2", "f.csv:3", "f.csv:7"]
+    assert sources.RawChunk("f.pq", 10, 2, {}, kind="row").row_id(1) == "f.pq:row 11"
+    tfr = sources.RawChunk("f.tfr", 0, 1, {}, np.array([16]), kind="offset")
+    assert tfr.row_id(0) == "f.tfr@16"

@@ -4,7 +4,7 @@ import json
 import os
 
 from shardforge.cli import main
-from shardforge.records import ShardedWriter, encode_example, read_index
+from shardforge.records import ShardedWriter, encode_example, index_path, read_index
 
 
 def _shards(tmp_path, compression=None):
@@ -45,7 +45,7 @@ def test_inspect_json_and_corruption(tmp_path, capsys):
 def test_index_rebuilds(tmp_path, capsys):
     paths = _shards(tmp_path, "zlib")
     for p in paths:
-        os.remove(p + ".idx")
+        os.remove(index_path(p))
     assert main(["index", str(tmp_path)]) == 0
     assert "indexed 2 of 2 shards" in capsys.readouterr().out
     assert [len(read_index(p)[0]) for p in paths] == [5, 5]

@@ -8,16 +8,19 @@ import pytest
 
 from shardforge.records import (
     CorruptRecordError,
+    IndexFileError,
     RecordFile,
     ShardedWriter,
     TFRecordWriter,
     build_index,
+    index_path,
     list_shards,
     load_index,
     read_index,
     read_records,
 )
 from shardforge.records.framing import frame
+from shardforge.records.index import write_index
 
 from .conftest import COMPRESSIONS
 
@@ -31,9 +34,8 @@ def test_sharded_writer_count_names_and_contents(tmp_path):
     assert [os.path.basename(p) for p in w.paths] == [
         f"part-0000{i}-of-00003.tfrecord" for i in range(3)
     ]
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        [os.path.basename(p) for p in w.paths] + [os.path.basename(p) + ".idx" for p in w.paths]
-    )
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(p) for p in w.paths]
+    assert all(os.path.exists(index_path(p)) for p in w.paths)
     assert list_shards(tmp_path) == w.paths
     assert sorted(read_records(w.paths)) == sorted(RECORDS)
     assert [len(RecordFile(p)) for p in w.paths] == [1000, 1000, 1000]
@@ -99,6 +101,9 @@ def test_compressed_index_seeks_to_a_flush_block(tmp_path):
     data = bytearray(open(path, "rb").read())
     data[: int(idx.block_offsets[i])] = b"\xff" * int(idx.block_offsets[i])
     open(path, "wb").write(bytes(data))
+    with pytest.raises(IndexFileError, match="stale"):
+        RecordFile(path)
+    write_index(path, idx)  # bind the index to the damaged file: only the seek can save us now
     assert RecordFile(path).read_range(i, i + 5) == RECORDS[i:]
     with pytest.raises(CorruptRecordError):
         RecordFile(path)[0]
@@ -109,7 +114,7 @@ def test_build_index_for_foreign_gzip_decompresses_from_start(tmp_path, tf):
     with tf.io.TFRecordWriter(path, options="GZIP") as w:
         for r in RECORDS[:500]:
             w.write(r)
-    assert build_index(path) == path + ".idx"
+    assert build_index(path) == index_path(path)
     idx = load_index(path)
     assert (idx.block_offsets == 0).all() and len(idx) == 500
     assert RecordFile(path).read_range(420, 430) == RECORDS[420:430]
@@ -126,13 +131,17 @@ def test_stale_or_damaged_index_is_an_error(tmp_path):
         RecordFile(path)
     build_index(path)
     assert RecordFile(path)[100] == b"one more"
+    idx = load_index(path)
     data = bytearray(open(path, "rb").read())
     data[20] ^= 1
     open(path, "wb").write(bytes(data))
+    with pytest.raises(IndexFileError, match="stale: the shard's contents changed"):
+        RecordFile(path)
+    write_index(path, idx)  # an index bound to the damaged file: the record's CRC catches it
     with pytest.raises(CorruptRecordError, match="checksum") as err:
         RecordFile(path).read_range(0, 3)
     assert err.value.index == 0
-    open(path + ".idx", "wb").write(b"garbage")
+    open(index_path(path), "wb").write(b"garbage")
     with pytest.raises(ValueError, match="index"):
         RecordFile(path)
 
@@ -142,5 +151,5 @@ def test_record_file_without_index_scans(tmp_path):
     with TFRecordWriter(path) as w:
         for r in RECORDS[:50]:
             w.write(r)
-    assert not os.path.exists(path + ".idx")
+    assert not os.path.exists(index_path(path))
     assert RecordFile(path).read_range(5, 8) == RECORDS[5:8]
