@@ -18,6 +18,7 @@ from shardforge.records.example import (
     encode_example,
     encode_sequence_example,
     infer_spec,
+    malformed_examples,
     summarize_features,
 )
 from shardforge.records.framing import (
@@ -55,7 +56,7 @@ __all__ = [
     "VarLen", "arrow_to_batch", "batch_size", "batch_to_arrow", "build_index", "decode_batch",
     "decode_batch_reference", "decode_example", "decode_sequence_example", "encode_batch",
     "encode_example", "encode_sequence_example", "frame_block", "index_path", "infer_spec",
-    "list_shards", "load_index",
+    "list_shards", "load_index", "malformed_examples",
     "masked_crc32c", "parquet_to_shards", "read_blocks", "read_index", "read_records",
     "shards_to_parquet", "summarize_features", "take_rows",
 ]

@@ -264,9 +264,13 @@ KIND_NONE, KIND_BYTES, KIND_FLOAT, KIND_INT64 = 0, 1, 2, 3
 OK = 0
 BAD_VARINT = 1  # varint runs past its message or is longer than 10 bytes
 BAD_LENGTH = 2  # a length-delimited field runs past its message
-BAD_WIRETYPE = 3  # a wire type protobuf does not allow here (groups, 6, 7) or field number 0
+BAD_WIRETYPE = 3  # wire type 6 or 7, or field number 0
 BAD_PACKED = 4  # packed floats not a multiple of 4 bytes
-UNUSUAL = 5  # legal but exotic encoding (merged oneof / repeated value); use the reference parser
+# an encoding whose meaning needs protobuf's own rules (merged oneofs or map values, groups, a
+# map entry with unknown fields, which protobuf drops): the caller decodes the batch with the
+# reference parser instead
+UNUSUAL = 5
+BAD_UTF8 = 6  # a map key (a proto3 string) that is not valid UTF-8
 MAX_HINTS = 256  # entry positions whose feature is remembered from record to record
 
 
@@ -322,12 +326,14 @@ def _field(buf, p, end):
             return 0, 0, 0, 0, BAD_LENGTH
         return np.int64(first >> 3), np.int64(2), p + 2, e, OK
     tag, q = _varint(buf, p, end)
-    if q < 0:
+    if q < 0 or q - p > 5 or tag > np.uint64(0xFFFFFFFF):  # protobuf's tags are 32-bit varints
         return 0, 0, 0, 0, BAD_VARINT
     field = np.int64(tag >> np.uint64(3))
     wire = np.int64(tag & np.uint64(7))
-    if field == 0 or wire in (3, 4, 6, 7):
+    if field == 0 or wire == 6 or wire == 7:
         return 0, 0, 0, 0, BAD_WIRETYPE
+    if wire == 3 or wire == 4:  # a group: protobuf skips a well-formed one; let it decide
+        return 0, 0, 0, 0, UNUSUAL
     if wire == 2:
         n, r = _varint(buf, q, end)
         if r < 0:
@@ -376,11 +382,73 @@ def _count_values(buf, kind, p, end):
         else:
             if wire == 2:
                 count += _count_terminal_bytes(buf, s, e)
-                if e > s and _at(buf, e - 1) >= 0x80:
+                if (e > s and _at(buf, e - 1) >= 0x80) or _has_long_varint(buf, s, e):
                     return 0, BAD_VARINT
             elif wire == 0:
                 count += 1
     return count, OK
+
+
+@njit(cache=True, nogil=True)
+def _has_long_varint(buf, s, e):
+    """Whether packed varints ``buf[s:e]`` hold one longer than 10 bytes (which protobuf
+    rejects): 10 continuation bytes in a row."""
+    run = 0
+    for b in buf[s:e]:
+        run = run + 1 if b >= 0x80 else 0
+        if run >= 10:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _check_feature(buf, p, end):
+    """Check a Feature that no spec feature asks for as protobuf would parse it (its lists'
+    tags, lengths, packed floats and varints); returns an error code or OK."""
+    while p < end:
+        field, wire, s, e, err = _field(buf, p, end)
+        if err != OK:
+            return err
+        p = e
+        if wire == 2 and 1 <= field <= 3:
+            _, err = _count_values(buf, field, s, e)
+            if err != OK:
+                return err
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def _utf8_ok(buf, s, e):
+    """Whether ``buf[s:e]`` is valid UTF-8 (no overlong forms, surrogates or code points past
+    U+10FFFF): protobuf rejects a message whose string field, a map key here, is not."""
+    p = s
+    while p < e:
+        b = _at(buf, p)
+        if b < 0x80:
+            p += 1
+            continue
+        if 0xC2 <= b <= 0xDF:
+            n, lo, hi = 1, 0x80, 0xBF
+        elif 0xE0 <= b <= 0xEF:
+            n = 2
+            lo = 0xA0 if b == 0xE0 else 0x80
+            hi = 0x9F if b == 0xED else 0xBF
+        elif 0xF0 <= b <= 0xF4:
+            n = 3
+            lo = 0x90 if b == 0xF0 else 0x80
+            hi = 0x8F if b == 0xF4 else 0xBF
+        else:
+            return False
+        if p + n >= e:  # the sequence runs past the key
+            return False
+        c = _at(buf, p + 1)
+        if c < lo or c > hi:
+            return False
+        for k in range(2, n + 1):
+            if not 0x80 <= _at(buf, p + k) <= 0xBF:
+                return False
+        p += n + 1
+    return True
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -451,13 +519,13 @@ def locate(
                     if err != OK:
                         return r, err, m
                     m = e3
-                    if w3 != 2:
-                        continue
-                    if f3 == 1:
+                    if w3 == 2 and f3 == 1:
                         key_s, key_e = s3, e3
-                    elif f3 == 2:
+                    elif w3 == 2 and f3 == 2:
                         val_s, val_e = s3, e3
                         nval += 1
+                    else:  # an unknown field: protobuf drops the whole entry
+                        return r, UNUSUAL, s2
                 if nval > 1:
                     return r, UNUSUAL, s2
                 # records of one dataset list their features in the same order: guess the
@@ -465,7 +533,13 @@ def locate(
                 slot = min(entry, MAX_HINTS - 1)
                 entry += 1
                 f = _match(buf, key_s, key_e, names, name_off, _at(hints, slot))
-                if f < 0:
+                if f < 0:  # not asked for, but protobuf would still reject a malformed one
+                    if not _utf8_ok(buf, key_s, key_e):
+                        return r, BAD_UTF8, key_s
+                    if val_s >= 0:
+                        err = _check_feature(buf, val_s, val_e)
+                        if err != OK:
+                            return r, err, val_s
                     continue
                 hints[slot] = f
                 kind, ls, le, nkind = KIND_NONE, 0, 0, 0
@@ -489,7 +563,9 @@ def locate(
                 scalar = np.uint64(0)
                 run = ls  # start of the values when the list is one packed run (the usual)
                 list_tag = _at(buf, ls) if le - ls >= 2 else 0
-                short_run = list_tag == 0x0A and _at(buf, ls + 1) == le - ls - 2
+                short_run = (
+                    list_tag == 0x0A and _at(buf, ls + 1) < 0x80 and _at(buf, ls + 1) == le - ls - 2
+                )
                 if kind == KIND_FLOAT and short_run and _at(buf, ls + 1) & 3 == 0:
                     run, count = ls + 2, np.int64(_at(buf, ls + 1)) >> 2
                     if count == 1:
@@ -498,6 +574,8 @@ def locate(
                     n, run = _varint(buf, ls + 1, le)
                     if run > 0 and np.uint64(le - run) == n:
                         scalar, after = _varint(buf, run, le)
+                        if run < le and after < 0:  # ends on a final byte: > 10 bytes long
+                            return r, BAD_VARINT, run
                         count = 1 if after == le else _count_terminal_bytes(buf, run, le)
                     else:
                         run = ls

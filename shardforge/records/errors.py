@@ -41,17 +41,26 @@ class IndexFileError(ValueError):
 class ExampleDecodeError(ValueError):
     """A serialized tf.Example does not match the parse spec (or is not a tf.Example at all).
 
-    ``feature`` is None when the record itself is malformed; ``index`` is the record's position in
-    the batch that was decoded.
+    ``feature`` is None when the record itself is malformed. ``index`` is the record's position
+    in the batch that was decoded, or, once a reader knows where the batch came from
+    (:meth:`at`), its index in ``file``.
     """
 
-    def __init__(self, feature: str | None, index: int, expected: str, actual: str) -> None:
+    def __init__(self, feature: str | None, index: int, expected: str, actual: str,
+                 file: str | None = None) -> None:
         self.feature, self.index, self.expected, self.actual = feature, index, expected, actual
+        self.file = file
         where = f"record {index}" if feature is None else f"feature {feature!r} of record {index}"
+        if file is not None:
+            where = f"{file}: {where}"
         super().__init__(f"{where}: expected {expected}, got {actual}")
 
+    def at(self, file: str, index: int) -> ExampleDecodeError:
+        """The same error, placed at record ``index`` of ``file``."""
+        return type(self)(self.feature, index, self.expected, self.actual, str(file))
+
     def __reduce__(self):
-        return type(self), (self.feature, self.index, self.expected, self.actual)
+        return type(self), (self.feature, self.index, self.expected, self.actual, self.file)
 
 
 @dataclass

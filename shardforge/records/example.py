@@ -30,9 +30,11 @@ _KIND_NAME = {K.KIND_NONE: "no values", K.KIND_BYTES: "bytes", K.KIND_FLOAT: "fl
               K.KIND_INT64: "int64"}
 _ONEOF = {"bytes_list": K.KIND_BYTES, "float_list": K.KIND_FLOAT, "int64_list": K.KIND_INT64}
 _WIRE_ERRORS = {
-    K.BAD_VARINT: "a varint runs past its message", K.BAD_LENGTH: "a field runs past its message",
-    K.BAD_WIRETYPE: "an invalid tag (field 0 or wire type 3/4/6/7)",
+    K.BAD_VARINT: "a varint runs past its message or is too long",
+    K.BAD_LENGTH: "a field runs past its message",
+    K.BAD_WIRETYPE: "an invalid tag (field 0 or wire type 6/7)",
     K.BAD_PACKED: "packed floats are not a multiple of 4 bytes",
+    K.BAD_UTF8: "a feature name that is not valid UTF-8",
 }
 
 
@@ -426,15 +428,13 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
     block = serialized if isinstance(serialized, RecordBlock) else RecordBlock.from_records(
         list(serialized)
     )
+    buf, offsets, lengths = block.checked()  # compiled code follows only spans inside buf
     n, nfeat = len(block), len(spec)
-    buf = block.buf
     starts = np.zeros((n, nfeat), dtype=np.int64)
     ends = np.zeros((n, nfeat), dtype=np.int64)
     kind = np.zeros((n, nfeat), dtype=np.int64)
     count = np.zeros((n, nfeat), dtype=np.int64)
     names, name_off = _names(spec)
-    offsets = np.ascontiguousarray(block.offsets, dtype=np.int64)
-    lengths = np.ascontiguousarray(block.lengths, dtype=np.int64)
     # numeric scalars are usually decoded by pass 1 already (see K.locate)
     scalar_kind = np.array(
         [_KIND[s.dtype] if isinstance(s, FixedLen) and s.size == 1 and s.dtype != "bytes" else 0
@@ -496,6 +496,28 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
             span = slice(base, base + col.total)
             flats.append(_bytes_values(buf, strings[span], string_lens[span]))
     return _build(cols, flats, n)
+
+
+def malformed_examples(serialized: Sequence[bytes] | RecordBlock) -> list[tuple[int, str]]:
+    """``(index, reason)`` of each record that is not a serialized tf.Example (what protobuf
+    refuses to parse), found by the compiled walker.
+
+    >>> malformed_examples([encode_example({"a": 1}), b"not an Example"])
+    [(1, 'malformed protobuf: an invalid tag (field 0 or wire type 6/7) at byte 0')]
+    """
+    block = serialized if isinstance(serialized, RecordBlock) else RecordBlock.from_records(
+        list(serialized)
+    )
+    bad = []
+    start = 0
+    while start < len(block):
+        try:
+            decode_batch(block[start:], {})  # no features asked for: every one is checked
+            break
+        except ExampleDecodeError as err:
+            bad.append((start + err.index, err.actual))
+            start += err.index + 1
+    return bad
 
 
 def decode_batch_reference(serialized: Sequence[bytes], spec: Spec) -> Batch:

@@ -64,6 +64,7 @@ INDEX_DIR = ".index"
 INDEX_SUFFIX = ".idx"
 FINGERPRINT_SPAN = 64 << 10  # bytes at each end of a shard that its index's checksum covers
 FRAMING = K.HEADER + K.FOOTER
+_WARNED: set[str] = set()  # shards whose old-layout index was reported
 
 
 @dataclass
@@ -283,7 +284,8 @@ class RecordFile:
         if os.path.exists(index_path(self.path)):
             self.index = load_index(self.path, compression=self.compression)
         else:
-            if os.path.exists(legacy_index_path(self.path)):
+            if self.path not in _WARNED and os.path.exists(legacy_index_path(self.path)):
+                _WARNED.add(self.path)  # once per process: loaders reopen shards often
                 log.warning("%s: ignoring %s (an index in the layout before format %d); "
                             "scanning the shard instead. Write the new index once with: "
                             "shardforge index %s", self.path, legacy_index_path(self.path),

@@ -72,8 +72,7 @@ class ShardedWriter:
     def _open(self) -> TFRecordWriter:
         i = len(self._writers)
         tmp = os.path.join(self.directory, f".{self.prefix}-{i:05d}.tmp-{self._tag}")
-        w = TFRecordWriter(tmp, self.compression, index=self.index,
-                           index_path=index_path(tmp, mkdir=True) if self.index else None)
+        w = TFRecordWriter(tmp, self.compression, index=self.index)  # index: index_path(tmp)
         self._writers.append(w)
         return w
 

@@ -97,6 +97,12 @@ class Ragged:
             raise ValueError(
                 f"row_splits end at {row_splits[-1]} but there are {len(values)} values"
             )
+        # compiled writers follow the splits: a decreasing one would index past the values
+        down = np.flatnonzero(row_splits[1:] < row_splits[:-1])
+        if len(down):
+            i = int(down[0])
+            raise ValueError(f"row_splits must not decrease: row {i} ends at "
+                             f"{row_splits[i + 1]} before it starts at {row_splits[i]}")
         self.values = values
         self.row_splits = row_splits
 

@@ -347,6 +347,7 @@ class ShardDataset(IterableDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.paths = resolve_shards(source)
         self.sizes = shard_sizes(self.paths)
+        self.shard_start = np.concatenate(([0], np.cumsum(self.sizes)))  # global id of record 0
         spec = resolve_spec(spec_or_schema, self.paths, source)
         if features is not None:
             missing = sorted(set(features) - set(spec))
@@ -395,9 +396,14 @@ class ShardDataset(IterableDataset):
         return item
 
     def decode(self, block: Any, ids: np.ndarray, spec: Spec | None = None) -> Batch:
-        from shardforge.records import decode_batch
+        from shardforge.records import ExampleDecodeError, decode_batch
 
-        batch = decode_batch(block, self.spec if spec is None else spec)
+        try:
+            batch = decode_batch(block, self.spec if spec is None else spec)
+        except ExampleDecodeError as err:  # name the shard and the record's index in it
+            record = int(ids[err.index])
+            shard = int(np.searchsorted(self.shard_start, record, side="right")) - 1
+            raise err.at(self.paths[shard], record - int(self.shard_start[shard])) from None
         if self.record_ids:
             batch["record_id"] = ids
         return batch

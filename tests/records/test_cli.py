@@ -50,3 +50,40 @@ def test_index_rebuilds(tmp_path, capsys):
     assert "indexed 2 of 2 shards" in capsys.readouterr().out
     assert [len(read_index(p)[0]) for p in paths] == [5, 5]
     assert main(["index", str(tmp_path / "nothing*.tfrecord")]) == 2
+
+
+def test_inspect_lists_bad_records_and_keeps_going(tmp_path, capsys):
+    from shardforge.records import TFRecordWriter
+    from shardforge.records.framing import frame
+
+    good = [encode_example({"id": i}) for i in range(6)]
+    a = str(tmp_path / "a.tfrecord")
+    with TFRecordWriter(a) as w:
+        for i, r in enumerate(good):
+            w.write(b"plain text, not an Example" if i == 3 else r)
+    b = str(tmp_path / "b.tfrecord")
+    data = b"".join(frame(r) for r in good)
+    damaged = bytearray(data)
+    damaged[len(frame(good[0])) + 14] ^= 0x10  # record 1's data
+    open(b, "wb").write(bytes(damaged) + frame(b"\x0a\x03\x0a\x01\xff"))
+    assert main(["inspect", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "a.tfrecord: 6 records (none), 1 NOT tf.Example" in out
+    assert "  record 3: not a tf.Example: malformed protobuf" in out
+    assert "b.tfrecord: 6 records (none), 1 CORRUPT, 1 NOT tf.Example" in out
+    assert "  record 1 at byte" in out and "data checksum mismatch" in out
+    assert "  record 6: not a tf.Example" in out
+    assert "Inferred spec (10 records)" in out  # the good ones: 5 + 5
+    assert main(["inspect", str(tmp_path), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["files"][0]["not_examples"][0]["index"] == 3
+    assert doc["files"][1]["corrupt"][0]["index"] == 1
+
+
+def test_inspect_names_where_a_feature_changes_type(tmp_path, capsys):
+    with ShardedWriter(tmp_path, num_shards=1) as w:
+        for i in range(5):
+            w.write(encode_example({"x": 1.0 if i == 4 else 1}))
+    assert main(["inspect", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"no spec: {w.paths[0]}: feature 'x' of record 4: expected int64, got float32" in out

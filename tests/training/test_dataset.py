@@ -4,7 +4,15 @@ seeded shuffles, and exact resumption (also onto a different topology)."""
 import numpy as np
 import pytest
 
-from shardforge.records import FixedLen, TFRecordWriter, VarLen, build_index, encode_example
+from shardforge.records import (
+    ExampleDecodeError,
+    FixedLen,
+    TFRecordWriter,
+    VarLen,
+    build_index,
+    encode_example,
+    read_records,
+)
 from shardforge.training.dataset import (
     POSITION_KEY,
     ShardDataset,
@@ -193,3 +201,28 @@ def test_spec_comes_from_the_output_dirs_schema(tmp_path):
     assert set(next(iter(ds))) == {"tokens"}
     with pytest.raises(KeyError, match="nope"):
         make(str(tmp_path / "out" / "train"), features=["nope"])
+
+
+@pytest.mark.parametrize("payload", [encode_example({"id": 1.5, "tokens": [1]}), b"\xff\x01junk"])
+def test_decode_errors_name_the_shard_the_record_and_the_feature(tmp_path, payload):
+    """A bad record deep in a shuffled epoch is reported by shard and index in it, not by its
+    position in the batch."""
+    directory = tmp_path / "train"
+    write_shards(directory, sizes=(30, 40))
+    bad = directory / "part-00001-of-00002.tfrecord.gz"
+    records = list(read_records(bad))
+    records[17] = payload
+    with TFRecordWriter(bad) as w:
+        for r in records:
+            w.write(r)
+    build_index(bad)
+    spec = {"id": FixedLen("int64"), "tokens": VarLen("int64")}
+    with pytest.raises(ExampleDecodeError) as err:
+        for _ in make(str(directory), spec_or_schema=spec, seed=3):
+            pass
+    assert err.value.file == str(bad) and err.value.index == 17
+    assert str(err.value).startswith(f"{bad}: ")
+    if payload.startswith(b"\xff"):
+        assert err.value.feature is None and "malformed protobuf" in str(err.value)
+    else:
+        assert err.value.feature == "id" and "feature 'id' of record 17" in str(err.value)

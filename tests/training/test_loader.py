@@ -154,3 +154,22 @@ def test_packed_resume_with_a_new_packing_length_reads_the_rest_once(shards):
     rest = [d for b in resumed for d in b["doc_ids"].tolist()]
     assert max(b["num_tokens"] for b in packed(path, packing_length=200)) > 128
     assert sorted(head + rest) == list(range(len(docs)))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_decode_error_through_a_worker_names_shard_record_and_feature(tmp_path, num_workers):
+    from shardforge.records import TFRecordWriter, build_index, encode_example, read_records
+
+    directory = tmp_path / "train"
+    write_shards(directory, sizes=(20, 25))
+    bad = directory / "part-00001-of-00002.tfrecord.gz"
+    records = list(read_records(bad))
+    records[11] = encode_example({"id": 3, "tokens": [0.5]})
+    with TFRecordWriter(bad) as w:
+        for r in records:
+            w.write(r)
+    build_index(bad)
+    with pytest.raises((ValueError, RuntimeError),
+                       match=f"{bad}: feature 'tokens' of record 11: expected int64"):
+        for _ in packed(str(directory), num_workers=num_workers):
+            pass
