@@ -22,7 +22,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from shardforge.pipelines import sources, stats
+from shardforge.pipelines import progress, sources, stats
 from shardforge.records.spec import Batch, Ragged, batch_size
 
 ERRORS = "errors"
@@ -181,12 +181,17 @@ class _ReadFn(beam.DoFn):
             if isinstance(item, TypedChunk):
                 read += item.chunk.count
                 self.rows_read.inc(item.chunk.count)
+                progress.add("rows_read", item.chunk.count)
                 yield Rows(item.batch, item.missing)
             else:
                 if item["stage"] == "read":
                     read += 1
                     self.rows_read.inc()
+                    progress.add("rows_read")
+                progress.add("errors")
                 yield pvalue.TaggedOutput(ERRORS, item)
+        if split.start == 0:
+            progress.add("files_read")
         yield pvalue.TaggedOutput(NUM_READ, read)
 
 
@@ -395,6 +400,7 @@ class _TransformFn(beam.DoFn):
             is_eval = split_of(row_hash, self.eval_fraction)
             yield pvalue.TaggedOutput(ROWS, Rows(batch, item.missing))
             out, errors = fs.transform(batch, state, errors="collect")
+            progress.add("errors", len(errors))
             for e in errors:
                 yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform", item.row_id(e.row)))
             if errors:
@@ -402,6 +408,7 @@ class _TransformFn(beam.DoFn):
                 kept[[e.row for e in errors]] = False
                 is_eval, row_hash = is_eval[kept], row_hash[kept]
             records = encode_batch(out)
+            progress.add("records_written", len(records))  # into sorted runs on disk
             if not records:
                 continue
             block = RecordBlock.from_records(records)
