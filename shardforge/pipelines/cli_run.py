@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", choices=("gzip", "none"), default="none")
     parser.add_argument("--max-error-fraction", type=float, default=0.01,
                         help="fail when more than this fraction of rows fail (default 0.01)")
+    parser.add_argument("--allow-absent", action="append", default=[], metavar="COL",
+                        help="a declared input that may be missing from a CSV header or Parquet "
+                        "schema (its rows take the default); repeatable")
+    parser.add_argument("--non-finite", choices=("error", "missing"), default="error",
+                        help="inf, -inf or beyond-float32 values: the row goes to errors/ "
+                        "(default) or the value counts as missing")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the previous output in --output once the new job "
                         "succeeded (only the files its manifest lists)")
@@ -109,7 +115,8 @@ def main(args: argparse.Namespace) -> int:
             num_shards=args.num_shards, shard_size=args.shard_size,
             compression=None if args.compression == "none" else args.compression,
             max_error_fraction=args.max_error_fraction, beam_args=extra,
-            overwrite=args.overwrite, command=shlex.join(["shardforge", *sys.argv[1:]]),
+            overwrite=args.overwrite, absent_ok=args.allow_absent, non_finite=args.non_finite,
+            command=shlex.join(["shardforge", *sys.argv[1:]]),
             show_progress=not args.quiet, verbose=args.verbose,
         )
     except (TooManyErrors, OutputError, FileExistsError, FileNotFoundError, ValueError) as err:
