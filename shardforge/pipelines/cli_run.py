@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import shlex
 import signal
 import sys
@@ -96,9 +97,9 @@ def short_error(err: BaseException) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from shardforge.pipelines.pipeline import run_pipeline
+    from shardforge.pipelines.pipeline import FAILED_LOG, run_pipeline
     from shardforge.pipelines.transforms import TooManyErrors
-    from shardforge.records.manifest import OutputError
+    from shardforge.records.manifest import STATE_DIR, OutputError
 
     extra = list(args.extra or ())
     # `kill PID` (SIGTERM) unwinds like Ctrl-C: the job's lock and staging are removed on the
@@ -127,8 +128,10 @@ def main(args: argparse.Namespace) -> int:
     except Exception as err:  # noqa: BLE001 - one short message; the traceback under --verbose
         if args.verbose:
             traceback.print_exc()
-        print(f"shardforge run: the job failed: {short_error(err)}\n(rerun with --verbose for "
-              "Beam's logs and the full traceback)", file=sys.stderr)
+        log = os.path.join(args.output, STATE_DIR, FAILED_LOG)
+        where = f"Beam's output is in {log}; " if os.path.exists(log) else ""
+        print(f"shardforge run: the job failed: {short_error(err)}\n({where}rerun with "
+              "--verbose for Beam's logs and the full traceback)", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(summary.to_dict(), indent=1))

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from shardforge.pipelines import progress
 from shardforge.records import manifest as mf
 
+FAILED_LOG = "failed-job.log"  # in OUT/.shardforge/: what Beam printed during a failed job
+
 
 @dataclass
 class Summary:
@@ -96,20 +98,46 @@ def _environ(values: dict[str, str]):
 
 
 @contextlib.contextmanager
-def quiet_beam(verbose: bool):
+def _stderr_to(path: str | None):
+    """Send file descriptor 2 to ``path`` (worker processes inherit it: Beam's workers print
+    a failing bundle's traceback to stderr themselves) while ``sys.stderr`` keeps the terminal,
+    for the progress line and the job's own messages."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    old = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_beam(verbose: bool, log_path: str | None = None):
     """Beam's own logging and warnings only under ``verbose``: by default a job prints its
-    progress and its result, not Beam's start-up chatter (also in the worker processes, which
-    inherit ``PYTHONWARNINGS``)."""
+    progress and its result, not Beam's start-up chatter or its workers' tracebacks (those go
+    to ``log_path`` when given; the worker processes inherit ``PYTHONWARNINGS``)."""
     if verbose:
         yield
         return
-    loggers = [logging.getLogger(n) for n in ("apache_beam", "root", "absl", "grpc")]
+    loggers = [logging.getLogger(n) for n in ("apache_beam", "absl", "grpc")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        # Beam logs a worker's failure as pages of traceback at ERROR; the job's own error
+        # message says what failed (and --verbose shows all of it).
+        lg.setLevel(logging.CRITICAL + 1)
     # gRPC's C core logs on its own (fork and channel notices), past Python's logging
     with warnings.catch_warnings(), _environ({"PYTHONWARNINGS": "ignore",
-                                              "GRPC_VERBOSITY": "ERROR"}):
+                                              "GRPC_VERBOSITY": "ERROR"}), _stderr_to(log_path):
         warnings.simplefilter("ignore")
         try:
             yield
@@ -220,9 +248,13 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
             mf.check_writable(output, overwrite)
             had_output = bool(mf.previous_output(output)[0])
             ticks = os.path.join(lock.staging, mf.STATE_DIR, "progress")
+            # a failed job's Beam output, kept for the user (--verbose shows it live instead)
+            beam_log = os.path.join(output, mf.STATE_DIR, FAILED_LOG)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(beam_log)
             progress.reset()
             try:
-                with quiet_beam(verbose), _environ(progress.launcher_env(ticks)), \
+                with quiet_beam(verbose, beam_log), _environ(progress.launcher_env(ticks)), \
                         progress.ProgressLine(ticks, enabled=show_progress):
                     seconds = _run_beam(preprocess(lock.staging), options)
             except TooManyErrors as err:
@@ -230,6 +262,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                 raise TooManyErrors(str(err).replace(os.path.join(lock.staging, "errors"),
                                                      kept)) from None
             shutil.rmtree(os.path.join(lock.staging, mf.STATE_DIR))
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
             progress.hook("staged")
             doc = _read_json(os.path.join(lock.staging, "stats.json"))
             write_html(doc, os.path.join(lock.staging, "stats.html"))

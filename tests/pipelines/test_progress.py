@@ -67,6 +67,16 @@ def test_progress_line(tmp_path, tty):
         assert "\r" not in text and text.count("\n") >= 2
 
 
+WORKER_BROKEN = """
+import os
+import shardforge.features as sf
+launcher = os.environ.get("SHARDFORGE_LAUNCHER", "").split(":")[0]
+if launcher and launcher != str(os.getpid()):  # only in the job's worker processes
+    raise RuntimeError("cannot load /data/table.csv")
+FEATURES = sf.FeatureSet([sf.numeric("price")], label=sf.numeric("label", dtype="int64"))
+"""
+
+
 def run_cli(*args, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.run([sys.executable, "-m", "shardforge.cli", "run", *args],
@@ -103,3 +113,15 @@ def test_a_plain_run_is_quiet_and_a_failure_is_short(tmp_path):
     proc = run_cli("--features", "broken.py", "--input", "clicks.csv", "--output", "out2",
                    "--verbose", tmp_path=tmp_path)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
+    # the same inside a Beam worker (the launcher loads the file fine): Beam's pages of worker
+    # traceback are not shown, the cause is
+    (tmp_path / "worker_broken.py").write_text(WORKER_BROKEN)
+    proc = run_cli("--features", "worker_broken.py", "--input", "clicks.csv", "--output", "out3",
+                   "--quiet", tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert "the job failed: RuntimeError: cannot load /data/table.csv" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) <= 3
+    log = tmp_path / "out3" / ".shardforge" / "failed-job.log"
+    assert f"Beam's output is in {log.relative_to(tmp_path)}" in proc.stderr
+    assert "Traceback" in log.read_text()  # the workers' own report, kept for the user
+    assert not (tmp_path / "out3" / "train").exists()
