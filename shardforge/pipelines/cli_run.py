@@ -21,6 +21,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import traceback
 
 FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "text")
@@ -104,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
     extra = list(args.extra or ())
     # `kill PID` (SIGTERM) unwinds like Ctrl-C: the job's lock and staging are removed on the
     # way out, and the workers' watchdog stops them once this process is gone.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    if threading.current_thread() is threading.main_thread():  # (signals need the main thread)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     problem = _unknown_flags(extra)
     if problem:
         print(f"shardforge run: error: {problem}", file=sys.stderr)
