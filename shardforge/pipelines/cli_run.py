@@ -98,15 +98,24 @@ def short_error(err: BaseException) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    # `kill PID` (SIGTERM) unwinds like Ctrl-C: the job's lock and staging are removed on the
+    # way out, and the workers' watchdog stops them once this process is gone. (Signal handlers
+    # can only be set from the main thread; the previous one is restored for in-process callers.)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(args)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     from shardforge.pipelines.pipeline import FAILED_LOG, run_pipeline
     from shardforge.pipelines.transforms import TooManyErrors
     from shardforge.records.manifest import STATE_DIR, OutputError
 
     extra = list(args.extra or ())
-    # `kill PID` (SIGTERM) unwinds like Ctrl-C: the job's lock and staging are removed on the
-    # way out, and the workers' watchdog stops them once this process is gone.
-    if threading.current_thread() is threading.main_thread():  # (signals need the main thread)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     problem = _unknown_flags(extra)
     if problem:
         print(f"shardforge run: error: {problem}", file=sys.stderr)
