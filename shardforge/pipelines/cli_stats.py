@@ -91,14 +91,20 @@ def _plot(ax, feature: dict) -> bool:
         ax.bar([b["low"] for b in buckets], heights, width=widths, align="edge",
                edgecolor="white")
         if log:
+            from matplotlib.ticker import FuncFormatter, NullFormatter
+
             ax.set_xscale("log")
+            # the default log labels are math markup ($10^{2}$), which is off here
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         label = ("length" if prefix else "value") + {"log": " (log scale)",
                                                      "quantile": " (density, equal-mass bins)"
                                                      }.get(scale, "")
         ax.set_xlabel(label + (f"; {zeros} at 0" if zeros else ""))
         return True
-    if feature.get("top_values"):
-        top = feature["top_values"][:12][::-1]
+    top = feature.get("top_values") or [[f"id {i}", c] for i, c in feature.get("top_ids", [])]
+    if top:
+        top = top[:12][::-1]
         ax.barh([str(v)[:24] for v, _ in top], [c for _, c in top])
         ax.set_xlabel("count")
         return True
