@@ -114,3 +114,19 @@ def test_stale_lock_of_a_dead_job_is_taken_over(data, tmp_path):
     summary = run(data, "a.csv", out)
     assert summary.rows_out == 300
     assert not os.path.exists(lock.staging) and not os.path.exists(lock.path)
+
+
+def test_overwrite_of_an_output_without_manifest_replaces_shardforge_names_only(data, tmp_path):
+    out = tmp_path / "out"
+    (out / "train").mkdir(parents=True)
+    for name in ("stats.json", "schema.pbtxt", "train/part-00000-of-00003.tfrecord",
+                 "train/part-00000-of-00003.tfrecord.idx", "train/notes.txt", "mine.csv"):
+        (out / name).write_text("old")
+    with pytest.raises(mf.OutputError, match="no manifest"):
+        mf.verify_output(str(out))  # an older shardforge's (or a killed job's) output
+    with pytest.raises(mf.OutputError, match="--overwrite"):
+        run(data, "a.csv", out)
+    summary = run(data, "a.csv", out, num_shards=2, overwrite=True)
+    assert sorted(summary.kept) == ["mine.csv", "train/notes.txt"]
+    assert not (out / "train" / "part-00000-of-00003.tfrecord").exists()
+    assert mf.verify_output(str(out)).rows_written == 300
