@@ -41,6 +41,13 @@ def main(args: argparse.Namespace) -> int:
     if not cfg.data:
         print("shardforge train: give --data DIR (a pipeline output dir) or data: in the config")
         return 2
+    from shardforge.records.manifest import OutputError, check_readable
+
+    try:
+        check_readable(cfg.data)  # a job output must be complete: records/manifest.py
+    except OutputError as err:
+        print(f"shardforge train: {err}")
+        return 2
     result = train(cfg, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
