@@ -128,3 +128,27 @@ def test_plain_shard_directories_need_no_manifest(tmp_path):
     (tmp_path / "schema.pbtxt").write_text("")
     assert mf.output_root(w.paths[0]) is None
     mf.check_shards(w.paths)  # not a job output: read as plain shards
+
+
+def test_every_reader_refuses_an_incomplete_output(copy, capsys):
+    import shardforge.features as sf
+    from shardforge.cli import main
+    from shardforge.training.dataset import ShardDataset
+
+    examples = os.path.join(os.path.dirname(CLICK_FEATURES))
+    first, second = shard_paths(copy, "train")
+    ShardDataset(os.path.join(copy, "train"), batch_size=8)  # complete: readable
+    os.remove(first)
+    with pytest.raises(mf.OutputError, match="part-00000-of-00002.tfrecord is missing"):
+        ShardDataset(os.path.join(copy, "train"), batch_size=8)
+    with pytest.raises(mf.OutputError, match="is missing"):
+        ShardDataset([second], batch_size=8)
+    with pytest.raises(mf.OutputError, match="is missing"):
+        sf.load_schema(copy)
+    capsys.readouterr()
+    assert main(["inspect", os.path.join(copy, "train")]) != 0
+    assert main(["stats", copy]) != 0
+    assert main(["train", "--config", os.path.join(examples, "tabular.yaml"),
+                 "--data", copy]) != 0
+    err = capsys.readouterr()
+    assert (err.out + err.err).count("part-00000-of-00002.tfrecord is missing") == 3
