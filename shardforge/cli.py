@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from shardforge import __version__
+from shardforge.records.manifest import OutputError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 # Errors that mean "what you asked for is wrong": the message says what to change, no traceback.
 USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                IsADirectoryError, PermissionError)
+                IsADirectoryError, PermissionError, OutputError)
 MAX_ERROR_CHARS = 240  # of an unexpected error's message; --verbose prints all of it
 
 

@@ -9,6 +9,7 @@ from google.protobuf import text_format
 
 from shardforge.features.analyzers import _STAT_FIELDS, Boundaries, Stats, Vocab
 from shardforge.protos import schema_pb2
+from shardforge.records.manifest import check_readable
 from shardforge.records.spec import FixedLen, Spec, VarLen
 
 SCHEMA_FILE = "schema.pbtxt"
@@ -138,4 +139,5 @@ class Schema:
 
 def load_schema(path_or_dir: str) -> Schema:
     """Read ``schema.pbtxt`` (or the one inside a job's output directory)."""
+    check_readable(path_or_dir)  # a job output must be complete: records/manifest.py
     return Schema(read_schema_proto(path_or_dir))

@@ -14,7 +14,7 @@ _EXPORTS = {
     "Preprocess": "transforms", "MatchFiles": "transforms", "ReadRaw": "transforms",
     "Analyze": "transforms",
     "Transform": "transforms", "WriteShards": "transforms", "DeadLetters": "transforms",
-    "ComputeStats": "transforms", "TooManyErrors": "transforms",
+    "ComputeStats": "stats", "TooManyErrors": "transforms",
     "make_options": "options", "make_pipeline": "options",
 }
 

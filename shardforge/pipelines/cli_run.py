@@ -1,18 +1,28 @@
 """``shardforge run``: the preprocessing job from the command line.
 
-Flags it does not know go to Beam as pipeline options, so the same command runs on Dataflow::
+Flags it does not know go to Beam as pipeline options when Beam's option parser knows them, so
+the same command runs on Dataflow::
 
     shardforge run --features examples/click_features.py --input 'gs://b/clicks/*.csv' \\
         --output gs://b/out --runner DataflowRunner --project P --region us-central1 \\
         --temp_location gs://b/tmp --setup_file ./setup.py
+
+Any other flag is an error with a did-you-mean. The job prints a progress line while it runs
+(rewritten in place on a terminal, a plain line every few seconds otherwise) and, on failure, one
+short message saying what to do; ``--verbose`` shows Beam's logging and the full traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
-import logging
+import os
+import shlex
+import signal
 import sys
+import threading
+import traceback
 
 FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "text")
 
@@ -37,31 +47,102 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", choices=("gzip", "none"), default="none")
     parser.add_argument("--max-error-fraction", type=float, default=0.01,
                         help="fail when more than this fraction of rows fail (default 0.01)")
+    parser.add_argument("--allow-absent", action="append", default=[], metavar="COL",
+                        help="a declared input that may be missing from a CSV header or Parquet "
+                        "schema (its rows take the default); repeatable")
+    parser.add_argument("--non-finite", choices=("error", "missing"), default="error",
+                        help="inf, -inf or beyond-float32 values: the row goes to errors/ "
+                        "(default) or the value counts as missing")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the outputs of a previous run in --output")
+                        help="replace the previous output in --output once the new job "
+                        "succeeded (only the files its manifest lists)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.epilog = ("Any other flag is a Beam pipeline option, e.g. --direct_num_workers 4, or "
-                     "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
-                     "--setup_file ./setup.py")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Beam's logging, and the full traceback of a failure")
+    parser.epilog = ("Any other flag must be a Beam pipeline option, e.g. --direct_num_workers "
+                     "4, or --runner DataflowRunner --project P --region R --temp_location "
+                     "gs://B/tmp --setup_file ./setup.py")
     parser.set_defaults(accepts_extra=True)
 
 
-def main(args: argparse.Namespace) -> int:
-    from shardforge.pipelines.pipeline import run_pipeline
-    from shardforge.pipelines.transforms import TooManyErrors
+def _unknown_flags(extra: list[str]) -> str | None:
+    """An error message for flags neither ``shardforge run`` nor Beam knows, else ``None``."""
+    from shardforge.pipelines.options import beam_flags
 
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    unknown, beam_names = beam_flags(extra)
+    if not unknown:
+        return None
+    own = argparse.ArgumentParser()
+    add_arguments(own)
+    names = [o for a in own._actions for o in a.option_strings] + beam_names
+    parts = []
+    for flag in unknown:
+        close = difflib.get_close_matches(flag, names, n=1)
+        parts.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+    return ("unrecognized arguments: " + ", ".join(parts)
+            + "; neither shardforge run nor Beam's pipeline options know them")
+
+
+def short_error(err: BaseException) -> str:
+    """The one useful line of a failure: Beam wraps a worker's exception in pages of
+    traceback text, whose last ``SomeError: message`` line is the cause."""
+    text = str(err).strip() or type(err).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception"))
+              and ":" in ln and not ln.startswith(("File ", "Traceback"))]
+    line = causes[-1] if causes and len(lines) > 1 else lines[0]
+    if line.startswith("RuntimeError: ") and len(causes) == 1:
+        line = line.removeprefix("RuntimeError: ")
+    return line if len(line) <= 600 else line[:600] + " …"
+
+
+def main(args: argparse.Namespace) -> int:
+    # `kill PID` (SIGTERM) unwinds like Ctrl-C: the job's lock and staging are removed on the
+    # way out, and the workers' watchdog stops them once this process is gone. (Signal handlers
+    # can only be set from the main thread; the previous one is restored for in-process callers.)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(args)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from shardforge.pipelines.pipeline import FAILED_LOG, run_pipeline
+    from shardforge.pipelines.transforms import TooManyErrors
+    from shardforge.records.manifest import STATE_DIR, OutputError
+
+    extra = list(args.extra or ())
+    problem = _unknown_flags(extra)
+    if problem:
+        print(f"shardforge run: error: {problem}", file=sys.stderr)
+        return 2
     try:
         summary = run_pipeline(
             args.features, args.input, args.output, fmt=args.format,
             eval_fraction=args.eval_fraction, split_key=args.split_key,
             num_shards=args.num_shards, shard_size=args.shard_size,
             compression=None if args.compression == "none" else args.compression,
-            max_error_fraction=args.max_error_fraction, beam_args=list(args.extra or ()),
-            overwrite=args.overwrite,
+            max_error_fraction=args.max_error_fraction, beam_args=extra,
+            overwrite=args.overwrite, absent_ok=args.allow_absent, non_finite=args.non_finite,
+            command=shlex.join(["shardforge", *sys.argv[1:]]),
+            show_progress=not args.quiet, verbose=args.verbose,
         )
-    except (TooManyErrors, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"shardforge run: error: {err}", file=sys.stderr)
+    except (TooManyErrors, OutputError, FileExistsError, FileNotFoundError, ValueError) as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"shardforge run: error: {short_error(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - one short message; the traceback under --verbose
+        if args.verbose:
+            traceback.print_exc()
+        log = os.path.join(args.output, STATE_DIR, FAILED_LOG)
+        where = f"Beam's output is in {log}; " if os.path.exists(log) else ""
+        print(f"shardforge run: the job failed: {short_error(err)}\n({where}rerun with "
+              "--verbose for Beam's logs and the full traceback)", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(summary.to_dict(), indent=1))
@@ -71,6 +152,9 @@ def main(args: argparse.Namespace) -> int:
           f"in {summary.seconds:.1f} s")
     print(f"{summary.errors} rows failed" + (f": see {summary.errors_dir}/" if summary.errors
                                               else ""))
+    if summary.kept:
+        print(f"kept {len(summary.kept)} files in {summary.output} that no job wrote: "
+              + ", ".join(summary.kept[:10]) + (" …" if len(summary.kept) > 10 else ""))
     print(f"schema: {summary.schema}\nstats:  {summary.stats}  (view: shardforge stats "
-          f"{summary.output})")
+          f"{summary.output})\nmanifest: {summary.manifest}")
     return 0

@@ -62,3 +62,18 @@ def make_pipeline(beam_args: Sequence[str] = (), options: PipelineOptions | None
     """A ``beam.Pipeline`` on the offline local runner unless ``--runner`` says otherwise."""
     options = options if options is not None else make_options(beam_args)
     return beam.Pipeline(runner=make_runner(options), options=options)
+
+
+def beam_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(known, unknown)`` flags of ``args`` by Beam's own option parser (every
+    ``PipelineOptions`` subclass Beam loaded, as ``PipelineOptions.get_all_options`` builds it),
+    and every option string that parser knows. Unknown flags would be dropped by Beam with a
+    warning; ``shardforge run`` makes them an error instead."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(args))
+    names = [opt for action in parser._actions for opt in action.option_strings]
+    return [a.split("=", 1)[0] for a in unknown if a.startswith("-")], names

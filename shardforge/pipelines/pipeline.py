@@ -1,22 +1,37 @@
-"""``run_pipeline``: the whole job from Python, on the offline local runner or any Beam runner."""
+"""``run_pipeline``: the whole job from Python, on the offline local runner or any Beam runner.
+
+A local job commits or does not exist (``shardforge.records.manifest``): it takes the output's
+lock, writes into a staging directory, and only once the job succeeded publishes its files and
+the manifest. A failed or killed job leaves the previous output exactly as it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
+import logging
 import os
 import posixpath
 import re
+import shlex
+import shutil
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-OUTPUT_ENTRIES = ("schema.pbtxt", "stats.json", "stats.html", "train", "eval", "errors")
+from shardforge.pipelines import progress
+from shardforge.records import manifest as mf
+
+FAILED_LOG = "failed-job.log"  # in OUT/.shardforge/: what Beam printed during a failed job
 
 
 @dataclass
 class Summary:
-    """What a run produced. ``splits`` maps split → number of records written."""
+    """What a run produced. ``splits`` maps split → number of records written; ``kept`` lists
+    files in the output that no job wrote (left in place by ``--overwrite``)."""
 
     output: str
     rows_read: int
@@ -28,6 +43,8 @@ class Summary:
     errors_dir: str
     seconds: float
     runner: str = ""
+    manifest: str = ""
+    kept: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -58,23 +75,6 @@ def _check_inputs(patterns: Sequence[str], features=None, fmt: str | None = None
         check_input_columns(patterns, ref, fmt, absent_ok)
 
 
-def _prepare_output(output: str, overwrite: bool) -> None:
-    if "://" in output:
-        return
-    existing = [e for e in OUTPUT_ENTRIES if os.path.exists(os.path.join(output, e))]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{output} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) "
-            "to replace them"
-        )
-    import shutil
-
-    for e in existing:
-        path = os.path.join(output, e)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    os.makedirs(output, exist_ok=True)
-
-
 def _read_json(path: str) -> dict:
     from apache_beam.io.filesystems import FileSystems
 
@@ -82,44 +82,74 @@ def _read_json(path: str) -> dict:
         return json.loads(f.read())
 
 
-def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str | None = None,
-                 eval_fraction: float = 0.1, split_key: str | None = None,
-                 num_shards: int | None = None, shard_size: int | str = "128MB",
-                 compression: str | None = None, max_error_fraction: float = 0.01,
-                 beam_args: Sequence[str] = (), overwrite: bool = False,
-                 chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
-                 non_finite: str = "error") -> Summary:
-    """Run the preprocessing job and wait for it.
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for the job's duration (worker processes inherit them)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-    ``features`` is a ``FeatureSet`` or the path of a ``.py`` file defining ``FEATURES``;
-    ``input`` a glob (or several); ``beam_args`` any Beam pipeline options
-    (default: the offline local runner with two worker processes). ``absent_ok`` and
-    ``non_finite``: see :class:`~shardforge.pipelines.transforms.Preprocess`.
 
-    >>> s = run_pipeline("examples/click_features.py", "clicks.csv", "out/")  # doctest: +SKIP
-    >>> s.splits, s.errors                                                     # doctest: +SKIP
-    ({'eval': 2013, 'train': 17987}, 0)
+@contextlib.contextmanager
+def _stderr_to(path: str | None):
+    """Send file descriptor 2 to ``path`` (worker processes inherit it: Beam's workers print
+    a failing bundle's traceback to stderr themselves) while ``sys.stderr`` keeps the terminal,
+    for the progress line and the job's own messages."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    old = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)
 
-    Raises :class:`TooManyErrors` when more than ``max_error_fraction`` of the rows fail (the
-    errors are in ``output/errors/`` and no shards are written).
-    """
-    from apache_beam.options.pipeline_options import StandardOptions
 
-    from shardforge.pipelines import sources
-    from shardforge.pipelines.options import make_options, make_pipeline
-    from shardforge.pipelines.transforms import Preprocess, TooManyErrors
+@contextlib.contextmanager
+def quiet_beam(verbose: bool, log_path: str | None = None):
+    """Beam's own logging and warnings only under ``verbose``: by default a job prints its
+    progress and its result, not Beam's start-up chatter or its workers' tracebacks (those go
+    to ``log_path`` when given; the worker processes inherit ``PYTHONWARNINGS``)."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("apache_beam", "absl", "grpc")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        # Beam logs a worker's failure as pages of traceback at ERROR; the job's own error
+        # message says what failed (and --verbose shows all of it).
+        lg.setLevel(logging.CRITICAL + 1)
+    # gRPC's C core logs on its own (fork and channel notices), past Python's logging
+    with warnings.catch_warnings(), _environ({"PYTHONWARNINGS": "ignore",
+                                              "GRPC_VERBOSITY": "ERROR"}), _stderr_to(log_path):
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
-    patterns = [input] if isinstance(input, str) else list(input)
-    _check_inputs(patterns, features, fmt, absent_ok)
-    _prepare_output(output, overwrite)
-    options = make_options(beam_args)
-    transform = Preprocess(
-        features, patterns, output, fmt=fmt, eval_fraction=eval_fraction, split_key=split_key,
-        num_shards=num_shards, shard_size=shard_size, compression=compression,
-        max_error_fraction=max_error_fraction,
-        chunk_rows=chunk_rows or sources.DEFAULT_CHUNK_ROWS, absent_ok=absent_ok,
-        non_finite=non_finite, check_inputs=False,
-    )
+
+def _run_beam(transform, options) -> float:
+    from shardforge.pipelines.options import make_pipeline
+    from shardforge.pipelines.transforms import TooManyErrors
+
     start = time.perf_counter()
     pipeline = make_pipeline(options=options)
     pipeline | "Preprocess" >> transform
@@ -134,9 +164,138 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
         if found:
             raise TooManyErrors(found.group(0).strip()) from None
         raise
-    seconds = time.perf_counter() - start
-    stats_path = posixpath.join(output, "stats.json")
-    doc = _read_json(stats_path)
+    return time.perf_counter() - start
+
+
+def _keep_failed_errors(staging: str, output: str, job_had_output: bool) -> str:
+    """A failed job's ``errors/`` where the user can read them, without touching a previous
+    output: ``OUT/errors/`` when there is none, else ``OUT/.shardforge/failed-errors/``."""
+    src = os.path.join(staging, "errors")
+    if not os.path.isdir(src):
+        return src
+    if job_had_output:
+        dst = os.path.join(output, mf.STATE_DIR, "failed-errors")
+    else:
+        dst = os.path.join(output, "errors")
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(src, dst)
+    return dst
+
+
+def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str | None = None,
+                 eval_fraction: float = 0.1, split_key: str | None = None,
+                 num_shards: int | None = None, shard_size: int | str = "128MB",
+                 compression: str | None = None, max_error_fraction: float = 0.01,
+                 beam_args: Sequence[str] = (), overwrite: bool = False,
+                 chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
+                 non_finite: str = "error", command: str | None = None,
+                 show_progress: bool = False, verbose: bool = True) -> Summary:
+    """Run the preprocessing job and wait for it.
+
+    ``features`` is a ``FeatureSet`` or the path of a ``.py`` file defining ``FEATURES``;
+    ``input`` a glob (or several); ``beam_args`` any Beam pipeline options
+    (default: the offline local runner with two worker processes). ``absent_ok`` and
+    ``non_finite``: see :class:`~shardforge.pipelines.transforms.Preprocess`.
+
+    A local ``output`` is written through staging and published with ``manifest.json`` only when
+    the job succeeded; ``overwrite=True`` then replaces the files of the previous output (only
+    those its manifest lists). A second job on an output being written fails fast with
+    :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
+    line to stderr; ``verbose=False`` silences Beam's logging.
+
+    >>> s = run_pipeline("examples/click_features.py", "clicks.csv", "out/")  # doctest: +SKIP
+    >>> s.splits, s.errors                                                     # doctest: +SKIP
+    ({'eval': 2013, 'train': 17987}, 0)
+
+    Raises :class:`TooManyErrors` when more than ``max_error_fraction`` of the rows fail (the
+    errors are in ``output/errors/``, or ``output/.shardforge/failed-errors/`` when a previous
+    output is there, which stays as it was; no shards are written).
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from shardforge.interop.tfmd import write_tfmd_schema
+    from shardforge.pipelines import sources
+    from shardforge.pipelines.cli_stats import write_html
+    from shardforge.pipelines.options import make_options
+    from shardforge.pipelines.transforms import Preprocess, TooManyErrors
+
+    patterns = [input] if isinstance(input, str) else list(input)
+    command = command or shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    output = output.rstrip("/") or "/"
+    _check_inputs(patterns, features, fmt, absent_ok)
+    options = make_options(beam_args)
+    runner = str(options.view_as(StandardOptions).runner or "local FnApiRunner")
+
+    def preprocess(dest: str) -> Preprocess:
+        return Preprocess(
+            features, patterns, dest, fmt=fmt, eval_fraction=eval_fraction,
+            split_key=split_key, num_shards=num_shards, shard_size=shard_size,
+            compression=compression, max_error_fraction=max_error_fraction,
+            chunk_rows=chunk_rows or sources.DEFAULT_CHUNK_ROWS, absent_ok=absent_ok,
+            non_finite=non_finite, check_inputs=False,
+        )
+
+    if "://" in output:
+        # Remote filesystems have no atomic rename: the job writes in place (no manifest yet).
+        with quiet_beam(verbose):
+            seconds = _run_beam(preprocess(output), options)
+        return _summary(output, _read_json(posixpath.join(output, "stats.json")), seconds,
+                        runner)
+
+    mf.check_writable(output, overwrite)  # before anything is created
+    created = not os.path.exists(output)
+    try:
+        with mf.JobLock(output, command) as lock:
+            mf.check_writable(output, overwrite)
+            had_output = bool(mf.previous_output(output)[0])
+            ticks = os.path.join(lock.staging, mf.STATE_DIR, "progress")
+            # a failed job's Beam output, kept for the user (--verbose shows it live instead)
+            beam_log = os.path.join(output, mf.STATE_DIR, FAILED_LOG)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(beam_log)
+            progress.reset()
+            try:
+                with quiet_beam(verbose, beam_log), _environ(progress.launcher_env(ticks)), \
+                        progress.ProgressLine(ticks, enabled=show_progress):
+                    seconds = _run_beam(preprocess(lock.staging), options)
+            except TooManyErrors as err:
+                kept = _keep_failed_errors(lock.staging, output, had_output)
+                raise TooManyErrors(str(err).replace(os.path.join(lock.staging, "errors"),
+                                                     kept)) from None
+            shutil.rmtree(os.path.join(lock.staging, mf.STATE_DIR))
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
+            progress.hook("staged")
+            doc = _read_json(os.path.join(lock.staging, "stats.json"))
+            write_html(doc, os.path.join(lock.staging, "stats.html"))
+            write_tfmd_schema(lock.staging)  # schema_tfmd.pbtxt for TFDV / TFX
+            manifest = mf.build_manifest(
+                lock.staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
+                command=command, job=lock.job, extra={"runner": runner})
+            _check_counts(manifest, doc)
+            published = mf.publish(lock.staging, output, manifest, hook=progress.hook)
+            # dead letters of an earlier failed attempt: superseded by this job's errors/
+            shutil.rmtree(os.path.join(output, mf.STATE_DIR, "failed-errors"), ignore_errors=True)
+    except BaseException:
+        if created and os.path.isdir(output) and not os.listdir(output):
+            os.rmdir(output)
+        raise
+    summary = _summary(output, doc, seconds, runner)
+    summary.manifest = os.path.join(output, mf.MANIFEST)
+    summary.kept = published.kept
+    return summary
+
+
+def _check_counts(manifest: mf.Manifest, doc: dict) -> None:
+    """The shards hold exactly the records the job counted: else something was lost."""
+    got = {s: v["records"] for s, v in manifest.splits.items()}
+    want = {s: v["records"] for s, v in doc["splits"].items() if v["records"] or s in got}
+    if {s: got.get(s, 0) for s in want} != want:
+        raise RuntimeError(f"the shards hold {got} records but the job counted {want}; "
+                           "the output was not published")
+
+
+def _summary(output: str, doc: dict, seconds: float, runner: str) -> Summary:
     shards = {
         split: sorted(p for p in glob.glob(os.path.join(output, split, "part-*"))
                       if not p.endswith(".idx"))
@@ -145,7 +304,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     return Summary(
         output=output, rows_read=doc["rows_read"], errors=doc["errors"],
         splits={s: v["records"] for s, v in doc["splits"].items()}, shards=shards,
-        schema=posixpath.join(output, "schema.pbtxt"), stats=stats_path,
-        errors_dir=posixpath.join(output, "errors"), seconds=seconds,
-        runner=str(options.view_as(StandardOptions).runner or "local FnApiRunner"),
+        schema=posixpath.join(output, "schema.pbtxt"),
+        stats=posixpath.join(output, "stats.json"),
+        errors_dir=posixpath.join(output, "errors"), seconds=seconds, runner=runner,
     )

@@ -1,166 +1,421 @@
-"""Per-feature statistics as mergeable accumulators over columnar batches.
+"""``stats.json``: per-split statistics of the input and output features, from the same
+``features/`` analyzers the transforms learn with (one statistics engine).
 
-Two passes, both cheap and both Beam combines: the first gathers count, missing, min/max, moments
-and value counts; the second fills equal-width histogram buckets between the min and max the first
-found, so the buckets are exact rather than sketched.
+For every split (train, eval) and every feature:
+
+- numbers (inputs, and float outputs such as z-scores): count, missing, mean/std/min/max from
+  :class:`~shardforge.features.analyzers.NumericStats` (exact sums: no ``Σx²/n − mean²``
+  cancellation), quantiles and histograms from the :class:`Quantiles` sketch (exact while a
+  column has few distinct values; a proven rank-error bound ``eps`` past that);
+- integers and strings: top values from a bounded :class:`Vocabulary` (Misra-Gries with
+  ``VOCAB_CAPACITY`` entries: memory does not grow with the number of distinct values); strings
+  also their length distribution; values longer than ``MAX_COUNTED_BYTES`` (documents) are
+  summarized by length only;
+- categorical outputs (vocabulary ids, hash and bucket ids): the count per id (a table bounded by
+  the schema's bucket count), so vocabulary size and OOV rate, bucket occupancy and top ids are
+  exact; text outputs add token-level top values (the vocabulary's tokens) and tokens per row.
+
+A histogram is equal-width, or for a skewed column log-spaced (non-negative values) or
+equal-mass, so a click count or a price is not one bar and a sliver.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections import Counter
-from dataclasses import dataclass, field
+import posixpath
 
+import apache_beam as beam
 import numpy as np
+from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
+from shardforge.features.analyzers import NumericStats, Quantiles, Vocabulary, quantiles_at
+from shardforge.pipelines import progress
 from shardforge.records.spec import Batch, Ragged
 
 TOP_K = 20
-HISTOGRAM_BUCKETS = 10
+VOCAB_CAPACITY = 1000
+QUANTILE_K = 512
+HISTOGRAM_BUCKETS = 20
+QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 # Values longer than this (whole documents) are summarized by length only, never counted.
 MAX_COUNTED_BYTES = 256
-# A counter past this many distinct values keeps only its most frequent half (top values
-# become approximate for very high-cardinality features; counts stay exact).
-MAX_DISTINCT = 200_000
+# Count ids per bucket up to this many buckets (a bounded table); larger spaces get no table.
+MAX_ID_TABLE = 1 << 20
+SKEW_RATIO = 10.0
+
+_NUM, _QUANT, _VOCAB = NumericStats(), Quantiles(QUANTILE_K), Vocabulary(VOCAB_CAPACITY)
 
 
-@dataclass
-class FeatureAcc:
-    dtype: str = ""
-    rows: int = 0
-    missing: int = 0
-    num_values: int = 0
-    nan: int = 0
-    min: float = math.inf
-    max: float = -math.inf
-    sum: float = 0.0
-    sumsq: float = 0.0
-    top: Counter = field(default_factory=Counter)
+# ---------------------------------------------------------------------------------------------
+# Accumulators: {(split, "inputs" | "outputs", name): {part: analyzer accumulator}}
 
 
-def _flat_values(col) -> np.ndarray:
+def _flat(col) -> np.ndarray:
     if isinstance(col, Ragged):
         return np.asarray(col.values)
-    return np.asarray(col).reshape(len(col), -1).ravel() if len(col) else np.asarray(col)
+    if hasattr(col, "to_objects"):  # a StrBuf string column
+        return col.to_objects()
+    col = np.asarray(col)
+    return col.reshape(-1) if col.ndim else col.reshape(1)
 
 
-def _dtype(values: np.ndarray) -> str:
+def _lengths(values: np.ndarray) -> np.ndarray:
+    return np.fromiter(map(len, values), dtype=np.float64, count=len(values))
+
+
+def _take(col, rows: np.ndarray):
+    if isinstance(col, Ragged):
+        return col.take(rows)
+    if hasattr(col, "to_objects"):
+        return col.to_objects(rows)
+    return np.asarray(col)[rows]
+
+
+def _add_numbers(entry: dict, key: str, values: np.ndarray) -> None:
+    values = np.asarray(values, dtype=np.float64)
+    entry[key] = _NUM.add_batch(entry.get(key) or _NUM.create(), values)
+    finite = values[np.isfinite(values)]
+    qkey = key + "_q"
+    entry[qkey] = _QUANT.add_batch(entry.get(qkey) or _QUANT.create(), finite)
+
+
+def _add_input(entry: dict, col) -> None:
+    values = _flat(col)
+    entry["rows"] = entry.get("rows", 0) + len(col)
     if values.dtype == object or values.dtype.kind in "SU":
-        return "bytes"
-    return "float32" if values.dtype.kind == "f" else "int64"
-
-
-def _count(top: Counter, values: np.ndarray) -> None:
-    """Add value counts (strings decoded once per distinct value, not once per row)."""
-    if not len(values):
+        entry["dtype"] = "bytes"
+        lengths = _lengths(values)
+        short = values[lengths <= MAX_COUNTED_BYTES]
+        entry["top"] = _VOCAB.add_batch(entry.get("top") or _VOCAB.create(), short)
+        _add_numbers(entry, "length", lengths)
         return
-    uniq, counts = np.unique(values, return_counts=True)
-    if uniq.dtype == object:
-        keys = [u.decode("utf-8", "replace") if isinstance(u, bytes) else str(u) for u in uniq]
-    else:
-        keys = uniq.tolist()
-    top.update(dict(zip(keys, counts.tolist())))
+    entry["dtype"] = "float32" if values.dtype.kind == "f" else "int64"
+    if values.dtype.kind != "f":
+        entry["top"] = _VOCAB.add_batch(entry.get("top") or _VOCAB.create(), values)
+    _add_numbers(entry, "num", values)
 
 
-def add_batch(accs: dict[str, FeatureAcc], batch: Batch, missing: dict[str, int]) -> None:
-    """Fold one typed input batch (and its per-column missing counts) into ``accs``."""
-    for name, col in batch.items():
-        acc = accs.setdefault(name, FeatureAcc())
-        values = _flat_values(col)
-        acc.dtype = acc.dtype or _dtype(values)
-        acc.rows += len(col)
-        acc.missing += int(missing.get(name, 0))
-        if acc.dtype == "bytes":
-            lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-            _count(acc.top, values[lengths <= MAX_COUNTED_BYTES])
-            values = lengths.astype(np.float64)
-        else:
-            if acc.dtype == "int64":
-                _count(acc.top, values)
-            values = values.astype(np.float64)
-            nan = np.isnan(values)
-            acc.nan += int(nan.sum())
-            values = values[~nan]
-        acc.num_values += len(values)
-        if len(values):
-            acc.min = min(acc.min, float(values.min()))
-            acc.max = max(acc.max, float(values.max()))
-            acc.sum += float(values.sum())
-            acc.sumsq += float(np.square(values).sum())
-        if len(acc.top) > MAX_DISTINCT:
-            acc.top = Counter(dict(acc.top.most_common(MAX_DISTINCT // 2)))
+def _add_output(entry: dict, col, feature) -> None:
+    """``feature``: the schema's ``Feature`` of this output."""
+    entry["rows"] = entry.get("rows", 0) + len(col)
+    values = _flat(col)
+    if isinstance(col, Ragged):
+        _add_numbers(entry, "length", col.row_lengths())
+    if feature is not None and feature.kind == feature.CATEGORICAL and 0 < feature.num_buckets \
+            <= MAX_ID_TABLE:
+        ids = np.asarray(values, dtype=np.int64)
+        entry["dtype"] = "categorical"
+        entry["no_id"] = entry.get("no_id", 0) + int((ids < 0).sum())
+        table = np.bincount(ids[(ids >= 0) & (ids < feature.num_buckets)],
+                            minlength=feature.num_buckets)
+        entry["ids"] = table if entry.get("ids") is None else entry["ids"] + table
+        return
+    if values.dtype == object:
+        entry["dtype"] = "bytes"
+        _add_numbers(entry, "length", _lengths(values))
+        return
+    entry["dtype"] = "float32" if values.dtype.kind == "f" else "int64"
+    _add_numbers(entry, "num", values)
 
 
-def merge(many: list[dict[str, FeatureAcc]]) -> dict[str, FeatureAcc]:
-    out: dict[str, FeatureAcc] = {}
-    for accs in many:
-        for name, a in accs.items():
-            m = out.setdefault(name, FeatureAcc(dtype=a.dtype))
-            m.dtype = m.dtype or a.dtype
-            m.rows += a.rows
-            m.missing += a.missing
-            m.num_values += a.num_values
-            m.nan += a.nan
-            m.min, m.max = min(m.min, a.min), max(m.max, a.max)
-            m.sum += a.sum
-            m.sumsq += a.sumsq
-            m.top.update(a.top)
+def add_inputs(acc: dict, batch: Batch, is_eval: np.ndarray) -> dict:
+    """Fold a typed input batch into ``acc``, each row under its split."""
+    for split, rows in _split_rows(is_eval):
+        for name, col in batch.items():
+            _add_input(acc.setdefault((split, "inputs", name), {}), _take(col, rows))
+    return acc
+
+
+def add_outputs(acc: dict, out: Batch, is_eval: np.ndarray, features: dict) -> dict:
+    """Fold a transformed batch into ``acc``; ``features`` maps output names to the schema's
+    ``Feature`` messages."""
+    for split, rows in _split_rows(is_eval):
+        for name, col in out.items():
+            _add_output(acc.setdefault((split, "outputs", name), {}), _take(col, rows),
+                        features.get(name))
+    return acc
+
+
+def _split_rows(is_eval: np.ndarray):
+    for split, mask in (("train", ~is_eval), ("eval", is_eval)):
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            yield split, rows
+
+
+_MERGERS = {"num": _NUM, "length": _NUM, "num_q": _QUANT, "length_q": _QUANT, "top": _VOCAB}
+
+
+def merge(accs) -> dict:
+    out: dict = {}
+    for acc in accs:
+        for key, entry in acc.items():
+            into = out.get(key)
+            if into is None:
+                out[key] = dict(entry)  # parts are replaced, never mutated: inputs stay as given
+                continue
+            for part, value in entry.items():
+                if part not in into or into[part] is None:
+                    into[part] = value
+                elif part in _MERGERS:
+                    into[part] = _MERGERS[part].merge([into[part], value])
+                elif part in ("rows", "no_id", "ids"):
+                    into[part] = into[part] + value
     return out
 
 
-def bucket_edges(lo: float, hi: float, buckets: int = HISTOGRAM_BUCKETS) -> np.ndarray:
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return np.zeros(0)
+# ---------------------------------------------------------------------------------------------
+# Summaries (the entries of stats.json)
+
+
+def _text(value) -> str | int | float:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def histogram(summary: dict, lo: float, hi: float,
+              buckets: int = HISTOGRAM_BUCKETS) -> tuple[str, list[dict]]:
+    """``(scale, buckets)`` from a quantile summary. A skewed column (one tail over
+    ``SKEW_RATIO`` times longer than the other, measured from the median) gets log-spaced
+    buckets when it is non-negative, else equal-mass ("quantile") buckets; others equal-width.
+    Counts are the sketch's weights (exact while the sketch is exact)."""
+    values, weights = summary["values"], summary["weights"]
+    if not len(values) or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "linear", []
     if hi <= lo:
-        return np.array([lo - 0.5, hi + 0.5])
-    return np.linspace(lo, hi, buckets + 1)
+        return "linear", [{"low": lo, "high": hi, "count": int(weights.sum())}]
+    median = float(quantiles_at(summary, np.array([0.5]))[0])
+    upper, lower = hi - median, median - lo
+    skewed = upper > SKEW_RATIO * lower or lower > SKEW_RATIO * upper
+    positive = values[values > 0]
+    if skewed and lo >= 0 and len(positive) and hi > positive.min():
+        scale, first = "log", float(positive.min())
+        edges = np.geomspace(first, hi, buckets + 1)
+        if lo < first:  # zeros (and anything below the smallest positive) get their own bucket
+            edges = np.concatenate([[lo], edges])
+    elif skewed:
+        scale = "quantile"
+        edges = np.unique(np.concatenate(
+            [[lo], quantiles_at(summary, np.arange(1, buckets) / buckets), [hi]]))
+    else:
+        scale, edges = "linear", np.linspace(lo, hi, buckets + 1)
+    edges[-1] = np.nextafter(hi, np.inf)  # the maximum belongs in the last bucket
+    counts, _ = np.histogram(values, bins=edges, weights=weights)
+    edges[-1] = hi
+    return scale, [{"low": float(a), "high": float(b), "count": int(round(c))}
+                   for a, b, c in zip(edges[:-1], edges[1:], counts)]
 
 
-def add_histogram(hists: dict[str, np.ndarray], batch: Batch, bounds: dict) -> None:
-    """Count the values of ``batch`` into equal-width buckets between each feature's min/max."""
-    for name, col in batch.items():
-        if name not in bounds:
-            continue
-        edges = bucket_edges(*bounds[name])
-        if len(edges) < 2:
-            continue
-        values = _flat_values(col)
-        if values.dtype == object:
-            values = np.fromiter((len(v) for v in values), dtype=np.float64, count=len(values))
-        values = values.astype(np.float64)
-        values = values[~np.isnan(values)]
-        counts, _ = np.histogram(values, bins=edges)
-        hists[name] = hists.get(name, 0) + counts
+def _numbers(entry: dict, key: str, prefix: str = "") -> dict:
+    st = _NUM.extract(entry[key])
+    d = {f"{prefix}count" if prefix else "num_values": st["count"]}
+    if not st["count"]:
+        return d
+    d.update({f"{prefix}{k}": st[k] for k in ("min", "max", "mean", "std")})
+    summary = _QUANT.extract(entry[key + "_q"])
+    if summary["n"]:
+        qs = quantiles_at(summary, np.asarray(QUANTILES))
+        d[f"{prefix}quantiles"] = {f"{q:g}": float(v) for q, v in zip(QUANTILES, qs)}
+        d[f"{prefix}quantile_eps"] = summary["eps"]
+        scale, buckets = histogram(summary, st["min"], st["max"])
+        d[f"{prefix}histogram"], d[f"{prefix}histogram_scale"] = buckets, scale
+    if st["missing"]:
+        d["nan"] = st["missing"]
+    return d
 
 
-def summarize(accs: dict[str, FeatureAcc], hists: dict[str, np.ndarray]) -> list[dict]:
-    """The ``features`` list of stats.json."""
-    out = []
-    for name in sorted(accs):
-        a = accs[name]
-        entry = {"name": name, "dtype": a.dtype, "count": a.rows - a.missing, "missing": a.missing,
-                 "num_values": a.num_values}
-        if a.num_values:
-            mean = a.sum / a.num_values
-            var = max(a.sumsq / a.num_values - mean * mean, 0.0)
-            entry.update(min=a.min, max=a.max, mean=mean, std=math.sqrt(var))
-            if a.dtype == "bytes":
-                entry["stats_of"] = "value length in bytes"
-        if a.nan:
-            entry["nan"] = a.nan
-        if a.top:
-            ranked = sorted(a.top.items(), key=lambda kv: (-kv[1], str(kv[0])))
-            entry["top_values"] = [[v, c] for v, c in ranked[:TOP_K]]
-            entry["distinct"] = len(a.top)
-        edges = bucket_edges(a.min, a.max)
-        if name in hists and len(edges) >= 2:
-            entry["histogram"] = [
-                {"low": float(lo), "high": float(hi), "count": int(c)}
-                for lo, hi, c in zip(edges[:-1], edges[1:], hists[name])
-            ]
-        out.append(entry)
-    return out
+def _top(entry: dict) -> dict:
+    v = _VOCAB.extract(entry["top"])
+    d = {"top_values": [[_text(k), int(c)] for k, c in zip(v["values"][:TOP_K],
+                                                          v["counts"][:TOP_K])]}
+    if v["max_undercount"]:
+        # The bounded summary pruned: counts may be low by at most this much, and the number
+        # of distinct values is only known to exceed the summary's capacity.
+        d.update(top_values_max_undercount=v["max_undercount"], distinct_over=VOCAB_CAPACITY)
+    else:
+        d["distinct"] = v["distinct"]
+    return d
 
 
-def bounds_of(accs: dict[str, FeatureAcc]) -> dict[str, tuple[float, float]]:
-    return {n: (a.min, a.max) for n, a in accs.items() if a.num_values}
+def _vocab_size(feature, state) -> int | None:
+    if feature is None or state is None:
+        return None
+    for key in (feature.name, feature.source):
+        st = state.columns.get(key)
+        if st is not None and len(st["vocab"]):
+            return len(st["vocab"])
+    return None
+
+
+def _vocab(feature, state) -> list:
+    for key in (feature.name, feature.source):
+        st = state.columns.get(key)
+        if st is not None and len(st["vocab"]):
+            return st["vocab"]
+    return []
+
+
+def summarize_entry(name: str, entry: dict, feature=None, state=None) -> dict:
+    """One feature of one split as a JSON-able dict."""
+    d: dict = {"name": name, "dtype": entry.get("dtype", ""), "rows": entry.get("rows", 0)}
+    if "num" in entry:
+        d.update(_numbers(entry, "num"))
+    if "length" in entry:
+        d.update(_numbers(entry, "length", "length_"))
+        if d["dtype"] == "bytes":
+            d["stats_of"] = "value length in bytes"
+    if "top" in entry:
+        d.update(_top(entry))
+    ids = entry.get("ids")
+    if ids is not None:
+        total = int(ids.sum())
+        d.update(num_buckets=len(ids), ids=total, no_id=entry.get("no_id", 0),
+                 buckets_used=int((ids > 0).sum()),
+                 bucket_occupancy=float((ids > 0).mean()) if len(ids) else 0.0)
+        order = np.lexsort((np.arange(len(ids)), -ids))[:TOP_K]
+        vocab = _vocab(feature, state) if feature is not None else []
+        d["top_ids"] = [[int(i), int(ids[i])] for i in order if ids[i]]
+        size = _vocab_size(feature, state)
+        if size is not None:
+            oov = int(ids[size:].sum())
+            d.update(vocab_size=size, oov=oov, oov_rate=oov / total if total else 0.0)
+            d["top_values"] = [[_text(vocab[i]) if i < size else f"<oov {i - size}>", int(ids[i])]
+                               for i in order if ids[i]]
+        if len(ids) <= HISTOGRAM_BUCKETS * 5:
+            d["bucket_counts"] = ids.tolist()
+    if feature is not None:
+        d["column_type"] = feature.column_type
+    return d
+
+
+def build_doc(acc: dict, *, rows_read: int, errors: int, sizes: dict, missing: dict,
+              state=None) -> dict:
+    """The whole of ``stats.json``."""
+    features = {f.name: f for f in state.proto.features} if state is not None else {}
+    by_split: dict = {}
+    for (split, section, name) in sorted(acc):
+        entry = summarize_entry(name, acc[(split, section, name)],
+                                features.get(name) if section == "outputs" else None, state)
+        by_split.setdefault(split, {"inputs": [], "outputs": []})[section].append(entry)
+    # all rows of the inputs, for the terminal table: the splits' accumulators merged
+    merged: dict = {}
+    for (_, section, name), entry in acc.items():
+        if section == "inputs":
+            merged = merge([merged, {name: entry}])
+    inputs = []
+    for name in sorted(merged):
+        e = summarize_entry(name, merged[name])
+        miss = int(missing.get(name, 0)) or int(e.get("nan", 0))
+        e.update(missing=miss, count=e["rows"] - miss)
+        if "histogram" not in e and "length_histogram" in e:
+            e["histogram"] = e["length_histogram"]
+            for k in ("min", "max", "mean", "std"):
+                e[k] = e["length_" + k]
+        inputs.append(e)
+    return {
+        "rows_read": rows_read, "errors": errors,
+        "splits": {s: {"records": n, "bytes": b} for s, (n, b) in sorted(sizes.items())},
+        "features": inputs,
+        "by_split": by_split,
+        "stats_of": "features: typed inputs of all rows; by_split: inputs and transformed "
+                    "outputs per split",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The Beam step
+
+
+class _StatsFn(beam.DoFn):
+    """Per bundle, one accumulator of the inputs and outputs of its row batches; the outputs
+    are the feature set's transform of the batch with the analyzed state."""
+
+    def __init__(self, fs, eval_fraction: float, split_key: str | None) -> None:
+        self.fs, self.eval_fraction, self.split_key = fs, eval_fraction, split_key
+
+    def start_bundle(self):
+        self.acc: dict = {}
+        self.missing: dict = {}
+
+    def process(self, rows, state):
+        from shardforge.pipelines.transforms import row_hashes, split_of
+
+        keys = [self.split_key] if self.split_key else list(rows.batch)
+        is_eval = split_of(row_hashes(rows.batch, keys), self.eval_fraction)
+        for name, n in rows.missing.items():
+            self.missing[name] = self.missing.get(name, 0) + int(n)
+        add_inputs(self.acc, rows.batch, is_eval)
+        fs = self.fs.get()
+        out, errors = fs.transform(rows.batch, state, errors="collect")
+        if errors:  # the transform dropped these rows (their errors are reported elsewhere)
+            kept = np.ones(len(is_eval), dtype=bool)
+            kept[[e.row for e in errors]] = False
+            is_eval = is_eval[kept]
+        add_outputs(self.acc, out, is_eval, {f.name: f for f in state.proto.features})
+        return ()
+
+    def finish_bundle(self):
+        yield WindowedValue((self.acc, self.missing), 0, [GlobalWindow()])
+
+
+class _MergeStats(beam.CombineFn):
+    def create_accumulator(self):
+        return {}, {}
+
+    def add_input(self, acc, element):
+        return self.merge_accumulators([acc, element])
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        missing: dict = {}
+        for _, m in accs:
+            for k, v in m.items():
+                missing[k] = missing.get(k, 0) + v
+        return merge([a for a, _ in accs]), missing
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _write_stats(_, accs, state, sizes, num_read, num_errors, path):
+    from shardforge.pipelines.transforms import _write_bytes
+
+    progress.hook("write_stats")
+    acc, missing = accs
+    doc = build_doc(acc, rows_read=num_read, errors=num_errors, sizes=sizes, missing=missing,
+                    state=state)
+    _write_bytes(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=True).encode())
+    return doc
+
+
+class ComputeStats(beam.PTransform):
+    """``Rows`` → ``output/stats.json``: per-split statistics of inputs and transformed outputs
+    (see the module docstring), plus rows read, errors and records per split."""
+
+    def __init__(self, output: str, sizes, num_read, num_errors, *, features=None, state=None,
+                 eval_fraction: float = 0.1, split_key: str | None = None) -> None:
+        super().__init__()
+        self.output, self.sizes = output, sizes
+        self.num_read, self.num_errors = num_read, num_errors
+        self.fs, self.state = features, state
+        self.eval_fraction, self.split_key = eval_fraction, split_key
+
+    def expand(self, rows):
+        accs = (
+            rows
+            | "Accumulate" >> beam.ParDo(_StatsFn(self.fs, self.eval_fraction, self.split_key),
+                                         pvalue.AsSingleton(self.state))
+            | "Merge" >> beam.CombineGlobally(_MergeStats())
+        )
+        return (
+            rows.pipeline
+            | "StatsSeed" >> beam.Create([None])
+            | "WriteStats" >> beam.Map(
+                _write_stats, pvalue.AsSingleton(accs), pvalue.AsSingleton(self.state),
+                pvalue.AsSingleton(self.sizes), pvalue.AsSingleton(self.num_read),
+                pvalue.AsSingleton(self.num_errors), posixpath.join(self.output, "stats.json"))
+        )

@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from shardforge.features.image import SOURCE_DIR
-from shardforge.pipelines import sources, stats
+from shardforge.pipelines import progress, sources, stats
 from shardforge.records.spec import Batch, Ragged, batch_size
 
 ERRORS = "errors"
@@ -189,12 +189,17 @@ class _ReadFn(beam.DoFn):
             if isinstance(item, TypedChunk):
                 read += item.chunk.count
                 self.rows_read.inc(item.chunk.count)
+                progress.add("rows_read", item.chunk.count)
                 yield Rows(item.batch, item.missing)
             else:
                 if item["stage"] == "read":
                     read += 1
                     self.rows_read.inc()
+                    progress.add("rows_read")
+                progress.add("errors")
                 yield pvalue.TaggedOutput(ERRORS, item)
+        if split.start == 0:
+            progress.add("files_read")
         yield pvalue.TaggedOutput(NUM_READ, read)
 
 
@@ -406,6 +411,7 @@ class _TransformFn(beam.DoFn):
             is_eval = split_of(row_hash, self.eval_fraction)
             yield pvalue.TaggedOutput(ROWS, Rows(batch, item.missing))
             out, errors = fs.transform(batch, state, errors="collect")
+            progress.add("errors", len(errors))
             for e in errors:
                 yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform", item.row_id(e.row)))
             if errors:
@@ -413,6 +419,7 @@ class _TransformFn(beam.DoFn):
                 kept[[e.row for e in errors]] = False
                 is_eval, row_hash = is_eval[kept], row_hash[kept]
             records = encode_batch(out)
+            progress.add("records_written", len(records))  # into sorted runs on disk
             if not records:
                 continue
             block = RecordBlock.from_records(records)
@@ -884,84 +891,6 @@ class DeadLetters(beam.PTransform):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stats
-
-
-class _StatsCombineFn(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, rows: Rows):
-        stats.add_batch(acc, rows.batch, rows.missing)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return stats.merge(list(accs))
-
-    def extract_output(self, acc):
-        return acc
-
-
-class _HistogramCombineFn(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, element):
-        rows, bounds = element
-        stats.add_histogram(acc, rows.batch, bounds)
-        return acc
-
-    def merge_accumulators(self, accs):
-        out: dict = {}
-        for acc in accs:
-            for name, counts in acc.items():
-                out[name] = out.get(name, 0) + counts
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
-def _write_stats(_, accs, hists, sizes, num_read, num_errors, path):
-    doc = {
-        "rows_read": num_read,
-        "errors": num_errors,
-        "splits": {split: {"records": n, "bytes": b} for split, (n, b) in sorted(sizes.items())},
-        "features": stats.summarize(accs, hists),
-        "stats_of": "typed input features (after parsing, before transforms)",
-    }
-    _write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
-    return doc
-
-
-class ComputeStats(beam.PTransform):
-    """``Rows`` → ``output/stats.json`` (per-feature count, missing, min/max/mean/std, top
-    values, histogram buckets, plus rows read, errors and records per split)."""
-
-    def __init__(self, output: str, sizes, num_read, num_errors) -> None:
-        super().__init__()
-        self.output, self.sizes = output, sizes
-        self.num_read, self.num_errors = num_read, num_errors
-
-    def expand(self, rows):
-        accs = rows | "Moments" >> beam.CombineGlobally(_StatsCombineFn())
-        hists = (
-            rows
-            | "WithBounds" >> beam.Map(lambda r, a: (r, stats.bounds_of(a)),
-                                       pvalue.AsSingleton(accs))
-            | "Histograms" >> beam.CombineGlobally(_HistogramCombineFn())
-        )
-        return (
-            rows.pipeline
-            | "StatsSeed" >> beam.Create([None])
-            | "WriteStats" >> beam.Map(
-                _write_stats, pvalue.AsSingleton(accs), pvalue.AsSingleton(hists),
-                pvalue.AsSingleton(self.sizes), pvalue.AsSingleton(self.num_read),
-                pvalue.AsSingleton(self.num_errors), posixpath.join(self.output, "stats.json"))
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Everything
 
 
@@ -1022,8 +951,9 @@ class Preprocess(beam.PTransform):
             ready=dead["gate"], spill_dir=spill_dir)
         # Statistics from the transform pass, where the state is at hand: a consumer of the
         # analyze pass's rows that needs the state would hold every row until it is learned.
-        transformed["rows"] | "Stats" >> ComputeStats(
-            self.output, written["sizes"], read["num_read"], dead["count"])
+        transformed["rows"] | "Stats" >> stats.ComputeStats(
+            self.output, written["sizes"], read["num_read"], dead["count"], features=self.fs,
+            state=state, eval_fraction=self.eval_fraction, split_key=self.split_key)
         return written["paths"]
 
 

@@ -40,11 +40,13 @@ def main(args: argparse.Namespace) -> int:
     from shardforge.records.errors import ReadReport
     from shardforge.records.example import malformed_examples
     from shardforge.records.framing import expand_paths, iter_blocks, resolve_compression
+    from shardforge.records.manifest import OutputError, check_shards
 
     compression = None if args.compression.lower() == "none" else args.compression
     try:
         paths = expand_paths(args.path)
-    except FileNotFoundError as err:
+        check_shards(paths)  # a job output must be complete: records/manifest.py
+    except (FileNotFoundError, OutputError) as err:
         print(f"shardforge inspect: {err}", file=sys.stderr)
         return 2
     files, examples, sample, places = [], [], [], []

@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from shardforge.records.manifest import check_readable
 from shardforge.training.config import PACKAGED_CONFIGS
 
 # What a training run writes into its run dir; --overwrite deletes these and nothing else.
@@ -103,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
     if not cfg.data:
         raise ValueError("give --data DIR (the --output directory of `shardforge run`)")
     check_data_dir(cfg.data)
+    check_readable(cfg.data)  # a job output must be complete: records/manifest.py
 
     from shardforge.features.state import load_schema
     from shardforge.training.trainer import train

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from shardforge.records.manifest import check_shards
 from shardforge.records.spec import Batch, FixedLen, Spec, VarLen
 
 POSITION_KEY = "_sf_position"  # (worker, epoch, chunk, item, items_in_chunk); the loader strips it
@@ -346,6 +347,7 @@ class ShardDataset(IterableDataset):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.paths = resolve_shards(source)
+        check_shards(self.paths)  # a job output must be complete: records/manifest.py
         self.sizes = shard_sizes(self.paths)
         self.shard_start = np.concatenate(([0], np.cumsum(self.sizes)))  # global id of record 0
         spec = resolve_spec(spec_or_schema, self.paths, source)

@@ -122,8 +122,8 @@ def test_schema_method_is_the_same_spec(output):
 
 
 def test_tfmd_schema_is_read_by_tensorflow_metadata(output):
-    tfmd = pytest.importorskip("tensorflow_metadata.proto.v0.schema_pb2")
     from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2 as tfmd
 
     from shardforge.interop.tfmd import tfmd_schema_text
 
@@ -156,8 +156,8 @@ def test_tfmd_schema_is_read_by_tensorflow_metadata(output):
 
 
 def test_write_tfmd_schema_beside_the_job_schema(output, tmp_path):
-    tfmd = pytest.importorskip("tensorflow_metadata.proto.v0.schema_pb2")
     from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2 as tfmd
 
     import shardforge.interop as interop
 
@@ -170,3 +170,18 @@ def test_write_tfmd_schema_beside_the_job_schema(output, tmp_path):
         parsed = text_format.Parse(f.read(), tfmd.Schema())
     assert sorted(f.name for f in parsed.feature) == sorted(load_schema(str(job)).spec)
     assert interop.tf_dataset is tf_dataset
+
+
+def test_a_job_output_carries_its_tfmd_schema_in_the_manifest(output):
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2 as tfmd
+
+    from shardforge.interop.tfmd import tfmd_schema_text
+    from shardforge.records.manifest import verify_output
+
+    manifest = verify_output(str(output), checksums=True)
+    assert "schema_tfmd.pbtxt" in {f.path for f in manifest.files}
+    with open(output / "schema_tfmd.pbtxt") as f:
+        text = f.read()
+    assert text == tfmd_schema_text(load_schema(str(output)))
+    text_format.Parse(text, tfmd.Schema())

@@ -1,0 +1,495 @@
+"""A job's output commits or does not exist: staging, atomic publish, the manifest, the job lock.
+
+A ``shardforge run`` writes everything into a staging directory inside the output
+(``OUT/.shardforge/staging-<job>/``) while holding ``OUT/.shardforge/lock``. Only after the job
+succeeded is the output published: the previous manifest is withdrawn, the files *it lists* are
+deleted (a user's files stay), the new files are renamed into place, and ``OUT/manifest.json`` is
+written last, atomically. The manifest is the commit point: a directory whose manifest is missing,
+or that lists a shard that is gone or changed size, or that holds a shard the manifest does not
+list, is refused by every reader (:func:`verify_output`, :func:`check_shards`), with a message that
+says what happened.
+
+``manifest.json`` holds every file of the output (shards with their record count, byte size and
+SHA-256; indexes, schema, stats and error files with size and SHA-256), the schema's SHA-256, rows
+read / written / failed, the shardforge version and the command.
+
+Pure Python (no Beam), local filesystems: the readers import it without paying for Beam.
+
+>>> m = verify_output("out/")              # doctest: +SKIP
+>>> m.splits["train"]["records"]            # doctest: +SKIP
+17987
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+MANIFEST = "manifest.json"
+STATE_DIR = ".shardforge"  # lock, staging directories, the last failed job's errors
+LOCK = "lock"
+FORMAT = "shardforge-manifest/1"
+SPLITS = ("train", "eval")
+# Files up to this size (schema, stats, small shards) are always checked against their SHA-256;
+# larger ones by size unless ``checksums=True`` (reading every shard on open would cost a pass).
+ALWAYS_HASHED = 1 << 20
+SHARD_RE = re.compile(r"part-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zz)?$")
+# Names a shardforge job writes; an output written before manifests existed is replaced by these.
+OWN_NAMES = ("schema.pbtxt", "stats.json", "stats.html", "train/part-*", "eval/part-*",
+             "errors/errors-*", ".index/train/part-*", ".index/eval/part-*")
+
+
+class OutputError(Exception):
+    """An output directory that cannot be read or written as asked (the message says why)."""
+
+
+class OutputLocked(OutputError):
+    """Another job holds the output's lock."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of an output: ``path`` relative to the output, POSIX separators."""
+
+    path: str
+    bytes: int
+    sha256: str
+    records: int | None = None  # shards only
+
+
+@dataclass
+class Manifest:
+    files: list[FileEntry]
+    schema_sha256: str
+    rows_read: int
+    rows_written: int
+    rows_failed: int
+    version: str
+    command: str
+    created: str
+    job: str = ""
+    format: str = FORMAT
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shards(self) -> list[FileEntry]:
+        return [f for f in self.files if f.records is not None]
+
+    @property
+    def splits(self) -> dict[str, dict[str, int]]:
+        """``{split: {"shards": n, "records": n, "bytes": n}}``."""
+        out: dict[str, dict[str, int]] = {}
+        for f in self.shards:
+            s = out.setdefault(f.path.split("/", 1)[0], {"shards": 0, "records": 0, "bytes": 0})
+            s["shards"] += 1
+            s["records"] += f.records
+            s["bytes"] += f.bytes
+        return out
+
+    def to_json(self) -> str:
+        doc = asdict(self)
+        doc["splits"] = self.splits
+        return json.dumps(doc, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        doc = json.loads(text)
+        doc.pop("splits", None)
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"unknown manifest format {doc.get('format')!r}")
+        doc["files"] = [FileEntry(**f) for f in doc["files"]]
+        return cls(**doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building, writing and reading a manifest
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _index_records(shard: str) -> int:
+    """Record count from the shard's index (the writer counted them); else a scan."""
+    from shardforge.records.index import index_path, read_index
+
+    if os.path.exists(index_path(shard)):
+        return len(read_index(shard)[0])
+    from shardforge.records.framing import read_records
+
+    return sum(1 for _ in read_records(shard))
+
+
+def _walk(root: str) -> Iterable[str]:
+    """Relative POSIX paths of the files under ``root``, skipping the state directory."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        # the state directory, and scratch a job's steps remove when they are done (".tmp-…")
+        dirnames[:] = sorted(d for d in dirnames if d != STATE_DIR and not d.startswith(".tmp"))
+        for name in sorted(filenames):
+            yield os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+
+
+def is_shard(rel: str) -> bool:
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[0] in SPLITS and bool(SHARD_RE.match(parts[1]))
+
+
+def build_manifest(root: str, *, rows_read: int, rows_failed: int, command: str,
+                   job: str = "", extra: dict | None = None) -> Manifest:
+    """The manifest of every file under ``root`` (a finished job's staging directory)."""
+    from shardforge import __version__
+
+    files = []
+    for rel in _walk(root):
+        if rel == MANIFEST:
+            continue
+        path = os.path.join(root, rel)
+        records = _index_records(path) if is_shard(rel) else None
+        files.append(FileEntry(rel, os.path.getsize(path), sha256_file(path), records))
+    schema = next((f.sha256 for f in files if f.path == "schema.pbtxt"), "")
+    return Manifest(
+        files=files, schema_sha256=schema, rows_read=rows_read,
+        rows_written=sum(f.records for f in files if f.records is not None),
+        rows_failed=rows_failed, version=__version__, command=command,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), job=job,
+        extra=dict(extra or {}),
+    )
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Temporary name in the same directory, fsync, rename: readers see all or nothing."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(root: str, manifest: Manifest) -> str:
+    path = os.path.join(root, MANIFEST)
+    atomic_write(path, manifest.to_json().encode())
+    return path
+
+
+def is_job_output(root: str) -> bool:
+    """Whether ``root`` is (or was meant to be) a shardforge job's output: it has a manifest, a
+    ``stats.json`` or the job state directory. Plain shard directories (``ShardedWriter``, a
+    schema written by hand) are not, and are read without a manifest."""
+    return any(os.path.exists(os.path.join(root, n)) for n in (MANIFEST, "stats.json", STATE_DIR))
+
+
+def _why_no_manifest(root: str) -> str:
+    lock = read_lock(root)
+    if lock is not None:
+        return (f"a job is writing it or was killed before it published (pid {lock['pid']} on "
+                f"{lock['host']}, started {lock['started']}: {lock['command']})")
+    state = os.path.join(root, STATE_DIR)
+    if os.path.isdir(state) and any(n.startswith("staging-") for n in os.listdir(state)):
+        return "the job that wrote it was killed before it published its output"
+    return "it was written by a job that did not finish (or by shardforge < 0.2)"
+
+
+def read_manifest(root: str) -> Manifest:
+    path = os.path.join(root, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise OutputError(
+            f"{root} has no {MANIFEST}: {_why_no_manifest(root)}. Its files are not a complete "
+            "output; rerun the job (with --overwrite)") from None
+    try:
+        return Manifest.from_json(text)
+    except (ValueError, TypeError, KeyError) as err:
+        raise OutputError(f"{path} is not a valid shardforge manifest ({err})") from None
+
+
+def verify_output(root: str, *, checksums: bool = False) -> Manifest:
+    """The manifest of the job output ``root``, after checking that it is complete: every file
+    it lists exists with its size (and SHA-256: always for files up to ``ALWAYS_HASHED`` bytes,
+    such as the schema, for all with ``checksums=True``), and no shard it does not list sits in
+    a split directory. Raises :class:`OutputError` naming what is wrong.
+
+    >>> verify_output("out/").rows_written        # doctest: +SKIP
+    20000
+    """
+    root = os.fspath(root)
+    m = read_manifest(root)
+    problems = []
+    for f in m.files:
+        path = os.path.join(root, *f.path.split("/"))
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            problems.append(f"{f.path} is missing")
+            continue
+        if size != f.bytes:
+            problems.append(f"{f.path} has {size} bytes, the manifest says {f.bytes}")
+        elif (checksums or f.bytes <= ALWAYS_HASHED) and sha256_file(path) != f.sha256:
+            problems.append(f"{f.path} does not match its SHA-256 in the manifest")
+    listed = {f.path for f in m.files}
+    for split in SPLITS:
+        d = os.path.join(root, split)
+        if os.path.isdir(d):
+            for name in sorted(os.listdir(d)):
+                rel = f"{split}/{name}"
+                if SHARD_RE.match(name) and rel not in listed:
+                    problems.append(f"{rel} is not in the manifest (left by another job?)")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
+                                           if len(problems) > 5 else "")
+        raise OutputError(f"{root} is not the output its {MANIFEST} describes: {shown}. "
+                          "Rerun the job (with --overwrite)")
+    return m
+
+
+def output_root(path: str) -> str | None:
+    """The job output a shard, split directory, schema file or output directory belongs to, if
+    any. Paths inside a job's state directory (its staging) belong to none: the job itself reads
+    them before it publishes."""
+    path = os.path.abspath(os.fspath(path))
+    if STATE_DIR in path.split(os.sep):
+        return None
+    d = path if os.path.isdir(path) else os.path.dirname(path)
+    for candidate in (d, os.path.dirname(d)):
+        if is_job_output(candidate):
+            return candidate
+    return None
+
+
+def check_readable(path: str) -> Manifest | None:
+    """What every reader calls on the path it was given (an output directory, a split
+    directory, a shard, ``schema.pbtxt``): if it is part of a job output, that output must pass
+    :func:`verify_output` and a shard must be listed in its manifest. Returns the manifest, or
+    ``None`` for paths outside any job output (plain shard directories, a hand-written schema).
+
+    >>> check_readable("out/train")          # doctest: +SKIP
+    Manifest(files=[...], ...)
+    """
+    root = output_root(path)
+    if root is None:
+        return None
+    m = verify_output(root)
+    rel = os.path.relpath(os.path.abspath(os.fspath(path)), root).replace(os.sep, "/")
+    if is_shard(rel) and rel not in {f.path for f in m.files}:
+        raise OutputError(f"{path} is not listed in {os.path.join(root, MANIFEST)}: it is not "
+                          "part of that output (left by another job or copied in)")
+    return m
+
+
+def check_shards(paths: Sequence[str]) -> None:
+    """:func:`check_readable` for every shard of a reader (each output verified once)."""
+    verified: dict[str, set[str]] = {}
+    for p in paths:
+        root = output_root(p)
+        if root is None:
+            continue
+        if root not in verified:
+            verified[root] = {f.path for f in verify_output(root).files}
+        rel = os.path.relpath(os.path.abspath(p), root).replace(os.sep, "/")
+        if rel not in verified[root]:
+            raise OutputError(f"{p} is not listed in {os.path.join(root, MANIFEST)}: it is not "
+                              "part of that output (left by another job or copied in)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The job lock
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now = _proc_start(pid)
+    return start is None or now is None or now == start
+
+
+def read_lock(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, STATE_DIR, LOCK), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class JobLock:
+    """``OUT/.shardforge/lock``: the one job writing ``OUT``. A second job fails fast naming the
+    first; a lock whose process is dead (same host) is stale and taken over.
+
+    >>> with JobLock("out/", "shardforge run ...") as lock:   # doctest: +SKIP
+    ...     staging = lock.staging
+    """
+
+    def __init__(self, root: str, command: str) -> None:
+        self.root, self.command = os.fspath(root), command
+        self.path = os.path.join(self.root, STATE_DIR, LOCK)
+        self.job = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+        self.staging = os.path.join(self.root, STATE_DIR, f"staging-{self.job}")
+        self.stale: dict | None = None
+        self._held = False
+
+    def acquire(self) -> JobLock:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                "pid_start": _proc_start(os.getpid()), "job": self.job}
+        tmp = f"{self.path}.{self.job}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(info, f)
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)  # atomic, fails if a lock exists: never half-written
+                    self._held = True
+                    break
+                except FileExistsError:
+                    other = read_lock(self.root) or {}
+                    if not self._is_stale(other):
+                        raise OutputLocked(
+                            f"{self.root} is being written by another job (pid "
+                            f"{other.get('pid')} on {other.get('host')}, started "
+                            f"{other.get('started')}: {other.get('command')}). Wait for it, or "
+                            f"if it is gone, delete {self.path}") from None
+                    self.stale = other
+                    os.remove(self.path)
+        finally:
+            os.remove(tmp)
+        if not self._held:
+            raise OutputLocked(f"could not take {self.path}: another job took it meanwhile")
+        if self.stale:  # a killed job's staging: never published, safe to drop
+            old = os.path.join(self.root, STATE_DIR, f"staging-{self.stale.get('job')}")
+            shutil.rmtree(old, ignore_errors=True)
+        os.makedirs(self.staging)
+        return self
+
+    def _is_stale(self, other: dict) -> bool:
+        if not other:  # unreadable: the lock was written whole (link), so it is being removed
+            return False
+        return other.get("host") == socket.gethostname() and not _alive(
+            int(other["pid"]), other.get("pid_start"))
+
+    def release(self) -> None:
+        if self._held:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            if (read_lock(self.root) or {}).get("job") == self.job:
+                os.remove(self.path)
+            state = os.path.dirname(self.path)
+            if not os.listdir(state):
+                os.rmdir(state)
+            self._held = False
+
+    def __enter__(self) -> JobLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Overwrite and publish
+
+
+def previous_output(root: str) -> tuple[list[str], bool]:
+    """Files of a previous job in ``root`` (relative paths) and whether a manifest listed them.
+    Without a manifest (an older shardforge, an interrupted publish) shardforge's own file names
+    count as the previous output."""
+    if not os.path.isdir(root):
+        return [], False
+    if os.path.exists(os.path.join(root, MANIFEST)):
+        try:
+            return [f.path for f in read_manifest(root).files] + [MANIFEST], True
+        except OutputError:
+            pass  # unreadable manifest: fall back to the names
+    own = [rel for rel in _walk(root)
+           if any(fnmatch.fnmatchcase(rel, pat) for pat in OWN_NAMES) or rel == MANIFEST]
+    return own, False
+
+
+def check_writable(root: str, overwrite: bool) -> None:
+    """Refuse to write into a previous job's output unless ``overwrite``."""
+    files, listed = previous_output(root)
+    if not listed and all(f.startswith("errors/") for f in files):
+        return  # only the errors a failed job left for the user: replaced without asking
+    if not overwrite:
+        shown = ", ".join(sorted({f.split("/", 1)[0] for f in files}))
+        raise OutputError(f"{root} already holds a job's output ({shown}); pass --overwrite "
+                          "(overwrite=True) to replace it once the new job succeeds")
+
+
+@dataclass
+class Published:
+    """What publishing changed: files replaced or removed from the previous output, and files
+    in the output that no job wrote (kept)."""
+
+    manifest: Manifest
+    removed: list[str]
+    kept: list[str]
+
+
+def publish(staging: str, root: str, manifest: Manifest, *, hook=None) -> Published:
+    """Move a finished job's ``staging`` directory into ``root`` and commit it.
+
+    Order: withdraw the previous manifest (from here until the end readers refuse the output),
+    delete only the files the previous output consists of, rename the new files in, write the
+    new manifest last. ``hook(stage)`` is called between steps (tests pause there to kill).
+    """
+    hook = hook or (lambda stage: None)
+    old, _ = previous_output(root)
+    old_manifest = os.path.join(root, MANIFEST)
+    if os.path.exists(old_manifest):
+        os.replace(old_manifest, os.path.join(staging, "previous-" + MANIFEST))
+    hook("publish_withdrawn")
+    new = {f.path for f in manifest.files}
+    for rel in old:
+        if rel != MANIFEST and rel not in new:
+            path = os.path.join(root, *rel.split("/"))
+            if os.path.exists(path):
+                os.remove(path)
+    for rel in sorted(new):
+        dst = os.path.join(root, *rel.split("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(os.path.join(staging, *rel.split("/")), dst)
+    for d in {os.path.dirname(rel) for rel in old} - {os.path.dirname(rel) for rel in new} - {""}:
+        path = os.path.join(root, *d.split("/"))
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+    for d in {os.path.dirname(rel) for rel in new} | {""}:
+        _fsync_dir(os.path.join(root, *d.split("/")) if d else root)
+    hook("publish_moved")
+    write_manifest(root, manifest)
+    kept = [rel for rel in _walk(root) if rel not in new and rel != MANIFEST]
+    return Published(manifest, sorted(set(old) - new - {MANIFEST}), kept)

@@ -1,0 +1,155 @@
+"""stats.json / stats.html: one statistics engine (the features/ analyzers), per split, for the
+inputs and the transformed outputs; oracles are numpy over the inputs and the decoded records."""
+
+import base64
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from shardforge.pipelines import stats
+from tests.pipelines.helpers import IN_MEMORY, read_split
+
+pytestmark = pytest.mark.xdist_group("pipelines-stats")
+
+FEATURES = """
+import shardforge.features as sf
+
+FEATURES = sf.FeatureSet(
+    [
+        sf.numeric("big", dtype="int64", normalize="zscore"),
+        sf.numeric("clicks", dtype="int64"),
+        sf.categorical_vocab("name", top_k=20, num_oov_buckets=2),
+        sf.categorical_hash("note", hash_bucket_size=64),
+        sf.text("text", tokenizer="whitespace", top_k=30),
+    ],
+    label=sf.numeric("y", dtype="int64"),
+)
+"""
+N = 3000
+MATH = ["$x^{$", "$\\\\frac{", "a_b^c", "$$", "\\\\mathrm{"]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    from shardforge.pipelines import run_pipeline
+
+    d = tmp_path_factory.mktemp("stats")
+    (d / "features.py").write_text(FEATURES)
+    rng = np.random.default_rng(7)
+    # int64 values exact in the input; in float64, sumsq/n - mean^2 is off by ~10 here
+    big = 10**9 + np.round(rng.normal(0.0, 3.0, N)).astype(np.int64)
+    clicks = np.floor(np.exp(rng.normal(1.0, 2.0, N))).astype(np.int64)  # heavily skewed
+    names = [f"n{int(k)}" for k in rng.zipf(1.5, N) % 400]
+    words = [f"w{int(k)}" for k in rng.zipf(1.3, 20 * N) % 500]
+    rows = []
+    for i in range(N):
+        text = " ".join(words[20 * i: 20 * i + 1 + i % 20])
+        rows.append({"big": int(big[i]), "clicks": int(clicks[i]), "name": names[i],
+                     "note": MATH[i % len(MATH)], "text": text, "y": i % 2})
+    with open(d / "rows.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    out = d / "out"
+    summary = run_pipeline(str(d / "features.py"), str(d / "rows.jsonl"), str(out),
+                           beam_args=IN_MEMORY, eval_fraction=0.3)
+    with open(out / "stats.json") as f:
+        doc = json.load(f)
+    return summary, doc, rows, d
+
+
+def _entry(doc, split, section, name):
+    return next(f for f in doc["by_split"][split][section] if f["name"] == name)
+
+
+def test_exact_mean_and_std_where_sumsq_cancels(job):
+    import shardforge.features as sf
+
+    summary, doc, rows, _ = job
+    big = {f["name"]: f for f in doc["features"]}["big"]
+    values = np.array([r["big"] for r in rows])
+    state = sf.TransformState.load(summary.schema).columns["big"]
+    # the same analyzer as the transform's state: the two agree exactly
+    assert big["mean"] == state["mean"] and big["std"] == state["std"]
+    exact = np.std(values - 10**9)  # the oracle without the offset: no cancellation
+    assert big["std"] == pytest.approx(exact, rel=1e-9)
+    assert big["mean"] == pytest.approx(np.mean(values), rel=1e-15)
+    naive = np.sqrt(max(np.mean(values.astype(float) ** 2) - np.mean(values) ** 2, 0.0))
+    assert abs(naive - exact) > 0.1  # the old formula would have failed this
+
+
+def test_per_split_inputs_and_outputs_match_the_records(job):
+    summary, doc, _, d = job
+    import shardforge.features as sf
+
+    state = sf.TransformState.load(summary.schema)
+    fs = sf.load_feature_set(str(d / "features.py"))
+    vocab = state.columns["name"]["vocab"]
+    for split in ("train", "eval"):
+        batch = read_split(summary.output, split, fs.output_spec(state))
+        n = summary.splits[split]
+        assert _entry(doc, split, "inputs", "big")["rows"] == n
+        name = _entry(doc, split, "outputs", "name")
+        ids = np.asarray(batch["name"]).ravel()
+        assert name["vocab_size"] == len(vocab) == 20 and name["num_buckets"] == 22
+        assert name["oov"] == int((ids >= 20).sum())
+        assert name["oov_rate"] == pytest.approx((ids >= 20).mean())
+        top_id = np.bincount(ids).argmax()
+        expected = vocab[top_id].decode() if top_id < 20 else "<oov 0>"
+        assert name["top_values"][0] == [expected, int(np.bincount(ids).max())]
+        note = _entry(doc, split, "outputs", "note")
+        assert note["buckets_used"] == len(np.unique(np.asarray(batch["note"])))
+        assert note["bucket_occupancy"] == pytest.approx(note["buckets_used"] / 64)
+        text = _entry(doc, split, "outputs", "text")
+        lengths = batch["text"].row_lengths()
+        assert text["length_mean"] == pytest.approx(lengths.mean())
+        assert text["length_max"] == lengths.max()
+        tokens = np.bincount(batch["text"].values)
+        tok_vocab = state.columns["text"]["vocab"]
+        top = [tok_vocab[i].decode() if i < 30 else f"<oov {i - 30}>"
+               for i in np.argsort(-tokens, kind="stable")[:5]]
+        assert [v for v, _ in text["top_values"][:5]] == top
+        assert text["oov"] == int(tokens[30:].sum())
+        z = _entry(doc, split, "outputs", "big")
+        assert z["mean"] == pytest.approx(np.asarray(batch["big"], np.float64).mean(),
+                                          abs=1e-6)
+
+
+def test_skewed_column_gets_a_log_histogram_that_counts_every_value(job):
+    _, doc, rows, _ = job
+    clicks = {f["name"]: f for f in doc["features"]}["clicks"]
+    assert clicks["histogram_scale"] == "log"
+    assert sum(b["count"] for b in clicks["histogram"]) == N
+    assert clicks["quantile_eps"] == 0.0  # few distinct values: the sketch is exact
+    assert clicks["quantiles"]["0.5"] == np.quantile([r["clicks"] for r in rows], 0.5,
+                                                     method="inverted_cdf")
+    assert {f["name"]: f for f in doc["features"]}["big"]["histogram_scale"] == "linear"
+
+
+def test_html_has_train_and_eval_side_by_side_and_survives_math_markup(job):
+    summary, doc, _, _ = job
+    with open(os.path.join(summary.output, "stats.html")) as f:
+        page = f.read()
+    assert "$x^{$" in page  # the value shown as text
+    images = re.findall(r'base64,([^"]+)', page)
+    assert len(images) >= 10  # every input and output feature has a picture
+    import io
+
+    from PIL import Image
+
+    wide = Image.open(io.BytesIO(base64.b64decode(images[0])))
+    assert wide.size[0] > 2 * wide.size[1]  # two panels: train | eval
+
+
+def test_top_values_stay_bounded():
+    acc: dict = {}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        values = np.array([f"u{k}".encode() for k in rng.integers(0, 10**9, 2000)],
+                          dtype=object)
+        stats.add_inputs(acc, {"uid": values}, np.zeros(len(values), dtype=bool))
+    entry = acc[("train", "inputs", "uid")]
+    assert len(entry["top"]["counts"]) <= stats.VOCAB_CAPACITY
+    out = stats.summarize_entry("uid", entry)
+    assert "distinct" not in out and out["distinct_over"] == stats.VOCAB_CAPACITY
