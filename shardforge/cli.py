@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true",
-                        help="on an error, print the full traceback too")
+                        help="on an error, print the full traceback too (run: also Beam's logging)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 help="the command (shardforge COMMAND --help: its options)")
     for name, (module_name, help_text) in COMMANDS.items():

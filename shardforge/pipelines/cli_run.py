@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shards.add_argument("--num-shards", type=int, default=None, help="shards per split")
     shards.add_argument("--shard-size", default="128MB",
                         help="target shard size, e.g. 128MB (default), when --num-shards is unset")
-    parser.add_argument("--compression", choices=("gzip", "none"), default="none")
+    parser.add_argument("--compression", choices=("gzip", "none"), default="none",
+                        help="shard compression (gzip: .tfrecord.gz, seekable through the index)")
     parser.add_argument("--max-error-fraction", type=float, default=0.01,
                         help="fail when more than this fraction of rows fail (default 0.01)")
     parser.add_argument("--allow-absent", action="append", default=[], metavar="COL",
@@ -58,8 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "succeeded (only the files its manifest lists)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show Beam's logging, and the full traceback of a failure")
     parser.epilog = ("Any other flag must be a Beam pipeline option, e.g. --direct_num_workers "
                      "4, or --runner DataflowRunner --project P --region R --temp_location "
                      "gs://B/tmp --setup_file ./setup.py")

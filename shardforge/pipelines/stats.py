@@ -31,7 +31,7 @@ from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from shardforge.features.analyzers import NumericStats, Quantiles, Vocabulary, quantiles_at
+from shardforge.features.analyzers import NumericStats, Quantiles, Vocab, Vocabulary
 from shardforge.pipelines import progress
 from shardforge.records.spec import Batch, Ragged
 
@@ -46,7 +46,34 @@ MAX_COUNTED_BYTES = 256
 MAX_ID_TABLE = 1 << 20
 SKEW_RATIO = 10.0
 
-_NUM, _QUANT, _VOCAB = NumericStats(), Quantiles(QUANTILE_K), Vocabulary(VOCAB_CAPACITY)
+_NUM, _QUANT = NumericStats(), Quantiles(QUANTILE_K)
+# Bounded (Misra-Gries) value counts; only the accumulator is used (see _top), so one analyzer
+# merges both the bytes and the int64 tables.
+_VOCAB = Vocabulary(capacity=VOCAB_CAPACITY)
+_VOCAB_INT = Vocabulary(capacity=VOCAB_CAPACITY, dtype="int64")
+
+
+def _summary(acc: dict) -> dict:
+    """A :class:`Quantiles` accumulator as weighted points: its exact distinct values with
+    counts, or past its capacity the histogram buckets' midpoints with their counts; ``eps``
+    bounds the rank error of a quantile read off it (a bucket's share of the values)."""
+    if acc["hist"] is None:
+        values, weights = acc["exact"]
+        n = int(weights.sum())
+        return {"values": values, "weights": weights, "n": n, "eps": 0.0}
+    _, _, counts, lo, hi = acc["hist"]
+    n = int(counts.sum())
+    eps = float(np.where(lo < hi, counts, 0).max()) / n if n else 0.0
+    return {"values": (lo + hi) / 2, "weights": counts, "n": n, "eps": eps}
+
+
+def quantiles_at(summary: dict, qs: np.ndarray) -> np.ndarray:
+    """The smallest summarized value whose cumulative weight reaches ``q * n`` for each ``q``."""
+    if summary["n"] == 0:
+        return np.zeros(len(qs))
+    cum = np.cumsum(summary["weights"])
+    idx = np.searchsorted(cum, np.asarray(qs, dtype=np.float64) * summary["n"], side="left")
+    return summary["values"][np.minimum(idx, len(cum) - 1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +121,7 @@ def _add_input(entry: dict, col) -> None:
         return
     entry["dtype"] = "float32" if values.dtype.kind == "f" else "int64"
     if values.dtype.kind != "f":
-        entry["top"] = _VOCAB.add_batch(entry.get("top") or _VOCAB.create(), values)
+        entry["top"] = _VOCAB_INT.add_batch(entry.get("top") or _VOCAB_INT.create(), values)
     _add_numbers(entry, "num", values)
 
 
@@ -212,51 +239,45 @@ def histogram(summary: dict, lo: float, hi: float,
 
 def _numbers(entry: dict, key: str, prefix: str = "") -> dict:
     st = _NUM.extract(entry[key])
-    d = {f"{prefix}count" if prefix else "num_values": st["count"]}
-    if not st["count"]:
+    d = {f"{prefix}count" if prefix else "num_values": st.count}
+    if not st.count:
         return d
-    d.update({f"{prefix}{k}": st[k] for k in ("min", "max", "mean", "std")})
-    summary = _QUANT.extract(entry[key + "_q"])
+    d.update({f"{prefix}{k}": getattr(st, k) for k in ("min", "max", "mean", "std")})
+    summary = _summary(entry[key + "_q"])
     if summary["n"]:
         qs = quantiles_at(summary, np.asarray(QUANTILES))
         d[f"{prefix}quantiles"] = {f"{q:g}": float(v) for q, v in zip(QUANTILES, qs)}
         d[f"{prefix}quantile_eps"] = summary["eps"]
-        scale, buckets = histogram(summary, st["min"], st["max"])
+        scale, buckets = histogram(summary, st.min, st.max)
         d[f"{prefix}histogram"], d[f"{prefix}histogram_scale"] = buckets, scale
-    if st["missing"]:
-        d["nan"] = st["missing"]
+    if st.missing:
+        d["nan"] = st.missing
     return d
 
 
 def _top(entry: dict) -> dict:
-    v = _VOCAB.extract(entry["top"])
-    d = {"top_values": [[_text(k), int(c)] for k, c in zip(v["values"][:TOP_K],
-                                                          v["counts"][:TOP_K])]}
-    if v["max_undercount"]:
+    acc = entry["top"]
+    # every value as counted (no vocabulary cut, empty strings included), most frequent first
+    items = sorted(acc["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
+    d = {"top_values": [[_text(k), int(c)] for k, c in items[:TOP_K]]}
+    if acc["decrement"]:
         # The bounded summary pruned: counts may be low by at most this much, and the number
         # of distinct values is only known to exceed the summary's capacity.
-        d.update(top_values_max_undercount=v["max_undercount"], distinct_over=VOCAB_CAPACITY)
+        d.update(top_values_max_undercount=acc["decrement"], distinct_over=VOCAB_CAPACITY)
     else:
-        d["distinct"] = v["distinct"]
+        d["distinct"] = len(items)
     return d
 
 
-def _vocab_size(feature, state) -> int | None:
+def _vocab(feature, state) -> Vocab | None:
+    """The learned or given vocabulary behind a categorical output, if it has one."""
     if feature is None or state is None:
         return None
     for key in (feature.name, feature.source):
-        st = state.columns.get(key)
-        if st is not None and len(st["vocab"]):
-            return len(st["vocab"])
+        for st in state.columns.get(key, {}).values():
+            if isinstance(st, Vocab) and len(st):
+                return st
     return None
-
-
-def _vocab(feature, state) -> list:
-    for key in (feature.name, feature.source):
-        st = state.columns.get(key)
-        if st is not None and len(st["vocab"]):
-            return st["vocab"]
-    return []
 
 
 def summarize_entry(name: str, entry: dict, feature=None, state=None) -> dict:
@@ -277,14 +298,15 @@ def summarize_entry(name: str, entry: dict, feature=None, state=None) -> dict:
                  buckets_used=int((ids > 0).sum()),
                  bucket_occupancy=float((ids > 0).mean()) if len(ids) else 0.0)
         order = np.lexsort((np.arange(len(ids)), -ids))[:TOP_K]
-        vocab = _vocab(feature, state) if feature is not None else []
+        vocab = _vocab(feature, state)
         d["top_ids"] = [[int(i), int(ids[i])] for i in order if ids[i]]
-        size = _vocab_size(feature, state)
-        if size is not None:
+        if vocab is not None:
+            size = len(vocab)
             oov = int(ids[size:].sum())
             d.update(vocab_size=size, oov=oov, oov_rate=oov / total if total else 0.0)
-            d["top_values"] = [[_text(vocab[i]) if i < size else f"<oov {i - size}>", int(ids[i])]
-                               for i in order if ids[i]]
+            d["top_values"] = [
+                [_text(vocab.values[i]) if i < size else f"<oov {i - size}>", int(ids[i])]
+                for i in order if ids[i]]
         if len(ids) <= HISTOGRAM_BUCKETS * 5:
             d["bucket_counts"] = ids.tolist()
     if feature is not None:

@@ -207,7 +207,7 @@ def _records(corpus, summary):
     state = sf.TransformState.load(summary.schema)
     fs = sf.load_feature_set(str(d / "features.py"))
     out = read_split(summary.output, "train", fs.output_spec(state))
-    vocab = list(state.columns["c"]["vocab"])
+    vocab = list(state.columns["c"]["vocab"].values)
     return out, vocab
 
 
@@ -284,7 +284,7 @@ def test_non_finite_values_never_reach_the_state(corpus, tmp_path):
                          str(tmp_path / policy), eval_fraction=0.0, max_error_fraction=0.5,
                          non_finite=policy, beam_args=IN_MEMORY)
         assert s.errors == errors and s.splits["train"] == 40 - errors
-        mean = sf.TransformState.load(s.schema).columns["x"]["mean"]
+        mean = sf.TransformState.load(s.schema).columns["x"]["stats"].mean
         assert np.isfinite(mean)
         x = read_split(s.output, "train", sf.load_feature_set(str(features)).output_spec(
             sf.TransformState.load(s.schema)))["x"]

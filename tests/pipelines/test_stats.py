@@ -69,9 +69,9 @@ def test_exact_mean_and_std_where_sumsq_cancels(job):
     summary, doc, rows, _ = job
     big = {f["name"]: f for f in doc["features"]}["big"]
     values = np.array([r["big"] for r in rows])
-    state = sf.TransformState.load(summary.schema).columns["big"]
+    state = sf.TransformState.load(summary.schema).columns["big"]["stats"]
     # the same analyzer as the transform's state: the two agree exactly
-    assert big["mean"] == state["mean"] and big["std"] == state["std"]
+    assert big["mean"] == state.mean and big["std"] == state.std
     exact = np.std(values - 10**9)  # the oracle without the offset: no cancellation
     assert big["std"] == pytest.approx(exact, rel=1e-9)
     assert big["mean"] == pytest.approx(np.mean(values), rel=1e-15)
@@ -85,7 +85,7 @@ def test_per_split_inputs_and_outputs_match_the_records(job):
 
     state = sf.TransformState.load(summary.schema)
     fs = sf.load_feature_set(str(d / "features.py"))
-    vocab = state.columns["name"]["vocab"]
+    vocab = state.columns["name"]["vocab"].values
     for split in ("train", "eval"):
         batch = read_split(summary.output, split, fs.output_spec(state))
         n = summary.splits[split]
@@ -106,7 +106,7 @@ def test_per_split_inputs_and_outputs_match_the_records(job):
         assert text["length_mean"] == pytest.approx(lengths.mean())
         assert text["length_max"] == lengths.max()
         tokens = np.bincount(batch["text"].values)
-        tok_vocab = state.columns["text"]["vocab"]
+        tok_vocab = state.columns["text"]["vocab"].values
         top = [tok_vocab[i].decode() if i < 30 else f"<oov {i - 30}>"
                for i in np.argsort(-tokens, kind="stable")[:5]]
         assert [v for v, _ in text["top_values"][:5]] == top
