@@ -11,7 +11,7 @@ PIP    := quiet_pip() { $(PY) -m pip install -q --progress-bar off "$$@" 2>&1 | 
 # The CPU build of torch comes from local disk with an exact pin; a looser spec pulls a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test demo wheel protos lint bench clean
+.PHONY: setup test demo demo-vlm wheel protos lint bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/shardforge demo
+
+# the vision-language demo step (about 6 more minutes on 2 cores)
+demo-vlm: setup
+	$(VENV)/bin/shardforge demo --steps vlm
 
 wheel: setup
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
