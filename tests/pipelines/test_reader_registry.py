@@ -87,7 +87,7 @@ def test_a_registered_reader_runs_a_job_like_a_builtin(kv, tmp_path):
     features = str(tmp_path / "features.py")
     (tmp_path / "features.py").write_text(FEATURES)
     _write_rows(tmp_path)
-    common = dict(eval_fraction=0.3, num_shards=1, beam_args=IN_MEMORY)
+    common = dict(eval_fraction=0.3, num_shards=1, max_error_fraction=0.05, beam_args=IN_MEMORY)
     ours = run_pipeline(features, str(tmp_path / "rows.kv"), str(tmp_path / "out_kv"), **common)
     oracle = run_pipeline(features, str(tmp_path / "rows.csv"), str(tmp_path / "out_csv"),
                           **common)
