@@ -24,16 +24,16 @@ import sys
 import threading
 import traceback
 
-FORMATS = ("csv", "jsonl", "parquet", "tfrecord", "text")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardforge.pipelines.readers import READERS
+
     parser.add_argument("--features", required=True,
                         help="Python file defining FEATURES (a shardforge FeatureSet)")
     parser.add_argument("--input", required=True, action="append",
                         help="input file glob (repeatable); local or any Beam filesystem (gs://)")
     parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--format", choices=FORMATS, default=None,
+    parser.add_argument("--format", choices=tuple(READERS), default=None,
                         help="input format (default: from each file's suffix)")
     parser.add_argument("--eval-fraction", type=float, default=0.1,
                         help="fraction of rows hashed into eval/ (default 0.1)")

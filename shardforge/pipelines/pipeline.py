@@ -69,10 +69,11 @@ def _check_inputs(patterns: Sequence[str], features=None, fmt: str | None = None
         if not FileSystems.match([pattern])[0].metadata_list:
             raise FileNotFoundError(f"no input files match {pattern!r}")
     if features is not None:
-        from shardforge.pipelines.transforms import FeatureSetRef, check_input_columns
+        from shardforge.pipelines.readers.typed import check_input_columns
+        from shardforge.pipelines.transforms import FeatureSetRef
 
         ref = features if isinstance(features, FeatureSetRef) else FeatureSetRef(features)
-        check_input_columns(patterns, ref, fmt, absent_ok)
+        check_input_columns(patterns, ref.get(), fmt, absent_ok)
 
 
 def _read_json(path: str) -> dict:
@@ -214,9 +215,9 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     from apache_beam.options.pipeline_options import StandardOptions
 
     from shardforge.interop.tfmd import write_tfmd_schema
-    from shardforge.pipelines import sources
     from shardforge.pipelines.cli_stats import write_html
     from shardforge.pipelines.options import make_options
+    from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS
     from shardforge.pipelines.transforms import Preprocess, TooManyErrors
 
     patterns = [input] if isinstance(input, str) else list(input)
@@ -231,7 +232,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
             features, patterns, dest, fmt=fmt, eval_fraction=eval_fraction,
             split_key=split_key, num_shards=num_shards, shard_size=shard_size,
             compression=compression, max_error_fraction=max_error_fraction,
-            chunk_rows=chunk_rows or sources.DEFAULT_CHUNK_ROWS, absent_ok=absent_ok,
+            chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS, absent_ok=absent_ok,
             non_finite=non_finite, check_inputs=False,
         )
 

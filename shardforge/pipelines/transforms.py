@@ -24,8 +24,10 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from shardforge.features.image import SOURCE_DIR
-from shardforge.pipelines import progress, sources, stats
+from shardforge.pipelines import progress, stats
+from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS, Split, reader_for
+from shardforge.pipelines.readers.base import error_record
+from shardforge.pipelines.readers.typed import TypedChunk, check_input_columns, typed_chunks
 from shardforge.records.spec import Batch, Ragged, batch_size
 
 ERRORS = "errors"
@@ -89,18 +91,6 @@ class Rows:
     missing: dict[str, int]
 
 
-def error_record(err, stage: str, source: str | None = None) -> dict:
-    """A JSON-able dead letter from a features ``RowError`` (``source``: the row's id)."""
-    value = err.value
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    text = value if isinstance(value, str) else repr(value)
-    return {"source": source if source is not None else str(err.row), "stage": stage,
-            "feature": err.feature, "reason": err.reason, "value": text[:200]}
-
-
 def _write_bytes(path: str, data) -> None:
     """Write a whole file (``bytes``, or a sequence of buffers written one after the other) to
     any Beam filesystem; local files are renamed into place."""
@@ -122,58 +112,6 @@ def _write_bytes(path: str, data) -> None:
 # ReadRaw
 
 
-@dataclass
-class TypedChunk:
-    """One chunk after coercion: the typed rows, which raw rows they are, their missing counts."""
-
-    chunk: sources.RawChunk
-    batch: Batch
-    keep: np.ndarray
-    missing: dict[str, int]
-
-    def row_id(self, i: int) -> str:
-        """The source of typed row ``i`` (``file:line`` and the like)."""
-        return self.chunk.row_id(int(self.keep[i]))
-
-
-def typed_chunks(fs, split: sources.Split | str, fmt: str | None, chunk_rows: int,
-                 non_finite: str = "error"):
-    """``TypedChunk``\\ s and error dicts of one file or split, in file order: read and
-    coerce, the common first step of both passes over the input."""
-    from shardforge.features.coerce import coerce
-
-    split = split if isinstance(split, sources.Split) else sources.Split(split)
-    path = split.path
-    fmt = fmt or sources.infer_format(path)
-    spec = fs.input_spec()
-    if fmt == "text":
-        spec = {n: s for n, s in spec.items() if n in sources.TEXT_COLUMNS}
-    # the reader provides SOURCE_DIR itself (the row's input directory, where relative image
-    # paths resolve); it is never a column of the file
-    provided = spec.pop(SOURCE_DIR, None) is not None
-    inputs = [inp for inp in fs.input_columns if inp.name in spec or inp.name == SOURCE_DIR]
-    for item in sources.read_file(path, fmt, spec, chunk_rows, split=split):
-        if isinstance(item, sources.ReadError):
-            yield item.to_json()
-            continue
-        if provided:
-            item.columns[SOURCE_DIR] = [posixpath.dirname(item.source).encode()] * item.count
-        batch, errors = coerce(inputs, item.columns, non_finite=non_finite)
-        keep = np.arange(item.count)
-        if errors:
-            for e in errors:
-                yield error_record(e, "parse", item.row_id(e.row))
-            keep = np.setdiff1d(keep, np.fromiter({e.row for e in errors}, dtype=np.int64))
-        if len(keep):
-            missing = {n: int(sources.missing_mask(item.columns.get(n), item.count)[keep].sum())
-                       for n in spec}
-            yield TypedChunk(item, batch, keep, missing)
-
-
-def _count_read(item) -> int:
-    return item.chunk.count if isinstance(item, TypedChunk) else 1
-
-
 class _ReadFn(beam.DoFn):
     """One split of a file → ``Rows`` (+ errors and rows read): the analyze pass."""
 
@@ -182,7 +120,7 @@ class _ReadFn(beam.DoFn):
         self.fs, self.fmt, self.chunk_rows, self.non_finite = fs, fmt, chunk_rows, non_finite
         self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
 
-    def process(self, split: sources.Split):
+    def process(self, split: Split):
         read = 0
         for item in typed_chunks(self.fs.get(), split, self.fmt, self.chunk_rows,
                                  self.non_finite):
@@ -203,16 +141,17 @@ class _ReadFn(beam.DoFn):
         yield pvalue.TaggedOutput(NUM_READ, read)
 
 
-def _split(file: tuple[str, int], fmt: str | None) -> list[sources.Split]:
+def _split(file: tuple[str, int], fmt: str | None) -> list[Split]:
     path, size = file
     # about 16 splits a file (2-32 MiB each): every worker gets work from one big file
     target = min(max(size // 16, 2 << 20), 32 << 20)
-    return sources.split_file(path, fmt or sources.infer_format(path), target)
+    return reader_for(fmt, path).split(path, target)
 
 
 class MatchFiles(beam.PTransform):
-    """Globs → :class:`sources.Split`\\ s of the matched files (a big CSV, JSONL or Parquet
-    file is cut at row boundaries), spread over the workers."""
+    """Globs → :class:`~shardforge.pipelines.readers.Split`\\ s of the matched files (each
+    file cut by its format's reader: a big CSV, JSONL or Parquet file at row boundaries),
+    spread over the workers."""
 
     def __init__(self, patterns: str | Sequence[str], fmt: str | None = None) -> None:
         super().__init__()
@@ -234,13 +173,13 @@ class MatchFiles(beam.PTransform):
 class ReadRaw(beam.PTransform):
     """Splits (from :class:`MatchFiles`) → ``{"rows": Rows, "errors": dict, "num_read": int}``.
 
-    ``fmt`` is one of csv, jsonl, parquet, tfrecord, text (``None``: from each file's suffix).
+    ``fmt`` names a reader of ``readers.READERS`` (``None``: from each file's suffix).
     Values are typed by the feature set's input declarations (``features.coerce``); reading and
     coercing run in one step, so no raw row crosses a stage boundary.
     """
 
     def __init__(self, features, fmt: str | None = None,
-                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, non_finite: str = "error") -> None:
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, non_finite: str = "error") -> None:
         super().__init__()
         self.fs, self.fmt, self.chunk_rows = _as_ref(features), fmt, chunk_rows
         self.non_finite = non_finite
@@ -396,7 +335,7 @@ class _TransformFn(beam.DoFn):
     def start_bundle(self):
         self.spiller = RunSpiller(self.spill_dir, self.run_bytes)
 
-    def process(self, split: sources.Split, state):
+    def process(self, split: Split, state):
         from shardforge.records import RecordBlock, encode_batch
 
         fs = self.fs.get()
@@ -451,7 +390,7 @@ class Transform(beam.PTransform):
 
     def __init__(self, features, state, spill_dir: str, eval_fraction: float = 0.1,
                  split_key: str | None = None, fmt: str | None = None,
-                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, non_finite: str = "error",
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, non_finite: str = "error",
                  run_bytes: int = DEFAULT_RUN_BYTES) -> None:
         super().__init__()
         self.fs, self.state, self.spill_dir = _as_ref(features), state, spill_dir
@@ -913,7 +852,7 @@ class Preprocess(beam.PTransform):
                  fmt: str | None = None, eval_fraction: float = 0.1, split_key: str | None = None,
                  num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
                  compression: str | None = None, max_error_fraction: float = 0.01,
-                 chunk_rows: int = sources.DEFAULT_CHUNK_ROWS, absent_ok: Sequence[str] = (),
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, absent_ok: Sequence[str] = (),
                  non_finite: str = "error", check_inputs: bool = True) -> None:
         super().__init__()
         from shardforge.features.coerce import NON_FINITE
@@ -955,21 +894,3 @@ class Preprocess(beam.PTransform):
             self.output, written["sizes"], read["num_read"], dead["count"], features=self.fs,
             state=state, eval_fraction=self.eval_fraction, split_key=self.split_key)
         return written["paths"]
-
-
-def check_input_columns(patterns: str | Sequence[str], features, fmt: str | None = None,
-                        absent_ok: Sequence[str] = ()) -> None:
-    """Fail before the job starts when a matched CSV or Parquet file lacks a declared input
-    (see :func:`sources.check_columns`); remote and unmatched patterns are left to the job."""
-    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    fs = features.get() if isinstance(features, FeatureSetRef) else features
-    names = [n for n in fs.input_spec() if n != SOURCE_DIR]
-    if fmt == "text":
-        return
-    unknown = set(absent_ok) - set(names)
-    if unknown:
-        raise ValueError(f"absent_ok names {sorted(unknown)}, which are not inputs of the "
-                         f"feature set (inputs: {names})")
-    paths = [m.path for p in patterns if "://" not in p
-             for m in FileSystems.match([p])[0].metadata_list]
-    sources.check_columns(sorted(paths), fmt, names, absent_ok)

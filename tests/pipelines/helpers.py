@@ -19,11 +19,11 @@ IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 def read_typed(fs, path: str, fmt: str = "csv"):
     """The typed input batches of a file, read and coerced in-process (the oracle's input)."""
     from shardforge.features.coerce import coerce
-    from shardforge.pipelines import sources
+    from shardforge.pipelines.readers import ReadError, read_file
 
     batches, errors = [], []
-    for item in sources.read_file(path, fmt, fs.input_spec()):
-        if isinstance(item, sources.ReadError):
+    for item in read_file(path, fmt, fs.input_spec()):
+        if isinstance(item, ReadError):
             errors.append(item)
             continue
         batch, errs = coerce(fs.input_columns, item.columns, [item.row_id(i)

@@ -293,7 +293,7 @@ def test_non_finite_values_never_reach_the_state(corpus, tmp_path):
 
 def test_declared_columns_missing_from_a_header_fail_before_the_job(corpus, tmp_path):
     from shardforge.pipelines import run_pipeline
-    from shardforge.pipelines.sources import MissingColumnsError
+    from shardforge.pipelines.readers import MissingColumnsError
 
     d, _ = corpus
     csv = tmp_path / "typo.csv"

@@ -1,4 +1,4 @@
-"""The raw-format readers, in-process: values, missing values, row ids, unreadable records."""
+"""The input-format readers, in-process: values, missing values, row ids, unreadable records."""
 
 import json
 
@@ -6,7 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shardforge.pipelines import sources
+from shardforge.pipelines import readers
+from shardforge.pipelines.readers import base
+from shardforge.pipelines.readers import parquet as parquet_reader
 
 
 def _values(values, n):
@@ -20,8 +22,8 @@ def _values(values, n):
 
 
 def _all(items):
-    chunks = [i for i in items if isinstance(i, sources.RawChunk)]
-    errors = [i for i in items if isinstance(i, sources.ReadError)]
+    chunks = [i for i in items if isinstance(i, readers.RawChunk)]
+    errors = [i for i in items if isinstance(i, readers.ReadError)]
     ids = [c.row_id(i) for c in chunks for i in range(c.count)]
     cols = {}
     for c in chunks:
@@ -33,7 +35,8 @@ def _all(items):
 def test_csv_header_missing_and_line_numbers(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text('x,y,unused\n1,a,q\n,"b\nc",q\n3,d\n4,,q\n')
-    ids, cols, errors = _all(list(sources.read_csv(str(path), ["x", "y", "absent"], chunk_rows=2)))
+    items = readers.read_file(str(path), "csv", ["x", "y", "absent"], chunk_rows=2)
+    ids, cols, errors = _all(list(items))
     # fields stay bytes until coerced; an empty field is b""
     assert cols == {"x": [b"1", b"", b"4"], "y": [b"a", b"b\nc", b""], "absent": [None] * 3}
     # a quoted newline makes one record span lines 3-4; ids name the first line of a record
@@ -45,7 +48,7 @@ def test_csv_header_missing_and_line_numbers(tmp_path):
 def test_jsonl_bad_json_is_an_error_not_a_crash(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"x": 1, "y": [1, 2]}\n{"x": \n[1]\n\n{"y": null}\n')
-    ids, cols, errors = _all(list(sources.read_jsonl(str(path), ["x", "y"])))
+    ids, cols, errors = _all(list(readers.read_file(str(path), "jsonl", ["x", "y"])))
     assert cols == {"x": [1, None], "y": [[1, 2], None]}
     assert ids == [f"{path}:1", f"{path}:5"]
     assert [e.source for e in errors] == [f"{path}:2", f"{path}:3"]
@@ -56,7 +59,7 @@ def test_jsonl_bad_json_is_an_error_not_a_crash(tmp_path):
 def test_parquet_batches_and_row_ids(tmp_path):
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"x": [1.5, None, 3.0], "w": [["a"], [], ["b", "c"]]}), path)
-    items = list(sources.read_parquet(str(path), ["x", "w", "absent"], chunk_rows=2))
+    items = list(readers.read_file(str(path), "parquet", ["x", "w", "absent"], chunk_rows=2))
     assert len(items) == 2
     ids, cols, errors = _all(items)
     assert cols == {"x": [1.5, None, 3.0], "w": [["a"], [], ["b", "c"]], "absent": [None] * 3}
@@ -74,7 +77,7 @@ def test_tfrecord_offsets_and_values(tmp_path):
         for p in payloads:
             w.write(p)
     spec = {"x": FixedLen("int64"), "w": VarLen("bytes")}
-    ids, cols, errors = _all(list(sources.read_file(str(path), "tfrecord", spec)))
+    ids, cols, errors = _all(list(readers.read_file(str(path), "tfrecord", spec)))
     # every input comes as a value list; coercion checks the counts against the declarations
     assert cols == {"x": [[1], [2]], "w": [[b"a", b"b"], None]}
     assert ids == [f"{path}@0", f"{path}@{len(payloads[0]) + 16}"] and not errors
@@ -83,9 +86,9 @@ def test_tfrecord_offsets_and_values(tmp_path):
 def test_text_is_one_record_per_file(tmp_path):
     (tmp_path / "m.py").write_text("print('hi')\n")
     (tmp_path / "b.txt").write_bytes(b"\xff\xfe not utf-8")
-    _, cols, _ = _all(list(sources.read_text(str(tmp_path / "m.py"), ["text", "path"])))
+    _, cols, _ = _all(list(readers.read_file(str(tmp_path / "m.py"), "text", ["text", "path"])))
     assert cols == {"text": ["print('hi')\n"], "path": [str(tmp_path / "m.py")]}
-    _, cols, _ = _all(list(sources.read_text(str(tmp_path / "b.txt"), ["text"])))
+    _, cols, _ = _all(list(readers.read_file(str(tmp_path / "b.txt"), "text", ["text"])))
     assert cols == {"text": [b"\xff\xfe not utf-8"]}
 
 
@@ -95,44 +98,44 @@ def test_gzip_csv_is_read_transparently(tmp_path):
     path = tmp_path / "a.csv.gz"
     with gzip.open(path, "wt") as f:
         f.write("x\n1\n2\n")
-    assert sources.infer_format(str(path)) == "csv"
-    assert _all(list(sources.read_csv(str(path), ["x"])))[1] == {"x": [b"1", b"2"]}
+    assert readers.infer_format(str(path)) == "csv"
+    assert _all(list(readers.read_file(str(path), "csv", ["x"])))[1] == {"x": [b"1", b"2"]}
 
 
 @pytest.mark.parametrize("name,fmt", [("a.csv", "csv"), ("d/*.jsonl", "jsonl"), ("x.parquet",
                          "parquet"), ("s.tfrecord.gz", "tfrecord"), ("f.txt", "text")])
 def test_infer_format(name, fmt):
-    assert sources.infer_format(name) == fmt
+    assert readers.infer_format(name) == fmt
 
 
 def test_infer_format_names_the_flag():
     with pytest.raises(ValueError, match="--format"):
-        sources.infer_format("data.bin")
+        readers.infer_format("data.bin")
 
 
 def test_missing_mask():
     import numpy as np
 
-    assert sources.missing_mask(pa.array([b"1", b"", None]), 3).tolist() == [False, True, True]
-    assert sources.missing_mask(pa.array([[1], [], None]), 3).tolist() == [False, True, True]
-    assert sources.missing_mask(None, 2).tolist() == [True, True]
-    assert sources.missing_mask([None, "", [], 0.0], 4).tolist() == [True, True, True, False]
-    assert isinstance(sources.missing_mask(pa.array([1.0]), 1), np.ndarray)
-    assert json.dumps(sources.ReadError("f:1", "bad").to_json())
+    assert base.missing_mask(pa.array([b"1", b"", None]), 3).tolist() == [False, True, True]
+    assert base.missing_mask(pa.array([[1], [], None]), 3).tolist() == [False, True, True]
+    assert base.missing_mask(None, 2).tolist() == [True, True]
+    assert base.missing_mask([None, "", [], 0.0], 4).tolist() == [True, True, True, False]
+    assert isinstance(base.missing_mask(pa.array([1.0]), 1), np.ndarray)
+    assert json.dumps(readers.ReadError("f:1", "bad").to_json())
 
 
 def test_row_ids_are_built_from_the_chunk_source():
     import numpy as np
 
-    chunk = sources.RawChunk("f.csv", 2, 3, {}, positions=np.array([2, 3, 7]))
+    chunk = readers.RawChunk("f.csv", 2, 3, {}, positions=np.array([2, 3, 7]))
     assert [chunk.row_id(i) for i in range(3)] == ["f.csv:2", "f.csv:3", "f.csv:7"]
-    assert sources.RawChunk("f.pq", 10, 2, {}, kind="row").row_id(1) == "f.pq:row 11"
-    tfr = sources.RawChunk("f.tfr", 0, 1, {}, np.array([16]), kind="offset")
+    assert readers.RawChunk("f.pq", 10, 2, {}, kind="row").row_id(1) == "f.pq:row 11"
+    tfr = readers.RawChunk("f.tfr", 0, 1, {}, np.array([16]), kind="offset")
     assert tfr.row_id(0) == "f.tfr@16"
 
 
 def _read_splits(path, fmt, names, splits):
-    items = [i for s in splits for i in sources.read_file(str(path), fmt, names, split=s)]
+    items = [i for s in splits for i in readers.read_file(str(path), fmt, names, split=s)]
     return _all(items)
 
 
@@ -156,10 +159,10 @@ def test_splits_read_exactly_the_whole_file(tmp_path, fmt):
 
         spec = {"id": FixedLen("int64"), "t": FixedLen("bytes")}
     path.write_text(body)
-    splits = sources.split_file(str(path), fmt, target=4096)
+    splits = readers.reader_for(fmt).split(str(path), 4096)
     assert len(splits) > 5
     assert splits[0].start == 0 and all(a.end == b.start for a, b in zip(splits, splits[1:]))
-    whole = _read_splits(path, fmt, spec, [sources.Split(str(path), first=1)])
+    whole = _read_splits(path, fmt, spec, [readers.Split(str(path), first=1)])
     parts = _read_splits(path, fmt, spec, splits)
     assert parts[0] == whole[0] and parts[1] == whole[1]
     assert [e.source for e in parts[2]] == [e.source for e in whole[2]]
@@ -171,8 +174,8 @@ def test_splits_read_exactly_the_whole_file(tmp_path, fmt):
 def test_parquet_splits_by_row_groups(tmp_path, monkeypatch):
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"x": list(range(1000))}), path, row_group_size=100)
-    monkeypatch.setattr(sources, "SPLIT_ROWS", 250)
-    splits = sources.split_file(str(path), "parquet")
+    monkeypatch.setattr(parquet_reader, "SPLIT_ROWS", 250)
+    splits = readers.reader_for("parquet").split(str(path), 4096)
     assert [(s.start, s.end, s.first) for s in splits] == [(0, 3, 0), (3, 6, 300), (6, 9, 600),
                                                            (9, None, 900)]
     ids, cols, _ = _read_splits(path, "parquet", ["x"], splits)
