@@ -186,6 +186,19 @@ class WithErrors:
     feature: str = ""  # the input to blame; empty = the column
 
 
+@dataclass(frozen=True)
+class RowError:
+    """A row that could not be coerced or transformed: route it to the errors output."""
+
+    row: Any
+    feature: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: feature {self.feature!r}: {self.reason} (value {self.value!r})"
+
+
 class Column:
     """Base of every feature column (see the module docstring). Subclasses are frozen
     dataclasses with a ``name`` field: the name of their output feature."""

@@ -12,13 +12,13 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from shardforge.features.analyzers import Analyzer
-from shardforge.features.column import Column, Input, Output, WithErrors
+from shardforge.features.coerce import coerce
+from shardforge.features.column import Column, Input, Output, RowError, WithErrors
 from shardforge.features.hashing import StrBuf
 from shardforge.features.state import TransformState, spec_from_features
 from shardforge.protos import schema_pb2
@@ -28,19 +28,6 @@ _PROTO_DTYPE = {"int64": schema_pb2.INT64, "float32": schema_pb2.FLOAT32, "bytes
 _KIND = schema_pb2.Feature
 _PROTO_KIND = {"numeric": _KIND.NUMERIC, "categorical": _KIND.CATEGORICAL,
                "weights": _KIND.WEIGHTS, "strings": _KIND.KIND_UNSPECIFIED}
-
-
-@dataclass(frozen=True)
-class RowError:
-    """A row that could not be coerced or transformed: route it to the errors output."""
-
-    row: Any
-    feature: str
-    value: Any
-    reason: str
-
-    def __str__(self) -> str:
-        return f"row {self.row}: feature {self.feature!r}: {self.reason} (value {self.value!r})"
 
 
 class TransformError(ValueError):
@@ -182,8 +169,6 @@ class FeatureSet:
         Rows with a value that does not parse, or a missing required value, are removed from the
         batch and reported as :class:`RowError` (``row`` from ``row_ids``, else the index).
         """
-        from shardforge.features.coerce import coerce
-
         return coerce(self._inputs.values(), raw, row_ids)
 
     # ------------------------------------------------------------------ evaluation

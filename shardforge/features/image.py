@@ -1,7 +1,8 @@
 """The image column, ``sf.image``: encoded images (bytes, ``data:`` URLs, paths) in, stored resized
-images out, with per-channel normalization in the state. The image processing itself (decode,
-``smart_resize``, patches, the stored format) is the engine :mod:`shardforge.vision`, shared with
-the training loader.
+images out, with per-channel normalization in the state. Reading an input value (bytes, a
+``data:`` URL, a local or object-store path: :func:`image_bytes`) is the column's; the image
+processing (decode, ``smart_resize``, patches, the stored format) is the engine
+:mod:`shardforge.vision`, shared with the training loader.
 
 >>> col = image("image", max_pixels=448 * 448)
 >>> col.layout.factor
@@ -10,7 +11,9 @@ the training loader.
 
 from __future__ import annotations
 
+import base64
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,19 +29,66 @@ from shardforge.vision import (
     CLIP_STD,
     DEFAULT_FORMATS,
     DEFAULT_MAX_SOURCE_PIXELS,
-    IMAGE_SIGNATURES,
     RESAMPLING,
     STORAGE,
     ImageError,
     VisionLayout,
     decode_image,
     encode_pixels,
-    image_bytes,
     resize_image,
 )
 
 SOURCES = ("auto", "bytes", "path")
+# The signatures of encoded images: a value starting with one is bytes, never a path.
+IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 
+
+def image_bytes(value: bytes | str, root: str | None = None, source: str = "auto") -> bytes:
+    """The encoded bytes of an input value: the bytes themselves, a ``data:`` URL, or a path
+    (relative paths resolve against ``root``, the input file's directory).
+
+    ``source="auto"`` takes a value as a path when it is short UTF-8 text without an image
+    signature; ``"bytes"`` / ``"path"`` say which it is.
+    """
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    if source == "bytes":
+        return raw
+    if raw.startswith(b"data:"):
+        head, _, payload = raw.partition(b",")
+        if not head.endswith(b";base64"):
+            raise ImageError("data URL is not base64-encoded")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except ValueError as err:
+            raise ImageError(f"data URL has invalid base64: {err}") from None
+    if source == "auto" and (len(raw) > 4096 or b"\x00" in raw or raw.startswith(IMAGE_SIGNATURES)):
+        return raw
+    try:
+        path = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if source == "path":
+            raise ImageError("image path is not valid UTF-8") from None
+        return raw
+    if not path:
+        raise ImageError("empty image value")
+    if root is not None and "://" not in path and not os.path.isabs(path):
+        path = os.path.join(root, path)
+    try:
+        return _read_path(path)
+    except FileNotFoundError:
+        raise ImageError(f"image file {path!r} does not exist") from None
+    except OSError as err:
+        raise ImageError(f"cannot read image file {path!r}: {err}") from None
+
+
+def _read_path(path: str) -> bytes:
+    if "://" in path:  # gs://, s3://: any Beam filesystem
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
 
 
 class ChannelStats:
@@ -271,7 +321,6 @@ def image(
                        source, int(max_source_pixels),
                        None if formats is None else tuple(f.upper() for f in formats),
                        bool(draft))
-
 
 
 def from_segments(segments: Sequence[dict], marker: str = "<image>") -> dict[str, Any]:

@@ -5,7 +5,7 @@ patches in the layout transformers' Qwen2-VL image processor produces.
 The pipeline of one image (every step a pure function, shared by the Beam job, the loader and
 serving)::
 
-    bytes / path ──decode_image──▶ RGB (EXIF-rotated, alpha on white) ──resize_image──▶
+    bytes ──decode_image──▶ RGB (EXIF-rotated, alpha on white) ──resize_image──▶
     uint8 [H', W', 3] with H', W' multiples of patch·merge  (stored in the shards, PNG or raw)
     ──patchify──▶ float32 pixel_values [h·w, C·T·p·p], grid (t=1, h, w)   (rebuilt in the loader)
 
@@ -29,13 +29,11 @@ same patch order (2×2 merge blocks contiguous, block rows first) and the tempor
 from shardforge.vision.decode import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_SOURCE_PIXELS,
-    IMAGE_SIGNATURES,
     RESAMPLING,
     ImageError,
     VisionLayout,
     decode_image,
     grid_of,
-    image_bytes,
     resize_image,
     smart_resize,
     to_rgb,
@@ -63,7 +61,6 @@ __all__ = [
     "CLIP_STD",
     "DEFAULT_FORMATS",
     "DEFAULT_MAX_SOURCE_PIXELS",
-    "IMAGE_SIGNATURES",
     "RESAMPLING",
     "STORAGE",
     "ImageError",
@@ -72,7 +69,6 @@ __all__ = [
     "decode_pixels",
     "encode_pixels",
     "grid_of",
-    "image_bytes",
     "image_normalization",
     "normalization_table",
     "normalize_patches",

@@ -10,10 +10,8 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import math
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -25,8 +23,6 @@ DEFAULT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "MPO")
 # Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS), applied before decoding.
 DEFAULT_MAX_SOURCE_PIXELS = 89_478_485
 MAX_ASPECT = 200  # Qwen2-VL's smart_resize refuses anything more elongated
-# The signatures of encoded images: a value starting with one is bytes, never a path.
-IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 
 
 class ImageError(ValueError):
@@ -75,54 +71,6 @@ class VisionLayout:
 
 
 # --------------------------------------------------------------------------- decoding
-
-
-def image_bytes(value: bytes | str, root: str | None = None, source: str = "auto") -> bytes:
-    """The encoded bytes of an input value: the bytes themselves, a ``data:`` URL, or a path
-    (relative paths resolve against ``root``, the input file's directory).
-
-    ``source="auto"`` takes a value as a path when it is short UTF-8 text without an image
-    signature; ``"bytes"`` / ``"path"`` say which it is.
-    """
-    raw = value.encode() if isinstance(value, str) else bytes(value)
-    if source == "bytes":
-        return raw
-    if raw.startswith(b"data:"):
-        head, _, payload = raw.partition(b",")
-        if not head.endswith(b";base64"):
-            raise ImageError("data URL is not base64-encoded")
-        try:
-            return base64.b64decode(payload, validate=True)
-        except ValueError as err:
-            raise ImageError(f"data URL has invalid base64: {err}") from None
-    if source == "auto" and (len(raw) > 4096 or b"\x00" in raw or raw.startswith(IMAGE_SIGNATURES)):
-        return raw
-    try:
-        path = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        if source == "path":
-            raise ImageError("image path is not valid UTF-8") from None
-        return raw
-    if not path:
-        raise ImageError("empty image value")
-    if root is not None and "://" not in path and not os.path.isabs(path):
-        path = os.path.join(root, path)
-    try:
-        return _read_path(path)
-    except FileNotFoundError:
-        raise ImageError(f"image file {path!r} does not exist") from None
-    except OSError as err:
-        raise ImageError(f"cannot read image file {path!r}: {err}") from None
-
-
-def _read_path(path: str) -> bytes:
-    if "://" in path:  # gs://, s3://: any Beam filesystem
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.open(path) as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def decode_image(data: bytes, *, max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS,

@@ -168,7 +168,8 @@ def test_jpeg_draft_keeps_the_grid_and_stays_close():
 def test_data_urls_and_path_detection(tmp_path):
     import base64
 
-    from shardforge.vision import ImageError, image_bytes
+    from shardforge.features.image import image_bytes
+    from shardforge.vision import ImageError
 
     data = png(np.zeros((8, 8, 3), np.uint8))
     url = "data:image/png;base64," + base64.b64encode(data).decode()
