@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from shardforge.features import geometry  # noqa: E402
+from shardforge import geometry  # noqa: E402
 
 
 def star_polygons(n: int, seed: int) -> dict:

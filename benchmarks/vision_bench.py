@@ -92,7 +92,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from PIL import Image
 
-    from shardforge.features.image import (
+    from shardforge.vision import (
         VisionLayout,
         decode_image,
         decode_pixels,

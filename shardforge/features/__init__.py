@@ -37,7 +37,7 @@ from shardforge.features.categorical import (
     weighted_categorical,
 )
 from shardforge.features.codebook import ImageTokensColumn, KMeansCodebook, image_tokens
-from shardforge.features.column import Column, Input, Output, WithErrors
+from shardforge.features.column import Column, Input, Output, RowError, WithErrors
 from shardforge.features.crossed import CrossedColumn, crossed
 from shardforge.features.dense import (
     EmbeddingColumn,
@@ -49,7 +49,6 @@ from shardforge.features.dense import (
 from shardforge.features.feature_set import (
     FeatureSet,
     FeatureSetAnalyzer,
-    RowError,
     TransformError,
     load_feature_set,
 )

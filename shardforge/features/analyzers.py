@@ -1,4 +1,5 @@
-"""The public analyzer set: ``create() / add_batch(acc, values) / merge(accs) / extract(acc)``.
+"""The analyzer protocol, ``create() / add_batch(acc, values) / merge(accs) / extract(acc)``
+(:class:`Analyzer`), and the public analyzer set.
 
 Each analyzer learns one statistic over the values a column shows it, in the same single pass as
 every other analyzer of the feature set. Accumulators are plain dicts of numpy arrays and Python
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numba
 import numpy as np
@@ -37,6 +38,36 @@ from shardforge.features.hashing import (
     int_to_strbuf,
 )
 from shardforge.protos import schema_pb2
+
+Acc = TypeVar("Acc")
+Result = TypeVar("Result", covariant=True)
+
+
+class Analyzer(Protocol[Acc, Result]):
+    """What every analyzer is: a mergeable one-pass statistic.
+
+    ``create()`` an empty accumulator; ``add_batch(acc, values)`` the accumulator with one
+    batch's values added (it may update ``acc`` in place and return it); ``merge(accs)`` one
+    accumulator of several, in any order and grouping; ``extract(acc)`` the result. Accumulators
+    pickle (Beam ships them between workers). A column's analyzers extract typed state that
+    writes itself into the schema (``to_proto``: :class:`Stats`, :class:`Vocab`,
+    :class:`Boundaries`). ``reads_data = False`` marks an analyzer whose result is given, not
+    learned: the analyze pass skips it, and ``extract(create())`` is its result.
+
+    >>> an: Analyzer[dict, Stats] = NumericStats()
+    >>> an.extract(an.merge([an.add_batch(an.create(), np.array([1.0, 3.0]))])).mean
+    2.0
+    """
+
+    reads_data: bool
+
+    def create(self) -> Acc: ...
+
+    def add_batch(self, acc: Acc, values: Any) -> Acc: ...
+
+    def merge(self, accs: Iterable[Acc]) -> Acc: ...
+
+    def extract(self, acc: Acc) -> Result: ...
 
 
 class NumericStats:
@@ -92,7 +123,7 @@ class NumericStats:
             out["max"] = max(out["max"], acc["max"])
         return out
 
-    def extract(self, acc: dict) -> dict:
+    def extract(self, acc: dict) -> Stats:
         n = acc["count"]
         if n == 0:
             mean = std = lo = hi = 0.0

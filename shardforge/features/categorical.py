@@ -213,10 +213,14 @@ class WeightedColumn(Column):
         return Ragged(np.asarray(w.values, np.float32), w.row_splits)
 
     def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
-        return Output("weights", "float32", (), inputs[0].varlen)
+        return Output("weights", "float32", (), inputs[0].varlen,
+                      weights_for=self.categorical.name)
 
     def schema_source(self) -> str:
         return self.weight_input.name
+
+    def written(self) -> tuple[Column, ...]:
+        return (self.categorical, self)
 
 
 # --------------------------------------------------------------------------- factories

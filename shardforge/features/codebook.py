@@ -36,16 +36,15 @@ import numpy as np
 
 from shardforge.features.analyzers import Boundaries
 from shardforge.features.column import Column, Output, WithErrors, check_int
-from shardforge.features.image import (
-    ImageColumn,
+from shardforge.features.image import ImageColumn, image
+from shardforge.records.spec import Ragged
+from shardforge.vision import (
     ImageError,
     VisionLayout,
-    image,
     normalization_table,
     normalize_patches,
     patch_levels,
 )
-from shardforge.records.spec import Ragged
 
 _SEED = 0x5EED  # k-means++ seeding: fixed, so a given summary always compresses the same way
 _LLOYD_ITERS = 20

@@ -1,21 +1,18 @@
 """Raw values -> typed input batches: the one place where inputs are parsed and checked.
 
 ``FeatureSet.coerce`` delegates here. Rows with a value that does not parse, or a missing required
-value, leave the batch and come back as :class:`~shardforge.features.feature_set.RowError`\\ s.
+value, leave the batch and come back as :class:`~shardforge.features.column.RowError`\\ s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from shardforge.features.feature_set import RowError
+from shardforge.features.column import Input, RowError
 from shardforge.records.spec import Batch, Ragged, take_rows
-
-if TYPE_CHECKING:  # the declaration type only; its module is the features package's business
-    from shardforge.features import Input
 
 NON_FINITE = ("error", "missing")
 _F32_MAX = float(np.finfo(np.float32).max)

@@ -57,8 +57,21 @@ A custom column, a learned z-score of the ratio of two inputs::
 
     FEATURES = sf.FeatureSet([ZScoredRatio("clicks", "views", name="ctr_z")])
 
+Two hooks say what a column listed in a ``FeatureSet`` contributes beyond its own output:
+
+- ``written()``: the columns whose outputs the records hold (default: the column itself). A
+  column that only says how the ``FeatureLayer`` uses another column's ids (an embedding) returns
+  that column; one written with a companion (weights beside their ids) returns both.
+- ``dense_part(outputs)``: the part it adds to the ``FeatureLayer``'s dense ``[B, D]`` output, a
+  ``schema_pb2.DenseColumn`` (``None``: no part); ``outputs`` holds every column's
+  :class:`Output` by name. The default follows ``Output.layer``.
+
+Weights for another column's ids are an :class:`Output` of kind ``weights`` whose
+``weights_for`` names that column; the schema links the two and the layer weighs the ids.
+
 A column's fields must not reuse the names of these methods (``inputs``, ``analyzers``,
-``analyze``, ``transform``, ``output``, ``undeclared_input``, ``schema_source``); ``name`` is
+``analyze``, ``transform``, ``output``, ``undeclared_input``, ``schema_source``, ``written``,
+``dense_part``); ``name`` is
 its output's name, distinct from the names of the inputs it reads and from its state's keys
 (``"<name>/<analyzer>"``).
 
@@ -68,12 +81,15 @@ that failed and why); the feature set drops those rows, or raises, and names the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from shardforge.features.analyzers import Analyzer
+from shardforge.protos import schema_pb2
 from shardforge.records.spec import Ragged, _normalize_dtype
 
 Kind = Literal["numeric", "categorical", "weights", "strings"]
@@ -112,7 +128,8 @@ class Output:
     ``kind``: ``numeric`` (float or int values) | ``categorical`` (int64 ids in
     ``[0, num_buckets)``, negative = no id) | ``weights`` (floats aligned with ids) | ``strings``
     (bytes, written to the records, not consumed by the layer). ``layer``: ``numeric`` (values
-    flattened), ``indicator`` (one-hot of the ids) or ``none``.
+    flattened), ``indicator`` (one-hot of the ids) or ``none``. ``weights_for``: the column whose
+    ids a ``weights`` output weighs.
     """
 
     kind: Kind
@@ -123,6 +140,7 @@ class Output:
     sequence: bool = False
     max_length: int = 0
     layer: LayerUse = "none"
+    weights_for: str = ""
 
     @staticmethod
     def numeric(shape: Sequence[int] = (), dtype: str = "float32") -> Output:
@@ -168,6 +186,19 @@ class WithErrors:
     feature: str = ""  # the input to blame; empty = the column
 
 
+@dataclass(frozen=True)
+class RowError:
+    """A row that could not be coerced or transformed: route it to the errors output."""
+
+    row: Any
+    feature: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: feature {self.feature!r}: {self.reason} (value {self.value!r})"
+
+
 class Column:
     """Base of every feature column (see the module docstring). Subclasses are frozen
     dataclasses with a ``name`` field: the name of their output feature."""
@@ -181,7 +212,7 @@ class Column:
     def inputs(self) -> tuple[Input | str | Column, ...]:
         return ()
 
-    def analyzers(self) -> dict[str, Any]:
+    def analyzers(self) -> dict[str, Analyzer]:
         return {}
 
     def analyze(self, values: Sequence[Any]) -> dict[str, Any]:
@@ -205,6 +236,25 @@ class Column:
         """The raw input (or column) it is built from, for the schema."""
         first = self.inputs()[0] if self.inputs() else ""
         return first if isinstance(first, str) else first.name
+
+    def written(self) -> tuple[Column, ...]:
+        """The columns whose outputs the records hold when this column is listed in a
+        ``FeatureSet`` (default: itself)."""
+        return (self,)
+
+    def dense_part(self, outputs: Mapping[str, Output]) -> schema_pb2.DenseColumn | None:
+        """This column's part of the ``FeatureLayer``'s dense output when listed in a
+        ``FeatureSet`` (``None``: none); ``outputs``: every column's :class:`Output` by name.
+        By default its own output, as ``Output.layer`` says: values, or a one-hot of the ids."""
+        d = outputs[self.name]
+        if d.layer == "numeric":
+            return schema_pb2.DenseColumn(name=self.name, type=schema_pb2.DenseColumn.NUMERIC,
+                                          feature=self.name, width=math.prod(d.shape))
+        if d.layer == "indicator":
+            return schema_pb2.DenseColumn(name=self.name, type=schema_pb2.DenseColumn.INDICATOR,
+                                          feature=self.name,
+                                          width=math.prod(d.shape) * d.num_buckets)
+        return None
 
 
 # --------------------------------------------------------------------------- validation helpers

@@ -8,7 +8,7 @@ dense ``[B, D]`` output, described in the schema.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +45,8 @@ class LayerColumn(Column):
     def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
         return inputs[0]
 
-    def dense_part(self, ids: Output) -> schema_pb2.DenseColumn:
-        raise NotImplementedError
+    def written(self) -> tuple[Column, ...]:
+        return self.categorical.written()
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class EmbeddingColumn(LayerColumn):
     shared_group: str = ""
     column_type = "embedding"
 
-    def dense_part(self, ids: Output) -> schema_pb2.DenseColumn:
+    def dense_part(self, outputs: Mapping[str, Output]) -> schema_pb2.DenseColumn:
         w = self.weights_column
         return schema_pb2.DenseColumn(
             name=self.name, type=schema_pb2.DenseColumn.EMBEDDING, feature=self.ids_column.name,
@@ -76,8 +76,9 @@ class IndicatorColumn(LayerColumn):
 
     column_type = "indicator"
 
-    def dense_part(self, ids: Output) -> schema_pb2.DenseColumn:
+    def dense_part(self, outputs: Mapping[str, Output]) -> schema_pb2.DenseColumn:
         w = self.weights_column
+        ids = outputs[self.ids_column.name]
         return schema_pb2.DenseColumn(
             name=self.name, type=schema_pb2.DenseColumn.INDICATOR, feature=self.ids_column.name,
             weight_feature=w.name if w else "", width=ids.num_buckets * math.prod(ids.shape))

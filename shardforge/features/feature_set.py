@@ -12,14 +12,13 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from shardforge.features.categorical import WeightedColumn
-from shardforge.features.column import Column, Input, Output, WithErrors
-from shardforge.features.dense import LayerColumn
+from shardforge.features.analyzers import Analyzer
+from shardforge.features.coerce import coerce
+from shardforge.features.column import Column, Input, Output, RowError, WithErrors
 from shardforge.features.hashing import StrBuf
 from shardforge.features.state import TransformState, spec_from_features
 from shardforge.protos import schema_pb2
@@ -29,20 +28,6 @@ _PROTO_DTYPE = {"int64": schema_pb2.INT64, "float32": schema_pb2.FLOAT32, "bytes
 _KIND = schema_pb2.Feature
 _PROTO_KIND = {"numeric": _KIND.NUMERIC, "categorical": _KIND.CATEGORICAL,
                "weights": _KIND.WEIGHTS, "strings": _KIND.KIND_UNSPECIFIED}
-_LAYER = {"numeric": schema_pb2.DenseColumn.NUMERIC, "indicator": schema_pb2.DenseColumn.INDICATOR}
-
-
-@dataclass(frozen=True)
-class RowError:
-    """A row that could not be coerced or transformed: route it to the errors output."""
-
-    row: Any
-    feature: str
-    value: Any
-    reason: str
-
-    def __str__(self) -> str:
-        return f"row {self.row}: feature {self.feature!r}: {self.reason} (value {self.value!r})"
 
 
 class TransformError(ValueError):
@@ -55,15 +40,6 @@ class TransformError(ValueError):
 
 
 Failure = tuple[str, np.ndarray, Sequence[Any], str]  # (feature, rows, values, reason)
-
-
-def _features_of(col: Column) -> list[Column]:
-    """The columns whose values a top-level column writes to the records."""
-    if isinstance(col, LayerColumn):
-        return [col.ids_column] + ([col.weights_column] if col.weights_column else [])
-    if isinstance(col, WeightedColumn):
-        return [col.categorical, col]
-    return [col]
 
 
 def _objects(value: Any) -> Any:
@@ -116,9 +92,9 @@ class FeatureSet:
         self._static = {name: {a: an.extract(an.create()) for a, an in col.analyzers().items()
                                if not an.reads_data}
                         for name, col in self._graph.items()}
-        features = [f for c in self.columns + labels for f in _features_of(c)]
+        features = [f for c in self.columns + labels for f in c.written()]
         self._features = list({f.name: f for f in features}.values())
-        self._label_names = list({f.name: None for c in labels for f in _features_of(c)})
+        self._label_names = list({f.name: None for c in labels for f in c.written()})
 
     def _add_column(self, col: Column) -> None:
         prev = self._graph.get(col.name)
@@ -193,8 +169,6 @@ class FeatureSet:
         Rows with a value that does not parse, or a missing required value, are removed from the
         batch and reported as :class:`RowError` (``row`` from ``row_ids``, else the index).
         """
-        from shardforge.features.coerce import coerce
-
         return coerce(self._inputs.values(), raw, row_ids)
 
     # ------------------------------------------------------------------ evaluation
@@ -316,13 +290,9 @@ class FeatureSet:
         for col in self._features:
             proto.features.append(self._feature_proto(col, descs))
         for col in self.columns:
-            if isinstance(col, LayerColumn):
-                proto.dense.append(col.dense_part(descs[col.ids_column.name]))
-            elif descs[col.name].layer in _LAYER and not isinstance(col, WeightedColumn):
-                d = descs[col.name]
-                width = int(np.prod(d.shape)) * (d.num_buckets if d.layer == "indicator" else 1)
-                proto.dense.append(schema_pb2.DenseColumn(
-                    name=col.name, type=_LAYER[d.layer], feature=col.name, width=width))
+            part = col.dense_part(descs)
+            if part is not None:
+                proto.dense.append(part)
         return TransformState(proto)
 
     def _describe(self, states: dict[str, dict]) -> dict[str, Output]:
@@ -335,9 +305,8 @@ class FeatureSet:
 
     def _feature_proto(self, col: Column, descs: dict[str, Output]) -> schema_pb2.Feature:
         d = descs[col.name]
-        weights = next((w.name for w in self._graph.values()
-                        if isinstance(w, WeightedColumn) and w.categorical.name == col.name
-                        and w in self._features), "")
+        weights = next((w.name for w in self._features if descs[w.name].kind == "weights"
+                        and descs[w.name].weights_for == col.name), "")
         return schema_pb2.Feature(
             name=col.name, dtype=_PROTO_DTYPE[d.dtype], shape=d.shape, varlen=d.varlen,
             kind=_PROTO_KIND[d.kind], num_buckets=d.num_buckets, column_type=col.column_type,
@@ -416,15 +385,18 @@ def _input_proto(inp: Input) -> schema_pb2.InputFeature:
 
 
 class FeatureSetAnalyzer:
-    """``create / add_batch / merge / extract`` over every analyzer of a feature set.
+    """An :class:`~shardforge.features.analyzers.Analyzer` (``dict`` accumulator,
+    :class:`TransformState` result) over every analyzer of a feature set.
 
     The accumulator is a dict ``{column name: {analyzer name: accumulator}}`` of plain Python
     and numpy values; the object and its accumulators pickle, so it wraps as a Beam CombineFn.
     """
 
+    reads_data = True
+
     def __init__(self, feature_set: FeatureSet) -> None:
         self.feature_set = feature_set
-        self.tasks = [
+        self.tasks: list[tuple[str, str, Analyzer]] = [
             (name, an_name, an)
             for name, col in feature_set._graph.items()
             for an_name, an in col.analyzers().items()

@@ -6,7 +6,7 @@ shares its rule for bad input: a missing coordinate (no default: a made-up place
 every distance and region), a latitude outside [-90, 90], a longitude outside [-180, 180] (unless
 ``wrap_longitude=True``, which wraps it into [-180, 180)) or a non-finite one makes the row a row
 error (``errors/`` in a job), and the analyzers never see it. The geometry is in
-:mod:`shardforge.features.geometry`; docs/geo.md has the full reference.
+:mod:`shardforge.geometry`; docs/geo.md has the full reference.
 
 >>> import shardforge.features as sf
 >>> pickup = sf.geo_point("lat", "lon")
@@ -30,7 +30,9 @@ import numpy as np
 from shardforge.features.analyzers import FixedVocabulary, Quantiles
 from shardforge.features.categorical import CategoricalColumn, VocabColumn, categorical_vocab
 from shardforge.features.column import Column, Input, Output, WithErrors, check_int, check_name
-from shardforge.features.geometry import (
+from shardforge.features.hashing import StrBuf
+from shardforge.features.numeric import NORMALIZERS, NumericColumn, numeric
+from shardforge.geometry import (
     EARTH_RADIUS_KM,
     MAX_GEOHASH_PRECISION,
     GeoJSONError,
@@ -40,8 +42,6 @@ from shardforge.features.geometry import (
     initial_bearing_deg,
     load_regions,
 )
-from shardforge.features.hashing import StrBuf
-from shardforge.features.numeric import NORMALIZERS, NumericColumn, numeric
 from shardforge.records.spec import Ragged
 
 # --------------------------------------------------------------------------- points
@@ -491,13 +491,13 @@ def geo_region(
 
     A point on a region's boundary (an edge or a vertex of its shell or of a hole) is in the
     region: shapely's ``covers``, decided exactly (see
-    :mod:`~shardforge.features.geometry`); ``boundary_inside=False`` makes it outside
+    :mod:`~shardforge.geometry`); ``boundary_inside=False`` makes it outside
     (shapely's ``contains``). ``multiple=False``: the lowest id of the regions
     containing the point; ``multiple=True``: all of them, ascending (a varlen list, for
     overlapping regions). A point in no region gets ``default_value``: ``None`` (default) is an
     extra "outside" id ``n_regions`` (so ``num_buckets = n_regions + 1``), an id in
     ``[0, n_regions)`` reuses that region, ``-1`` is "no id" (``multiple=True``: an empty list).
-    The file is read and checked now (see :func:`~shardforge.features.geometry.load_regions`);
+    The file is read and checked now (see :func:`~shardforge.geometry.load_regions`);
     the schema records the region names (``name_property``) and the file's SHA-256, and a
     transform refuses a different file.
 

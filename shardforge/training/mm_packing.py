@@ -50,7 +50,15 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from shardforge.features.image import (
+from shardforge.records.spec import Ragged, VarLen
+from shardforge.training.loader import PackedDataset, ShardLoader
+from shardforge.training.packing import (
+    IGNORE_INDEX,
+    build_packed_batch,
+    packed_to_numpy,
+    packed_to_torch,
+)
+from shardforge.vision import (
     VisionLayout,
     decode_pixels,
     normalization_table,
@@ -59,14 +67,6 @@ from shardforge.features.image import (
     patch_positions,
     stored_grids,
     stored_header,
-)
-from shardforge.records.spec import Ragged, VarLen
-from shardforge.training.loader import PackedDataset, ShardLoader
-from shardforge.training.packing import (
-    IGNORE_INDEX,
-    build_packed_batch,
-    packed_to_numpy,
-    packed_to_torch,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -537,7 +537,7 @@ def _schema_normalization(paths: list[str], spec_or_schema: Any, feature: str
                           ) -> tuple[Any, Any]:
     """The image column's mean/std from the schema beside the shards; CLIP's constants when
     the shards have no schema (records written by hand)."""
-    from shardforge.features.image import CLIP_MEAN, CLIP_STD, image_normalization
+    from shardforge.vision import CLIP_MEAN, CLIP_STD, image_normalization
 
     schema = spec_or_schema if hasattr(spec_or_schema, "state") else None
     if schema is None and not isinstance(spec_or_schema, dict):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import shardforge.features as sf
+from shardforge.protos import schema_pb2
 from shardforge.records.spec import Ragged
 
 
@@ -175,3 +176,76 @@ def test_custom_id_column_feeds_embedding_indicator_and_crossed():
     assert fs.schema(state).feature("first").num_buckets == 256
     layer = sf.FeatureLayer(fs.schema(state))
     assert layer(out).shape == (3, 3 + 50)
+
+
+@dataclass(frozen=True)
+class DoubledWeights(sf.Column):
+    """A user's weighted categorical: weights (doubled) for another column's ids, written beside
+    them through the ``written`` hook."""
+
+    ids: sf.Column
+    weight_key: str
+    name: str
+
+    def inputs(self):
+        return (self.ids, sf.Input(self.weight_key, "float32", multivalued=True))
+
+    def transform(self, values, state):
+        _, w = values
+        return Ragged(2 * np.asarray(w.values, np.float32), w.row_splits)
+
+    def output(self, state, inputs):
+        return sf.Output("weights", "float32", varlen=True, weights_for=self.ids.name)
+
+    def written(self):
+        return (self.ids, self)
+
+
+@dataclass(frozen=True)
+class SumEmbedding(sf.Column):
+    """A user's embedding part: writes nothing of its own, adds a layer part (``dense_part``)."""
+
+    weights: DoubledWeights
+    dim: int
+    name: str
+
+    def inputs(self):
+        return (self.weights,)
+
+    def transform(self, values, state):
+        return values[0]
+
+    def output(self, state, inputs):
+        return inputs[0]
+
+    def written(self):
+        return self.weights.written()
+
+    def dense_part(self, outputs):
+        return schema_pb2.DenseColumn(
+            name=self.name, type=schema_pb2.DenseColumn.EMBEDDING, feature=self.weights.ids.name,
+            dim=self.dim, combiner=schema_pb2.SUM, weight_feature=self.weights.name,
+            width=self.dim)
+
+
+def test_custom_layer_and_weights_columns_use_the_column_hooks():
+    pytest.importorskip("torch")
+    tags = sf.categorical_vocab_list("tags", ["x", "y", "z"], multivalued=True)
+    emb = SumEmbedding(DoubledWeights(tags, "tw", "tag_weights"), dim=4, name="tags_emb")
+    fs = sf.FeatureSet([emb, sf.numeric("n", default=0.0)])
+    batch = {"tags": Ragged.from_rows([[b"x", b"z"], [b"y"], []], dtype=object),
+             "tw": Ragged.from_rows([[0.5, 2.0], [1.0], []], dtype=np.float32),
+             "n": np.array([1.0, 2.0, 3.0], np.float32)}
+    state = fs.fit([batch])
+    out = fs.transform(batch, state)
+    assert set(out) == {"tags", "tag_weights", "n"}  # the ids and weights, not the layer part
+    assert out["tag_weights"].values.tolist() == [1.0, 4.0, 2.0]
+    schema = fs.schema(state)
+    assert schema.feature("tags").weight_feature == "tag_weights"
+    layer = sf.FeatureLayer(schema)
+    assert layer.part_names == ["tags_emb", "n"] and layer.output_dim == 4 + 1
+    table = layer.tables["tags_emb"].weight.detach().numpy()
+    x = layer(out).detach().numpy()
+    np.testing.assert_allclose(x[:, :4], [1.0 * table[0] + 4.0 * table[2], 2.0 * table[1],
+                                          np.zeros(4)], rtol=1e-6)
+    np.testing.assert_array_equal(x[:, 4], [1.0, 2.0, 3.0])

@@ -10,7 +10,7 @@ import pytest
 
 import shardforge.examples
 import shardforge.features as sf
-from shardforge.features import geometry
+from shardforge import geometry
 
 shapely = pytest.importorskip("shapely")
 

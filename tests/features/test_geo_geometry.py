@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardforge.features import geometry as g
+from shardforge import geometry as g
+from shardforge.geometry import regions, sphere
 
 shapely = pytest.importorskip("shapely")
 
@@ -80,7 +81,7 @@ def test_sincos_kernel_matches_libm():
                         np.linspace(-np.pi / 2, np.pi / 2, 1001), [0.0, -0.0, 1e-300, 5e-324]])
     s, c = np.empty_like(x), np.empty_like(x)
     for i, v in enumerate(x):
-        s[i], c[i] = g._sincos(v)
+        s[i], c[i] = sphere._sincos(v)
     # within 2 ulps of libm (itself within 1 ulp) on the range the kernels call it with, or
     # 2**-53 absolute where cos vanishes (at ±π/2 the reduction's last bits decide)
     assert (np.abs(s - np.sin(x)) <= 2 * np.spacing(np.abs(np.sin(x)))).all()
@@ -433,12 +434,12 @@ def test_wrong_winding_is_normalized():
     cw_shell = [[0, 0], [0, 4], [4, 4], [4, 0], [0, 0]]
     ccw_hole = [[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]]
     poly = g.load_regions({"type": "Polygon", "coordinates": [cw_shell, ccw_hole]})[0].polygons[0]
-    assert g._signed_area(poly.rings[0]) > 0 > g._signed_area(poly.rings[1])
+    assert regions._signed_area(poly.rings[0]) > 0 > regions._signed_area(poly.rings[1])
     assert poly.area == 12.0
     # a tiny triangle far from the origin: the absolute shoelace sum has no correct sign left
     tiny = [[100, 100], [100, 100 + 1e-13], [100 + 1e-13, 100], [100, 100]]  # clockwise
     shell = g.load_regions({"type": "Polygon", "coordinates": [tiny]})[0].polygons[0].rings[0]
-    assert g._is_ccw(shell) and shell[1].tolist() == [100 + 1e-13, 100]
+    assert regions._is_ccw(shell) and shell[1].tolist() == [100 + 1e-13, 100]
 
 
 # --------------------------------------------------------------------------- property test

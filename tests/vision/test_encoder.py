@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shardforge.features.image import patch_positions
 from shardforge.training.models.lm import LMConfig, PackedLM
 from shardforge.training.models.vision import (
     VisionConfig,
@@ -14,6 +13,7 @@ from shardforge.training.models.vision import (
     VisionLanguageModel,
     pixel_unshuffle_merge,
 )
+from shardforge.vision import patch_positions
 
 CFG = VisionConfig(patch_dim=48, d_model=32, n_layer=2, n_head=2, out_dim=24)
 

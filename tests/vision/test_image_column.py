@@ -12,7 +12,7 @@ from PIL import Image
 
 import shardforge.features as sf
 from shardforge.examples.vision_corpus import VOCAB, bad_images, write_corpus
-from shardforge.features.image import (
+from shardforge.vision import (
     CLIP_MEAN,
     decode_image,
     decode_pixels,
@@ -78,7 +78,7 @@ def test_bad_images_fail_their_row_with_the_reason():
 
 
 def test_zero_sized_and_elongated_images_are_rejected():
-    from shardforge.features.image import ImageError, smart_resize
+    from shardforge.vision import ImageError, smart_resize
 
     with pytest.raises(ImageError, match="aspect ratio"):
         smart_resize(10, 3000)
@@ -168,7 +168,8 @@ def test_jpeg_draft_keeps_the_grid_and_stays_close():
 def test_data_urls_and_path_detection(tmp_path):
     import base64
 
-    from shardforge.features.image import ImageError, image_bytes
+    from shardforge.features.image import image_bytes
+    from shardforge.vision import ImageError
 
     data = png(np.zeros((8, 8, 3), np.uint8))
     url = "data:image/png;base64," + base64.b64encode(data).decode()

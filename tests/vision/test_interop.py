@@ -16,7 +16,9 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (  # noqa
     Qwen2VLImageProcessorPil,
 )
 
-from shardforge.features.image import (  # noqa: E402
+from shardforge.records import TFRecordWriter, build_index, encode_example  # noqa: E402
+from shardforge.training.mm_packing import hf_vlm_inputs, multimodal_loader  # noqa: E402
+from shardforge.vision import (  # noqa: E402
     CLIP_MEAN,
     CLIP_STD,
     VisionLayout,
@@ -26,8 +28,6 @@ from shardforge.features.image import (  # noqa: E402
     patchify,
     resize_image,
 )
-from shardforge.records import TFRecordWriter, build_index, encode_example  # noqa: E402
-from shardforge.training.mm_packing import hf_vlm_inputs, multimodal_loader  # noqa: E402
 
 SPECIAL = ["<|endoftext|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
 WORDS = "a red blue green circle square triangle on the left right top bottom small big".split()

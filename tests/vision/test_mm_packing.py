@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from shardforge.features.image import VisionLayout, encode_pixels, patchify
 from shardforge.records import TFRecordWriter, build_index, encode_example
 from shardforge.records.spec import Ragged
 from shardforge.training.mm_packing import (
@@ -14,6 +13,7 @@ from shardforge.training.mm_packing import (
     sample_lengths,
     suggest_token_budget,
 )
+from shardforge.vision import VisionLayout, encode_pixels, patchify
 
 IMG = 3  # image marker / placeholder id
 LAYOUT = VisionLayout(patch_size=4, merge_size=2, min_pixels=8 * 8, max_pixels=64 * 64)

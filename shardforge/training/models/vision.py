@@ -19,7 +19,7 @@ each block's patches contiguous, so the merge is a reshape).
 >>> import torch
 >>> enc = VisionEncoder(VisionConfig(patch_dim=48, d_model=32, n_layer=1, n_head=2, out_dim=16))
 >>> grid = torch.tensor([[1, 4, 6], [1, 2, 2]])
->>> from shardforge.features.image import patch_positions
+>>> from shardforge.vision import patch_positions
 >>> pos = torch.from_numpy(patch_positions(grid.numpy(), 2))
 >>> feats = enc(torch.randn(28, 48), pos, torch.tensor([0, 24, 28], dtype=torch.int32), 24)
 >>> feats.shape                       # (24 + 4) patches / 2² blocks, projected to out_dim
