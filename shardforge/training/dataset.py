@@ -375,15 +375,15 @@ class ShardDataset(IterableDataset):
     spec, a schema (``sf.load_schema``), a path to load one from, or ``None`` for the
     ``schema.pbtxt`` of the output dir (:func:`resolve_schema`); ``features`` keeps only those
     columns. ``batch_size``: records per batch, without a packer (a packer reads windows of its
-    ``lookahead`` documents instead).
+    ``lookahead`` documents instead). ``rank`` / ``world_size`` default to
+    ``torch.distributed``'s. ``remainder``: ``"drop"`` / ``"wrap"`` / ``"keep"`` (module docstring).
+    ``record_ids=True`` adds a ``record_id`` column (global index of the record in the shards).
 
     Packed batches also carry ``epoch`` (int). Ranks read the same number of *documents* per
     epoch but the number of packed batches depends on their lengths, so ranks may reach the end
     of an epoch a few steps apart: run a DDP loop for a fixed number of steps over an endless
     stream of epochs (as :class:`shardforge.training.trainer.Batches` does), not
-    ``for batch in loader``. ``rank`` / ``world_size`` default to
-    ``torch.distributed``'s. ``remainder``: ``"drop"`` / ``"wrap"`` / ``"keep"`` (module docstring).
-    ``record_ids=True`` adds a ``record_id`` column (global index of the record in the shards).
+    ``for batch in loader``.
 
     Iterated directly it reads in the calling process; for worker processes wrap it in
     :class:`shardforge.training.loader.ShardLoader`, which keeps the exact position.

@@ -186,3 +186,29 @@ def test_raw_storage_gives_the_same_batches(tmp_path, shards):
     a = [b["pixel_values"] for b in _loader(shards[0])]
     b = [b["pixel_values"] for b in _loader(str(tmp_path / "raw"))]
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == len(b)
+
+
+def test_normalization_comes_from_the_schema_the_loader_is_given(tmp_path, shards):
+    """``spec_or_schema`` as a path: its image column's learned mean/std normalize the pixels
+    (not CLIP's constants, which shards without a schema above them get)."""
+    import io
+
+    from PIL import Image
+
+    import shardforge.features as sf
+    from shardforge.features.image import image_normalization
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 80, (16, 16, 3), np.uint8)).save(
+        buf, "PNG")
+    fs = sf.FeatureSet([sf.text("text", vocabulary_list=["a", "b"], name="tokens"),
+                        sf.image("images", normalize="learned", name="image")])
+    batch, _ = fs.coerce({"text": ["a b"], "images": [[buf.getvalue()]]})
+    fs.fit([batch]).save(str(tmp_path))
+    mean, std = image_normalization(sf.load_schema(str(tmp_path)), "image")
+    by_path = [b["pixel_values"] for b in _loader(shards[0], spec_or_schema=str(tmp_path))]
+    by_value = [b["pixel_values"] for b in _loader(shards[0], mean=mean, std=std)]
+    clip = [b["pixel_values"] for b in _loader(shards[0])]
+    assert len(by_path) == len(by_value) == len(clip)
+    assert all(torch.equal(x, y) for x, y in zip(by_path, by_value))
+    assert not all(torch.equal(x, y) for x, y in zip(by_path, clip))
