@@ -111,6 +111,15 @@ def spec_of(schema: Schema | Spec) -> Spec:
     return schema if isinstance(schema, dict) else schema.spec
 
 
+class DocumentError(ValueError):
+    """A document a packer cannot pack; ``index`` is its row in the window (the dataset names
+    its shard and its record there)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class Packer(Protocol):
     """What :class:`ShardDataset` hands each window of documents to, to turn it into batches
     (:class:`~shardforge.training.packing.TextPacker`,
@@ -124,7 +133,10 @@ class Packer(Protocol):
     batches already taken hold entirely (under a saved layout, after a change of topology).
     """
 
-    lookahead: int
+    @property
+    def lookahead(self) -> int:
+        """Documents per window: what the dataset reads, splits over workers and resumes in."""
+        ...
 
     def bind(self, schema: Schema | Spec) -> Packer:
         """This packer set up for shards with ``schema`` (settings left to the job's, e.g. an
@@ -141,7 +153,8 @@ class Packer(Protocol):
 
     def plan(self, docs: Batch, doc_ids: np.ndarray, layout: Mapping[str, Any]) -> Sized:
         """One window of decoded documents (global record ids ``doc_ids``) planned under
-        ``layout``; its ``len`` is the number of batches."""
+        ``layout``; its ``len`` is the number of batches. Raises :class:`DocumentError` for a
+        document it cannot pack."""
         ...
 
     def batch(self, window: Any, i: int) -> dict:
@@ -480,7 +493,12 @@ class ShardDataset(IterableDataset):
 
     def plan(self, block: Any, ids: np.ndarray, layout: Mapping[str, Any]) -> Sized:
         """The packer's plan of a window of records under ``layout``."""
-        return self.packer.plan(self._decode(block, ids, self.decode_spec), ids, layout)
+        docs = self._decode(block, ids, self.decode_spec)
+        try:
+            return self.packer.plan(docs, ids, layout)
+        except DocumentError as err:
+            path, record = self._locate(int(ids[err.index]))
+            raise ValueError(f"{path}: record {record}: {err}") from None
 
     def _decode(self, block: Any, ids: np.ndarray, spec: Spec) -> Batch:
         from shardforge.records import ExampleDecodeError, decode_batch
@@ -488,9 +506,12 @@ class ShardDataset(IterableDataset):
         try:
             return decode_batch(block, spec)
         except ExampleDecodeError as err:  # name the shard and the record's index in it
-            record = int(ids[err.index])
-            shard = int(np.searchsorted(self.shard_start, record, side="right")) - 1
-            raise err.at(self.paths[shard], record - int(self.shard_start[shard])) from None
+            raise err.at(*self._locate(int(ids[err.index]))) from None
+
+    def _locate(self, record: int) -> tuple[str, int]:
+        """The shard of a global record id and the record's index in it."""
+        shard = int(np.searchsorted(self.shard_start, record, side="right")) - 1
+        return self.paths[shard], record - int(self.shard_start[shard])
 
     # -- epochs and positions ------------------------------------------------------------------
 

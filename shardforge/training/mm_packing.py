@@ -61,6 +61,7 @@ from shardforge.features.image import (
 )
 from shardforge.features.state import Schema
 from shardforge.records.spec import Batch, Ragged, Spec, VarLen
+from shardforge.training.dataset import DocumentError
 from shardforge.training.loader import ShardLoader, build_loader
 from shardforge.training.packing import (
     IGNORE_INDEX,
@@ -76,12 +77,8 @@ from shardforge.training.packing import (
 # --------------------------------------------------------------------------------------------
 
 
-class SampleError(ValueError):
+class SampleError(DocumentError):
     """A sample that cannot be packed; ``index`` is its row in the planned batch."""
-
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(message)
-        self.index = index
 
 
 def image_grids(images: Ragged) -> tuple[Ragged, VisionLayout | None]:
@@ -537,14 +534,10 @@ class MultimodalPacker:
         side = {name: column for name, column in docs.items()
                 if name not in (self.token_feature, self.image_feature)}
         grids, vision = image_grids(images)
-        try:
-            lm, vis, head = sample_lengths(tokens, grids, layout["image_token_id"],
-                                           (vision or VisionLayout()).merge_size)
-            plan = plan_multimodal(lm, vis, token_budget=layout["token_budget"],
-                                   patch_budget=layout["patch_budget"], head_lengths=head)
-        except SampleError as err:
-            raise ValueError(f"record {int(doc_ids[err.index])} (global index in the "
-                             f"shards): {err}") from None
+        lm, vis, head = sample_lengths(tokens, grids, layout["image_token_id"],
+                                       (vision or VisionLayout()).merge_size)
+        plan = plan_multimodal(lm, vis, token_budget=layout["token_budget"],
+                               patch_budget=layout["patch_budget"], head_lengths=head)
         return MultimodalWindow(tokens, images, side, doc_ids, plan)
 
     def batch(self, window: MultimodalWindow, i: int) -> dict[str, Any]:

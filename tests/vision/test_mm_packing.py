@@ -212,3 +212,20 @@ def test_normalization_comes_from_the_schema_the_loader_is_given(tmp_path, shard
     assert len(by_path) == len(by_value) == len(clip)
     assert all(torch.equal(x, y) for x, y in zip(by_path, by_value))
     assert not all(torch.equal(x, y) for x, y in zip(by_path, clip))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_sample_that_cannot_be_packed_is_named_by_shard_and_record(tmp_path, num_workers):
+    rng = np.random.default_rng(4)
+    (tmp_path / "train").mkdir()
+    path = tmp_path / "train" / "part-00000-of-00001.tfrecord"
+    with TFRecordWriter(path) as w:
+        for i in range(6):
+            markers = [IMG, IMG] if i == 4 else [IMG]  # sample 4: two markers, one image
+            w.write(encode_example({"tokens": [11, *markers, 12],
+                                    "image": [encode_pixels(_image(rng, 8, 8), LAYOUT, "png")]}))
+    build_index(path)
+    with pytest.raises((ValueError, RuntimeError),
+                       match=f"{path}: record 4: sample 4 has 2 image markers"):
+        for _ in _loader(str(tmp_path / "train"), shuffle=False, num_workers=num_workers):
+            pass
