@@ -196,7 +196,7 @@ def test_normalization_comes_from_the_schema_the_loader_is_given(tmp_path, shard
     from PIL import Image
 
     import shardforge.features as sf
-    from shardforge.features.image import image_normalization
+    from shardforge.vision import image_normalization
 
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 80, (16, 16, 3), np.uint8)).save(
