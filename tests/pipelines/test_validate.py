@@ -1,0 +1,209 @@
+"""Validation against a reference: breaks planted into the click log are flagged on the feature
+they broke and nowhere else; resamples of one distribution are clean; the distances are the
+ones computed directly (numpy over the generated columns, scipy's Jensen-Shannon)."""
+
+import re
+
+import numpy as np
+import pytest
+
+import shardforge.features as sf
+from shardforge.examples import clicklog
+from shardforge.pipelines.skew import read_rows, stats_doc
+from shardforge.pipelines.validate import (
+    Counts,
+    Thresholds,
+    jensen_shannon,
+    l_infinity,
+    validate,
+)
+from tests.pipelines.helpers import CLICK_FEATURES
+
+N = 20_000
+# the outputs each raw input feeds (a break in an input may show in these, nowhere else)
+FEEDS = {
+    "price": {"price"},
+    "age": {"age_bucketized", "age_bucketized_X_country"},
+    "country": {"country", "age_bucketized_X_country", "cell_x_country"},
+    "item_id": {"item_id"},
+    "query": {"query"},
+    "lat": {"km_to_hubs", "cell_x_country", "region"},
+    "label": {"label"},
+}
+
+
+def _doc(fs, cols, tmp_path, name):
+    path = clicklog.columns_to_csv(str(tmp_path / f"{name}.csv"), cols)
+    return stats_doc(fs, read_rows(fs, path))
+
+
+@pytest.fixture(scope="module")
+def fs():
+    return sf.load_feature_set(CLICK_FEATURES)
+
+
+@pytest.fixture(scope="module")
+def ref(fs, tmp_path_factory):
+    cols = clicklog.generate_clicklog(N, seed=0)
+    return cols, _doc(fs, cols, tmp_path_factory.mktemp("ref"), "ref")
+
+
+def _shifted_country(cols, rng):
+    # the same Zipf law over the codes in another order: the popular countries change
+    codes = clicklog.country_codes()[::-1]
+    cols["country"] = np.char.encode(codes[clicklog._zipf(rng, len(codes), N)]).astype(object)
+
+
+def _prices_x100(cols, rng):
+    cols["price"] = cols["price"] * 100
+
+
+def _category_flood(cols, rng):
+    flood = rng.random(N) < 0.4
+    cols["item_id"] = np.where(flood, b"item_bot", cols["item_id"]).astype(object)
+
+
+def _new_countries(cols, rng):
+    # a fifth of the rows carry country codes the reference never had
+    new = np.array([b"Z%d" % k for k in rng.integers(0, 50, N)], dtype=object)
+    cols["country"] = np.where(rng.random(N) < 0.2, new, cols["country"]).astype(object)
+
+
+def _all_null(cols, rng):
+    cols["price"] = np.full(N, np.nan)
+
+
+def _vocabulary_cut(cols, rng):
+    # the feed truncates its word list to 100 words
+    cols["query"] = np.array([re.sub(rb"w(\d+)", lambda m: b"w%d" % (int(m[1]) % 100), q)
+                              for q in cols["query"]], dtype=object)
+
+
+BREAKS = {  # break -> (input it breaks, anomaly kinds that must name it)
+    "shifted_country_mix": (_shifted_country, "country", {"COMPARATOR_L_INFTY_HIGH"}),
+    "prices_x100": (_prices_x100, "price", {"COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+                                            "FLOAT_TYPE_BIG_FLOAT"}),
+    "category_flood": (_category_flood, "item_id", {"COMPARATOR_L_INFTY_HIGH"}),
+    "new_countries": (_new_countries, "country", {"ENUM_TYPE_UNEXPECTED_STRING_VALUES"}),
+    "all_null": (_all_null, "price", {"FEATURE_TYPE_LOW_FRACTION_PRESENT"}),
+    "vocabulary_cut": (_vocabulary_cut, "query", {"VOCABULARY_SHRANK"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BREAKS))
+def test_planted_break_is_flagged_on_the_feature_it_broke(name, fs, ref, tmp_path):
+    plant, broken, kinds = BREAKS[name]
+    cols = clicklog.generate_clicklog(N, seed=1)
+    plant(cols, np.random.default_rng(5))
+    anomalies, _ = validate(_doc(fs, cols, tmp_path, name), ref[1])
+    flagged = {(a.section, a.feature) for a in anomalies}
+    allowed = {("inputs", broken)} | {("outputs", o) for o in FEEDS[broken]}
+    assert flagged and flagged <= allowed, [a.line() for a in anomalies]
+    assert kinds <= {a.kind for a in anomalies if a.feature == broken}, [
+        a.line() for a in anomalies]
+
+
+def test_new_and_missing_column(fs, ref, tmp_path):
+    import shardforge.examples.click_features as cf
+
+    cols = clicklog.generate_clicklog(N, seed=1)
+    cols["discount"] = np.random.default_rng(1).uniform(0, 0.5, N)
+    # the example's feature set and one more column
+    wider = sf.FeatureSet(
+        [cf.price, cf.age, sf.embedding(cf.country, dim=8), sf.embedding(cf.item, dim=16),
+         sf.indicator(cf.cross), sf.embedding(cf.query, dim=32, combiner="mean"), cf.to_hubs,
+         sf.embedding(cf.cell_x_country, dim=8), sf.embedding(cf.region, dim=4),
+         sf.numeric("discount", default=0.0)],
+        label=sf.numeric("label", dtype="int64"))
+    new = _doc(wider, cols, tmp_path, "wider")
+    anomalies, _ = validate(new, ref[1])
+    assert {(a.section, a.feature, a.kind) for a in anomalies} == {
+        ("inputs", "discount", "SCHEMA_NEW_COLUMN"), ("outputs", "discount", "SCHEMA_NEW_COLUMN")}
+    back, _ = validate(ref[1], new)
+    assert {(a.section, a.feature, a.kind) for a in back} == {
+        ("inputs", "discount", "SCHEMA_MISSING_COLUMN"),
+        ("outputs", "discount", "SCHEMA_MISSING_COLUMN")}
+
+
+@pytest.mark.parametrize("n", [2_000, 20_000])
+def test_resamples_of_one_distribution_are_clean(n, fs, ref, tmp_path):
+    docs = [_doc(fs, clicklog.generate_clicklog(n, seed=s), tmp_path, f"r{s}")
+            for s in (11, 12)]
+    for new, against in ((docs[0], docs[1]), (docs[0], ref[1])):
+        anomalies, drift = validate(new, against)
+        assert anomalies == [], [a.line() for a in anomalies]
+        assert drift  # every feature was compared
+
+
+def test_per_feature_overrides(fs, ref, tmp_path):
+    cols = clicklog.generate_clicklog(N, seed=1)
+    _prices_x100(cols, None)
+    new = _doc(fs, cols, tmp_path, "x100")
+    anomalies, _ = validate(new, ref[1], rules={"price": {"skip": True}})
+    assert anomalies == []
+    loose = {"price": {"jensen_shannon": 1.0, "out_of_range": 1.0}}
+    assert validate(new, ref[1], rules=loose)[0] == []
+    with pytest.raises(ValueError, match="jensen"):
+        validate(new, ref[1], rules={"price": {"jensen": 0.2}})
+    strict = Thresholds(l_infinity=0.0001)
+    flagged = {a.feature for a in validate(ref[1], ref[1], strict)[0]}
+    assert flagged == set()  # identical data: nothing to flag at any threshold
+
+
+def test_l_infinity_matches_a_direct_computation(ref):
+    cols, doc = ref
+    other = clicklog.generate_clicklog(N, seed=1)
+    _shifted_country(other, np.random.default_rng(5))
+
+    def direct(values):
+        keys, counts = np.unique(values.astype(str), return_counts=True)
+        return dict(zip(keys, counts / len(values)))
+
+    p, q = direct(cols["country"]), direct(other["country"])
+    want = max(abs(p.get(k, 0) - q.get(k, 0)) for k in set(p) | set(q))
+    entry = next(f for f in doc["features"] if f["name"] == "country")
+    assert len(entry["value_counts"]) == entry["distinct"] == 200  # every country listed
+    ref_counts = Counts(dict(entry["value_counts"]), N, True)
+    new_counts = Counts({k.decode(): c for k, c in zip(*np.unique(other["country"],
+                                                                    return_counts=True))},
+                        N, True)
+    got, _ = l_infinity(new_counts, ref_counts)
+    assert got == pytest.approx(want, abs=1e-12)
+    # a truncated list never makes the distance larger than the true one
+    top = dict(sorted(new_counts.counts.items(), key=lambda kv: -kv[1])[:20])
+    assert l_infinity(Counts(top, N, False), ref_counts)[0] <= want + 1e-12
+
+
+def jensenshannon2(p, q):
+    """The Jensen-Shannon divergence in bits, from its definition."""
+    p, q = np.asarray(p, float) / np.sum(p), np.asarray(q, float) / np.sum(q)
+    m = (p + q) / 2
+
+    def kl(a, b):
+        return sum(x * np.log2(x / y) for x, y in zip(a, b) if x > 0)
+
+    return (kl(p, m) + kl(q, m)) / 2
+
+
+def test_jensen_shannon_matches_its_definition_on_common_buckets_and_point_masses():
+    rng = np.random.default_rng(0)
+    edges = np.linspace(0, 10, 11)
+    a, _ = np.histogram(rng.normal(5, 1, 5000), edges)
+    b, _ = np.histogram(rng.normal(6, 1.5, 5000), edges)
+
+    def hist(counts):
+        return [{"low": lo, "high": hi, "count": int(c)}
+                for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+
+    want = jensenshannon2(a, b)
+    assert jensen_shannon(hist(a), hist(b)) == pytest.approx(want, rel=1e-9)
+    # NaN counts are a bucket of their own, as in TFDV
+    want_nan = jensenshannon2(np.append(a, 300), np.append(b, 0))
+    assert jensen_shannon(hist(a), hist(b), 300, 0) == pytest.approx(want_nan, rel=1e-9)
+    # a bucket split in two (uniform within a bucket) measures nothing against itself
+    split = [{"low": 0.0, "high": 0.5, "count": 50}, {"low": 0.5, "high": 1.0, "count": 50}]
+    assert jensen_shannon(split, [{"low": 0.0, "high": 1.0, "count": 7}]) == pytest.approx(0)
+    points = [{"low": 0.0, "high": 0.0, "count": 3}, {"low": 1.0, "high": 1.0, "count": 1}]
+    other = [{"low": 0.0, "high": 0.0, "count": 1}, {"low": 1.0, "high": 1.0, "count": 3}]
+    want_pts = jensenshannon2([3, 1], [1, 3])
+    assert jensen_shannon(points, other) == pytest.approx(want_pts, rel=1e-9)
