@@ -144,7 +144,9 @@ def _cells(f: dict | None, keys) -> str:
     return "".join(f"<td>{html.escape(_fmt(f.get(k)))}</td>" for k in keys)
 
 
-def _section(doc: dict, section: str, keys) -> str:
+def _section(doc: dict, section: str, keys, flagged: dict | None = None) -> str:
+    """``flagged``: ``{(section, feature): [anomaly lines]}``, marked beside the feature."""
+    flagged = flagged or {}
     by_split = doc.get("by_split", {})
     names = sorted({f["name"] for s in SPLITS for f in by_split.get(s, {}).get(section, [])})
     rows = []
@@ -154,7 +156,11 @@ def _section(doc: dict, section: str, keys) -> str:
         png = _png(per)
         img = f'<img src="data:image/png;base64,{png}">' if png else ""
         for split, f in zip(SPLITS, per):
-            head = (f'<th rowspan="2">{html.escape(name)}</th>' if split == "train" else "")
+            lines = flagged.get((section, name), [])
+            mark = (f'<br><span class="anomaly">{"<br>".join(map(html.escape, lines))}</span>'
+                    if lines else "")
+            head = (f'<th rowspan="2" id="{section}-{html.escape(name)}">{html.escape(name)}'
+                    f'{mark}</th>' if split == "train" else "")
             tail = f'<td rowspan="2">{img}</td>' if split == "train" else ""
             rows.append(f"<tr>{head}<td>{split}</td>{_cells(f, keys)}"
                         f"<td>{html.escape(_top(f or {}, 5))}</td>{tail}</tr>")
@@ -169,16 +175,26 @@ OUTPUT_KEYS = ("dtype", "column_type", "rows", "mean", "std", "vocab_size", "oov
                "buckets_used", "num_buckets", "length_mean")
 
 
-def write_html(doc: dict, path: str) -> None:
+def write_html(doc: dict, path: str, anomalies=None) -> None:
+    """``anomalies``: :class:`~shardforge.pipelines.validate.Anomaly` list to mark, if any."""
     splits = ", ".join(f"{s}: {v['records']}" for s, v in doc.get("splits", {}).items())
+    flagged: dict = {}
+    for a in anomalies or ():
+        flagged.setdefault((a.section, a.feature), []).append(f"{a.kind}: {a.description}")
+    listed = "".join(
+        f'<li><a href="#{html.escape(a.section)}-{html.escape(a.feature)}">'
+        f"{html.escape(a.line())}</a></li>" for a in anomalies or ())
+    validation = (f'<h2 class="anomaly">{len(anomalies)} anomalies</h2><ul>{listed}</ul>'
+                  if anomalies else "")
     page = f"""<!doctype html><meta charset="utf-8"><title>shardforge stats</title>
 <style>body{{font-family:sans-serif}} td,th{{padding:4px 8px;border-bottom:1px solid #ddd;
-text-align:right;vertical-align:top}} th{{text-align:left}}</style>
+text-align:right;vertical-align:top}} th{{text-align:left}} .anomaly{{color:#b00020}}</style>
 <h1>shardforge stats</h1>
 <p>{doc['rows_read']} rows read, {doc['errors']} errors; records {html.escape(splits)}.
 Histograms of skewed non-negative columns use a log scale; strings show their top values.</p>
-{_section(doc, "inputs", INPUT_KEYS)}
-{_section(doc, "outputs", OUTPUT_KEYS)}
+{validation}
+{_section(doc, "inputs", INPUT_KEYS, flagged)}
+{_section(doc, "outputs", OUTPUT_KEYS, flagged)}
 """
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)

@@ -228,8 +228,13 @@ def _rate_noise(p1: float, n1: float, p2: float, n2: float) -> float:
 
 
 def load_stats(path: str) -> dict:
-    """A ``stats.json`` document: the file itself, or the one in a job output directory."""
+    """A ``stats.json`` document: the file itself, or the one of a job output directory (which is
+    verified against its manifest first)."""
+    from shardforge.records.manifest import is_job_output, verify_output
+
     if os.path.isdir(path):
+        if is_job_output(path):
+            verify_output(path)
         path = os.path.join(path, "stats.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: expected a job output directory or its "
@@ -451,6 +456,32 @@ def validate(new: dict, ref: dict, thresholds: Thresholds = Thresholds(),
                         new["errors"] / new["rows_read"], new["rows_read"],
                         ref["errors"] / ref["rows_read"], ref["rows_read"], thresholds.errors)
     return checker.anomalies, checker.drift
+
+
+# ---------------------------------------------------------------------------------------------
+# In a job, before it publishes
+
+
+class AnomaliesFound(Exception):
+    """A job's data has anomalies against its reference (``anomalies``); nothing was published."""
+
+    def __init__(self, anomalies: list[Anomaly], against: str) -> None:
+        self.anomalies, self.against = anomalies, against
+        super().__init__(f"{len(anomalies)} anomalies against {against}; the output was not "
+                         "published (--on-anomaly warn publishes anyway): "
+                         + "; ".join(a.line() for a in anomalies))
+
+
+def check_job(doc: dict, against: str, out_dir: str, features=None) -> list[Anomaly]:
+    """Validate a job's ``stats.json`` document against the output ``against`` and write
+    ``out_dir/anomalies.json`` (``features``: the job's feature file, for its ``VALIDATION``
+    overrides; a ``FeatureSet`` object declares none)."""
+    rules = load_rules(features) if isinstance(features, (str, os.PathLike)) else {}
+    anomalies, drift = validate(doc, load_stats(against), rules=rules)
+    write_report(os.path.join(out_dir, ANOMALIES_FILE),
+                 report(anomalies, new=".", against=against, thresholds=Thresholds(),
+                        drift=drift, rules=rules))
+    return anomalies
 
 
 # ---------------------------------------------------------------------------------------------

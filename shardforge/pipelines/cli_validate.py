@@ -1,0 +1,93 @@
+"""``shardforge validate NEW --against REF``: anomalies and drift of new data against a reference
+(see :mod:`shardforge.pipelines.validate`), one line per anomaly; exit status 0 when clean, 1 with
+anomalies, 2 for a mistake in the command.
+
+``NEW`` and ``REF`` are job outputs (or their ``stats.json``). ``NEW`` may also be a file of raw
+serving-time rows (``.jsonl``, ``.csv``, ``.parquet``, ``.tfrecord``): it is transformed with
+``REF``'s state by the feature file ``--features`` and compared with ``REF``'s training data
+(training/serving skew; labels are not expected at serving time)::
+
+    shardforge validate out-today/ --against out-yesterday/ --anomalies anomalies.json
+    shardforge validate serving.jsonl --against out/ --features features.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("new", help="job output (or its stats.json) to check, or a file of raw "
+                        "serving rows (.jsonl, .csv, .parquet, .tfrecord) to check for skew")
+    parser.add_argument("--against", required=True, metavar="REF",
+                        help="reference job output (or its stats.json)")
+    parser.add_argument("--features", default=None,
+                        help="feature file: its VALIDATION dict overrides thresholds per feature; "
+                        "required to transform serving rows")
+    parser.add_argument("--split", default="train",
+                        help="split whose outputs are compared (default train)")
+    parser.add_argument("--anomalies", default=None, metavar="PATH",
+                        help="write the anomalies and every drift distance as JSON here")
+    parser.add_argument("--json", action="store_true", help="print anomalies.json to stdout")
+    parser.add_argument("--l-infinity", type=float, default=None, metavar="X",
+                        help="categorical drift threshold (default 0.1)")
+    parser.add_argument("--jensen-shannon", type=float, default=None, metavar="X",
+                        help="numeric drift threshold (default 0.1)")
+
+
+def check(args: argparse.Namespace) -> tuple[dict, list]:
+    """``(anomalies.json document, anomalies)`` for the command's arguments."""
+    from shardforge.pipelines import validate as v
+    from shardforge.pipelines.skew import data_format
+
+    thresholds = v.Thresholds()
+    given = {"l_infinity": args.l_infinity, "jensen_shannon": args.jensen_shannon}
+    thresholds = thresholds.with_overrides({k: x for k, x in given.items() if x is not None})
+    rules = v.load_rules(args.features) if args.features else {}
+    ref = v.load_stats(args.against)
+    ignore: tuple[str, ...] = ()
+    if os.path.isfile(args.new) and data_format(args.new):
+        new, ignore = _serving_stats(args)
+    else:
+        new = v.load_stats(args.new)
+    anomalies, drift = v.validate(new, ref, thresholds, rules, split=args.split, ignore=ignore)
+    doc = v.report(anomalies, new=args.new, against=args.against, thresholds=thresholds,
+                   drift=drift, rules=rules)
+    return doc, anomalies
+
+
+def _serving_stats(args: argparse.Namespace) -> tuple[dict, tuple[str, ...]]:
+    import shardforge.features as sf
+    from shardforge.pipelines.skew import read_rows, stats_doc
+
+    if not args.features:
+        raise ValueError(f"{args.new} is a data file: pass --features FILE (the feature file "
+                         f"{args.against} was made with) to transform its rows")
+    schema = os.path.join(args.against, "schema.pbtxt")
+    if not os.path.isfile(schema):
+        raise FileNotFoundError(f"{schema} not found: --against must be a job output to check "
+                                "serving rows against")
+    fs = sf.load_feature_set(args.features)
+    labels = tuple(fs.label_names)
+    rows = read_rows(fs, args.new, absent=labels)
+    return stats_doc(fs, rows, sf.TransformState.load(schema)), labels
+
+
+def main(args: argparse.Namespace) -> int:
+    from shardforge.pipelines.validate import write_report
+
+    doc, anomalies = check(args)
+    if args.anomalies:
+        write_report(args.anomalies, doc)
+    if args.json:
+        print(json.dumps(doc, indent=1, sort_keys=True))
+        return 1 if anomalies else 0
+    for a in anomalies:
+        print(a.line())
+    compared = len({(d["section"], d["feature"]) for d in doc["drift"]})
+    verdict = (f"{len(anomalies)} anomalies" if anomalies else "no anomalies")
+    print(f"{verdict}: {args.new} against {args.against} ({compared} features compared)"
+          + (f"; wrote {args.anomalies}" if args.anomalies else ""))
+    return 1 if anomalies else 0
