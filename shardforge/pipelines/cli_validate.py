@@ -48,11 +48,13 @@ def check(args: argparse.Namespace) -> tuple[dict, list]:
     rules = v.load_rules(args.features) if args.features else {}
     ref = v.load_stats(args.against)
     ignore: tuple[str, ...] = ()
-    if os.path.isfile(args.new) and data_format(args.new):
+    serving = os.path.isfile(args.new) and data_format(args.new) is not None
+    if serving:
         new, ignore = _serving_stats(args)
     else:
         new = v.load_stats(args.new)
-    anomalies, drift = v.validate(new, ref, thresholds, rules, split=args.split, ignore=ignore)
+    anomalies, drift = v.validate(new, ref, thresholds, rules, split=args.split, ignore=ignore,
+                                  same_state=serving)
     doc = v.report(anomalies, new=args.new, against=args.against, thresholds=thresholds,
                    drift=drift, rules=rules)
     return doc, anomalies

@@ -221,6 +221,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     from apache_beam.options.pipeline_options import StandardOptions
 
     from shardforge.interop.tfmd import write_tfmd_schema
+    from shardforge.interop.tfmd_stats import write_tfmd_statistics
     from shardforge.pipelines import sources
     from shardforge.pipelines.cli_stats import write_html
     from shardforge.pipelines.options import make_options
@@ -291,6 +292,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                 extra["validation"] = {"against": validate_against, "anomalies": len(anomalies)}
             write_html(doc, os.path.join(lock.staging, "stats.html"), anomalies)
             write_tfmd_schema(lock.staging)  # schema_tfmd.pbtxt for TFDV / TFX
+            write_tfmd_statistics(lock.staging)  # stats_tfmd.pbtxt for TFDV / Facets
             manifest = mf.build_manifest(
                 lock.staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
                 command=command, job=lock.job, extra=extra)

@@ -25,7 +25,9 @@ Anomalies (``Anomaly.kind`` is TFDV's ``AnomalyInfo.Type`` name where TFDV has o
   (the largest difference of one value's frequency) is over ``l_infinity``;
 - ``COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH``: TFDV's approximate Jensen-Shannon divergence
   (log base 2, so in [0, 1]) between two numeric distributions, or two length distributions of
-  strings and variable-length outputs, is over ``jensen_shannon``.
+  strings and variable-length outputs, is over ``jensen_shannon``. Numeric outputs are compared
+  only when both sides were transformed with one state (skew): two jobs normalize each with
+  its own, so their numbers differ by construction, and the drift shows on the inputs.
 
 A difference is reported only when it is over its threshold *and* more than sampling alone
 explains (``NOISE_Z`` standard errors for a rate, ``NOISE_FACTOR`` times the divergence two
@@ -297,8 +299,9 @@ def _numeric_histogram(entry: dict) -> list[dict] | None:
 
 
 class _Checker:
-    def __init__(self, thresholds: Thresholds, rules: Mapping[str, Mapping]) -> None:
-        self.base, self.rules = thresholds, rules
+    def __init__(self, thresholds: Thresholds, rules: Mapping[str, Mapping],
+                 same_state: bool) -> None:
+        self.base, self.rules, self.same_state = thresholds, rules, same_state
         self.anomalies: list[Anomaly] = []
         self.drift: list[Drift] = []
 
@@ -382,6 +385,10 @@ class _Checker:
         elif dtype in ("int64", "float32"):
             if section == "inputs":  # an output's range follows its job's learned state
                 self.range(name, section, new, ref, t)
+            elif not self.same_state:
+                # Each job learned its own normalization: the numbers differ by construction
+                # (a z-scored default lands elsewhere), and the drift shows on the inputs.
+                return
             new_h, ref_h = _numeric_histogram(new), _numeric_histogram(ref)
             self.jensen_shannon(name, section, "values", new_h, ref_h,
                                 new.get("num_values", 0), ref.get("num_values", 0), t,
@@ -423,18 +430,20 @@ class _Checker:
 
 def validate(new: dict, ref: dict, thresholds: Thresholds = Thresholds(),
              rules: Mapping[str, Mapping] | None = None, split: str = "train",
-             sections: Iterable[str] = ("inputs", "outputs"),
-             ignore: Iterable[str] = ()) -> tuple[list[Anomaly], list[Drift]]:
+             sections: Iterable[str] = ("inputs", "outputs"), ignore: Iterable[str] = (),
+             same_state: bool = False) -> tuple[list[Anomaly], list[Drift]]:
     """Anomalies of ``new`` against ``ref`` (two ``stats.json`` documents) and every drift
     distance measured. ``rules``: per-feature overrides of ``thresholds`` (a feature file's
-    ``VALIDATION``); ``ignore``: features absent on purpose (a label at serving time).
+    ``VALIDATION``); ``ignore``: features absent on purpose (a label at serving time);
+    ``same_state``: both were transformed with one state (skew), so numeric outputs are
+    compared too (between two jobs, each normalized with its own, they are not).
 
     >>> anomalies, drift = validate(load_stats("new/"), load_stats("ref/"))  # doctest: +SKIP
     >>> [a.line() for a in anomalies]                                         # doctest: +SKIP
     ['price (input): COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH: Jensen-Shannon divergence ...']
     """
     rules = dict(rules or {})
-    checker = _Checker(thresholds, rules)
+    checker = _Checker(thresholds, rules, same_state)
     for name in rules:
         checker.thresholds(name)  # an unknown setting is an error even for an absent feature
     ignore = set(ignore)

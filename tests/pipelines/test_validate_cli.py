@@ -53,7 +53,7 @@ def test_run_warns_publishes_and_records_the_anomalies(jobs, capsys):
     assert _run(new_csv, out, "--validate-against", ref, "--on-anomaly", "warn") == 0
     assert "anomaly: price (input)" in capsys.readouterr().out
     manifest = read_manifest(out)
-    assert "anomalies.json" in {f.path for f in manifest.files}
+    assert {"anomalies.json", "stats_tfmd.pbtxt"} <= {f.path for f in manifest.files}
     with open(os.path.join(out, "anomalies.json")) as f:
         doc = json.load(f)
     flagged = {a["feature"] for a in doc["anomalies"]}
