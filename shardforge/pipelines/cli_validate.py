@@ -5,7 +5,9 @@ anomalies, 2 for a mistake in the command.
 ``NEW`` and ``REF`` are job outputs (or their ``stats.json``). ``NEW`` may also be a file of raw
 serving-time rows (``.jsonl``, ``.csv``, ``.parquet``, ``.tfrecord``): it is transformed with
 ``REF``'s state by the feature file ``--features`` and compared with ``REF``'s training data
-(training/serving skew; labels are not expected at serving time)::
+(training/serving skew; labels are not expected at serving time). A JSONL row may also carry
+the transformed features its serving system computed, under ``"logged"``: a value other than
+the one recomputed from the row is a ``FEATURE_SKEW`` anomaly::
 
     shardforge validate out-today/ --against out-yesterday/ --anomalies anomalies.json
     shardforge validate serving.jsonl --against out/ --features features.py
@@ -26,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", default=None,
                         help="feature file: its VALIDATION dict overrides thresholds per feature; "
                         "required to transform serving rows")
+    parser.add_argument("--logged-key", default="logged", metavar="KEY",
+                        help="in serving rows (.jsonl), the object holding the transformed "
+                        "features the serving system computed; each is compared with the value "
+                        "recomputed from the row (default: logged)")
     parser.add_argument("--split", default="train",
                         help="split whose outputs are compared (default train)")
     parser.add_argument("--anomalies", default=None, metavar="PATH",
@@ -42,27 +48,27 @@ def check(args: argparse.Namespace) -> tuple[dict, list]:
     from shardforge.pipelines import validate as v
     from shardforge.pipelines.skew import data_format
 
-    thresholds = v.Thresholds()
     given = {"l_infinity": args.l_infinity, "jensen_shannon": args.jensen_shannon}
-    thresholds = thresholds.with_overrides({k: x for k, x in given.items() if x is not None})
+    thresholds = v.Thresholds().with_overrides({k: x for k, x in given.items() if x is not None})
     rules = v.load_rules(args.features) if args.features else {}
     ref = v.load_stats(args.against)
-    ignore: tuple[str, ...] = ()
     serving = os.path.isfile(args.new) and data_format(args.new) is not None
-    if serving:
-        new, ignore = _serving_stats(args)
+    if not serving:
+        anomalies, drift = v.validate(v.load_stats(args.new), ref, thresholds, rules,
+                                      split=args.split)
     else:
-        new = v.load_stats(args.new)
-    anomalies, drift = v.validate(new, ref, thresholds, rules, split=args.split, ignore=ignore,
-                                  same_state=serving)
+        anomalies, drift = _skew(args, ref, thresholds, rules)
     doc = v.report(anomalies, new=args.new, against=args.against, thresholds=thresholds,
                    drift=drift, rules=rules)
     return doc, anomalies
 
 
-def _serving_stats(args: argparse.Namespace) -> tuple[dict, tuple[str, ...]]:
+def _skew(args: argparse.Namespace, ref: dict, thresholds, rules) -> tuple[list, list]:
+    """Serving rows against the training data of ``args.against``: their distributions, and
+    (JSONL) the values the serving system logged against the recomputed ones."""
     import shardforge.features as sf
-    from shardforge.pipelines.skew import read_rows, stats_doc
+    from shardforge.pipelines.skew import data_format, read_rows, stats_doc, value_skew
+    from shardforge.pipelines.validate import validate
 
     if not args.features:
         raise ValueError(f"{args.new} is a data file: pass --features FILE (the feature file "
@@ -71,10 +77,14 @@ def _serving_stats(args: argparse.Namespace) -> tuple[dict, tuple[str, ...]]:
     if not os.path.isfile(schema):
         raise FileNotFoundError(f"{schema} not found: --against must be a job output to check "
                                 "serving rows against")
-    fs = sf.load_feature_set(args.features)
-    labels = tuple(fs.label_names)
-    rows = read_rows(fs, args.new, absent=labels)
-    return stats_doc(fs, rows, sf.TransformState.load(schema)), labels
+    fs, state = sf.load_feature_set(args.features), sf.TransformState.load(schema)
+    labels = tuple(fs.label_names)  # not in a serving row
+    new = stats_doc(fs, read_rows(fs, args.new, absent=labels), state)
+    anomalies, drift = validate(new, ref, thresholds, rules, split=args.split, ignore=labels,
+                                same_state=True)
+    if data_format(args.new) == "jsonl":
+        anomalies += value_skew(fs, state, args.new, args.logged_key, absent=labels)[0]
+    return anomalies, drift
 
 
 def main(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from shardforge.records.spec import Batch, batch_size
 
+LOGGED_KEY = "logged"  # a serving row's transformed features, as its system computed them
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
            ".tfrecord": "tfrecord"}
 
@@ -91,3 +92,51 @@ def stats_doc(fs, rows: TypedRows, state=None) -> dict:
         n, kept = n + size, kept + ok
     return stats.build_doc(acc, rows_read=rows.rows_read or n, errors=rows.errors + n - kept,
                            sizes={"train": (kept, 0)}, missing=rows.missing, state=state)
+
+
+def value_skew(fs, state, path: str, key: str = LOGGED_KEY, absent: tuple[str, ...] = (),
+               tolerance: float = 1e-5) -> tuple[list, int]:
+    """Rows of a JSONL file that carry, under ``key``, the transformed features the serving
+    system computed (``{"price": 12.5, ..., "logged": {"price": -0.31, "country": 4}}``):
+    each logged value is compared with the one ``fs`` computes from the row's raw inputs with
+    ``state`` (TFDV's feature skew: the same row, a different value). Returns one
+    ``FEATURE_SKEW`` :class:`~shardforge.pipelines.validate.Anomaly` per output that differs
+    in any row (floats within ``tolerance``, relative and absolute), and the rows compared.
+    ``absent``: inputs a serving row lacks (labels), read as zeros."""
+    import json
+
+    from shardforge.pipelines.validate import Anomaly
+
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    ids = [i for i, r in enumerate(rows) if isinstance(r.get(key), dict)]
+    if not ids:
+        return [], 0
+    raw = {inp.name: [rows[i].get(inp.name, 0 if inp.name in absent else None) for i in ids]
+           for inp in fs.input_columns}
+    batch, errors = fs.coerce(raw, row_ids=ids)
+    kept = [i for i in ids if i not in {e.row for e in errors}]
+    out, errors = fs.transform(batch, state, errors="collect", row_ids=kept)
+    kept = [i for i in kept if i not in {e.row for e in errors}]
+    anomalies = []
+    for name, col in out.items():
+        if name in fs.label_names:  # computed from no label at serving time
+            continue
+        differ = []
+        for j, i in enumerate(kept):
+            logged = rows[i][key].get(name)
+            if logged is None:
+                continue
+            want = np.asarray(col[j], dtype=np.float64).ravel()
+            got = np.asarray(logged, dtype=np.float64).ravel()
+            if got.shape != want.shape or not np.allclose(got, want, rtol=tolerance,
+                                                          atol=tolerance):
+                differ.append((i, logged, want.tolist()))
+        if differ:
+            i, logged, want = differ[0]
+            anomalies.append(Anomaly(
+                name, "outputs", "FEATURE_SKEW",
+                f"{len(differ)} of {len(kept)} rows logged a value other than the one "
+                f"recomputed from their raw inputs (line {i + 1}: logged {logged}, recomputed "
+                f"{want[0] if len(want) == 1 else want})", len(differ) / len(kept)))
+    return anomalies, len(kept)

@@ -347,12 +347,17 @@ class _Checker:
             return
         kind = "INT" if new["dtype"] == "int64" else "FLOAT"
         n = float(sum(b["count"] for b in new["histogram"])) or 1.0
+        n_ref = float(ref.get("num_values", 0)) or 1.0
+        # a new value falls past a sample's extreme with probability 1 / (n_ref + 1)
+        chance = 1 / (n_ref + 1)
         for side, (limit, outside) in (
                 ("SMALL", (ref["min"], lambda b: b["high"] < ref["min"])),
                 ("BIG", (ref["max"], lambda b: b["low"] > ref["max"]))):
             share = sum(b["count"] for b in new["histogram"] if outside(b)) / n
             new_sign = side == "SMALL" and ref["min"] >= 0 > new["min"]
-            if share > t.out_of_range or new_sign:
+            excess = share - chance
+            if (excess > t.out_of_range and excess > _rate_noise(share, n, chance, n_ref)
+                    ) or new_sign:
                 extreme = new["min"] if side == "SMALL" else new["max"]
                 why = ("negative values, never seen in the reference" if new_sign
                        else f"{share:.2%} of values")

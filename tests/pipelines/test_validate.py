@@ -207,3 +207,33 @@ def test_jensen_shannon_matches_its_definition_on_common_buckets_and_point_masse
     other = [{"low": 0.0, "high": 0.0, "count": 1}, {"low": 1.0, "high": 1.0, "count": 3}]
     want_pts = jensenshannon2([3, 1], [1, 3])
     assert jensen_shannon(points, other) == pytest.approx(want_pts, rel=1e-9)
+
+
+def test_logged_values_that_differ_from_the_recomputed_ones(fs, tmp_path):
+    import json
+
+    from shardforge.pipelines.skew import value_skew
+
+    n, logged_rows = 300, 100
+    cols = clicklog.generate_clicklog(n, seed=4)
+    rows = read_rows(fs, clicklog.columns_to_csv(str(tmp_path / "train.csv"), cols))
+    state = fs.fit(rows.batches)
+    (batch,) = rows.batches
+    out = fs.transform(batch, state)
+    path = tmp_path / "serving.jsonl"
+    with open(path, "w") as f:
+        for i in range(n):
+            price = cols["price"][i]
+            row = {"price": None if np.isnan(price) else price, "age": int(cols["age"][i]),
+                   "lat": cols["lat"][i], "lon": cols["lon"][i],
+                   **{k: cols[k][i].decode() for k in ("country", "item_id", "query")}}
+            if i < logged_rows:  # what the serving system computed, stale in two rows
+                row["logged"] = {k: np.asarray(v[i]).tolist() for k, v in out.items()}
+                if i in (10, 20):
+                    row["logged"]["price"] += 0.5
+            f.write(json.dumps(row) + "\n")
+    anomalies, compared = value_skew(fs, state, str(path), absent=("label",))
+    assert compared == logged_rows
+    assert [(a.feature, a.kind) for a in anomalies] == [("price", "FEATURE_SKEW")]
+    assert anomalies[0].description.startswith("2 of 100 rows") and "line 11" in \
+        anomalies[0].description
