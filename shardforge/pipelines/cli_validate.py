@@ -100,6 +100,6 @@ def main(args: argparse.Namespace) -> int:
         print(a.line())
     compared = len({(d["section"], d["feature"]) for d in doc["drift"]})
     verdict = (f"{len(anomalies)} anomalies" if anomalies else "no anomalies")
-    print(f"{verdict}: {args.new} against {args.against} ({compared} features compared)"
+    print(f"{verdict}: {args.new} against {args.against} ({compared} distributions compared)"
           + (f"; wrote {args.anomalies}" if args.anomalies else ""))
     return 1 if anomalies else 0

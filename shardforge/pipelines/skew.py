@@ -21,7 +21,7 @@ import numpy as np
 from shardforge.records.spec import Batch, batch_size
 
 LOGGED_KEY = "logged"  # a serving row's transformed features, as its system computed them
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet",
            ".tfrecord": "tfrecord"}
 
 
