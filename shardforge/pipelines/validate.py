@@ -513,6 +513,15 @@ def report(anomalies: list[Anomaly], *, new: str, against: str, thresholds: Thre
     }
 
 
+def read_anomalies(output_dir: str) -> list[Anomaly]:
+    """The anomalies a validated job recorded in its ``anomalies.json`` (``[]`` if none)."""
+    path = os.path.join(output_dir, ANOMALIES_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [Anomaly(**a) for a in json.load(f).get("anomalies", [])]
+
+
 def write_report(path: str, doc: dict) -> str:
     """Write ``anomalies.json`` atomically; returns ``path``."""
     from shardforge.records.manifest import atomic_write

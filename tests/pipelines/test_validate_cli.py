@@ -61,7 +61,12 @@ def test_run_warns_publishes_and_records_the_anomalies(jobs, capsys):
     assert manifest.extra["validation"] == {"against": ref, "anomalies": len(doc["anomalies"])}
     with open(os.path.join(out, "stats.html")) as f:
         page = f.read()
-    assert f"{len(doc['anomalies'])} anomalies" in page and 'id="inputs-price"' in page
+    assert f"{len(doc['anomalies'])} anomalies" in page
+    assert '<section class="card flagged" id="inputs-price">' in page
+    # `shardforge stats --html` draws the recorded anomalies too
+    assert main(["stats", out, "--html", str(d / "again.html")]) == 0
+    with open(d / "again.html") as f:
+        assert '<section class="card flagged" id="inputs-price">' in f.read()
 
     # the documented command, in a fresh process: exit 1 and anomalies.json
     report = str(d / "anomalies.json")
