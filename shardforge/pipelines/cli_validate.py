@@ -11,6 +11,11 @@ the one recomputed from the row is a ``FEATURE_SKEW`` anomaly::
 
     shardforge validate out-today/ --against out-yesterday/ --anomalies anomalies.json
     shardforge validate serving.jsonl --against out/ --features features.py
+    shardforge validate out-today/ --against raw_schema.pbtxt    # declared domains
+
+``REF`` may be a TensorFlow Metadata schema in text format (``.pbtxt``) with declared domains
+(presence, ``int_domain``, ``float_domain``, ``string_domain``): each feature is checked against
+it by TFDV's rules.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("new", help="job output (or its stats.json) to check, or a file of raw "
                         "serving rows (.jsonl, .csv, .parquet, .tfrecord) to check for skew")
     parser.add_argument("--against", required=True, metavar="REF",
-                        help="reference job output (or its stats.json)")
+                        help="reference job output (or its stats.json), or a TensorFlow "
+                        "Metadata schema (.pbtxt) with declared domains")
+    parser.add_argument("--schema-of", choices=("inputs", "outputs"), default=None,
+                        help="with a schema as REF: whose features it describes (default: "
+                        "outputs for a job's schema_tfmd.pbtxt, else inputs)")
     parser.add_argument("--features", default=None,
                         help="feature file: its VALIDATION dict overrides thresholds per feature; "
                         "required to transform serving rows")
@@ -51,6 +60,8 @@ def check(args: argparse.Namespace) -> tuple[dict, list]:
     given = {"l_infinity": args.l_infinity, "jensen_shannon": args.jensen_shannon}
     thresholds = v.Thresholds().with_overrides({k: x for k, x in given.items() if x is not None})
     rules = v.load_rules(args.features) if args.features else {}
+    if args.against.endswith(".pbtxt"):
+        return _against_schema(args, thresholds, rules)
     ref = v.load_stats(args.against)
     serving = os.path.isfile(args.new) and data_format(args.new) is not None
     if not serving:
@@ -61,6 +72,19 @@ def check(args: argparse.Namespace) -> tuple[dict, list]:
     doc = v.report(anomalies, new=args.new, against=args.against, thresholds=thresholds,
                    drift=drift, rules=rules)
     return doc, anomalies
+
+
+def _against_schema(args: argparse.Namespace, thresholds, rules) -> tuple[dict, list]:
+    from shardforge.interop.tfmd import TFMD_SCHEMA_FILE
+    from shardforge.pipelines import validate as v
+
+    section = args.schema_of or ("outputs" if os.path.basename(args.against) == TFMD_SCHEMA_FILE
+                                 else "inputs")
+    with open(args.against, encoding="utf-8") as f:
+        text = f.read()
+    anomalies = v.validate_schema(v.load_stats(args.new), text, section, args.split)
+    return v.report(anomalies, new=args.new, against=args.against, thresholds=thresholds,
+                    rules=rules), anomalies
 
 
 def _skew(args: argparse.Namespace, ref: dict, thresholds, rules) -> tuple[list, list]:
@@ -100,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
         print(a.line())
     compared = len({(d["section"], d["feature"]) for d in doc["drift"]})
     verdict = (f"{len(anomalies)} anomalies" if anomalies else "no anomalies")
-    print(f"{verdict}: {args.new} against {args.against} ({compared} distributions compared)"
+    print(f"{verdict}: {args.new} against {args.against}"
+          + (f" ({compared} distributions compared)" if compared else "")
           + (f"; wrote {args.anomalies}" if args.anomalies else ""))
     return 1 if anomalies else 0

@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import runpy
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -470,6 +471,120 @@ def validate(new: dict, ref: dict, thresholds: Thresholds = Thresholds(),
                         new["errors"] / new["rows_read"], new["rows_read"],
                         ref["errors"] / ref["rows_read"], ref["rows_read"], thresholds.errors)
     return checker.anomalies, checker.drift
+
+
+# ---------------------------------------------------------------------------------------------
+# A TFMD schema as the reference
+
+
+# a token of the text format, after blanks and comments: a quoted string, a brace or colon, a word
+_TOKEN = re.compile(r'\s*(?:#[^\n]*\n\s*)*'
+                    r'("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}:]|[^\s{}:"\']+)')
+
+
+def parse_text_proto(text: str) -> dict:
+    """Protobuf text format as nested dicts, every field a list of values (messages are dicts,
+    strings unquoted, numbers and enums as written): enough of the format to read a TFMD schema
+    without ``tensorflow_metadata``.
+
+    >>> parse_text_proto('feature { name: "a" int_domain { min: 0 max: 9 } }')
+    {'feature': [{'name': ['a'], 'int_domain': [{'min': ['0'], 'max': ['9']}]}]}
+    """
+    tokens = [t for t in _TOKEN.findall(text) if t]
+    stack: list[dict] = [{}]
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "}":
+            stack.pop()
+            i += 1
+            continue
+        field_name, i = tok, i + 1
+        if i < len(tokens) and tokens[i] == ":":
+            i += 1
+        if i < len(tokens) and tokens[i] == "{":
+            child: dict = {}
+            stack[-1].setdefault(field_name, []).append(child)
+            stack.append(child)
+        else:
+            value = tokens[i]
+            if value[:1] in "\"'":
+                value = value[1:-1].encode("latin-1", "backslashreplace").decode(
+                    "unicode_escape").encode("latin-1").decode("utf-8")
+            stack[-1].setdefault(field_name, []).append(value)
+        i += 1
+    if len(stack) != 1:
+        raise ValueError("unbalanced braces in the schema text")
+    return stack[0]
+
+
+_SCHEMA_TYPES = {"INT": ("int64", "categorical"), "FLOAT": ("float32",), "BYTES": ("bytes",)}
+
+
+def validate_schema(new: dict, schema_text: str, section: str = "inputs",
+                    split: str = "train") -> list[Anomaly]:
+    """Anomalies of ``new`` (a ``stats.json`` document) against a TensorFlow Metadata schema in
+    text format with declared domains, TFDV's rules: a feature missing or new; its type; presence
+    below ``presence.min_fraction``; a value below / above ``int_domain`` / ``float_domain``;
+    strings outside ``string_domain`` (inline, or named by ``domain:``) over
+    ``1 - distribution_constraints.min_domain_mass`` (default: any). ``section``: whose
+    features the schema describes (a job's ``schema_tfmd.pbtxt`` describes its ``outputs``)."""
+    schema = parse_text_proto(schema_text)
+    domains = {d["name"][0]: set(d.get("value", [])) for d in schema.get("string_domain", [])}
+    entries = _entries(new, section, split)
+    checker = _Checker(Thresholds(), {}, same_state=False)
+    declared = set()
+    for feat in schema.get("feature", []):
+        name = feat["name"][0]
+        declared.add(name)
+        e = entries.get(name)
+        if e is None:
+            checker.add(name, section, "SCHEMA_MISSING_COLUMN", "in the schema, not in the data")
+            continue
+        kind = feat.get("type", [""])[0]
+        if kind in _SCHEMA_TYPES and e.get("dtype") not in _SCHEMA_TYPES[kind]:
+            checker.add(name, section, "UNEXPECTED_DATA_TYPE",
+                        f"type {e.get('dtype')}, the schema declares {kind}")
+            continue
+        rows = e.get("rows", 0)
+        missing = e.get("missing", e.get("nan", 0))
+        for presence in feat.get("presence", []):
+            want = float(presence.get("min_fraction", ["0"])[0])
+            if rows and (rows - missing) / rows < want:
+                checker.add(name, section, "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+                            f"present in {(rows - missing) / rows:.2%} of rows, the schema "
+                            f"requires {want:.2%}", (rows - missing) / rows, want)
+        for key, prefix in (("int_domain", "INT"), ("float_domain", "FLOAT")):
+            for dom in feat.get(key, []):
+                low, high = e.get("min"), e.get("max")
+                if e.get("dtype") == "categorical" and e.get("num_buckets"):
+                    low, high = 0, e["num_buckets"] - 1
+                if "min" in dom and low is not None and low < float(dom["min"][0]):
+                    checker.add(name, section, f"{prefix}_TYPE_SMALL_{prefix}",
+                                f"min {low:g} below the schema's min {dom['min'][0]}")
+                if "max" in dom and high is not None and high > float(dom["max"][0]):
+                    checker.add(name, section, f"{prefix}_TYPE_BIG_{prefix}",
+                                f"max {high:g} above the schema's max {dom['max'][0]}")
+        values = set()
+        for dom in feat.get("string_domain", []):
+            values |= set(dom.get("value", []))
+        for ref_name in feat.get("domain", []):
+            values |= domains.get(ref_name, set())
+        counts = _value_counts(e) if (values and e.get("dtype") == "bytes") else None
+        if counts is not None and counts.total:
+            mass = float(feat.get("distribution_constraints", [{}])[0].get(
+                "min_domain_mass", ["1"])[0])
+            outside = {k: c for k, c in counts.counts.items() if str(k) not in values}
+            share = sum(outside.values()) / counts.total
+            if share > 1 - mass:
+                examples = ", ".join(repr(k) for k in sorted(outside, key=lambda k: -outside[k])
+                                     [:3])
+                checker.add(name, section, "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+                            f"{share:.2%} of values outside the schema's domain (e.g. "
+                            f"{examples})", share, 1 - mass)
+    for name in sorted(set(entries) - declared):
+        checker.add(name, section, "SCHEMA_NEW_COLUMN", "in the data, not in the schema")
+    return checker.anomalies
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,8 +44,12 @@ def fs():
 
 @pytest.fixture(scope="module")
 def ref(fs, tmp_path_factory):
+    """The reference: columns, stats.json and learned state of 20,000 click-log rows."""
     cols = clicklog.generate_clicklog(N, seed=0)
-    return cols, _doc(fs, cols, tmp_path_factory.mktemp("ref"), "ref")
+    path = clicklog.columns_to_csv(str(tmp_path_factory.mktemp("ref") / "ref.csv"), cols)
+    rows = read_rows(fs, path)
+    state = fs.fit(rows.batches)
+    return cols, stats_doc(fs, rows, state), state
 
 
 def _shifted_country(cols, rng):
@@ -151,7 +155,7 @@ def test_per_feature_overrides(fs, ref, tmp_path):
 
 
 def test_l_infinity_matches_a_direct_computation(ref):
-    cols, doc = ref
+    cols, doc, _ = ref
     other = clicklog.generate_clicklog(N, seed=1)
     _shifted_country(other, np.random.default_rng(5))
 
@@ -237,3 +241,57 @@ def test_logged_values_that_differ_from_the_recomputed_ones(fs, tmp_path):
     assert [(a.feature, a.kind) for a in anomalies] == [("price", "FEATURE_SKEW")]
     assert anomalies[0].description.startswith("2 of 100 rows") and "line 11" in \
         anomalies[0].description
+
+
+RAW_SCHEMA = """
+# the click log's raw inputs, domains declared by hand
+feature { name: "price" type: FLOAT float_domain { min: 0 } }
+feature { name: "age" type: FLOAT presence { min_fraction: 1.0 } float_domain { min: 18 max: 80 } }
+feature { name: "country" type: BYTES domain: "country" }
+feature { name: "item_id" type: BYTES }
+feature { name: "query" type: BYTES }
+feature { name: "lat" type: FLOAT float_domain { min: -90 max: 90 } }
+feature { name: "lon" type: FLOAT float_domain { min: -180 max: 180 } }
+feature { name: "label" type: INT int_domain { min: 0 max: 1 } }
+string_domain { name: "country" %s }
+"""
+
+
+def test_against_a_schema_with_declared_domains(fs, ref, tmp_path):
+    from shardforge.pipelines.validate import validate_schema
+
+    codes = " ".join(f'value: "{c}"' for c in clicklog.country_codes())
+    schema = RAW_SCHEMA % codes
+    assert validate_schema(ref[1], schema) == []
+    cols = clicklog.generate_clicklog(5000, seed=2)
+    cols["price"] = -cols["price"]
+    cols["age"] = cols["age"] + 100
+    cols["country"] = np.where(np.arange(5000) % 50 == 0, b"XX", cols["country"]).astype(object)
+    found = {(a.feature, a.kind) for a in validate_schema(_doc(fs, cols, tmp_path, "s"), schema)}
+    assert found == {("price", "FLOAT_TYPE_SMALL_FLOAT"), ("age", "FLOAT_TYPE_BIG_FLOAT"),
+                     ("country", "ENUM_TYPE_UNEXPECTED_STRING_VALUES")}
+    # a share of unexpected values is allowed when the schema says so
+    relaxed = schema.replace('domain: "country"', 'domain: "country" distribution_constraints '
+                             '{ min_domain_mass: 0.95 }')
+    assert "country" not in {a.feature for a in validate_schema(ref[1], relaxed)}
+
+
+def test_a_jobs_tfmd_schema_is_read_as_tensorflow_metadata_reads_it(ref):
+    from google.protobuf import text_format
+
+    tfmd = pytest.importorskip("tensorflow_metadata.proto.v0.schema_pb2")
+    from shardforge.features.state import Schema
+    from shardforge.interop.tfmd import tfmd_schema_text
+    from shardforge.pipelines.validate import parse_text_proto, validate_schema
+
+    _, doc, state = ref
+    text = tfmd_schema_text(Schema(state.proto))
+    parsed, oracle = parse_text_proto(text), text_format.Parse(text, tfmd.Schema())
+    assert [f["name"][0] for f in parsed["feature"]] == [f.name for f in oracle.feature]
+    assert [int(f["int_domain"][0]["max"][0]) for f in parsed["feature"] if "int_domain" in f] \
+        == [f.int_domain.max for f in oracle.feature if f.HasField("int_domain")]
+    # the job's own outputs satisfy the schema it wrote for them
+    assert validate_schema(doc, text, section="outputs") == []
+    narrow = text.replace("max: 999\n", "max: 99\n")  # the cross declared with fewer buckets
+    assert {(a.feature, a.kind) for a in validate_schema(doc, narrow, section="outputs")} == {
+        ("age_bucketized_X_country", "INT_TYPE_BIG_INT")}

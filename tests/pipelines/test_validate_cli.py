@@ -76,6 +76,8 @@ def test_run_warns_publishes_and_records_the_anomalies(jobs, capsys):
     assert "price (input): FLOAT_TYPE_BIG_FLOAT" in proc.stdout
     with open(report) as f:
         assert {a["feature"] for a in json.load(f)["anomalies"]} == {"price"}
+    # against the TFMD schema the job wrote for its outputs: clean
+    assert main(["validate", out, "--against", os.path.join(out, "schema_tfmd.pbtxt")]) == 0
     # against itself: clean; a missing reference: a usage error
     assert main(["validate", ref, "--against", ref]) == 0
     assert main(["validate", out, "--against", str(d / "nowhere")]) == 2
