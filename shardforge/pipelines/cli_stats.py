@@ -69,7 +69,8 @@ def print_table(doc: dict) -> None:
     console.print(outputs)
 
 
-COLORS = {"train": "#1f77b4", "eval": "#ff7f0e"}
+COLORS = {"train": "#1f77b4", "eval": "#ff7f0e", "new": "#1f77b4", "new eval": "#ff7f0e",
+          "reference": "#555555"}
 HASHED = ("categorical_hash", "crossed")  # ids are hash buckets, not vocabulary entries
 MAX_BARS = 12  # categories drawn per feature (the most frequent in either split)
 MAX_INT_BARS = 30  # integers with at most this many distinct values are drawn as bars
@@ -102,11 +103,12 @@ def _draw_bars(ax, per: dict) -> None:
     """Grouped bars: each split's share of the values, side by side per category."""
     cats = {s: _categories(f) for s, f in per.items()}
     numeric = all(isinstance(k, (int, float)) for c in cats.values() for k in c[0])
-    labels: list = []
-    for counts, _ in cats.values():
-        order = sorted(counts) if numeric else sorted(counts, key=lambda k: -counts[k])
-        labels += [k for k in order if k not in labels]
-    labels = sorted(labels) if numeric else labels[:MAX_BARS]
+    keys = {k for counts, _ in cats.values() for k in counts}
+    if numeric:
+        labels = sorted(keys)
+    else:  # the categories most frequent in any of the splits
+        top = {k: max(c.get(k, 0) / t for c, t in cats.values()) for k in keys}
+        labels = sorted(keys, key=lambda k: (-top[k], str(k)))[:MAX_BARS]
     width = 0.8 / len(cats)
     for j, (split, (counts, total)) in enumerate(cats.items()):
         shares = [counts.get(k, 0) / total for k in labels]
@@ -334,6 +336,40 @@ Charts overlay the splits as shares; skewed non-negative columns use a log scale
 {inputs}
 {outputs}
 <script>{SORT}</script>
+"""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+
+
+def write_anomalies_html(path: str, anomalies, new: dict, ref: dict, split: str = "train",
+                         title: str = "") -> None:
+    """Per flagged feature, its anomalies and one chart overlaying the new data, the reference
+    and (when there is one) the new eval split; ``new`` and ``ref`` are ``stats.json``
+    documents, outputs compared on ``split`` (inputs over all rows)."""
+    def entry(doc, section, name, which=split):
+        if section == "inputs" and which == split:
+            return next((f for f in doc.get("features", []) if f["name"] == name), None)
+        return next((f for f in doc.get("by_split", {}).get(which, {}).get(section, [])
+                     if f["name"] == name), None)
+
+    cards = []
+    for key in dict.fromkeys((a.section, a.feature) for a in anomalies):
+        section, name = key
+        lines = "".join(f'<p class="anomaly">{html.escape(a.kind)}: '
+                        f"{html.escape(a.description)}</p>"
+                        for a in anomalies if (a.section, a.feature) == key)
+        per = {"new": entry(new, section, name), "reference": entry(ref, section, name),
+               "new eval": entry(new, section, name, "eval") if split != "eval" else None}
+        png = _png(per) if name else None
+        img = f'<img alt="{html.escape(name)}" src="data:image/png;base64,{png}">' if png else ""
+        where = f"{name} ({section[:-1]})" if name else "dataset"
+        cards.append(f'<section class="card flagged"><h3>{html.escape(where)}</h3>{lines}{img}'
+                     "</section>")
+    page = f"""<!doctype html><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>shardforge validate</title><style>{STYLE}</style>
+<h1>{len(anomalies)} anomalies</h1><p>{html.escape(title)}</p>
+<div class="grid">{"".join(cards)}</div>
 """
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)

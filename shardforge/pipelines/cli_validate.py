@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split whose outputs are compared (default train)")
     parser.add_argument("--anomalies", default=None, metavar="PATH",
                         help="write the anomalies and every drift distance as JSON here")
+    parser.add_argument("--html", default=None, metavar="PATH",
+                        help="write an HTML page here: per flagged feature, the new, reference "
+                        "and new eval distributions overlaid")
     parser.add_argument("--json", action="store_true", help="print anomalies.json to stdout")
     parser.add_argument("--l-infinity", type=float, default=None, metavar="X",
                         help="categorical drift threshold (default 0.1)")
@@ -52,8 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="numeric drift threshold (default 0.1)")
 
 
-def check(args: argparse.Namespace) -> tuple[dict, list]:
-    """``(anomalies.json document, anomalies)`` for the command's arguments."""
+@dataclass
+class Checked:
+    """What ``shardforge validate`` found: the ``anomalies.json`` document, the anomalies, and
+    the two ``stats.json`` documents compared (``ref`` is ``None`` against a schema)."""
+
+    report: dict
+    anomalies: list
+    new: dict
+    ref: dict | None
+
+
+def check(args: argparse.Namespace) -> Checked:
+    """Run the comparison the command's arguments ask for."""
     from shardforge.pipelines import validate as v
     from shardforge.pipelines.skew import data_format
 
@@ -61,33 +76,31 @@ def check(args: argparse.Namespace) -> tuple[dict, list]:
     thresholds = v.Thresholds().with_overrides({k: x for k, x in given.items() if x is not None})
     rules = v.load_rules(args.features) if args.features else {}
     if args.against.endswith(".pbtxt"):
-        return _against_schema(args, thresholds, rules)
-    ref = v.load_stats(args.against)
-    serving = os.path.isfile(args.new) and data_format(args.new) is not None
-    if not serving:
-        anomalies, drift = v.validate(v.load_stats(args.new), ref, thresholds, rules,
-                                      split=args.split)
+        new, ref = v.load_stats(args.new), None
+        anomalies, drift = _against_schema(args, new), []
     else:
-        anomalies, drift = _skew(args, ref, thresholds, rules)
+        ref = v.load_stats(args.against)
+        if os.path.isfile(args.new) and data_format(args.new) is not None:
+            new, anomalies, drift = _skew(args, ref, thresholds, rules)
+        else:
+            new = v.load_stats(args.new)
+            anomalies, drift = v.validate(new, ref, thresholds, rules, split=args.split)
     doc = v.report(anomalies, new=args.new, against=args.against, thresholds=thresholds,
                    drift=drift, rules=rules)
-    return doc, anomalies
+    return Checked(doc, anomalies, new, ref)
 
 
-def _against_schema(args: argparse.Namespace, thresholds, rules) -> tuple[dict, list]:
+def _against_schema(args: argparse.Namespace, new: dict) -> list:
     from shardforge.interop.tfmd import TFMD_SCHEMA_FILE
-    from shardforge.pipelines import validate as v
+    from shardforge.pipelines.validate import validate_schema
 
     section = args.schema_of or ("outputs" if os.path.basename(args.against) == TFMD_SCHEMA_FILE
                                  else "inputs")
     with open(args.against, encoding="utf-8") as f:
-        text = f.read()
-    anomalies = v.validate_schema(v.load_stats(args.new), text, section, args.split)
-    return v.report(anomalies, new=args.new, against=args.against, thresholds=thresholds,
-                    rules=rules), anomalies
+        return validate_schema(new, f.read(), section, args.split)
 
 
-def _skew(args: argparse.Namespace, ref: dict, thresholds, rules) -> tuple[list, list]:
+def _skew(args: argparse.Namespace, ref: dict, thresholds, rules) -> tuple[dict, list, list]:
     """Serving rows against the training data of ``args.against``: their distributions, and
     (JSONL) the values the serving system logged against the recomputed ones."""
     import shardforge.features as sf
@@ -108,15 +121,21 @@ def _skew(args: argparse.Namespace, ref: dict, thresholds, rules) -> tuple[list,
                                 same_state=True)
     if data_format(args.new) == "jsonl":
         anomalies += value_skew(fs, state, args.new, args.logged_key, absent=labels)[0]
-    return anomalies, drift
+    return new, anomalies, drift
 
 
 def main(args: argparse.Namespace) -> int:
     from shardforge.pipelines.validate import write_report
 
-    doc, anomalies = check(args)
+    found = check(args)
+    doc, anomalies = found.report, found.anomalies
     if args.anomalies:
         write_report(args.anomalies, doc)
+    if args.html:
+        from shardforge.pipelines.cli_stats import write_anomalies_html
+
+        write_anomalies_html(args.html, anomalies, found.new, found.ref or {}, args.split,
+                             f"{args.new} against {args.against}")
     if args.json:
         print(json.dumps(doc, indent=1, sort_keys=True))
         return 1 if anomalies else 0
@@ -124,7 +143,8 @@ def main(args: argparse.Namespace) -> int:
         print(a.line())
     compared = len({(d["section"], d["feature"]) for d in doc["drift"]})
     verdict = (f"{len(anomalies)} anomalies" if anomalies else "no anomalies")
+    wrote = [p for p in (args.anomalies, args.html) if p]
     print(f"{verdict}: {args.new} against {args.against}"
           + (f" ({compared} distributions compared)" if compared else "")
-          + (f"; wrote {args.anomalies}" if args.anomalies else ""))
+          + (f"; wrote {', '.join(wrote)}" if wrote else ""))
     return 1 if anomalies else 0

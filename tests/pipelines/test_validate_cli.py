@@ -4,6 +4,7 @@ serving rows are checked for skew against the output."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -70,12 +71,16 @@ def test_run_warns_publishes_and_records_the_anomalies(jobs, capsys):
 
     # the documented command, in a fresh process: exit 1 and anomalies.json
     report = str(d / "anomalies.json")
+    page = str(d / "anomalies.html")
     proc = subprocess.run([sys.executable, "-m", "shardforge", "validate", out, "--against", ref,
-                           "--anomalies", report], capture_output=True, text=True)
+                           "--anomalies", report, "--html", page], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     assert "price (input): FLOAT_TYPE_BIG_FLOAT" in proc.stdout
     with open(report) as f:
         assert {a["feature"] for a in json.load(f)["anomalies"]} == {"price"}
+    with open(page) as f:  # one card, the new, reference and new eval prices overlaid
+        cards = re.findall(r"<section.*?</section>", f.read())
+    assert len(cards) == 1 and "price (input)" in cards[0] and "base64," in cards[0]
     # against the TFMD schema the job wrote for its outputs: clean
     assert main(["validate", out, "--against", os.path.join(out, "schema_tfmd.pbtxt")]) == 0
     # against itself: clean; a missing reference: a usage error
