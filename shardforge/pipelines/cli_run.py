@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the previous output in --output once the new job "
                         "succeeded (only the files its manifest lists)")
     parser.add_argument("--validate-against", default=None, metavar="REF",
-                        help="before publishing, validate the new data against the output REF "
-                        "(anomalies.json in the output; see shardforge validate)")
+                        help="before publishing, validate the new data against the output "
+                        "REF, or a TFMD schema .pbtxt with declared domains (anomalies.json in "
+                        "the output; see shardforge validate)")
     parser.add_argument("--on-anomaly", choices=("fail", "warn"), default="fail",
                         help="with --validate-against: anomalies fail the job, publishing "
                         "nothing (default), or only warn")

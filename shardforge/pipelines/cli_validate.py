@@ -91,13 +91,10 @@ def check(args: argparse.Namespace) -> Checked:
 
 
 def _against_schema(args: argparse.Namespace, new: dict) -> list:
-    from shardforge.interop.tfmd import TFMD_SCHEMA_FILE
-    from shardforge.pipelines.validate import validate_schema
+    from shardforge.pipelines.validate import load_reference, schema_section, validate_schema
 
-    section = args.schema_of or ("outputs" if os.path.basename(args.against) == TFMD_SCHEMA_FILE
-                                 else "inputs")
-    with open(args.against, encoding="utf-8") as f:
-        return validate_schema(new, f.read(), section, args.split)
+    section = args.schema_of or schema_section(args.against)
+    return validate_schema(new, load_reference(args.against), section, args.split)
 
 
 def _skew(args: argparse.Namespace, ref: dict, thresholds, rules) -> tuple[dict, list, list]:

@@ -204,8 +204,9 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
     line to stderr; ``verbose=False`` silences Beam's logging.
 
-    ``validate_against``: a previous output; before publishing, the job's statistics are
-    validated against its (:mod:`~shardforge.pipelines.validate`), written to
+    ``validate_against``: a previous output (or a TFMD schema with declared domains); before
+    publishing, the job's statistics are validated against it
+    (:mod:`~shardforge.pipelines.validate`), the anomalies written to
     ``anomalies.json`` and counted in the manifest; with anomalies, ``on_anomaly="fail"``
     raises :class:`~shardforge.pipelines.validate.AnomaliesFound` and publishes nothing,
     ``"warn"`` publishes and lists them in ``Summary.extra["anomalies"]``.
@@ -232,11 +233,11 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     output = output.rstrip("/") or "/"
     _check_inputs(patterns, features, fmt, absent_ok)
     if validate_against:
-        from shardforge.pipelines.validate import load_stats
+        from shardforge.pipelines.validate import load_reference
 
         if on_anomaly not in ("fail", "warn"):
             raise ValueError(f"on_anomaly={on_anomaly!r}; expected 'fail' or 'warn'")
-        load_stats(validate_against)  # a missing or broken reference fails before the job runs
+        load_reference(validate_against)  # a missing or broken one fails before the job runs
     options = make_options(beam_args)
     runner = str(options.view_as(StandardOptions).runner or "local FnApiRunner")
 

@@ -601,12 +601,35 @@ class AnomaliesFound(Exception):
                          + "; ".join(a.line() for a in anomalies))
 
 
+def schema_section(path: str) -> str:
+    """Whose features a schema file describes: a job's ``schema_tfmd.pbtxt`` its outputs, any
+    other schema (TFDV's, or written by hand) the raw inputs."""
+    from shardforge.interop.tfmd import TFMD_SCHEMA_FILE
+
+    return "outputs" if os.path.basename(path) == TFMD_SCHEMA_FILE else "inputs"
+
+
+def load_reference(against: str) -> dict | str:
+    """The reference: a ``stats.json`` document (a job output or the file), or the text of a
+    TFMD schema (a ``.pbtxt`` file)."""
+    if not against.endswith(".pbtxt"):
+        return load_stats(against)
+    if not os.path.isfile(against):
+        raise FileNotFoundError(f"schema {against} not found")
+    with open(against, encoding="utf-8") as f:
+        return f.read()
+
+
 def check_job(doc: dict, against: str, out_dir: str, features=None) -> list[Anomaly]:
-    """Validate a job's ``stats.json`` document against the output ``against`` and write
-    ``out_dir/anomalies.json`` (``features``: the job's feature file, for its ``VALIDATION``
-    overrides; a ``FeatureSet`` object declares none)."""
+    """Validate a job's ``stats.json`` document against ``against`` (an output, or a schema:
+    see :func:`load_reference`) and write ``out_dir/anomalies.json`` (``features``: the job's
+    feature file, for its ``VALIDATION`` overrides; a ``FeatureSet`` object declares none)."""
     rules = load_rules(features) if isinstance(features, (str, os.PathLike)) else {}
-    anomalies, drift = validate(doc, load_stats(against), rules=rules)
+    ref = load_reference(against)
+    if isinstance(ref, str):
+        anomalies, drift = validate_schema(doc, ref, schema_section(against)), []
+    else:
+        anomalies, drift = validate(doc, ref, rules=rules)
     write_report(os.path.join(out_dir, ANOMALIES_FILE),
                  report(anomalies, new=".", against=against, thresholds=Thresholds(),
                         drift=drift, rules=rules))

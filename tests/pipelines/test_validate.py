@@ -295,3 +295,18 @@ def test_a_jobs_tfmd_schema_is_read_as_tensorflow_metadata_reads_it(ref):
     narrow = text.replace("max: 999\n", "max: 99\n")  # the cross declared with fewer buckets
     assert {(a.feature, a.kind) for a in validate_schema(doc, narrow, section="outputs")} == {
         ("age_bucketized_X_country", "INT_TYPE_BIG_INT")}
+
+
+def test_a_job_checks_against_a_schema_file_and_records_anomalies_json(fs, ref, tmp_path):
+    import json
+
+    from shardforge.pipelines.validate import check_job, read_anomalies
+
+    schema = tmp_path / "raw.pbtxt"
+    schema.write_text('feature { name: "price" type: FLOAT float_domain { max: 100 } }')
+    found = check_job(ref[1], str(schema), str(tmp_path))
+    kinds = {(a.feature, a.kind) for a in found}
+    assert ("price", "FLOAT_TYPE_BIG_FLOAT") in kinds and ("age", "SCHEMA_NEW_COLUMN") in kinds
+    assert read_anomalies(str(tmp_path)) == found
+    with open(tmp_path / "anomalies.json") as f:
+        assert json.load(f)["format"] == "shardforge-anomalies/1"
