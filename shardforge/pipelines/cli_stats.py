@@ -15,6 +15,7 @@ import os
 import sys
 
 SPLITS = ("train", "eval")
+HASHED = ("categorical_hash", "crossed")  # ids are hash buckets, not vocabulary entries
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,8 @@ def _fmt(value) -> str:
 
 
 def _top(feature: dict, k: int = 3) -> str:
+    if feature.get("column_type") in HASHED:  # bucket ids: no value names
+        return ", ".join(f"bucket {i}:{c}" for i, c in feature.get("top_ids", [])[:k])
     return ", ".join(f"{v}:{c}" for v, c in feature.get("top_values", [])[:k])
 
 
@@ -62,8 +65,10 @@ def print_table(doc: dict) -> None:
     for split in SPLITS:
         for f in doc.get("by_split", {}).get(split, {}).get("outputs", []):
             used = (f"{f['buckets_used']}/{f['num_buckets']}" if "num_buckets" in f else "")
-            rate = f"{f['oov_rate']:.2%}" if "oov_rate" in f else ""
-            outputs.add_row(f["name"], split, _fmt(f.get("vocab_size")), rate, used,
+            hashed = f.get("column_type") in HASHED  # ids are buckets: no vocabulary, no OOV
+            rate = f"{f['oov_rate']:.2%}" if "oov_rate" in f and not hashed else ""
+            vocab = "" if hashed else _fmt(f.get("vocab_size"))
+            outputs.add_row(f["name"], split, vocab, rate, used,
                             _fmt(f.get("mean")), _fmt(f.get("std")), _fmt(f.get("length_mean")),
                             _top(f))
     console.print(outputs)
@@ -71,7 +76,6 @@ def print_table(doc: dict) -> None:
 
 COLORS = {"train": "#1f77b4", "eval": "#ff7f0e", "new": "#1f77b4", "new eval": "#ff7f0e",
           "reference": "#555555"}
-HASHED = ("categorical_hash", "crossed")  # ids are hash buckets, not vocabulary entries
 MAX_BARS = 12  # categories drawn per feature (the most frequent in either split)
 MAX_INT_BARS = 30  # integers with at most this many distinct values are drawn as bars
 
@@ -260,8 +264,7 @@ def _card(name: str, section: str, per: dict, overall: dict | None, lines: list[
     png = _png(per)
     img = f'<img alt="{html.escape(name)}" src="data:image/png;base64,{png}">' if png else ""
     marks = "".join(f'<p class="anomaly">{html.escape(ln)}</p>' for ln in lines)
-    top = html.escape(", ".join(f"bucket {i}: {c}" for i, c in f0.get("top_ids", [])[:5])
-                      if f0.get("column_type") in HASHED else _top(f0, 5))
+    top = html.escape(_top(f0, 5))
     return (f'<section class="card{" flagged" if lines else ""}" '
             f'id="{section}-{html.escape(name)}"><h3>{html.escape(name)} '
             f"<small>{html.escape(kind)}</small></h3>{marks}"

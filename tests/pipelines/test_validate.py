@@ -310,3 +310,14 @@ def test_a_job_checks_against_a_schema_file_and_records_anomalies_json(fs, ref, 
     assert read_anomalies(str(tmp_path)) == found
     with open(tmp_path / "anomalies.json") as f:
         assert json.load(f)["format"] == "shardforge-anomalies/1"
+
+
+def test_validation_imports_neither_beam_nor_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, shardforge.pipelines.validate, shardforge.pipelines.cli_validate, "
+            "shardforge.interop.tfmd_stats; "
+            "print(sorted(m for m in ('apache_beam', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
