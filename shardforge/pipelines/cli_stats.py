@@ -222,14 +222,17 @@ def _rows(per: dict, overall: dict | None, section: str) -> list[tuple[str, list
         return [_fmt(f.get(key)) if f else "" for f in per.values()]
 
     out = [("rows", values("rows"), False)]
-    if section == "inputs" and overall is not None:
+    floats = all(f is None or f.get("dtype") == "float32" for f in per.values())
+    if section == "inputs" and overall is not None and not floats:
+        # a filled-in default is counted over all rows only
         miss = overall.get("missing", 0)
-        out.append(("missing (all rows)", [_share(miss, overall.get("rows", 0))] * len(per),
-                    bool(miss)))
-    else:
+        out.append(("missing (all rows)", [_share(miss, overall.get("rows", 0))]
+                    + [""] * (len(per) - 1), bool(miss)))
+    else:  # a missing float is NaN, counted per split
         nan = [f.get("nan", 0) if f else 0 for f in per.values()]
-        if any(nan):
-            out.append(("missing", [str(n) for n in nan], True))
+        rows = [f.get("rows", 0) if f else 0 for f in per.values()]
+        if any(nan) or section == "inputs":
+            out.append(("missing", [_share(n, r) for n, r in zip(nan, rows)], any(nan)))
     f0 = next(f for f in per.values() if f)
     hashed = f0.get("column_type") in HASHED
     stats_of = " (length)" if f0.get("stats_of") else ""
@@ -301,7 +304,8 @@ STYLE = """body{font-family:sans-serif;margin:1em auto;max-width:1800px;padding:
 table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left} .flag td{background:#fff3cd}
 .flagged{border-color:#b00020} .anomaly{color:#b00020;margin:2px 0} .top{color:#444}
-#overview th{cursor:pointer;border-bottom:1px solid #999} #overview{margin-bottom:1em}"""
+#overview th{cursor:pointer;border-bottom:1px solid #999} #overview{margin-bottom:1em}
+.scroll,.card{overflow-x:auto}"""
 # Click a column header of the overview to sort by it (numbers as numbers).
 SORT = """document.querySelectorAll('#overview th').forEach((th,i)=>th.onclick=()=>{
 const b=th.closest('table').tBodies[0],r=[...b.rows],d=th.dataset.d=-(th.dataset.d||-1),
@@ -334,8 +338,8 @@ def write_html(doc: dict, path: str, anomalies=None) -> None:
 <p>{doc['rows_read']} rows read, {doc['errors']} errors; records {html.escape(splits)}.
 Charts overlay the splits as shares; skewed non-negative columns use a log scale.</p>
 {validation}
-<table id="overview"><thead><tr><th>feature</th><th>section</th><th>type</th><th>missing</th>
-<th>anomalies</th></tr></thead><tbody>{overview}</tbody></table>
+<div class="scroll"><table id="overview"><thead><tr><th>feature</th><th>section</th>
+<th>type</th><th>missing</th><th>anomalies</th></tr></thead><tbody>{overview}</tbody></table></div>
 {inputs}
 {outputs}
 <script>{SORT}</script>
