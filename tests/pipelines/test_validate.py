@@ -83,6 +83,11 @@ def _vocabulary_cut(cols, rng):
                               for q in cols["query"]], dtype=object)
 
 
+def _short_queries(cols, rng):
+    # the feed truncates queries to their first two words
+    cols["query"] = np.array([b" ".join(q.split()[:2]) for q in cols["query"]], dtype=object)
+
+
 BREAKS = {  # break -> (input it breaks, anomaly kinds that must name it)
     "shifted_country_mix": (_shifted_country, "country", {"COMPARATOR_L_INFTY_HIGH"}),
     "prices_x100": (_prices_x100, "price", {"COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
@@ -91,6 +96,7 @@ BREAKS = {  # break -> (input it breaks, anomaly kinds that must name it)
     "new_countries": (_new_countries, "country", {"ENUM_TYPE_UNEXPECTED_STRING_VALUES"}),
     "all_null": (_all_null, "price", {"FEATURE_TYPE_LOW_FRACTION_PRESENT"}),
     "vocabulary_cut": (_vocabulary_cut, "query", {"VOCABULARY_SHRANK"}),
+    "short_queries": (_short_queries, "query", {"COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH"}),
 }
 
 
@@ -321,3 +327,16 @@ def test_validation_imports_neither_beam_nor_tensorflow():
             "print(sorted(m for m in ('apache_beam', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_type_change_and_error_rate(ref):
+    import copy
+
+    doc = ref[1]
+    new = copy.deepcopy(doc)
+    age = next(f for f in new["features"] if f["name"] == "age")
+    age["dtype"] = "bytes"  # the feed sends ages as text
+    new["errors"] = new["rows_read"] // 20  # and 5% of its rows no longer parse
+    found = {(a.section, a.feature, a.kind) for a in validate(new, doc)[0]}
+    assert found == {("inputs", "age", "UNEXPECTED_DATA_TYPE"),
+                     ("dataset", "", "ERROR_RATE_HIGH")}
