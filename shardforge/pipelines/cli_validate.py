@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="in serving rows (.jsonl), the object holding the transformed "
                         "features the serving system computed; each is compared with the value "
                         "recomputed from the row (default: logged)")
-    parser.add_argument("--split", default="train",
+    parser.add_argument("--split", default="train", choices=("train", "eval"),
                         help="split whose outputs are compared (default train)")
     parser.add_argument("--anomalies", default=None, metavar="PATH",
                         help="write the anomalies and every drift distance as JSON here")
