@@ -286,13 +286,22 @@ def _value_counts(entry: dict) -> Counts | None:
         counted, float(entry.get("rows", 0))), complete)
 
 
-def _numeric_histogram(entry: dict) -> list[dict] | None:
-    """Values of a number as histogram buckets: exact point masses when every distinct value
-    is listed (integers with few values), else the job's histogram."""
+def _point_masses(entry: dict) -> list[dict] | None:
+    """Values of a number as zero-width buckets when every distinct value is listed (integers
+    with few values), else ``None``."""
     vc = entry.get("value_counts")
     if vc is not None and "distinct" in entry and len(vc) >= entry["distinct"]:
         return [{"low": float(v), "high": float(v), "count": c} for v, c in vc]
-    return entry.get("histogram")
+    return None
+
+
+def _numeric_histograms(new: dict, ref: dict) -> tuple[list | None, list | None]:
+    """Both sides' values as comparable buckets: exact point masses when both list every value,
+    else both the jobs' histograms (a reference written before ``value_counts`` has only those)."""
+    points = _point_masses(new), _point_masses(ref)
+    if points[0] is not None and points[1] is not None:
+        return points
+    return new.get("histogram"), ref.get("histogram")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +404,7 @@ class _Checker:
                 # Each job learned its own normalization: the numbers differ by construction
                 # (a z-scored default lands elsewhere), and the drift shows on the inputs.
                 return
-            new_h, ref_h = _numeric_histogram(new), _numeric_histogram(ref)
+            new_h, ref_h = _numeric_histograms(new, ref)
             self.jensen_shannon(name, section, "values", new_h, ref_h,
                                 new.get("num_values", 0), ref.get("num_values", 0), t,
                                 new.get("nan", 0), ref.get("nan", 0))

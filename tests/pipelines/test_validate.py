@@ -340,3 +340,14 @@ def test_type_change_and_error_rate(ref):
     found = {(a.section, a.feature, a.kind) for a in validate(new, doc)[0]}
     assert found == {("inputs", "age", "UNEXPECTED_DATA_TYPE"),
                      ("dataset", "", "ERROR_RATE_HIGH")}
+
+
+def test_a_reference_written_before_value_counts_compares_on_histograms(ref):
+    import copy
+
+    doc = ref[1]
+    old = copy.deepcopy(doc)
+    for f in old["features"]:
+        f.pop("value_counts", None)  # stats.json as earlier versions wrote it
+    assert validate(doc, old)[0] == []
+    assert validate(old, doc)[0] == []
