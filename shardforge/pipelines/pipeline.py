@@ -190,7 +190,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                  beam_args: Sequence[str] = (), overwrite: bool = False,
                  chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
                  non_finite: str = "error", command: str | None = None,
-                 show_progress: bool = False, verbose: bool = True) -> Summary:
+                 show_progress: bool = False, verbose: bool = True,
+                 validate_against: str | None = None, on_anomaly: str = "fail") -> Summary:
     """Run the preprocessing job and wait for it.
 
     ``features`` is a ``FeatureSet`` or the path of a ``.py`` file defining ``FEATURES``;
@@ -204,6 +205,13 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
     line to stderr; ``verbose=False`` silences Beam's logging.
 
+    ``validate_against``: a previous output (or a TFMD schema with declared domains); before
+    publishing, the job's statistics are validated against it
+    (:mod:`~shardforge.pipelines.validate`), the anomalies written to
+    ``anomalies.json`` and counted in the manifest; with anomalies, ``on_anomaly="fail"``
+    raises :class:`~shardforge.pipelines.validate.AnomaliesFound` and publishes nothing,
+    ``"warn"`` publishes and lists them in ``Summary.extra["anomalies"]``.
+
     >>> s = run_pipeline("examples/click_features.py", "clicks.csv", "out/")  # doctest: +SKIP
     >>> s.splits, s.errors                                                     # doctest: +SKIP
     ({'eval': 2013, 'train': 17987}, 0)
@@ -215,6 +223,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     from apache_beam.options.pipeline_options import StandardOptions
 
     from shardforge.interop.tfmd import write_tfmd_schema
+    from shardforge.interop.tfmd_stats import write_tfmd_statistics
     from shardforge.pipelines.cli_stats import write_html
     from shardforge.pipelines.options import make_options
     from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS
@@ -224,6 +233,12 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     command = command or shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
     output = output.rstrip("/") or "/"
     _check_inputs(patterns, features, fmt, absent_ok)
+    if validate_against:
+        from shardforge.pipelines.validate import load_reference
+
+        if on_anomaly not in ("fail", "warn"):
+            raise ValueError(f"on_anomaly={on_anomaly!r}; expected 'fail' or 'warn'")
+        load_reference(validate_against)  # a missing or broken one fails before the job runs
     options = make_options(beam_args)
     runner = str(options.view_as(StandardOptions).runner or "local FnApiRunner")
 
@@ -268,11 +283,21 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                 os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
             progress.hook("staged")
             doc = _read_json(os.path.join(lock.staging, "stats.json"))
-            write_html(doc, os.path.join(lock.staging, "stats.html"))
+            extra = {"runner": runner}
+            anomalies = None
+            if validate_against:
+                from shardforge.pipelines.validate import AnomaliesFound, check_job
+
+                anomalies = check_job(doc, validate_against, lock.staging, features)
+                if anomalies and on_anomaly == "fail":
+                    raise AnomaliesFound(anomalies, validate_against)
+                extra["validation"] = {"against": validate_against, "anomalies": len(anomalies)}
+            write_html(doc, os.path.join(lock.staging, "stats.html"), anomalies)
             write_tfmd_schema(lock.staging)  # schema_tfmd.pbtxt for TFDV / TFX
+            write_tfmd_statistics(lock.staging)  # stats_tfmd.pbtxt for TFDV / Facets
             manifest = mf.build_manifest(
                 lock.staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
-                command=command, job=lock.job, extra={"runner": runner})
+                command=command, job=lock.job, extra=extra)
             _check_counts(manifest, doc)
             published = mf.publish(lock.staging, output, manifest, hook=progress.hook)
             # dead letters of an earlier failed attempt: superseded by this job's errors/
@@ -284,6 +309,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     summary = _summary(output, doc, seconds, runner)
     summary.manifest = os.path.join(output, mf.MANIFEST)
     summary.kept = published.kept
+    if anomalies:
+        summary.extra["anomalies"] = [a.line() for a in anomalies]
     return summary
 
 

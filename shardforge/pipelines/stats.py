@@ -259,7 +259,9 @@ def _top(entry: dict) -> dict:
     acc = entry["top"]
     # every value as counted (no vocabulary cut, empty strings included), most frequent first
     items = sorted(acc["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
-    d = {"top_values": [[_text(k), int(c)] for k, c in items[:TOP_K]]}
+    d = {"top_values": [[_text(k), int(c)] for k, c in items[:TOP_K]],
+         # all of them (at most VOCAB_CAPACITY): the rank histogram drift is measured on
+         "value_counts": [[_text(k), int(c)] for k, c in items]}
     if acc["decrement"]:
         # The bounded summary pruned: counts may be low by at most this much, and the number
         # of distinct values is only known to exceed the summary's capacity.
