@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,11 +87,9 @@ def resolve_spec(spec_or_schema: Any, paths: Sequence[str], source: Any) -> Spec
     if spec_or_schema is not None and hasattr(spec_or_schema, "spec"):
         return spec_or_schema.spec
     if spec_or_schema is None:
-        shard_dir = Path(paths[0]).parent
-        for candidate in (shard_dir, shard_dir.parent):
-            if (candidate / "schema.pbtxt").exists():
-                spec_or_schema = candidate
-                break
+        from shardforge.records.layout import find_schema
+
+        spec_or_schema = find_schema(paths[0])
     if spec_or_schema is not None:
         import shardforge.features as sf
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numba
@@ -542,12 +541,10 @@ def _schema_normalization(paths: list[str], spec_or_schema: Any, feature: str
     schema = spec_or_schema if hasattr(spec_or_schema, "state") else None
     if schema is None and not isinstance(spec_or_schema, dict):
         import shardforge.features as sf
+        from shardforge.records.layout import find_schema
 
-        shard_dir = Path(paths[0]).parent
-        for candidate in (shard_dir, shard_dir.parent):
-            if (candidate / "schema.pbtxt").exists():
-                schema = sf.load_schema(str(candidate))
-                break
+        found = find_schema(paths[0])
+        schema = sf.load_schema(found) if found is not None else None
     if schema is None:
         return CLIP_MEAN, CLIP_STD
     return image_normalization(schema, feature)
