@@ -4,6 +4,7 @@ imported only when a URL is given (object stores have no rename: a create is all
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from shardforge.records.layout import atomic_write
@@ -15,8 +16,10 @@ def is_remote(path: str) -> bool:
 
 
 def write_file(path: str, data: bytes | Iterable[bytes]) -> None:
-    """Write a whole file: ``bytes``, or buffers written one after the other."""
+    """Write a whole file (``bytes``, or buffers written one after the other), creating its
+    directory."""
     if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         atomic_write(path, data)
         return
     from apache_beam.io.filesystems import FileSystems

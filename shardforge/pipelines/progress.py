@@ -35,6 +35,8 @@ import sys
 import threading
 import time
 
+from shardforge.records.layout import TMP_PREFIX, atomic_write
+
 PROGRESS_ENV = "SHARDFORGE_PROGRESS_DIR"
 LAUNCHER_ENV = "SHARDFORGE_LAUNCHER"  # "pid:start-time" of the launching process
 COUNTERS = ("files_read", "rows_read", "records_written", "errors")
@@ -135,9 +137,7 @@ def _flush() -> None:
         _dirty = False
     path = os.path.join(directory, f"{socket.gethostname()}-{os.getpid()}.json")
     try:
-        with open(path + ".tmp", "w") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
+        atomic_write(path, data)
     except OSError:
         pass  # the staging directory is gone: the job ended; progress is best effort
 
@@ -146,7 +146,8 @@ def totals(directory: str) -> dict[str, int]:
     """The sum of every process's counts under ``directory``."""
     out = dict.fromkeys(COUNTERS, 0)
     try:
-        names = [n for n in os.listdir(directory) if n.endswith(".json")]
+        names = [n for n in os.listdir(directory)
+                 if n.endswith(".json") and not n.startswith(TMP_PREFIX)]
     except OSError:
         return out
     for name in names:

@@ -318,7 +318,8 @@ class Analyze(beam.PTransform):
 
 class _TransformFn(beam.DoFn):
     """The transform pass: read and coerce a file again, ``fs.transform`` with the analyzed
-    state, encode, split, and spill sorted runs (:class:`RunSpiller`). Rows the analyze pass
+    state, encode, split, and spill sorted runs (``sort.RunSpiller``); each bundle's statistics
+    of the batches it transformed go out as one ``stats.Accumulator``. Rows the analyze pass
     already reported (read and parse errors) are dropped silently here."""
 
     def __init__(self, fs: FeatureSetRef, fmt: str | None, chunk_rows: int, non_finite: str,
@@ -516,7 +517,7 @@ def _remove_runs(_, runs, spill_dir: str) -> None:
 
 class WriteShards(beam.PTransform):
     """Sorted runs (from :class:`Transform`) → sharded TFRecord files and their index files
-    (``records.index_path``: where no shard glob matches them).
+    (``records.layout.index_path``: where no shard glob matches them).
 
     ``num_shards`` fixes the count per split; otherwise shards are about ``shard_size`` bytes.
     A record's shard is the range its key falls in, so each shard writer merges only its part

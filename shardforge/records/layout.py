@@ -191,14 +191,13 @@ def atomic_write(path: str | os.PathLike,
     """Write ``path`` so that readers see the old file or the whole new one, never a part, even
     across a crash: a temporary name in the same directory, fsync, rename, fsync the directory.
     ``data``: bytes, text (UTF-8), buffers written one after the other, or a function that
-    writes to the open binary file. Creates the directory; returns the path.
+    writes to the open binary file. The directory must exist; returns the path.
 
     >>> atomic_write("out/stats.json", b"{}")                # doctest: +SKIP
     'out/stats.json'
     """
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
     # a fresh name (not mkstemp: its 0600 mode would outlive the rename) that no other writer uses
     tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
     try:
