@@ -24,6 +24,8 @@ import sys
 import threading
 import traceback
 
+from shardforge.records import layout
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shardforge.pipelines.readers import READERS
@@ -42,10 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "all input values of the row)")
     shards = parser.add_mutually_exclusive_group()
     shards.add_argument("--num-shards", type=int, default=None, help="shards per split")
-    shards.add_argument("--shard-size", default="128MB",
-                        help="target shard size, e.g. 128MB (default), when --num-shards is unset")
-    parser.add_argument("--compression", choices=("gzip", "none"), default="none",
-                        help="shard compression (gzip: .tfrecord.gz, seekable through the index)")
+    shards.add_argument("--shard-size", default="128MiB",
+                        help="target shard size when --num-shards is unset: 128MiB (default, "
+                        "2^20-byte units: K M G, KiB MiB GiB) or 128MB (10^6-byte units)")
+    parser.add_argument("--compression", choices=layout.COMPRESSIONS, default="none",
+                        help="shard compression: " + ", ".join(
+                            f"{c} ({suffix})" for c, suffix in layout.SHARD_SUFFIX.items())
+                        + "; compressed shards are seekable through the index")
     parser.add_argument("--max-error-fraction", type=float, default=0.01,
                         help="fail when more than this fraction of rows fail (default 0.01)")
     parser.add_argument("--allow-absent", action="append", default=[], metavar="COL",

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import shlex
 import shutil
 import sys
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from shardforge.pipelines import progress
 from shardforge.records import manifest as mf
+from shardforge.records.layout import DEFAULT_SHARD_SIZE, ERRORS_DIR, SCHEMA_FILE
 
 FAILED_LOG = "failed-job.log"  # in OUT/.shardforge/: what Beam printed during a failed job
 
@@ -157,13 +157,12 @@ def _run_beam(transform, options) -> float:
     try:
         result = pipeline.run()
         result.wait_until_finish()
-    except TooManyErrors:
-        raise
-    except Exception as err:
-        # Worker processes report failures as text; surface the budget failure as its own type.
-        found = re.search(r"\d+ of \d+ input rows failed[^\n\[]*", str(err))
-        if found:
-            raise TooManyErrors(found.group(0).strip()) from None
+    except Exception:
+        # a worker's exception reaches the launcher as the runner chooses (often as text); the
+        # error budget's verdict comes from the file the failing step wrote
+        over = TooManyErrors.found_in(posixpath.join(transform.output, ERRORS_DIR))
+        if over is not None:
+            raise over from None
         raise
     return time.perf_counter() - start
 
@@ -171,13 +170,13 @@ def _run_beam(transform, options) -> float:
 def _keep_failed_errors(staging: str, output: str, job_had_output: bool) -> str:
     """A failed job's ``errors/`` where the user can read them, without touching a previous
     output: ``OUT/errors/`` when there is none, else ``OUT/.shardforge/failed-errors/``."""
-    src = os.path.join(staging, "errors")
+    src = os.path.join(staging, ERRORS_DIR)
     if not os.path.isdir(src):
         return src
     if job_had_output:
         dst = os.path.join(output, mf.STATE_DIR, "failed-errors")
     else:
-        dst = os.path.join(output, "errors")
+        dst = os.path.join(output, ERRORS_DIR)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(src, dst)
     return dst
@@ -185,7 +184,7 @@ def _keep_failed_errors(staging: str, output: str, job_had_output: bool) -> str:
 
 def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str | None = None,
                  eval_fraction: float = 0.1, split_key: str | None = None,
-                 num_shards: int | None = None, shard_size: int | str = "128MB",
+                 num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
                  compression: str | None = None, max_error_fraction: float = 0.01,
                  beam_args: Sequence[str] = (), overwrite: bool = False,
                  chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
@@ -275,9 +274,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                         progress.ProgressLine(ticks, enabled=show_progress):
                     seconds = _run_beam(preprocess(lock.staging), options)
             except TooManyErrors as err:
-                kept = _keep_failed_errors(lock.staging, output, had_output)
-                raise TooManyErrors(str(err).replace(os.path.join(lock.staging, "errors"),
-                                                     kept)) from None
+                raise err.moved_to(_keep_failed_errors(lock.staging, output, had_output)) \
+                    from None
             shutil.rmtree(os.path.join(lock.staging, mf.STATE_DIR))
             with contextlib.suppress(FileNotFoundError):
                 os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
@@ -332,7 +330,7 @@ def _summary(output: str, doc: dict, seconds: float, runner: str) -> Summary:
     return Summary(
         output=output, rows_read=doc["rows_read"], errors=doc["errors"],
         splits={s: v["records"] for s, v in doc["splits"].items()}, shards=shards,
-        schema=posixpath.join(output, "schema.pbtxt"),
+        schema=posixpath.join(output, SCHEMA_FILE),
         stats=posixpath.join(output, "stats.json"),
-        errors_dir=posixpath.join(output, "errors"), seconds=seconds, runner=runner,
+        errors_dir=posixpath.join(output, ERRORS_DIR), seconds=seconds, runner=runner,
     )
