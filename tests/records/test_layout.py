@@ -41,6 +41,7 @@ def test_find_schema_from_output_split_or_shard(tmp_path):
 
 def test_atomic_write_replaces_whole_files_with_the_usual_mode(tmp_path):
     path = tmp_path / "sub" / "f.json"
+    path.parent.mkdir()
     layout.atomic_write(path, b"old")
     layout.atomic_write(path, [b"n", b"ew"])
     assert path.read_bytes() == b"new"
