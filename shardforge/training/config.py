@@ -91,7 +91,7 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"config key lr: expected > 0, got {self.lr!r}")
         if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"config key zero_stage: expected 0, 1, 2 or 3, got "
+            raise ValueError(f"config key zero_stage must be 0, 1, 2 or 3, not "
                              f"{self.zero_stage!r}")
 
     @classmethod
