@@ -70,17 +70,22 @@ def test_unequal_eval_splits_at_zero3_finish_with_the_single_process_loss(tmp_pa
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "worker.py"), str(tmp_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
-        output, _ = proc.communicate()
-        pytest.fail("the 2-rank ZeRO-3 run hung in evaluation:\n" + output[-3000:])
+    log = tmp_path / "torchrun.log"  # a file, not a pipe: a hung rank cannot block reading it
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+             "2", str(tmp_path / "worker.py"), str(tmp_path)],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # torchrun stops its ranks
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            pytest.fail("the 2-rank ZeRO-3 run hung in evaluation:\n" + log.read_text()[-3000:])
+    output = log.read_text()
     assert proc.returncode == 0, output[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for name, data in datasets.items():
