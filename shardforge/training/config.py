@@ -93,6 +93,7 @@ class TrainConfig:
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"config key zero_stage must be 0, 1, 2 or 3, not "
                              f"{self.zero_stage!r}")
+        self.settings()  # the model settings' keys and values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -100,9 +101,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}{did_you_mean(unknown[0], known)}")
-        cfg = cls(**values)
-        cfg.settings()
-        return cfg
+        return cls(**values)
 
     def settings(self) -> Any:
         """``model`` as the task recipe's ``Settings`` (keys and values checked)."""
