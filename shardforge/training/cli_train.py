@@ -5,10 +5,10 @@
     shardforge train --config tabular --data out/ --print-config
     torchrun --nproc_per_node 2 -m shardforge.cli train --config lm --data out/ --out runs/lm
 
-``--config`` is a YAML file or a packaged config (``lm``, ``tabular``). Trailing ``key=value``
-arguments override it (dotted keys reach into ``model``). Everything that can be checked before
-training is: config and model keys, the data directory, the feature names the config uses, and
-the run directory (a non-empty ``--out`` needs ``--resume`` or ``--overwrite``).
+``--config`` is a YAML file or a packaged config (``lm``, ``tabular``, ``vlm``). Trailing
+``key=value`` arguments override it (dotted keys reach into ``model``). Everything that can be
+checked before training is: config and model keys, the data directory, the feature names the
+config uses, and the run directory (a non-empty ``--out`` needs ``--resume`` or ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from shardforge.records.manifest import check_readable
-from shardforge.training.config import PACKAGED_CONFIGS
+from shardforge.training.recipes import RECIPES, packaged_configs
 
 # What a training run writes into its run dir; --overwrite deletes these and nothing else.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "config.json", "curves.png", "tensorboard")
@@ -28,7 +28,8 @@ RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "config.json", "curves.png", "ten
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="YAML training config, or a packaged one: "
-                        f"{', '.join(PACKAGED_CONFIGS)} (default: the LM task's defaults)")
+                        f"{', '.join(packaged_configs())} (default: the LM task's defaults; "
+                        f"task=... picks another of {', '.join(RECIPES)})")
     parser.add_argument("--data", default=None,
                         help="pipeline output dir (the --output of `shardforge run`) with "
                         "schema.pbtxt, train/ and eval/")

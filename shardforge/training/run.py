@@ -18,7 +18,7 @@ reads top to bottom::
         run.measure_memory(model, optimizer)             # first step: bytes held vs the plan
         optimizer.zero_grad(set_to_none=True)
         run.end_step(step + 1, ...)                      # progress line, metrics.jsonl
-        if run.eval_due(): run.record_eval(evaluate(model, run))
+        if run.eval_due(): run.record_eval(evaluate(model, run))   # over eval_batches(...)
         if run.checkpoint_due(): run.save(model, optimizer, batches)
         if run.is_final: break
     return run.finish(model)
@@ -26,10 +26,11 @@ reads top to bottom::
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,34 @@ def reduce_sum(values: list[float], run: Run) -> list[float]:
     if run.dist.world_size > 1:
         dist.all_reduce(totals)
     return totals.tolist()
+
+
+def eval_batches(loader, run: Run, spare: Callable[[], Any]) -> Iterator[tuple[Any, bool]]:
+    """``(batch, counted)`` for the first ``cfg.eval_batches`` batches of ``loader`` (all if 0),
+    the same number on every rank: a rank whose part of the eval split ran out repeats its last
+    batch (or ``spare()``, if it had none) with ``counted=False``, to run a forward that counts
+    for nothing. So the collectives inside a forward (ZeRO-3 all-gathers its weights) are
+    reached the same number of times on every rank; uneven eval splits cannot hang a run.
+
+    A recipe's evaluation runs the forward of every batch and adds up only the counted ones::
+
+        for batch, counted in eval_batches(make_loader(cfg, "eval"), run, spare):
+            out = model(batch)
+            if counted: total += ...
+    """
+    limit = run.cfg.eval_batches
+    batches = iter(loader)
+    last = None
+    for _ in itertools.count() if not limit else range(limit):
+        batch = next(batches, None)
+        more = torch.tensor([float(batch is not None)], device=run.device)
+        if run.dist.world_size > 1:  # does any rank have a batch left?
+            dist.all_reduce(more, op=dist.ReduceOp.MAX)
+        if not more.item():
+            return
+        if batch is None:
+            last = spare() if last is None else last
+            yield last, False
+        else:
+            last = batch
+            yield batch, True

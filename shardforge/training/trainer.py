@@ -1,7 +1,8 @@
 """``train(cfg)``: the public entry point; it runs the recipe of ``cfg.task``.
 
 There is no trainer class and no callbacks. Each task has its own recipe, a plain loop you can
-read top to bottom and copy (``shardforge/training/recipes/lm.py``, ``tabular.py``), built from
+read top to bottom and copy (``shardforge/training/recipes/lm.py``, ``tabular.py``, ``vlm.py``;
+registered in :mod:`shardforge.training.recipes`), built from
 small shared pieces: the schedule (:mod:`~shardforge.training.schedule`), data parallelism and
 ZeRO (:mod:`~shardforge.training.parallel`), the run's bookkeeping — log lines, eval cadence,
 checkpoints, the time limit (:mod:`~shardforge.training.run`), reporting
@@ -35,4 +36,4 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         ...                        ["data=out/stdlib/data", "max_steps=20"])  # doctest: +SKIP
         >>> train(cfg).last_eval["eval_loss"]  # doctest: +SKIP
     """
-    return recipe_for(cfg.task)(cfg, resume=resume, stop_at=stop_at, stream=stream)
+    return recipe_for(cfg.task).train(cfg, resume=resume, stop_at=stop_at, stream=stream)
