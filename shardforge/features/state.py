@@ -126,16 +126,6 @@ class Schema:
     def save(self, path: str) -> str:
         return self.state.save(path)
 
-    def tf_feature_spec(self, *, ragged: bool = True) -> dict[str, Any]:
-        """The ``tf.io.parse_example`` spec of these features (needs the ``tf`` extra); see
-        :func:`shardforge.interop.tf.tf_feature_spec`.
-
-        >>> tf.io.parse_example(records, load_schema("out/").tf_feature_spec())  # doctest: +SKIP
-        """
-        from shardforge.interop.tf import tf_feature_spec
-
-        return tf_feature_spec(self, ragged=ragged)
-
 
 def load_schema(path_or_dir: str) -> Schema:
     """Read ``schema.pbtxt`` (or the one inside a job's output directory)."""

@@ -5,12 +5,12 @@
     for batch in ds.take(1):
         batch["query"]                               # a tf.RaggedTensor (variable length)
 
-The parse spec comes from ``schema.pbtxt`` (:func:`tf_feature_spec`, also
-``Schema.tf_feature_spec()``): a fixed-length feature becomes ``tf.io.FixedLenFeature`` of its
-shape, a variable-length one ``tf.io.RaggedFeature`` (a ``tf.RaggedTensor`` with int64 row
-splits, the same values and splits as shardforge's own ``Ragged``). Only shard files are read,
-never index or temporary files, and each file's compression is detected from its bytes (GZIP
-and ZLIB shards need no ``compression_type`` by hand). TensorFlow is imported only here.
+The parse spec comes from ``schema.pbtxt`` (:func:`tf_feature_spec`): a fixed-length feature
+becomes ``tf.io.FixedLenFeature`` of its shape, a variable-length one ``tf.io.RaggedFeature``
+(a ``tf.RaggedTensor`` with int64 row splits, the same values and splits as shardforge's own
+``Ragged``). Only shard files are read, never index or temporary files, and each file's
+compression is detected from its bytes (GZIP and ZLIB shards need no ``compression_type`` by
+hand). TensorFlow is imported only here.
 """
 
 from __future__ import annotations
