@@ -55,6 +55,7 @@ from shardforge.training.parallel import (
 )
 from shardforge.training.progress import Meter, MetricsLog, ProgressLine, eval_suffix, plot_curves
 from shardforge.training.schedule import lr_at
+from shardforge.training.watchdog import watch_launcher
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Run:
     """One training run's context and bookkeeping; see the module docstring for the loop."""
 
     def __init__(self, cfg: TrainConfig, unit: str, stream=None) -> None:
+        watch_launcher()  # under torchrun: die with it, before joining the process group
         self.cfg = cfg
         self.dist: Dist = setup_distributed(device_type_for(cfg), cfg.zero_stage)
         self.device = pick_device(cfg, self.dist.local_rank)
@@ -161,20 +163,23 @@ class Run:
     # -- resume / start ---------------------------------------------------------------------
 
     def resume(self, model, optimizer, batches: Batches) -> int:
-        """Restore the newest checkpoint of the run dir; returns its step (0 if none)."""
+        """Restore the newest intact checkpoint of the run dir (a corrupt one is skipped, and
+        said so); returns its step (0 if none). A config that changes the math is refused."""
         if self.dist.is_main:
             ckpt.remove_temporaries(self.ckpt_dir)  # of a save that was killed
-        path = ckpt.latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        found = ckpt.load_latest(self.ckpt_dir, self.log)
+        if found is None:
             self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from scratch")
             return 0
-        state = ckpt.load_checkpoint(path)
+        path, state = found
+        changed = ckpt.check_resume_config(state, self.cfg, self.dist.world_size, path)
         load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
         # all ranks' loader states: the loader also resumes on a different number of ranks
         batches.load_state_dict(state["loader"])
         same_world = len(state["rng"]) == self.dist.world_size
         ckpt.set_rng_state(state["rng"][self.dist.rank if same_world else 0])
-        self.log(f"resumed from {path} at step {state['step']}")
+        self.log(f"resumed from {path} at step {state['step']}"
+                 + (f" with {', '.join(changed)}" if changed else ""))
         return state["step"]
 
     def begin(self, start: int, stop_at: int | None) -> None:

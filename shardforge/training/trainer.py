@@ -11,8 +11,10 @@ checkpoints, the time limit (:mod:`~shardforge.training.run`), reporting
 
 Under ``torchrun`` the same code runs data-parallel (NCCL on GPUs, gloo on CPU): every rank
 reads its own disjoint part of the shards, gradients are averaged, and only rank 0 writes logs
-and checkpoints. A checkpoint holds the model, optimizer, scheduler position, every rank's
-loader state and RNG states, so ``resume=True`` continues exactly where the run stopped.
+and checkpoints; a rank ends when torchrun does (:mod:`~shardforge.training.watchdog`). A
+checkpoint holds the model, optimizer, scheduler position, every rank's loader state and RNG
+states, so ``resume=True`` continues exactly where the run stopped: from the newest checkpoint
+whose checksums match, with a config that changes nothing of the math.
 """
 
 from __future__ import annotations
