@@ -189,7 +189,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                  beam_args: Sequence[str] = (), overwrite: bool = False,
                  chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
                  non_finite: str = "error", command: str | None = None,
-                 show_progress: bool = False, verbose: bool = True) -> Summary:
+                 show_progress: bool = False, verbose: bool = False) -> Summary:
     """Run the preprocessing job and wait for it.
 
     ``features`` is a ``FeatureSet`` or the path of a ``.py`` file defining ``FEATURES``;
@@ -201,7 +201,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     the job succeeded; ``overwrite=True`` then replaces the files of the previous output (only
     those its manifest lists). A second job on an output being written fails fast with
     :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
-    line to stderr; ``verbose=False`` silences Beam's logging.
+    line to stderr; Beam's logging is silent unless ``verbose=True``.
 
     >>> s = run_pipeline("examples/click_features.py", "clicks.csv", "out/")  # doctest: +SKIP
     >>> s.splits, s.errors                                                     # doctest: +SKIP
