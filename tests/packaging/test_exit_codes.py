@@ -63,29 +63,58 @@ def test_run_over_a_published_output_without_overwrite_exits_2(tmp_path, example
     assert "out" in line
 
 
-def test_a_small_run_prints_no_library_logging(tmp_path, example):
+@pytest.fixture(scope="module")
+def job(example) -> tuple[subprocess.CompletedProcess, Path]:
+    """A small `shardforge run --quiet` over the example's data, and its output directory."""
+    out = example / "data"
     proc = shardforge("run", "--features", str(example / "click_features.py"), "--input",
-                      str(example / "clicks.csv"), "--output", "out", "--quiet", cwd=tmp_path)
+                      str(example / "clicks.csv"), "--output", str(out), "--quiet",
+                      cwd=example)
+    return proc, out
+
+
+def test_a_small_run_prints_no_library_logging(job):
+    proc, _ = job
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # --quiet: no progress line, and none of Beam's, gRPC's, absl's
     assert "wrote 300 records" in proc.stdout
 
 
-def test_ctrl_c_during_run_says_nothing_was_published(tmp_path, example):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shardforge", "run", "--features",
-         str(example / "click_features.py"), "--input", str(example / "clicks.csv"),
-         "--output", "out"], cwd=tmp_path, env=ENV, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    lock = tmp_path / "out" / ".shardforge"
+def interrupt(argv: list[str], cwd: Path, ready) -> subprocess.CompletedProcess:
+    """Start ``shardforge ARGV``, wait until ``ready()``, then Ctrl-C it (the terminal signals
+    the whole process group)."""
+    proc = subprocess.Popen([sys.executable, "-m", "shardforge", *argv], cwd=cwd, env=ENV,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.monotonic() + 240
-    while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)  # the job has taken the output's lock: Beam is starting
-    assert proc.poll() is None, proc.stderr.read()
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
     time.sleep(2)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    lines = [ln for ln in err.splitlines() if "rows read" not in ln]  # progress lines
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def test_ctrl_c_during_train_names_the_checkpoint_to_resume_from(tmp_path, job):
+    _, data = job
+    checkpoints = tmp_path / "run" / "checkpoints"
+    proc = interrupt(["train", "--config", "tabular", "--data", str(data), "--out", "run",
+                      "--device", "cpu", "batch_size=16", "max_steps=1000000", "ckpt_every=5",
+                      "eval_every=5", "plot=false"],
+                     tmp_path, lambda: any(checkpoints.glob("step-*.pt")))
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("shardforge train: interrupted: the newest checkpoint is run/"), line
+    assert line.endswith("continue from it with --resume")
+
+
+def test_ctrl_c_during_run_says_nothing_was_published(tmp_path, example):
+    lock = tmp_path / "out" / ".shardforge"  # the job has taken the output's lock
+    proc = interrupt(["run", "--features", str(example / "click_features.py"), "--input",
+                      str(example / "clicks.csv"), "--output", "out"], tmp_path, lock.exists)
+    assert proc.returncode == 130, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "rows read" not in ln]  # progress lines
     assert lines == ["shardforge run: interrupted: out holds no output; nothing was published"]
     assert not (tmp_path / "out" / "manifest.json").exists()
