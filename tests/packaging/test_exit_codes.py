@@ -80,6 +80,16 @@ def test_a_small_run_prints_no_library_logging(job):
     assert "wrote 300 records" in proc.stdout
 
 
+def test_run_pipeline_is_quiet_by_default(tmp_path, example):
+    code = ("from shardforge.pipelines import run_pipeline; "
+            f"s = run_pipeline({str(example / 'click_features.py')!r}, "
+            f"{str(example / 'clicks.csv')!r}, 'out'); print(s.rows_out)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["300"] and proc.stderr == ""  # none of Beam's logging
+
+
 def interrupt(argv: list[str], cwd: Path, ready) -> subprocess.CompletedProcess:
     """Start ``shardforge ARGV``, wait until ``ready()``, then Ctrl-C it (the terminal signals
     the whole process group)."""
