@@ -47,11 +47,8 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C (or SIGTERM) stopped a command; the message says what state it left behind.
-
-    >>> raise Interrupted(f"nothing was published; the previous output in {out} is intact")
-    ... # doctest: +SKIP
-    """
+    """Ctrl-C stopped a command; the message says what state it left behind, e.g.
+    ``Interrupted("the previous output in out is intact; nothing was published")``."""
 
 
 # The user's mistakes (exit 2): what was asked for is wrong, the message says what to change.
