@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.test_wheel import REPO, clean_env, installed  # noqa: F401 - the fixture
+from tests.packaging.test_wheel import REPO, clean_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
@@ -59,7 +59,7 @@ def test_every_skip_tag_is_known():
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
-def test_shell_blocks_run_from_the_wheel(installed, tmp_path, doc):  # noqa: F811
+def test_shell_blocks_run_from_the_wheel(installed, tmp_path, doc):
     env = clean_env(installed)
     for line, lang, body, tags in blocks(doc, {"bash", "sh", "console"}):
         if tags & SKIP_TAGS:
@@ -71,7 +71,7 @@ def test_shell_blocks_run_from_the_wheel(installed, tmp_path, doc):  # noqa: F81
                                       f"{commands}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-def test_extending_examples_run_from_the_wheel(installed, tmp_path):  # noqa: F811
+def test_extending_examples_run_from_the_wheel(installed, tmp_path):
     doc = REPO / "docs" / "extending.md"
     code = "\n\n".join(body for _, _, body, tags in blocks(doc, {"python"}) if not tags & SKIP_TAGS)
     (tmp_path / "extending.py").write_text(code)
