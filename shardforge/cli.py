@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # noqa: BLE001 - the one place every command's failure is reported
         failure, code = err, exit_code(err)
-        if code == 2:
+        if code == 2 or isinstance(err, OutputLocked):  # our own message: what to do, in full
             text = error_message(err)
         else:  # not one of ours: its first line only (a Beam worker's error holds tracebacks)
             first = (str(err).strip().splitlines() or [""])[0]
