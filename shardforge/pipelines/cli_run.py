@@ -9,7 +9,9 @@ the same command runs on Dataflow::
 
 Any other flag is an error with a did-you-mean. The job prints a progress line while it runs
 (rewritten in place on a terminal, a plain line every few seconds otherwise) and, on failure, one
-short message saying what to do; ``--verbose`` shows Beam's logging and the full traceback.
+short message saying what to do (exit 2 for a missing or invalid file, input, column or option,
+as ``shardforge.cli`` rules; 1 when the job itself failed); ``--verbose`` shows Beam's logging and
+the full traceback. Ctrl-C says whether anything was published (exit 130).
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ def _unknown_flags(extra: list[str]) -> str | None:
             + "; neither shardforge run nor Beam's pipeline options know them")
 
 
+def _read_bytes(path: str) -> bytes | None:
+    """The bytes of ``path``, or ``None`` when there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def short_error(err: BaseException) -> str:
     """The one useful line of a failure: Beam wraps a worker's exception in pages of
     traceback text, whose last ``SomeError: message`` line is the cause."""
@@ -122,16 +133,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from shardforge.cli import Interrupted, UserError, exit_code
     from shardforge.pipelines.pipeline import FAILED_LOG, run_pipeline
     from shardforge.pipelines.transforms import TooManyErrors
     from shardforge.pipelines.validate import AnomaliesFound
-    from shardforge.records.manifest import STATE_DIR, OutputError
+    from shardforge.records.manifest import MANIFEST, STATE_DIR, OutputLocked
 
     extra = list(args.extra or ())
     problem = _unknown_flags(extra)
     if problem:
-        print(f"shardforge run: error: {problem}", file=sys.stderr)
-        return 2
+        raise UserError(problem)
+    manifest = os.path.join(args.output, MANIFEST)
+    before = _read_bytes(manifest)
     try:
         summary = run_pipeline(
             args.features, args.input, args.output, fmt=args.format,
@@ -150,12 +163,17 @@ def _main(args: argparse.Namespace) -> int:
               "the output was not published (--on-anomaly warn publishes anyway)",
               file=sys.stderr)
         return 1
-    except (TooManyErrors, OutputError, FileExistsError, FileNotFoundError, ValueError) as err:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"shardforge run: error: {short_error(err)}", file=sys.stderr)
-        return 1
-    except Exception as err:  # noqa: BLE001 - one short message; the traceback under --verbose
+    except KeyboardInterrupt as err:
+        if _read_bytes(manifest) != before:
+            raise Interrupted(f"the job had finished: {manifest} lists its output") from err
+        state = (f"the previous output in {args.output} is intact" if before is not None
+                 else f"{args.output} holds no output")
+        raise Interrupted(f"{state}; nothing was published") from err
+    except (TooManyErrors, OutputLocked):
+        raise  # our own messages: the one error line of shardforge.cli
+    except Exception as err:
+        if exit_code(err) == 2:
+            raise
         if args.verbose:
             traceback.print_exc()
         log = os.path.join(args.output, STATE_DIR, FAILED_LOG)

@@ -383,19 +383,13 @@ def write_anomalies_html(path: str, anomalies, new: dict, ref: dict, split: str 
 
 
 def main(args: argparse.Namespace) -> int:
-    from shardforge.records.manifest import OutputError, is_job_output, verify_output
+    from shardforge.records.manifest import is_job_output, verify_output
 
     stats_path = os.path.join(args.output, "stats.json")
-    try:
-        if is_job_output(args.output):
-            verify_output(args.output)
-    except OutputError as err:
-        print(f"shardforge stats: error: {err}", file=sys.stderr)
-        return 1
+    if is_job_output(args.output):
+        verify_output(args.output)  # OutputError: shardforge.cli says what is wrong
     if not os.path.exists(stats_path):
-        print(f"shardforge stats: error: {stats_path} not found (run `shardforge run` first)",
-              file=sys.stderr)
-        return 1
+        raise FileNotFoundError(f"{stats_path} not found (run `shardforge run` first)")
     with open(stats_path, encoding="utf-8") as f:
         doc = json.load(f)
     print_table(doc)

@@ -189,7 +189,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                  beam_args: Sequence[str] = (), overwrite: bool = False,
                  chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
                  non_finite: str = "error", command: str | None = None,
-                 show_progress: bool = False, verbose: bool = True,
+                 show_progress: bool = False, verbose: bool = False,
                  validate_against: str | None = None, on_anomaly: str = "fail") -> Summary:
     """Run the preprocessing job and wait for it.
 
@@ -202,7 +202,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     the job succeeded; ``overwrite=True`` then replaces the files of the previous output (only
     those its manifest lists). A second job on an output being written fails fast with
     :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
-    line to stderr; ``verbose=False`` silences Beam's logging.
+    line to stderr; Beam's logging is silent unless ``verbose=True``.
 
     ``validate_against``: a previous output (or a TFMD schema with declared domains); before
     publishing, the job's statistics are validated against it

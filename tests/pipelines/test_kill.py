@@ -163,7 +163,7 @@ def test_second_job_on_a_running_output_fails_fast_naming_it(csv, tmp_path):
         assert proc.returncode == 1
         assert f"being written by another job (pid {paused['pid']}" in proc.stderr
         assert "--num-shards 2" in proc.stderr  # the other job's command
-        assert main(["stats", str(out)]) == 1  # nothing published yet: readers refuse
+        assert main(["stats", str(out)]) == 2  # nothing published yet: readers refuse
     finally:
         kill_group(first)
 
