@@ -53,11 +53,11 @@ Reading then checks each record's stored length against the index, its tag, its 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 
 import google_crc32c
 import numpy as np
@@ -87,7 +87,7 @@ FRAMING = K.HEADER + K.FOOTER
 _WARNED: set[str] = set()  # shards whose old-layout index was reported
 
 
-@dataclass
+@dataclasses.dataclass
 class Index:
     """One shard's index: int64 columns of one entry per record (see the module docstring)."""
 
@@ -163,18 +163,23 @@ def make_index(
     index = Index(offsets, lengths, tags)
     if compression is None:
         return index
-    index.block_offsets = np.asarray(block_offsets, dtype=np.int64)
-    index.block_stream_offsets = np.asarray(block_stream_offsets, dtype=np.int64)
-    starts, first = np.unique(index.block_offsets, return_index=True)
+    return _with_flush_points(path, compression, index, block_offsets, block_stream_offsets)
+
+
+def _with_flush_points(path: PathLike, compression: str, index: Index, block_offsets: np.ndarray,
+                       block_stream_offsets: np.ndarray) -> Index:
+    """``index`` with these flush points and their checks, from decompressing the file at each."""
+    bfile = np.asarray(block_offsets, dtype=np.int64)
+    bstream = np.asarray(block_stream_offsets, dtype=np.int64)
+    starts, first = np.unique(bfile, return_index=True)
     checks = np.empty(len(starts), dtype=np.int64)
     with open(path, "rb") as f:
         for k, (pos, i) in enumerate(zip(starts.tolist(), first.tolist())):
-            stream_at = int(index.block_stream_offsets[i])
-            span = min(FLUSH_CHECK_SPAN, index.stream_size - stream_at)
+            span = min(FLUSH_CHECK_SPAN, index.stream_size - int(bstream[i]))
             head = _decompress_at(f.fileno(), compression, pos, span, 4096)
             checks[k] = google_crc32c.value(head[:span])
-    index.block_checks = checks[np.searchsorted(starts, index.block_offsets)]
-    return index
+    return dataclasses.replace(index, block_offsets=bfile, block_stream_offsets=bstream,
+                               block_checks=checks[np.searchsorted(starts, bfile)])
 
 
 def _decompress_at(fd: int, compression: str, pos: int, want: int, chunk: int = CHUNK) -> bytes:
@@ -346,10 +351,45 @@ def scan_index(path: PathLike, *, compression: str | None = "auto", verify: bool
 def build_index(path: PathLike, *, compression: str | None = "auto") -> str:
     """(Re)build the index of a shard by reading it; returns the index path (``index_path``).
 
-    A compressed shard's rebuilt index has one block (seeks decompress from the start), since the
-    flush points are not recorded in the file itself.
+    The flush points of a compressed shard are not recorded in the file itself: they are kept
+    from the index being replaced (this format's or format 2's) where its entries are the ones
+    the read found and each flush point decompresses to the record it names; otherwise the
+    rebuilt index has one block (seeks decompress from the start).
     """
-    return write_index(path, scan_index(path, compression=compression))
+    index = scan_index(path, compression=compression)
+    comp = resolve_compression(path, compression)
+    previous = _previous_flush_points(index_path(path), index) if comp and len(index) else None
+    if previous is not None:
+        try:
+            kept = _with_flush_points(path, comp, index, *previous)
+            if _problem(kept, index.stream_size, os.path.getsize(path), True) is None:
+                write_index(path, kept)
+                with RecordFile(path, compression=comp) as rf:  # each block's first record
+                    for i in np.unique(kept.block_offsets, return_index=True)[1].tolist():
+                        rf.read_block(i, i + 1)
+                return index_path(path)
+        except (ValueError, OSError, zlib.error):  # IndexFileError, CorruptRecordError too
+            pass
+    return write_index(path, index)
+
+
+def _previous_flush_points(where: str, index: Index) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (file, stream) flush-point columns of the index file at ``where`` (format 2 or this
+    one), if it indexes the same records as ``index``."""
+    try:
+        with open(where, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    if raw[:8] not in (b"SFIDX002", MAGIC) or len(raw) < _HEADER.size:
+        return None
+    _, n, ncols, *_ = _HEADER.unpack_from(raw)
+    if n != len(index) or ncols not in (4, 6) or len(raw) < _HEADER.size + 32 * n:
+        return None
+    cols = np.frombuffer(raw, dtype="<i8", count=4 * n, offset=_HEADER.size).reshape(4, n)
+    if (cols[0] != index.offsets).any() or (cols[1] != index.lengths).any():
+        return None
+    return cols[2].astype(np.int64), cols[3].astype(np.int64)
 
 
 class RecordFile:

@@ -9,7 +9,10 @@ per-record tags and the flush points' checks stand between ``rf[i]`` and record 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
+import google_crc32c
 import numpy as np
 import pytest
 
@@ -23,7 +26,7 @@ from shardforge.records import (
     index_path,
     load_index,
 )
-from shardforge.records.index import write_index
+from shardforge.records.index import _HEADER, shard_fingerprint, write_index
 
 # equal lengths: every flush block holds the same records at the same relative offsets, so a
 # flush point or an entry moved by whole records lands on another record's valid frame
@@ -158,12 +161,43 @@ def test_every_flush_point_moved_on_by_one_block(tmp_path, suffix):
     _assert_refused(path, _forge(path, edit))
 
 
-def test_an_index_of_the_previous_format_is_refused_with_the_command_that_rebuilds_it(tmp_path):
-    path = _write(tmp_path, ".tfrecord")
-    raw = open(index_path(path), "rb").read()
-    open(index_path(path), "wb").write(b"SFIDX002" + raw[8:])
+def _as_format_2(path, edit=lambda cols: None):
+    """Rewrite the index as shardforge before format 3 wrote it (no tags, no flush checks), its
+    columns changed by ``edit``."""
+    idx = load_index(path)
+    named = {"offsets": idx.offsets, "lengths": idx.lengths}
+    if idx.block_offsets is not None:
+        named.update(block_offsets=idx.block_offsets, block_stream_offsets=idx.block_stream_offsets)
+    edit(named)
+    cols = list(named.values())
+    data = b"".join(np.asarray(c, dtype="<i8").tobytes() for c in cols)
+    size, checksum = shard_fingerprint(path)
+    open(index_path(path), "wb").write(_HEADER.pack(
+        b"SFIDX002", len(idx), len(cols), size, idx.stream_size, checksum,
+        google_crc32c.value(data)) + data)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_format_2_index_is_refused_until_shardforge_index_rebuilds_it(tmp_path, suffix):
+    path = _write(tmp_path, suffix)
+    blocks = len(np.unique(load_index(path).block_offsets)) if suffix != ".tfrecord" else 0
+    _as_format_2(path)
     with pytest.raises(IndexFileError, match="version 002 is not supported") as err:
         RecordFile(path)
     assert f"shardforge index {path}" in str(err.value)
+    subprocess.run([sys.executable, "-m", "shardforge.cli", "index", path], check=True,
+                   capture_output=True)
+    rf = RecordFile(path)
+    assert [rf[i] for i in range(len(rf))] == RECORDS
+    if blocks:  # the flush points were kept: seeks still decompress one block
+        assert len(np.unique(rf.index.block_offsets)) == blocks
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES[1:])
+def test_rebuilding_never_keeps_a_flush_point_that_names_another_block(tmp_path, suffix):
+    path = _write(tmp_path, suffix)
+    _as_format_2(path, _repair_flush_point(with_check=False))
     build_index(path)
-    assert RecordFile(path)[K] == RECORDS[K]
+    rf = RecordFile(path)
+    assert [rf[i] for i in range(len(rf))] == RECORDS
+    assert (rf.index.block_offsets == 0).all()  # one block: decompress from the start
