@@ -66,7 +66,7 @@ from shardforge.records import _kernels as K
 from shardforge.records.errors import CorruptRecordError, IndexFileError
 from shardforge.records.framing import (
     _WBITS,
-    CHUNK,
+    FLUSH_EVERY,
     PathLike,
     RecordBlock,
     data_crcs,
@@ -182,9 +182,10 @@ def _with_flush_points(path: PathLike, compression: str, index: Index, block_off
                                block_checks=checks[np.searchsorted(starts, bfile)])
 
 
-def _decompress_at(fd: int, compression: str, pos: int, want: int, chunk: int = CHUNK) -> bytes:
-    """``want`` bytes of the stream decompressed from the flush point at file offset ``pos``
-    (fewer at the end of the file); raises zlib.error on a bad stream."""
+def _decompress_at(fd: int, compression: str, pos: int, want: int, chunk: int) -> bytes:
+    """``want`` bytes of the stream decompressed from the flush point at file offset ``pos``,
+    reading ``chunk`` bytes at a time (fewer at the end of the file); raises zlib.error on a bad
+    stream."""
     d = zlib.decompressobj(_WBITS[compression] if pos == 0 else -15)
     out = []
     got = 0
@@ -399,7 +400,8 @@ class RecordFile:
     >>> len(rf), rf[10], rf.read_range(100, 200)   # bytes, list of 100 bytes objects
 
     The index is checked against the shard on open (see :func:`load_index`); every read checks that
-    each record's stored length is the indexed one and (``verify=True``) the records' CRCs.
+    each record's stored length is the indexed one, that its tag names the entry read, the first
+    bytes of a compressed shard's flush block, and (``verify=True``) the records' CRCs.
     Without an index file (``index_path(path)``) the shard is scanned once on open. Picklable (the
     file handle is reopened lazily), so it can be handed to DataLoader workers.
     """
@@ -477,8 +479,9 @@ class RecordFile:
         skip = first - block_stream
         span = min(FLUSH_CHECK_SPAN, self.index.stream_size - block_stream)
         try:
+            # read a flush block's worth at a time: one block compresses to about that or less
             raw = _decompress_at(self._fd, self.compression, block_file,
-                                 max(skip + end - first, span))
+                                 max(skip + end - first, span), FLUSH_EVERY)
         except zlib.error as err:
             raise CorruptRecordError(
                 self.path, start, first, f"{self.compression} stream is corrupt: {err}"
