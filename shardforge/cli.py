@@ -25,6 +25,8 @@ from shardforge.records.manifest import OutputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("shardforge.pipelines.cli_run", "Beam job: read raw data, analyze, transform, shard"),
     "stats": ("shardforge.pipelines.cli_stats", "per-feature statistics table and stats.html"),
+    "validate": ("shardforge.pipelines.cli_validate",
+                 "anomalies and drift of new data against a reference output"),
     "inspect": ("shardforge.records.cli_inspect", "count, verify and pretty-print TFRecord files"),
     "index": ("shardforge.records.cli_index", "(re)build the index files of TFRecord shards"),
     "train": ("shardforge.training.cli_train", "train a model from shards"),

@@ -246,9 +246,7 @@ class FusedAdamW(torch.optim.Optimizer):
                 )
                 grads = [_local(p.grad) for p in sources]
                 if self._use_triton(bucket.device):
-                    from shardforge.kernels import adamw_triton
-
-                    adamw_triton.adamw_triton_(ps, grads, ex, ex2, ms, step=step, **hyper)
+                    _triton_step(ps, grads, ex, ex2, ms, step=step, **hyper)
                 else:
                     adamw_reference_(ps, grads, ex, ex2, ms, step=step, **hyper)
 
@@ -256,6 +254,23 @@ class FusedAdamW(torch.optim.Optimizer):
         if self.backend == "triton":
             return True
         return self.backend == "auto" and device.type == "cuda" and triton_available()
+
+
+def _triton_step(params, grads, exp_avgs, exp_avg_sqs, masters, **hyper) -> None:  # noqa: ANN001
+    """The fused kernel over the parameters whose tensors are all contiguous; the rest (rare:
+    views the kernel cannot address flat) through the reference."""
+    from shardforge.kernels import adamw_triton
+
+    columns = (params, grads, exp_avgs, exp_avg_sqs, masters)
+    flat = [all(t.is_contiguous() for t in ts if t is not None)
+            for ts in zip(*(c if c is not None else [None] * len(params) for c in columns))]
+    if not all(flat):
+        def pick(ts, keep):  # noqa: ANN001, ANN202
+            return None if ts is None else [t for t, f in zip(ts, flat) if f == keep]
+
+        adamw_reference_(*(pick(c, False) for c in columns), **hyper)
+        columns = tuple(pick(c, True) for c in columns)
+    adamw_triton.adamw_triton_(*columns, **hyper)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -179,34 +179,12 @@ def adamw_triton_(
     """One AdamW step in place over tensors of one dtype combination, in one launch.
 
     Same contract as :func:`shardforge.kernels.adamw.adamw_reference_`. All tensors must be
-    contiguous (non-contiguous ones go through the reference); params share one dtype, grads
-    one dtype, and moments/masters one dtype.
+    contiguous (the caller sends non-contiguous ones through the reference); params share one
+    dtype, grads one dtype, and moments/masters one dtype.
     """
-    from shardforge.kernels.adamw import adamw_reference_
-
-    hyper = dict(
-        step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-        weight_decay=weight_decay, maximize=maximize,
-    )  # fmt: skip
     states = masters if masters is not None else exp_avgs
-    everything = itertools.chain(params, grads, exp_avgs, exp_avg_sqs, masters or ())
-    if not all(map(torch.Tensor.is_contiguous, everything)):
-        flat = [
-            all(t.is_contiguous() for t in ts)
-            for ts in zip(params, grads, exp_avgs, exp_avg_sqs, states)
-        ]
-
-        def pick(ts, keep):  # noqa: ANN001, ANN202
-            return None if ts is None else [t for t, f in zip(ts, flat) if f == keep]
-
-        rest = [pick(ts, False) for ts in (params, grads, exp_avgs, exp_avg_sqs, masters)]
-        adamw_reference_(*rest, **hyper)
-        params, grads, exp_avgs, exp_avg_sqs, masters = (
-            pick(ts, True) for ts in (params, grads, exp_avgs, exp_avg_sqs, masters)
-        )
-        states = masters if masters is not None else exp_avgs
-        if not params:
-            return
+    if not params:
+        return
     columns = [params, grads, exp_avgs, exp_avg_sqs, states]
     plan = _plan(columns, params[0].device)
     if plan.grid[0] == 0:

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shardforge.kernels.attention import check_varlen_inputs
+from shardforge.kernels.varlen import check_varlen_inputs
 
 __all__ = ["attention_backward", "attention_forward", "flash_attn_varlen_triton", "INTERPRET"]
 

@@ -24,6 +24,8 @@ import sys
 import threading
 import traceback
 
+from shardforge.records import layout
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shardforge.pipelines.readers import READERS
@@ -42,10 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "all input values of the row)")
     shards = parser.add_mutually_exclusive_group()
     shards.add_argument("--num-shards", type=int, default=None, help="shards per split")
-    shards.add_argument("--shard-size", default="128MB",
-                        help="target shard size, e.g. 128MB (default), when --num-shards is unset")
-    parser.add_argument("--compression", choices=("gzip", "none"), default="none",
-                        help="shard compression (gzip: .tfrecord.gz, seekable through the index)")
+    shards.add_argument("--shard-size", default="128MiB",
+                        help="target shard size when --num-shards is unset: 128MiB (default, "
+                        "2^20-byte units: K M G, KiB MiB GiB) or 128MB (10^6-byte units)")
+    parser.add_argument("--compression", choices=layout.COMPRESSIONS, default="none",
+                        help="shard compression: " + ", ".join(
+                            f"{c} ({suffix})" for c, suffix in layout.SHARD_SUFFIX.items())
+                        + "; compressed shards are seekable through the index")
     parser.add_argument("--max-error-fraction", type=float, default=0.01,
                         help="fail when more than this fraction of rows fail (default 0.01)")
     parser.add_argument("--allow-absent", action="append", default=[], metavar="COL",
@@ -57,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the previous output in --output once the new job "
                         "succeeded (only the files its manifest lists)")
+    parser.add_argument("--validate-against", default=None, metavar="REF",
+                        help="before publishing, validate the new data against the output "
+                        "REF, or a TFMD schema .pbtxt with declared domains (anomalies.json in "
+                        "the output; see shardforge validate)")
+    parser.add_argument("--on-anomaly", choices=("fail", "warn"), default="fail",
+                        help="with --validate-against: anomalies fail the job, publishing "
+                        "nothing (default), or only warn")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.epilog = ("Any other flag must be a Beam pipeline option, e.g. --direct_num_workers "
@@ -112,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     from shardforge.pipelines.pipeline import FAILED_LOG, run_pipeline
     from shardforge.pipelines.transforms import TooManyErrors
+    from shardforge.pipelines.validate import AnomaliesFound
     from shardforge.records.manifest import STATE_DIR, OutputError
 
     extra = list(args.extra or ())
@@ -129,7 +142,14 @@ def _main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, absent_ok=args.allow_absent, non_finite=args.non_finite,
             command=shlex.join(["shardforge", *sys.argv[1:]]),
             show_progress=not args.quiet, verbose=args.verbose,
+            validate_against=args.validate_against, on_anomaly=args.on_anomaly,
         )
+    except AnomaliesFound as err:
+        print("\n".join(a.line() for a in err.anomalies), file=sys.stderr)
+        print(f"shardforge run: error: {len(err.anomalies)} anomalies against {err.against}; "
+              "the output was not published (--on-anomaly warn publishes anyway)",
+              file=sys.stderr)
+        return 1
     except (TooManyErrors, OutputError, FileExistsError, FileNotFoundError, ValueError) as err:
         if args.verbose:
             traceback.print_exc()
@@ -154,6 +174,8 @@ def _main(args: argparse.Namespace) -> int:
     if summary.kept:
         print(f"kept {len(summary.kept)} files in {summary.output} that no job wrote: "
               + ", ".join(summary.kept[:10]) + (" …" if len(summary.kept) > 10 else ""))
+    for line in summary.extra.get("anomalies", []):
+        print(f"anomaly: {line}")
     print(f"schema: {summary.schema}\nstats:  {summary.stats}  (view: shardforge stats "
           f"{summary.output})\nmanifest: {summary.manifest}")
     return 0

@@ -73,14 +73,13 @@ from shardforge.records.framing import (
     iter_blocks,
     resolve_compression,
 )
+from shardforge.records.layout import INDEX_SUFFIX, atomic_write, index_path
 
 log = logging.getLogger("shardforge.records")
 
 VERSION = 3
 MAGIC = b"SFIDX%03d" % VERSION
 _HEADER = struct.Struct("<8sQQQQII")
-INDEX_DIR = ".index"
-INDEX_SUFFIX = ".idx"
 FINGERPRINT_SPAN = 64 << 10  # bytes at each end of a shard that its index's checksum covers
 FLUSH_CHECK_SPAN = 64  # stream bytes after a flush point that its check covers
 FRAMING = K.HEADER + K.FOOTER
@@ -105,30 +104,6 @@ class Index:
     def stream_size(self) -> int:
         """Bytes of the (uncompressed) record stream the index describes."""
         return int(self.offsets[-1] + self.lengths[-1]) + FRAMING if len(self) else 0
-
-
-def index_path(shard_path: PathLike, *, mkdir: bool = False) -> str:
-    """Where the index of ``shard_path`` lives (``mkdir=True`` creates its folder for a writer).
-
-    >>> index_path("out/train/part-00000-of-00004.tfrecord")  # doctest: +SKIP
-    '/abs/out/.index/train/part-00000-of-00004.tfrecord.idx'
-
-    Local paths are made absolute (so a shard named without a folder still has a parent); URLs
-    (``gs://bucket/out/train/x``) keep their scheme.
-    """
-    p = os.fspath(shard_path)
-    remote = "://" in p
-    if not remote:
-        p = os.path.abspath(p)
-    head, name = p.rsplit("/", 1)
-    if "/" in head.split("://", 1)[-1]:
-        parent, folder = head.rsplit("/", 1)
-        out = f"{parent}/{INDEX_DIR}/{folder}/{name}{INDEX_SUFFIX}"
-    else:  # a shard at the root of a filesystem or bucket
-        out = f"{head}/{INDEX_DIR}/{name}{INDEX_SUFFIX}"
-    if mkdir and not remote:
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    return out
 
 
 def legacy_index_path(shard_path: PathLike) -> str:
@@ -223,11 +198,7 @@ def write_index(shard_path: PathLike, index: Index, *, index_file: PathLike | No
     size, checksum = shard_fingerprint(shard_path)
     header = _HEADER.pack(MAGIC, len(index), len(wide) + len(narrow), size, index.stream_size,
                           checksum, google_crc32c.value(data))
-    tmp = f"{out}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(header + data)
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, [header, data])
 
 
 def _problem(index: Index, stream_size: int, file_size: int, compressed: bool) -> str | None:

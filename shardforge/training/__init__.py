@@ -5,9 +5,11 @@ Data side (exported lazily, so ``import shardforge.training`` stays cheap)::
     from shardforge.training import packed_loader, ShardDataset
     loader = packed_loader("out/train", packing_length=4096, num_workers=2, seed=0)
 
-- :func:`packed_loader`, :class:`PackedDataset`, :class:`ShardLoader`, :func:`shard_loader`
+- :func:`packed_loader`, :class:`ShardLoader`, :func:`shard_loader`
   (``shardforge.training.loader``)
-- :class:`ShardDataset` (``shardforge.training.dataset``)
+- :class:`ShardDataset` and the :class:`Packer` it is handed (``shardforge.training.dataset``):
+  :class:`TextPacker` (``shardforge.training.packing``), ``MultimodalPacker``
+  (``shardforge.training.mm_packing``)
 - packing: :func:`plan_packs`, :class:`PackPlan`, :func:`pack_documents`,
   :func:`build_packed_batch`, :func:`flatten_documents`, :func:`collate_flattened`,
   :func:`split_documents`, :func:`shift_labels`, :func:`hf_kwargs`, :func:`unpad_input`,
@@ -22,8 +24,9 @@ from typing import Any
 
 _EXPORTS = {
     "ShardDataset": "dataset",
+    "Packer": "dataset",
     "ShardLoader": "loader",
-    "PackedDataset": "loader",
+    "TextPacker": "packing",
     "packed_loader": "loader",
     "shard_loader": "loader",
     "IGNORE_INDEX": "packing",

@@ -9,48 +9,25 @@ and RNG states (numpy's as a dict of ints), and the config. ``load_checkpoint`` 
 object or call a function: a planted file fails with :class:`CheckpointError` naming it, and
 no code in it runs.
 
-Writes go through :func:`write_atomic` (a temporary file in the same directory, fsync,
-rename): a crash mid-write leaves the previous checkpoint intact, and the temporary file of a
+Writes go through ``records.layout.atomic_write`` (a temporary file in the same directory,
+fsync, rename): a crash mid-write leaves the previous checkpoint intact, and the temporary file of a
 killed save is removed by the next save or resume (:func:`remove_temporaries`).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
+from shardforge.records.layout import TMP_PREFIX, atomic_write
+
 _NAME = re.compile(r"step-(\d+)\.pt$")
-_TMP_PREFIX = ".tmp-"
-
-
-def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` through a temporary file in the same directory (fsync, then rename), so
-    readers see the old file or the new one, never half of one. ``data``: the bytes, or a
-    function that writes them to the open file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class CheckpointError(ValueError):
@@ -63,7 +40,7 @@ def remove_temporaries(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.iterdir() if p.name.startswith(_TMP_PREFIX)]
+    stale = [p for p in directory.iterdir() if p.name.startswith(TMP_PREFIX)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -79,7 +56,7 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     remove_temporaries(directory)
-    path = write_atomic(directory / f"step-{step:06d}.pt", lambda f: torch.save(state, f))
+    path = Path(atomic_write(directory / f"step-{step:06d}.pt", lambda f: torch.save(state, f)))
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path

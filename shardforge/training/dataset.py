@@ -32,16 +32,18 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from shardforge.records.manifest import check_shards
-from shardforge.records.spec import Batch, FixedLen, Spec, VarLen
+from shardforge.records.spec import Batch, Spec
+
+if TYPE_CHECKING:
+    from shardforge.features.state import Schema
 
 POSITION_KEY = "_sf_position"  # (worker, epoch, chunk, item, items_in_chunk); the loader strips it
 GROUP_KEY = "_sf_group"  # items a worker sends as one message
@@ -80,27 +82,89 @@ def shard_sizes(paths: Sequence[str]) -> np.ndarray:
     return np.asarray(sizes, dtype=np.int64)
 
 
-def resolve_spec(spec_or_schema: Any, paths: Sequence[str], source: Any) -> Spec:
-    """A parse spec from a spec dict, a schema object (``.spec``), a schema path, or, with
-    ``None``, the ``schema.pbtxt`` beside or above the shards (else inferred from the records)."""
-    if isinstance(spec_or_schema, dict):
-        return spec_or_schema
-    if spec_or_schema is not None and hasattr(spec_or_schema, "spec"):
-        return spec_or_schema.spec
-    if spec_or_schema is None:
-        shard_dir = Path(paths[0]).parent
-        for candidate in (shard_dir, shard_dir.parent):
-            if (candidate / "schema.pbtxt").exists():
-                spec_or_schema = candidate
-                break
-    if spec_or_schema is not None:
-        import shardforge.features as sf
+def resolve_schema(spec_or_schema: Schema | Spec | str | os.PathLike | None,
+                   paths: Sequence[str]) -> Schema | Spec:
+    """What the shards hold: a given :class:`~shardforge.features.Schema` or parse spec as is; a
+    path, the schema loaded from it (``sf.load_schema``); ``None``, the ``schema.pbtxt`` beside or
+    above the shards, else a spec inferred from the first records."""
+    from shardforge.features.state import Schema, load_schema
 
-        return sf.load_schema(spec_or_schema).spec
+    if isinstance(spec_or_schema, (dict, Schema)):
+        return spec_or_schema
+    if spec_or_schema is None:
+        from shardforge.records.layout import find_schema
+
+        spec_or_schema = find_schema(paths[0])
+    if spec_or_schema is not None:
+        return load_schema(spec_or_schema)
     from shardforge.records import RecordFile, infer_spec
 
     with RecordFile(paths[0]) as rf:
         return infer_spec(rf.read_range(0, 256))
+
+
+def spec_of(schema: Schema | Spec) -> Spec:
+    """The parse spec of what :func:`resolve_schema` returns."""
+    return schema if isinstance(schema, dict) else schema.spec
+
+
+class DocumentError(ValueError):
+    """A document a packer cannot pack; ``index`` is its row in the window (the dataset names
+    its shard and its record there)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class Packer(Protocol):
+    """What :class:`ShardDataset` hands each window of documents to, to turn it into batches
+    (:class:`~shardforge.training.packing.TextPacker`,
+    :class:`~shardforge.training.mm_packing.MultimodalPacker`).
+
+    The dataset reads ``lookahead`` records per window (in its shuffled, rank- and worker-split
+    order), decodes :meth:`features`, and asks :meth:`plan` how many batches the window makes;
+    :meth:`batch` builds one of them in a picklable form (what a DataLoader worker sends) and
+    :meth:`to_torch` turns it into what the training loop gets. For an exact resume the dataset
+    saves :meth:`layout` with its position, and :meth:`consumed` says which documents the
+    batches already taken hold entirely (under a saved layout, after a change of topology).
+    """
+
+    @property
+    def lookahead(self) -> int:
+        """Documents per window: what the dataset reads, splits over workers and resumes in."""
+        ...
+
+    def bind(self, schema: Schema | Spec) -> Packer:
+        """This packer set up for shards with ``schema`` (settings left to the job's, e.g. an
+        image column's normalization, come from it)."""
+        ...
+
+    def features(self, spec: Spec) -> Spec:
+        """The part of ``spec`` it decodes; raises naming a missing or mistyped feature."""
+        ...
+
+    def layout(self) -> dict:
+        """The settings that decide how a window is cut into batches (plain data)."""
+        ...
+
+    def plan(self, docs: Batch, doc_ids: np.ndarray, layout: Mapping[str, Any]) -> Sized:
+        """One window of decoded documents (global record ids ``doc_ids``) planned under
+        ``layout``; its ``len`` is the number of batches. Raises :class:`DocumentError` for a
+        document it cannot pack."""
+        ...
+
+    def batch(self, window: Any, i: int) -> dict:
+        """Batch ``i`` of a planned window, picklable."""
+        ...
+
+    def consumed(self, window: Any, items: int) -> np.ndarray:
+        """Bool per document of the window: held entirely by its first ``items`` batches."""
+        ...
+
+    def to_torch(self, batch: dict) -> dict:
+        """What the training loop gets from :meth:`batch`'s form."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,19 +371,29 @@ def _dist_rank_world() -> tuple[int, int]:
 
 class ShardDataset(IterableDataset):
     """Columnar batches (``dict[str, np.ndarray | Ragged]``) from TFRecord shards, split over DDP
-    ranks and DataLoader workers at record granularity, shuffled per epoch, exactly resumable.
+    ranks and DataLoader workers at record granularity, shuffled per epoch, exactly resumable;
+    or, handed a :class:`Packer`, the packer's batches of each window of documents.
 
     >>> ds = ShardDataset("out/train", batch_size=256, seed=0)
     >>> for batch in ds:                      # one epoch; the next `iter` starts the next one
     ...     train_step(batch)
     >>> state = ds.state_dict()                # exact position, O(1) to restore
     >>> ds.load_state_dict(state)
+    >>> packed = ShardDataset("out/train", packer=TextPacker(packing_length=4096))
 
     ``source``: a split directory, a glob or a list of shard paths. ``spec_or_schema``: a parse
-    spec, a schema (``sf.load_schema``) or ``None`` for the ``schema.pbtxt`` of the output dir;
-    ``features`` keeps only those columns. ``rank`` / ``world_size`` default to
+    spec, a schema (``sf.load_schema``), a path to load one from, or ``None`` for the
+    ``schema.pbtxt`` of the output dir (:func:`resolve_schema`); ``features`` keeps only those
+    columns. ``batch_size``: records per batch, without a packer (a packer reads windows of its
+    ``lookahead`` documents instead). ``rank`` / ``world_size`` default to
     ``torch.distributed``'s. ``remainder``: ``"drop"`` / ``"wrap"`` / ``"keep"`` (module docstring).
     ``record_ids=True`` adds a ``record_id`` column (global index of the record in the shards).
+
+    Packed batches also carry ``epoch`` (int). Ranks read the same number of *documents* per
+    epoch but the number of packed batches depends on their lengths, so ranks may reach the end
+    of an epoch a few steps apart: run a DDP loop for a fixed number of steps over an endless
+    stream of epochs (as :class:`shardforge.training.trainer.Batches` does), not
+    ``for batch in loader``.
 
     Iterated directly it reads in the calling process; for worker processes wrap it in
     :class:`shardforge.training.loader.ShardLoader`, which keeps the exact position.
@@ -329,8 +403,9 @@ class ShardDataset(IterableDataset):
         self,
         source: str | os.PathLike | Sequence[str | os.PathLike],
         *,
-        batch_size: int,
-        spec_or_schema: Any = None,
+        batch_size: int | None = None,
+        packer: Packer | None = None,
+        spec_or_schema: Schema | Spec | str | os.PathLike | None = None,
         features: Sequence[str] | None = None,
         shuffle: bool = True,
         seed: int = 0,
@@ -344,23 +419,29 @@ class ShardDataset(IterableDataset):
     ) -> None:
         if remainder not in REMAINDER:
             raise ValueError(f"remainder must be one of {REMAINDER}, got {remainder!r}")
-        if batch_size < 1:
+        if (batch_size is None) == (packer is None):
+            raise ValueError("give batch_size (columnar batches) or a packer (its windows of "
+                             "lookahead documents), not both")
+        if packer is None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.paths = resolve_shards(source)
         check_shards(self.paths)  # a job output must be complete: records/manifest.py
         self.sizes = shard_sizes(self.paths)
         self.shard_start = np.concatenate(([0], np.cumsum(self.sizes)))  # global id of record 0
-        spec = resolve_spec(spec_or_schema, self.paths, source)
+        schema = resolve_schema(spec_or_schema, self.paths)
+        spec = spec_of(schema)
         if features is not None:
             missing = sorted(set(features) - set(spec))
             if missing:
                 raise KeyError(f"features {missing} are not in the spec ({sorted(spec)})")
             spec = {name: spec[name] for name in features}
         self.spec: Spec = spec
+        self.packer = None if packer is None else packer.bind(schema)
+        self.decode_spec = spec if self.packer is None else self.packer.features(spec)
         dist_rank, dist_world = _dist_rank_world()
         self.rank = dist_rank if rank is None else int(rank)
         self.world_size = dist_world if world_size is None else int(world_size)
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size if self.packer is None else self.packer.lookahead)
         self.shuffle, self.seed, self.remainder = shuffle, int(seed), remainder
         self.block_size, self.shuffle_buffer = int(block_size), int(shuffle_buffer)
         self.record_ids, self.verify = record_ids, verify
@@ -373,42 +454,61 @@ class ShardDataset(IterableDataset):
 
     @property
     def chunk_size(self) -> int:
-        """Records per chunk (one batch here; one packing window for the packed loader)."""
+        """Records per chunk (one batch; one window with a packer)."""
         return self.batch_size
 
     @property
     def rank_unit(self) -> int:
-        """Per-rank record counts are multiples of this (whole batches)."""
-        return self.batch_size
+        """Per-rank record counts are multiples of this (whole batches; any count of documents
+        with a packer)."""
+        return self.batch_size if self.packer is None else 1
+
+    @property
+    def transport_group(self) -> int:
+        """Items a worker sends per message: a DataLoader message costs far more than pickling a
+        few KiB, so small items (packed batches) travel in groups; columnar batches are big."""
+        return 1 if self.packer is None else 32
 
     def chunk(self, block: Any, ids: np.ndarray) -> tuple[int, Callable[[int], dict]]:
-        """What one chunk of records turns into: ``(n_items, make_item)``; here one batch."""
-        return 1, lambda i: self.decode(block, ids)
-
-    # Items a worker sends per message: a DataLoader message costs far more than pickling a
-    # few KiB, so small items (packed batches) travel in groups; columnar batches are big.
-    transport_group = 1
-
-    def to_transport(self, item: dict) -> dict:
-        """How an item leaves a worker process (see :meth:`from_transport`)."""
-        return item
+        """What one chunk of records turns into: ``(n_items, make_item)``: one columnar batch,
+        or the packer's batches of the window (picklable: see :meth:`from_transport`)."""
+        if self.packer is None:
+            return 1, lambda i: self.decode(block, ids)
+        packer, window, epoch = self.packer, self.plan(block, ids, self.layout()), self.epoch
+        return len(window), lambda i: {**packer.batch(window, i), "epoch": epoch}
 
     def from_transport(self, item: dict) -> dict:
-        """How the loader turns an item from a worker back into what the caller gets."""
-        return item
+        """What the caller gets from an item as a worker process sends it."""
+        return item if self.packer is None else self.packer.to_torch(item)
 
-    def decode(self, block: Any, ids: np.ndarray, spec: Spec | None = None) -> Batch:
-        from shardforge.records import ExampleDecodeError, decode_batch
-
-        try:
-            batch = decode_batch(block, self.spec if spec is None else spec)
-        except ExampleDecodeError as err:  # name the shard and the record's index in it
-            record = int(ids[err.index])
-            shard = int(np.searchsorted(self.shard_start, record, side="right")) - 1
-            raise err.at(self.paths[shard], record - int(self.shard_start[shard])) from None
+    def decode(self, block: Any, ids: np.ndarray) -> Batch:
+        """The columnar batch of a block of records (``record_id`` added if asked for)."""
+        batch = self._decode(block, ids, self.spec)
         if self.record_ids:
             batch["record_id"] = ids
         return batch
+
+    def plan(self, block: Any, ids: np.ndarray, layout: Mapping[str, Any]) -> Sized:
+        """The packer's plan of a window of records under ``layout``."""
+        docs = self._decode(block, ids, self.decode_spec)
+        try:
+            return self.packer.plan(docs, ids, layout)
+        except DocumentError as err:
+            path, record = self._locate(int(ids[err.index]))
+            raise ValueError(f"{path}: record {record}: {err}") from None
+
+    def _decode(self, block: Any, ids: np.ndarray, spec: Spec) -> Batch:
+        from shardforge.records import ExampleDecodeError, decode_batch
+
+        try:
+            return decode_batch(block, spec)
+        except ExampleDecodeError as err:  # name the shard and the record's index in it
+            raise err.at(*self._locate(int(ids[err.index]))) from None
+
+    def _locate(self, record: int) -> tuple[str, int]:
+        """The shard of a global record id and the record's index in it."""
+        shard = int(np.searchsorted(self.shard_start, record, side="right")) - 1
+        return self.paths[shard], record - int(self.shard_start[shard])
 
     # -- epochs and positions ------------------------------------------------------------------
 
@@ -445,7 +545,9 @@ class ShardDataset(IterableDataset):
         return work, lo, hi, c0, c1
 
     def __len__(self) -> int:
-        """Batches per rank in a full epoch (exact for the batch dataset)."""
+        """Batches per rank in a full epoch (exact for columnar batches)."""
+        if self.packer is not None:
+            raise TypeError("the number of packed batches depends on the data; it has no len()")
         lo, hi = rank_span(int(self.sizes.sum()), self.rank, self.world_size, self.rank_unit,
                            self.remainder)
         return -(-(hi - lo) // self.chunk_size)
@@ -477,7 +579,7 @@ class ShardDataset(IterableDataset):
             worker = (info.id + self.rotate) % info.num_workers
             served, group = self.positions[worker][2], []
             for item in self._iter_worker(worker):
-                group.append(self.to_transport(item))
+                group.append(item)
                 served += 1
                 # group boundaries depend only on the worker's item count, so a resumed run
                 # sends the same groups and the DataLoader interleaves them in the same order
@@ -493,6 +595,7 @@ class ShardDataset(IterableDataset):
         try:
             for item in self._iter_worker(0):
                 self.advance(item.pop(POSITION_KEY))
+                item = self.from_transport(item)
                 if emit:
                     item[POSITION_KEY] = None
                 yield item
@@ -517,7 +620,8 @@ class ShardDataset(IterableDataset):
     def state_dict(self) -> dict:
         """This rank's exact position (plain Python: ints and lists, JSON/pickle friendly)."""
         return {
-            "version": STATE_VERSION, "kind": type(self).__name__, "seed": self.seed,
+            "version": STATE_VERSION, "kind": type(self.packer or self).__name__,
+            "seed": self.seed,
             "shuffle": self.shuffle, "num_records": int(self.sizes.sum()), "epoch": self.epoch,
             "work": [list(r) for r in self.work], "rank": self.rank,
             "world_size": self.world_size, "num_workers": self.num_workers,
@@ -565,7 +669,7 @@ class ShardDataset(IterableDataset):
         first = states[0]
         world, workers = first["world_size"], first["num_workers"]
         if len(states) != world:
-            if len(states) == 1 and self.items_per_chunk_fixed:
+            if len(states) == 1 and self.packer is None:
                 # batch dataset: ranks step in lockstep, so every rank is where this one is
                 states = [dict(first, rank=r) for r in range(world)]
             else:
@@ -601,31 +705,21 @@ class ShardDataset(IterableDataset):
             out += subtract_ranges([(a, b)], taken + out)
         return merge_ranges(out)
 
-    items_per_chunk_fixed = True
-
     def layout(self) -> dict:
         """What, besides the chunk size, decides how a chunk's items are numbered."""
-        return {}
+        return {} if self.packer is None else self.packer.layout()
 
     def consumed_in_chunk(self, order: EpochOrder, files: FileCache,
                           g_ranges: list[tuple[int, int]], items: int, layout: dict
                           ) -> list[tuple[int, int]]:
         """``G`` ranges of the records consumed by the first ``items`` items of a chunk that was
         cut up under ``layout``."""
-        return list(g_ranges) if items else []
+        if self.packer is None:
+            return list(g_ranges) if items else []
+        parts = [order.read(files, a, b) for a, b in g_ranges]
+        ids = np.concatenate([p[1] for p in parts])
+        window = self.plan(concat_blocks([p[0] for p in parts]), ids, layout)
+        g_pos = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in g_ranges])
+        done = g_pos[self.packer.consumed(window, items)]
+        return merge_ranges([(int(p), int(p) + 1) for p in done])
 
-
-def spec_for(token_feature: str, side_features: Sequence[str], spec: Spec) -> Spec:
-    """The part of ``spec`` the packed loader decodes (tokens must be a VarLen int64)."""
-    tokens = spec.get(token_feature)
-    if tokens is None:
-        raise KeyError(f"token feature {token_feature!r} is not in the spec ({sorted(spec)})")
-    if not isinstance(tokens, VarLen) or tokens.dtype != "int64":
-        tokens = VarLen("int64") if isinstance(tokens, FixedLen) and tokens.dtype == "int64" \
-            else tokens
-    if not isinstance(tokens, VarLen) or tokens.dtype != "int64":
-        raise TypeError(f"token feature {token_feature!r} must be int64 values, got {tokens}")
-    missing = [name for name in side_features if name not in spec]
-    if missing:
-        raise KeyError(f"side features {missing} are not in the spec ({sorted(spec)})")
-    return {token_feature: tokens, **{name: spec[name] for name in side_features}}

@@ -40,23 +40,26 @@ Keys of a multimodal packed batch: those of :mod:`shardforge.training.packing` (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
-from shardforge.records.spec import Ragged, VarLen
-from shardforge.training.loader import PackedDataset, ShardLoader
+from shardforge.features.state import Schema
+from shardforge.records.spec import Batch, Ragged, Spec, VarLen
+from shardforge.training.dataset import DocumentError
+from shardforge.training.loader import ShardLoader, build_loader
 from shardforge.training.packing import (
     IGNORE_INDEX,
     build_packed_batch,
+    consumed_documents,
     packed_to_numpy,
     packed_to_torch,
+    spec_for,
 )
 from shardforge.vision import (
     VisionLayout,
@@ -74,12 +77,8 @@ from shardforge.vision import (
 # --------------------------------------------------------------------------------------------
 
 
-class SampleError(ValueError):
+class SampleError(DocumentError):
     """A sample that cannot be packed; ``index`` is its row in the planned batch."""
-
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(message)
-        self.index = index
 
 
 def image_grids(images: Ragged) -> tuple[Ragged, VisionLayout | None]:
@@ -368,7 +367,7 @@ def build_multimodal_batch(
 ) -> dict[str, Any]:
     """The multimodal packed batch of bin ``i`` (module docstring): ``tokens`` (with markers)
     and ``images`` (the stored bytes of each image, see
-    :func:`shardforge.features.image.encode_pixels`), one row per sample of the plan.
+    :func:`shardforge.vision.encode_pixels`), one row per sample of the plan.
 
     ``levels_only=True`` leaves ``pixel_values`` out and returns the uint8 ``pixel_levels``
     instead (what worker processes send: :func:`mm_to_torch` normalizes them).
@@ -460,118 +459,107 @@ def mm_to_torch(batch: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-class MultimodalPackedDataset(PackedDataset):
-    """Multimodal packed batches from shards: each chunk of ``lookahead`` samples is planned
-    under both budgets and yielded bin by bin, resumable exactly like the text loader (a sample
-    counts as consumed once all its pieces were).
+@dataclass
+class MultimodalWindow:
+    """One planned window of samples."""
+
+    tokens: Ragged
+    images: Ragged
+    side: dict[str, Any]
+    doc_ids: np.ndarray
+    plan: MultimodalPackPlan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+@dataclass(frozen=True)
+class MultimodalPacker:
+    """Multimodal packed batches for :class:`~shardforge.training.dataset.ShardDataset`: each
+    window of ``lookahead`` samples is planned under both budgets and read bin by bin, resumable
+    exactly like text (a sample counts as consumed once all its pieces were).
 
     ``token_feature``: int64 tokens with image markers; ``image_feature``: the stored images
     of an ``sf.image`` column (their headers give grids and patch layout). ``mean`` / ``std``:
-    the normalization (default: the image column's, from the job's schema).
+    the normalization (default: the image column's, from the job's schema; CLIP's constants for
+    shards without one).
+
+    >>> packer = MultimodalPacker(token_budget=4096, patch_budget=16384, image_token_id=3)
+    >>> ds = ShardDataset("out/train", packer=packer)              # doctest: +SKIP
     """
 
-    def __init__(self, source: Any, *, token_budget: int, patch_budget: int,
-                 token_feature: str = "tokens", image_feature: str = "image",
-                 image_token_id: int, mean: Any = None, std: Any = None,
-                 side_features: Any = (), lookahead: int = 4096, **kwargs: Any) -> None:
-        super().__init__(source, packing_length=token_budget, token_feature=token_feature,
-                         side_features=side_features, lookahead=lookahead, **kwargs)
-        self.token_budget, self.patch_budget = int(token_budget), int(patch_budget)
-        self.image_feature, self.image_token_id = image_feature, int(image_token_id)
-        if (mean is None) != (std is None):
+    token_budget: int
+    patch_budget: int
+    image_token_id: int
+    token_feature: str = "tokens"
+    image_feature: str = "image"
+    side_features: Sequence[str] = ()
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    lookahead: int = 4096
+
+    def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither (the schema's)")
-        if mean is None:
-            mean, std = _schema_normalization(self.paths, kwargs.get("spec_or_schema"),
-                                              image_feature)
-        self.table = normalization_table(mean, std)
-        if image_feature not in self.spec:
-            raise KeyError(f"image feature {image_feature!r} is not in the spec "
-                           f"({sorted(self.spec)})")
-        self.decode_spec = {**self.decode_spec, image_feature: VarLen("bytes")}
+        if self.lookahead < 1:
+            raise ValueError(f"lookahead must be >= 1, got {self.lookahead}")
+
+    def bind(self, schema: Schema | Spec) -> MultimodalPacker:
+        """The packer with the image column's normalization from ``schema`` unless given."""
+        from shardforge.vision import CLIP_MEAN, CLIP_STD, image_normalization
+
+        if self.mean is not None:
+            return self
+        mean, std = (image_normalization(schema, self.image_feature)
+                     if isinstance(schema, Schema) else (CLIP_MEAN, CLIP_STD))
+        return dataclasses.replace(self, mean=mean, std=std)
+
+    def features(self, spec: Spec) -> Spec:
+        """The tokens, the side features and the stored images."""
+        decoded = spec_for(self.token_feature, self.side_features, spec)
+        if self.image_feature not in spec:
+            raise KeyError(f"image feature {self.image_feature!r} is not in the spec "
+                           f"({sorted(spec)})")
+        return {**decoded, self.image_feature: VarLen("bytes")}
 
     def layout(self) -> dict:
+        """The settings that decide how a window is cut into batches."""
         return {"token_budget": self.token_budget, "patch_budget": self.patch_budget,
                 "image_token_id": self.image_token_id}
 
-    def to_transport(self, item: dict) -> dict:
-        return mm_to_numpy(item)
-
-    def from_transport(self, item: dict) -> dict:
-        return mm_to_torch(item)
-
-    def _plan(self, block: Any, ids: np.ndarray, layout: dict | None = None
-              ) -> tuple[Any, dict, Any]:
-        layout = self.layout() if layout is None else layout
-        batch = self.decode(block, ids, self.decode_spec)
-        tokens = batch.pop(self.token_feature)
-        images = batch.pop(self.image_feature)
-        batch.pop("record_id", None)
+    def plan(self, docs: Batch, doc_ids: np.ndarray, layout: Mapping[str, Any]
+             ) -> MultimodalWindow:
+        """Bins of one window of decoded samples under ``layout``."""
+        tokens, images = docs[self.token_feature], docs[self.image_feature]
+        side = {name: column for name, column in docs.items()
+                if name not in (self.token_feature, self.image_feature)}
         grids, vision = image_grids(images)
-        try:
-            lm, vis, head = sample_lengths(tokens, grids, layout["image_token_id"],
-                                           (vision or VisionLayout()).merge_size)
-            plan = plan_multimodal(lm, vis, token_budget=layout["token_budget"],
-                                   patch_budget=layout["patch_budget"], head_lengths=head)
-        except SampleError as err:
-            raise ValueError(f"record {int(ids[err.index])} (global index in the shards of "
-                             f"{self.paths[0]!r}...): {err}") from None
-        return (tokens, images), batch, plan
+        lm, vis, head = sample_lengths(tokens, grids, layout["image_token_id"],
+                                       (vision or VisionLayout()).merge_size)
+        plan = plan_multimodal(lm, vis, token_budget=layout["token_budget"],
+                               patch_budget=layout["patch_budget"], head_lengths=head)
+        return MultimodalWindow(tokens, images, side, doc_ids, plan)
 
-    def chunk(self, block: Any, ids: np.ndarray) -> tuple[int, Callable[[int], dict]]:
-        (tokens, images), side, plan = self._plan(block, ids)
-        epoch = self.epoch
-        # made inside a DataLoader worker: send uint8 levels, normalized by from_transport
-        levels_only = get_worker_info() is not None
+    def batch(self, window: MultimodalWindow, i: int) -> dict[str, Any]:
+        """Batch ``i`` of ``window``, compact (:func:`mm_to_numpy`'s form: uint8 levels)."""
+        table = None if self.mean is None else normalization_table(self.mean, self.std)
+        return mm_to_numpy(build_multimodal_batch(
+            window.tokens, window.images, window.plan, i, image_token_id=self.image_token_id,
+            table=table, doc_ids=window.doc_ids, side_features=window.side, levels_only=True))
 
-        def make(i: int) -> dict:
-            out = build_multimodal_batch(
-                tokens, images, plan, i, image_token_id=self.image_token_id, table=self.table,
-                doc_ids=ids, side_features=side, levels_only=levels_only)
-            out["epoch"] = epoch
-            return out
+    def consumed(self, window: MultimodalWindow, items: int) -> np.ndarray:
+        """Samples the first ``items`` batches of ``window`` hold entirely."""
+        return consumed_documents(window.plan, items, len(window.doc_ids))
 
-        return len(plan), make
+    def to_torch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The multimodal packed batch (module docstring) from :meth:`batch`'s form."""
+        return mm_to_torch(batch)
 
 
-def _schema_normalization(paths: list[str], spec_or_schema: Any, feature: str
-                          ) -> tuple[Any, Any]:
-    """The image column's mean/std from the schema beside the shards; CLIP's constants when
-    the shards have no schema (records written by hand)."""
-    from shardforge.vision import CLIP_MEAN, CLIP_STD, image_normalization
-
-    schema = spec_or_schema if hasattr(spec_or_schema, "state") else None
-    if schema is None and not isinstance(spec_or_schema, dict):
-        import shardforge.features as sf
-
-        shard_dir = Path(paths[0]).parent
-        for candidate in (shard_dir, shard_dir.parent):
-            if (candidate / "schema.pbtxt").exists():
-                schema = sf.load_schema(str(candidate))
-                break
-    if schema is None:
-        return CLIP_MEAN, CLIP_STD
-    return image_normalization(schema, feature)
-
-
-def multimodal_loader(
-    source: Any,
-    *,
-    token_budget: int,
-    patch_budget: int,
-    image_token_id: int,
-    token_feature: str = "tokens",
-    image_feature: str = "image",
-    mean: Any = None,
-    std: Any = None,
-    num_workers: int = 0,
-    seed: int = 0,
-    shuffle: bool = True,
-    lookahead: int = 4096,
-    prefetch_factor: int = 2,
-    **kwargs: Any,
-) -> ShardLoader:
+def multimodal_loader(source: Any, **settings: Any) -> ShardLoader:
     """Multimodal packed batches (module docstring) from the shards of a job with an
-    ``sf.image`` column, resumable exactly (``state_dict`` / ``load_state_dict``).
+    ``sf.image`` column, resumable exactly (``state_dict`` / ``load_state_dict``):
+    ``ShardDataset(source, packer=MultimodalPacker(...))`` read by a ``ShardLoader``.
 
     Example (a job with ``sf.text("caption")`` and ``sf.image("image")`` columns)::
 
@@ -579,16 +567,12 @@ def multimodal_loader(
                                    image_token_id=3, token_feature="caption")
         batch = next(iter(loader))    # pixel_values [P, 1176], image_grid_thw [n, 3], ...
 
-    ``mean`` and ``std`` default to the image column's (from the job's schema). Other keyword
-    arguments are :class:`~shardforge.training.dataset.ShardDataset`'s (``rank``,
-    ``world_size``, ...).
+    ``settings``: :class:`MultimodalPacker`'s fields (``token_budget``, ``patch_budget``,
+    ``image_token_id``, ``mean`` and ``std`` defaulting to the image column's, ...),
+    :class:`~shardforge.training.loader.ShardLoader`'s (``num_workers``, ...) and
+    :class:`~shardforge.training.dataset.ShardDataset`'s (``seed``, ``rank``, ...).
     """
-    dataset = MultimodalPackedDataset(
-        source, token_budget=token_budget, patch_budget=patch_budget,
-        token_feature=token_feature, image_feature=image_feature, image_token_id=image_token_id,
-        mean=mean, std=std, seed=seed, shuffle=shuffle, lookahead=lookahead,
-        **kwargs)
-    return ShardLoader(dataset, num_workers=num_workers, prefetch_factor=prefetch_factor)
+    return build_loader(source, settings, MultimodalPacker)
 
 
 def hf_vlm_inputs(batch: Mapping[str, Any], pad_token_id: int = 0) -> dict[str, Any]:

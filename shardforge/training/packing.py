@@ -40,13 +40,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
 import torch
 
-from shardforge.records.spec import Ragged
+from shardforge.records.spec import Batch, FixedLen, Ragged, Spec, VarLen
+
+if TYPE_CHECKING:
+    from shardforge.features.state import Schema
 
 IGNORE_INDEX = -100
 STRATEGIES = ("ffd", "bfd", "nf")
@@ -300,15 +303,9 @@ def _as_ragged(tokens: Ragged | Sequence[Any]) -> Ragged:
 
 
 def _side_rows(column: Any, rows: np.ndarray) -> Any:
-    if isinstance(column, Ragged):
-        return column.take(rows)
-    if isinstance(column, torch.Tensor):
-        return column[torch.from_numpy(rows)]
-    column = np.asarray(column)
-    taken = column[rows]
-    if taken.dtype.kind in "biuf":
-        return torch.from_numpy(np.ascontiguousarray(taken))
-    return taken
+    if isinstance(column, (Ragged, torch.Tensor)):
+        return column.take(rows) if isinstance(column, Ragged) else column[torch.from_numpy(rows)]
+    return np.ascontiguousarray(np.asarray(column)[rows])
 
 
 def build_packed_batch(
@@ -336,6 +333,23 @@ def build_packed_batch(
     >>> b["cu_seqlens"].tolist(), b["max_seqlen"]
     ([0, 3, 5], 3)
     """
+    return packed_to_torch(compact_packed_batch(
+        tokens, piece_doc, piece_start, piece_length, side_features=side_features,
+        doc_ids=doc_ids, packing_length=packing_length))
+
+
+def compact_packed_batch(
+    tokens: Ragged | Sequence[Any],
+    piece_doc: np.ndarray,
+    piece_start: np.ndarray | None = None,
+    piece_length: np.ndarray | None = None,
+    *,
+    side_features: Mapping[str, Any] | None = None,
+    doc_ids: np.ndarray | None = None,
+    packing_length: int | None = None,
+) -> dict[str, Any]:
+    """:func:`build_packed_batch`'s batch in :func:`packed_to_numpy`'s compact form (what a
+    DataLoader worker sends; :func:`packed_to_torch` completes it)."""
     tokens = _as_ragged(tokens)
     piece_doc = np.asarray(piece_doc, dtype=np.int64)
     doc_lengths = tokens.row_lengths()
@@ -352,12 +366,16 @@ def build_packed_batch(
     np.cumsum(piece_length, out=cu[1:])
     total = int(cu[-1])
     index = np.repeat(tokens.row_splits[piece_doc] + piece_start - cu[:-1], piece_length)
-    input_ids = np.asarray(tokens.values[index + np.arange(total)], dtype=np.int64)
     ids = piece_doc if doc_ids is None else np.asarray(doc_ids, dtype=np.int64)[piece_doc]
-    batch = _assemble(input_ids, cu, ids, piece_start,
-                      1.0 if packing_length is None else total / packing_length)
+    batch = {
+        "input_ids": np.asarray(tokens.values[index + np.arange(total)], dtype=np.int64),
+        "cu_seqlens": cu.astype(np.int32),
+        "doc_ids": np.ascontiguousarray(ids, dtype=np.int64),
+        "doc_offsets": piece_start,
+        "packing_efficiency": 1.0 if packing_length is None else total / packing_length,
+    }
     for name, column in (side_features or {}).items():
-        if name in batch:
+        if name in batch or name in _DERIVED:
             raise ValueError(f"side feature {name!r} clashes with a packed-batch key")
         batch[name] = _side_rows(column, piece_doc)
     return batch
@@ -514,6 +532,132 @@ def hf_kwargs(batch: Mapping[str, Any]) -> dict[str, Any]:
         "max_length_k": max_length,
         "use_cache": False,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The text packer: what ShardDataset hands each window of documents to.
+# --------------------------------------------------------------------------------------------
+
+
+def spec_for(token_feature: str, side_features: Sequence[str], spec: Spec) -> Spec:
+    """The part of ``spec`` a packer decodes (tokens must be int64 values)."""
+    tokens = spec.get(token_feature)
+    if tokens is None:
+        raise KeyError(f"token feature {token_feature!r} is not in the spec ({sorted(spec)})")
+    if isinstance(tokens, FixedLen) and tokens.dtype == "int64":
+        tokens = VarLen("int64")
+    if not isinstance(tokens, VarLen) or tokens.dtype != "int64":
+        raise TypeError(f"token feature {token_feature!r} must be int64 values, got {tokens}")
+    missing = [name for name in side_features if name not in spec]
+    if missing:
+        raise KeyError(f"side features {missing} are not in the spec ({sorted(spec)})")
+    return {token_feature: tokens, **{name: spec[name] for name in side_features}}
+
+
+def consumed_documents(plan: PackPlan | Any, items: int, n_docs: int) -> np.ndarray:
+    """Which of a window's ``n_docs`` documents the first ``items`` bins of ``plan`` hold
+    entirely (bool per document). A split document whose first pieces were consumed counts as
+    not consumed (read again in full on resume: tokens may repeat, none is lost); an empty
+    document has no piece and is consumed with the window's first bin."""
+    consumed = np.zeros(len(plan.piece_doc), dtype=bool)
+    consumed[plan.order[: plan.bin_splits[items]]] = True
+    pieces_left = np.bincount(plan.piece_doc[~consumed], minlength=n_docs)
+    has_pieces = np.bincount(plan.piece_doc, minlength=n_docs) > 0
+    return (pieces_left == 0) & (has_pieces | (items > 0))
+
+
+@dataclass
+class TextWindow:
+    """One planned window of documents (``plan`` is ``None`` when flattening)."""
+
+    tokens: Ragged
+    side: dict[str, Any]
+    doc_ids: np.ndarray
+    plan: PackPlan | None
+
+    def __len__(self) -> int:
+        if self.plan is None:
+            return int(self.tokens.row_lengths().sum() > 0)
+        return len(self.plan)
+
+
+@dataclass(frozen=True)
+class TextPacker:
+    """Packed, padding-free token batches for
+    :class:`~shardforge.training.dataset.ShardDataset`: each window of ``lookahead`` documents
+    (records, in the dataset's shuffled order) is planned into bins of ``packing_length`` tokens
+    and read bin by bin. ``packing_length=None`` flattens each window into one batch instead
+    (HuggingFace's ``DataCollatorWithFlattening``: ``lookahead`` documents per batch).
+
+    ``token_feature``: the int64 token ids of each record; ``side_features``: per-document
+    features carried along (one row per document of the batch); ``strategy`` ``"ffd"`` /
+    ``"bfd"`` / ``"nf"`` and ``overflow`` ``"split"`` / ``"truncate"`` as in
+    :func:`plan_packs`.
+
+    >>> ds = ShardDataset("out/train", packer=TextPacker(packing_length=4096))  # doctest: +SKIP
+    """
+
+    packing_length: int | None = 4096
+    token_feature: str = "tokens"
+    side_features: Sequence[str] = ()
+    strategy: str = "ffd"
+    lookahead: int = 4096
+    overflow: str = "split"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.overflow not in OVERFLOW:
+            raise ValueError(f"overflow must be one of {OVERFLOW}, got {self.overflow!r}")
+        if self.packing_length is not None and self.packing_length < 1:
+            raise ValueError(f"packing_length must be >= 1, got {self.packing_length}")
+        if self.lookahead < 1:
+            raise ValueError(f"lookahead must be >= 1, got {self.lookahead}")
+
+    def bind(self, schema: Schema | Spec) -> TextPacker:
+        """Nothing to take from the job's schema: the packer as it is."""
+        return self
+
+    def features(self, spec: Spec) -> Spec:
+        """The token feature (as int64 values) and the side features."""
+        return spec_for(self.token_feature, self.side_features, spec)
+
+    def layout(self) -> dict:
+        """The settings that decide how a window is cut into batches."""
+        return {"packing_length": self.packing_length, "strategy": self.strategy,
+                "overflow": self.overflow}
+
+    def plan(self, docs: Batch, doc_ids: np.ndarray, layout: Mapping[str, Any]) -> TextWindow:
+        """Bins of one window of decoded documents under ``layout``."""
+        tokens = docs[self.token_feature]
+        side = {name: column for name, column in docs.items() if name != self.token_feature}
+        plan = None
+        if layout["packing_length"] is not None:
+            plan = plan_packs(tokens.row_lengths(), layout["packing_length"],
+                              strategy=layout["strategy"], overflow=layout["overflow"])
+        return TextWindow(tokens, side, doc_ids, plan)
+
+    def batch(self, window: TextWindow, i: int) -> dict[str, Any]:
+        """Batch ``i`` of ``window``, compact (:func:`packed_to_numpy`'s form)."""
+        if window.plan is None:
+            docs = np.flatnonzero(window.tokens.row_lengths() > 0)
+            return compact_packed_batch(window.tokens, docs, side_features=window.side,
+                                        doc_ids=window.doc_ids)
+        plan, pieces = window.plan, window.plan.bin(i)
+        return compact_packed_batch(window.tokens, plan.piece_doc[pieces],
+                                    plan.piece_start[pieces], plan.piece_length[pieces],
+                                    side_features=window.side, doc_ids=window.doc_ids,
+                                    packing_length=plan.packing_length)
+
+    def consumed(self, window: TextWindow, items: int) -> np.ndarray:
+        """Documents the first ``items`` batches of ``window`` hold entirely."""
+        if window.plan is None:
+            return np.full(len(window.doc_ids), items > 0)
+        return consumed_documents(window.plan, items, len(window.doc_ids))
+
+    def to_torch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The packed batch (module docstring) from :meth:`batch`'s compact form."""
+        return packed_to_torch(batch)
 
 
 # --------------------------------------------------------------------------------------------

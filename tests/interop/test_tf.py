@@ -116,11 +116,6 @@ def test_feature_spec_of_every_kind_parses_like_shardforge(tmp_path):
     assert sparse == tf.io.VarLenFeature(tf.int64)
 
 
-def test_schema_method_is_the_same_spec(output):
-    schema = load_schema(str(output))
-    assert schema.tf_feature_spec() == tf_feature_spec(schema)
-
-
 def test_tfmd_schema_is_read_by_tensorflow_metadata(output):
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2 as tfmd

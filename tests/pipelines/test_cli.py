@@ -61,4 +61,4 @@ def test_stats_table_and_html(run_out, capsys):
     with open(os.path.join(out, "stats.html")) as f:
         page = f.read()
     assert page.count("data:image/png;base64,") >= 5
-    assert ">price</th>" in page and "train | eval" in page
+    assert 'id="inputs-price">' in page and "<th>train</th><th>eval</th>" in page

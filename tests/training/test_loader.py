@@ -1,12 +1,14 @@
 """Loaders: exact resumption through DataLoader worker processes, packed batches from shards
 (documents intact, labels and positions per document), topology-change resume of packed data."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
 
 from shardforge.training import ShardLoader, packed_loader, shard_loader
-from shardforge.training.dataset import POSITION_KEY
+from shardforge.training.dataset import POSITION_KEY, ShardDataset
 from shardforge.training.packing import IGNORE_INDEX
 from tests.training.test_dataset import write_shards
 
@@ -173,3 +175,66 @@ def test_decode_error_through_a_worker_names_shard_record_and_feature(tmp_path, 
                        match=f"{bad}: feature 'tokens' of record 11: expected int64"):
         for _ in packed(str(directory), num_workers=num_workers):
             pass
+
+
+@dataclass(frozen=True)
+class PairPacker:
+    """A packer of one's own (the declared Packer protocol): documents two by two."""
+
+    lookahead: int = 10
+
+    def bind(self, schema):
+        return self
+
+    def features(self, spec):
+        return {"tokens": spec["tokens"]}
+
+    def layout(self):
+        return {"per_batch": 2}
+
+    def plan(self, docs, doc_ids, layout):
+        n = layout["per_batch"]
+        return [doc_ids[i : i + n] for i in range(0, len(doc_ids), n)]
+
+    def batch(self, window, i):
+        return {"doc_ids": window[i]}
+
+    def consumed(self, window, items):
+        done = np.zeros(sum(len(pair) for pair in window), dtype=bool)
+        done[: sum(len(pair) for pair in window[:items])] = True
+        return done
+
+    def to_torch(self, batch):
+        return {"doc_ids": torch.from_numpy(batch["doc_ids"])}
+
+
+def test_a_packer_of_ones_own_is_handed_to_the_same_dataset_and_resumes_exactly(shards):
+    path, docs = shards
+
+    def make(num_workers=2, **kw):
+        dataset = ShardDataset(path, packer=PairPacker(), seed=5, shuffle_buffer=50,
+                               block_size=8, **kw)
+        return ShardLoader(dataset, num_workers=num_workers)
+
+    full = doc_ids(make())
+    assert all(len(pair) == 2 for pair in full[:-1])
+    assert sorted(sum(full, [])) == list(range(len(docs)))
+    loader, head = make(), []
+    for batch in loader:
+        head.append(batch["doc_ids"].tolist())
+        if len(head) == 7:
+            break
+    resumed = make()
+    resumed.load_state_dict(loader.state_dict())
+    assert head + doc_ids(resumed) == full
+
+    consumed, states = [], []  # two ranks stop part-way; one process reads the rest once
+    for rank in range(2):
+        loader = make(num_workers=0, rank=rank, world_size=2)
+        it = iter(loader)
+        consumed += [d for _ in range(3 + rank) for d in next(it)["doc_ids"].tolist()]
+        states.append(loader.state_dict())
+    resumed = make(num_workers=0, rank=0, world_size=1)
+    resumed.load_state_dict(states)
+    everything = consumed + [d for b in resumed for d in b["doc_ids"].tolist()]
+    assert len(everything) == len(set(everything)) == len(docs) // 2 * 2

@@ -186,3 +186,46 @@ def test_raw_storage_gives_the_same_batches(tmp_path, shards):
     a = [b["pixel_values"] for b in _loader(shards[0])]
     b = [b["pixel_values"] for b in _loader(str(tmp_path / "raw"))]
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == len(b)
+
+
+def test_normalization_comes_from_the_schema_the_loader_is_given(tmp_path, shards):
+    """``spec_or_schema`` as a path: its image column's learned mean/std normalize the pixels
+    (not CLIP's constants, which shards without a schema above them get)."""
+    import io
+
+    from PIL import Image
+
+    import shardforge.features as sf
+    from shardforge.vision import image_normalization
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 80, (16, 16, 3), np.uint8)).save(
+        buf, "PNG")
+    fs = sf.FeatureSet([sf.text("text", vocabulary_list=["a", "b"], name="tokens"),
+                        sf.image("images", normalize="learned", name="image")])
+    batch, _ = fs.coerce({"text": ["a b"], "images": [[buf.getvalue()]]})
+    fs.fit([batch]).save(str(tmp_path))
+    mean, std = image_normalization(sf.load_schema(str(tmp_path)), "image")
+    by_path = [b["pixel_values"] for b in _loader(shards[0], spec_or_schema=str(tmp_path))]
+    by_value = [b["pixel_values"] for b in _loader(shards[0], mean=mean, std=std)]
+    clip = [b["pixel_values"] for b in _loader(shards[0])]
+    assert len(by_path) == len(by_value) == len(clip)
+    assert all(torch.equal(x, y) for x, y in zip(by_path, by_value))
+    assert not all(torch.equal(x, y) for x, y in zip(by_path, clip))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_sample_that_cannot_be_packed_is_named_by_shard_and_record(tmp_path, num_workers):
+    rng = np.random.default_rng(4)
+    (tmp_path / "train").mkdir()
+    path = tmp_path / "train" / "part-00000-of-00001.tfrecord"
+    with TFRecordWriter(path) as w:
+        for i in range(6):
+            markers = [IMG, IMG] if i == 4 else [IMG]  # sample 4: two markers, one image
+            w.write(encode_example({"tokens": [11, *markers, 12],
+                                    "image": [encode_pixels(_image(rng, 8, 8), LAYOUT, "png")]}))
+    build_index(path)
+    with pytest.raises((ValueError, RuntimeError),
+                       match=f"{path}: record 4: sample 4 has 2 image markers"):
+        for _ in _loader(str(tmp_path / "train"), shuffle=False, num_workers=num_workers):
+            pass
