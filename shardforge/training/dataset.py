@@ -532,7 +532,12 @@ class ShardDataset(IterableDataset):
         self.source_start = np.cumsum([0] + [int(s.sum()) for s in self.source_sizes])
         schemas = {src.name: resolve_schema(spec_or_schema, paths)
                    for src, paths in zip(self.mixture.sources, source_paths)}
-        schema = schemas[self.source_names[0]]
+        complete = {src.name: schemas[src.name] for src in self.mixture.sources
+                    if not src.missing}  # the sources that set the packer up
+        if not complete:
+            raise ValueError("every source declares missing features: at least one must have "
+                             "all the features read")
+        schema = next(iter(complete.values()))
         spec = spec_of(schema)
         if features is not None:
             missing = sorted(set(features) - set(spec))
@@ -540,9 +545,10 @@ class ShardDataset(IterableDataset):
                 raise KeyError(f"features {missing} are not in the spec ({sorted(spec)})")
             spec = {name: spec[name] for name in features}
         self.spec: Spec = spec
-        self.packer = None if packer is None else bind_packer(packer, schemas)
+        self.packer = None if packer is None else bind_packer(packer, complete)
         self.decode_spec = spec if self.packer is None else self.packer.features(spec)
-        check_features(schemas, list(self.decode_spec))
+        check_features(schemas, self.decode_spec,
+                       {src.name: src.missing for src in self.mixture.sources})
         documents = [int(sizes.sum()) for sizes in self.source_sizes]
         tokens = (None if self.mixture.temperature is None
                   else [source_tokens(src, self.mixture.token_feature)

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shardforge.records.spec import VarLen
+
 if TYPE_CHECKING:
     from shardforge.features.state import Schema
 
@@ -54,7 +56,9 @@ class Source:
     proportion to the sources' sizes, or to their tokens raised to the mixture's
     ``temperature``). ``epochs``: the most passes over this source one mixture epoch may make
     (its upsampling cap). ``name``: what metrics and errors call it (default: the path's last
-    component).
+    component). ``missing``: variable-length features the recipe reads that this source does
+    not have, read as empty (a text-only source in an image–text mixture:
+    ``missing=("image",)``); any other feature a source lacks is an error.
 
     >>> Source("out/code", weight=0.3).name
     'code'
@@ -65,8 +69,10 @@ class Source:
     split: str = "train"
     epochs: float = 1.0
     name: str = ""
+    missing: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.missing = tuple(self.missing)
         if not isinstance(self.path, str):
             self.path = tuple(os.fspath(p) for p in self.path)
         if not self.name:
@@ -100,7 +106,7 @@ class Source:
         if not isinstance(value, Mapping) or "path" not in value:
             raise ValueError(f"a data source is a path, 'path:weight' or a mapping with a "
                              f"'path', got {value!r}")
-        fields = {"path", "weight", "split", "epochs", "name"}
+        fields = {"path", "weight", "split", "epochs", "name", "missing"}
         unknown = sorted(set(value) - fields)
         if unknown:
             raise ValueError(f"data source {value['path']!r}: unknown keys {unknown}; "
@@ -350,23 +356,26 @@ def feature_fingerprint(schema: Schema | Mapping[str, Any], feature: str) -> dic
 
 
 def check_features(schemas: Mapping[str, Schema | Mapping[str, Any]],
-                   features: Sequence[str]) -> None:
-    """Every source (name -> its schema or spec) has ``features``, each meaning what it means in
-    the first source: same type, and for ids the same vocabulary (by hash). Raises naming the
-    source and the feature."""
-    names = list(schemas)
-    first = names[0]
-    for feature in features:
-        reference = None
-        for name in names:
-            schema = schemas[name]
+                   features: Mapping[str, Any], missing: Mapping[str, Sequence[str]]) -> None:
+    """Every source (name -> its schema or spec) has ``features`` (name -> parse spec entry),
+    each meaning what it means in the first source that has it: same type, and for ids the same
+    vocabulary (by hash); only a variable-length feature may be declared ``missing`` in a
+    source (read as empty). Raises naming the source and the feature."""
+    for feature, kind in features.items():
+        reference, first = None, None
+        for name, schema in schemas.items():
             spec = schema if isinstance(schema, Mapping) else schema.spec
+            if feature in missing.get(name, ()):
+                if not isinstance(kind, VarLen):
+                    raise ValueError(f"source {name!r}: only a variable-length feature can be "
+                                     f"missing (read as empty), {feature!r} is {kind}")
+                continue
             if feature not in spec:
                 raise KeyError(f"source {name!r} has no feature {feature!r} (the mixture reads "
                                f"it; its features: {sorted(spec)})")
             fp = feature_fingerprint(schema, feature)
             if reference is None:
-                reference = fp
+                reference, first = fp, name
                 continue
             differ = {k: (reference.get(k), fp.get(k)) for k in reference.keys() | fp.keys()
                       if reference.get(k) != fp.get(k)}

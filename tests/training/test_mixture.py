@@ -310,3 +310,56 @@ def test_sources_that_disagree_on_a_feature_are_named(tmp_path):
         packed(Mixture([Source(a), Source(b)]))
     with pytest.raises(KeyError, match="source 'c' has no feature 'id'"):
         packed(Mixture([Source(a), Source(c)]), side_features=("id",))
+
+
+def test_image_text_and_text_only_sources_mix_under_both_budgets_and_resume(tmp_path):
+    from shardforge.records import TFRecordWriter, build_index, encode_example
+    from shardforge.training.mm_packing import multimodal_loader
+    from tests.vision.test_mm_packing import IMG, write_samples
+
+    write_samples(tmp_path / "captions" / "train", n=60)
+    text = tmp_path / "text" / "train"
+    text.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    with TFRecordWriter(text / "part-00000-of-00001.tfrecord") as w:
+        for _ in range(50):
+            w.write(encode_example({"tokens": rng.integers(10, 100, int(rng.integers(1, 40)))}))
+    build_index(text / "part-00000-of-00001.tfrecord")
+    mix = Mixture([Source(str(tmp_path / "captions"), weight=0.5),
+                   Source(str(tmp_path / "text"), weight=0.5, missing=("image",))])
+
+    def make(**kw):
+        return multimodal_loader(mix, token_budget=96, patch_budget=160, image_token_id=IMG,
+                                 lookahead=20, seed=1, remainder="keep", **kw)
+
+    full = make(num_workers=2)
+    batches = [(b["doc_ids"].tolist(), b["image_doc"].tolist(), b["doc_offsets"].tolist())
+               for b in full]
+    ds = full.dataset
+    assert ds.counts.tolist() == [50, 50]
+    for ids, image_doc, _ in batches:  # text-only documents bring no image
+        assert all(ds.source_of([ids[d]])[0] == 0 for d in image_doc)
+    firsts = [d for ids, _, offsets in batches for d, o in zip(ids, offsets) if o == 0]
+    assert Counter(ds.source_of(firsts).tolist()) == {0: 50, 1: 50}
+    with pytest.raises(KeyError, match="source 'text' has no feature 'image'"):
+        multimodal_loader(Mixture([mix.sources[0], Source(str(tmp_path / "text"), weight=1)]),
+                          token_budget=96, patch_budget=160, image_token_id=IMG)
+
+    consumed, states = [], []  # two ranks stop part-way; three ranks, then one, read the rest
+    for rank in range(2):
+        loader = make(rank=rank, world_size=2)
+        it = iter(loader)
+        consumed += [d for _ in range(2 + rank) for d in next(it)["doc_ids"].tolist()]
+        states.append(loader.state_dict())
+    again = []
+    for rank in range(3):
+        loader = make(rank=rank, world_size=3)
+        loader.load_state_dict(states)
+        it = iter(loader)
+        consumed += [d for _ in range(rank) for d in next(it)["doc_ids"].tolist()]
+        again.append(loader.state_dict())
+    loader = make(num_workers=2)
+    loader.load_state_dict(again)
+    consumed += [d for b in loader for d in b["doc_ids"].tolist()]
+    # (a text document split over two batches is read again whole if only its head was taken)
+    assert set(consumed) == set(firsts)
