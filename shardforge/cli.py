@@ -4,27 +4,33 @@ Each subcommand lives beside the component it drives, in a module exposing
 ``add_arguments(parser)`` and ``main(args) -> int``. Those modules import their heavy
 dependencies (Beam, torch) inside ``main`` so that ``shardforge inspect`` never pays for Beam.
 
-A command that fails prints one line on stderr, ``shardforge CMD: error: what went wrong; what to
-do``, and exits 2 for a mistake in what was asked (a missing file, a bad option or config key) and
-1 for anything else; ``--verbose`` adds the traceback.
+The one exit-code rule, applied here and nowhere else: a command that fails prints one line on
+stderr, ``shardforge CMD: error: what went wrong; what to do``, and exits 2 for the user's mistake
+(an exception of :data:`USER_ERRORS`: a missing or invalid file, input, column, option or config
+key) and 1 for anything else; ``--verbose`` adds the traceback. Ctrl-C exits 130 with one line
+saying what state the output or run is in (a command raises :class:`Interrupted` to say it).
+Beam's, absl's and gRPC's logging stay silent unless ``--verbose``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import shlex
 import sys
 import traceback
 from pathlib import Path
 
 from shardforge import __version__
-from shardforge.records.manifest import OutputError
+from shardforge.records.manifest import OutputError, OutputLocked
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("shardforge.pipelines.cli_run", "Beam job: read raw data, analyze, transform, shard"),
     "stats": ("shardforge.pipelines.cli_stats", "per-feature statistics table and stats.html"),
+    "validate": ("shardforge.pipelines.cli_validate",
+                 "anomalies and drift of new data against a reference output"),
     "inspect": ("shardforge.records.cli_inspect", "count, verify and pretty-print TFRecord files"),
     "index": ("shardforge.records.cli_index", "(re)build the index files of TFRecord shards"),
     "train": ("shardforge.training.cli_train", "train a model from shards"),
@@ -33,14 +39,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "example": ("shardforge.examples.cli_example",
                 "write an example's feature set, config and data into a directory"),
 }
-# Errors that mean "what you asked for is wrong": the message says what to change, no traceback.
-USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                IsADirectoryError, PermissionError, OutputError)
 MAX_ERROR_CHARS = 240  # of an unexpected error's message; --verbose prints all of it
+# Libraries that log at import and while a job runs; silent unless --verbose.
+NOISY_LOGGERS = ("apache_beam", "absl", "grpc", "apitools")
 
 
-class CommandError(Exception):
-    """A mistake in what the user asked for; its message says what to do instead."""
+class UserError(Exception):
+    """A mistake in what the user asked for; its message says what to do instead (exit 2)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped a command; the message says what state it left behind, e.g.
+    ``Interrupted("the previous output in out is intact; nothing was published")``."""
+
+
+# The user's mistakes (exit 2): what was asked for is wrong, the message says what to change.
+# Another job holding an output's lock (OutputLocked) is not one of them: exit 1.
+USER_ERRORS = (UserError, ValueError, KeyError, FileNotFoundError, FileExistsError,
+               NotADirectoryError, IsADirectoryError, PermissionError, OutputError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,9 +101,33 @@ def error_message(err: BaseException) -> str:
     """One line for ``err``: its message (a ``KeyError``'s without the quotes), or its type."""
     text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     text = " ".join(str(text).split())
-    if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in text:
-        text = f"{text}: {err.filename}"
+    if isinstance(err, OSError) and err.strerror and err.filename:  # not "[Errno 2] …: 'x'"
+        text = f"{err.filename}: {err.strerror}"
+    elif isinstance(err, FileNotFoundError) and err.args == (text,) and " " not in text:
+        text = f"{text}: no such file or directory"  # the message is only the path
     return text or type(err).__name__
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code of a command that raised ``err``: 2 for the user's mistake, else 1."""
+    return 2 if isinstance(err, USER_ERRORS) and not isinstance(err, OutputLocked) else 1
+
+
+def _not_from_a_library(record: logging.LogRecord) -> bool:
+    """False for a record a noisy library logged through the root logger (Beam's "apitools not
+    found" notice at import is ``logging.warning``)."""
+    parts = Path(record.pathname).parts
+    return not any(name in parts for name in NOISY_LOGGERS)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Silence the logging of Beam, absl, gRPC and apitools, unless ``verbose``; shardforge's
+    own progress and errors go to stderr directly."""
+    if verbose:
+        return
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    logging.getLogger().addFilter(_not_from_a_library)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,18 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    quiet_libraries(args.verbose)
     try:
         return int(args._main(args) or 0)
-    except KeyboardInterrupt:
-        print(f"shardforge {args.command}: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted) as err:
+        if args.verbose:
+            traceback.print_exception(err)
+        state = f": {err}" if isinstance(err, Interrupted) else ""
+        print(f"shardforge {args.command}: interrupted{state}", file=sys.stderr)
         return 130
-    except (CommandError, *USAGE_ERRORS) as err:
-        failure, code, text = err, 2, error_message(err)
     except Exception as err:  # noqa: BLE001 - the one place every command's failure is reported
-        # not one of ours: its first line only (a Beam worker's error holds whole tracebacks)
-        first = (str(err).strip().splitlines() or [""])[0]
-        first = first if len(first) <= MAX_ERROR_CHARS else first[:MAX_ERROR_CHARS] + " …"
-        failure, code, text = err, 1, f"{type(err).__name__}: {first}".rstrip(": ")
+        failure, code = err, exit_code(err)
+        if code == 2 or isinstance(err, OutputLocked):  # our own message: what to do, in full
+            text = error_message(err)
+        else:  # not one of ours: its first line only (a Beam worker's error holds tracebacks)
+            first = (str(err).strip().splitlines() or [""])[0]
+            first = first if len(first) <= MAX_ERROR_CHARS else first[:MAX_ERROR_CHARS] + " …"
+            text = f"{type(err).__name__}: {first}".rstrip(": ")
     if args.verbose:
         traceback.print_exception(failure)
     else:
@@ -121,4 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m shardforge.cli`: run the imported module, whose UserError and Interrupted are
+    # the classes the commands raise (this __main__ copy has classes of its own)
+    from shardforge.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -102,9 +102,14 @@ def generate_clicklog(n_rows: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def write_csv(path: str, n_rows: int, seed: int = 0) -> str:
     """Write the click log as CSV with a header; a missing price is an empty field."""
+    return columns_to_csv(path, generate_clicklog(n_rows, seed))
+
+
+def columns_to_csv(path: str, cols: dict[str, np.ndarray]) -> str:
+    """Write click-log columns (as :func:`generate_clicklog` returns them, possibly altered) as
+    CSV; a NaN is an empty field, and columns beyond the click log's are written too."""
     import pyarrow.csv as pacsv
 
-    cols = generate_clicklog(n_rows, seed)
     table = pa.table(
         {
             "label": cols["label"],
@@ -117,6 +122,8 @@ def write_csv(path: str, n_rows: int, seed: int = 0) -> str:
             "lon": cols["lon"],
         }
     )
+    for name in sorted(set(cols) - set(table.column_names)):
+        table = table.append_column(name, pa.array(cols[name], from_pandas=True))
     pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
     return path
 

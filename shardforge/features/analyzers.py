@@ -437,6 +437,13 @@ class Vocabulary:
         acc["counts"] = {k: c - cut for k, c in table.items() if c > cut}
         acc["decrement"] += cut
 
+    def counted(self, acc: dict) -> tuple[list[tuple], int]:
+        """Every value as counted (no vocabulary cut, empty strings included), most frequent
+        first (ties by value), and how much any count may be low by (0 unless the bounded
+        summary pruned; then the number of distinct values is only known to exceed
+        ``capacity``)."""
+        return sorted(acc["counts"].items(), key=lambda kv: (-kv[1], kv[0])), acc["decrement"]
+
     def extract(self, acc: dict) -> Vocab:
         items = acc["counts"].items()
         if self.dtype == "bytes":
@@ -569,6 +576,19 @@ class Quantiles:
         stops = np.r_[starts[1:], len(k)] - 1
         # buckets are in value order, so a run's min is its first bucket's, its max its last's
         return shift + low, k[starts], np.add.reduceat(counts, starts), lo[starts], hi[stops]
+
+    def points(self, acc: dict) -> tuple[np.ndarray, np.ndarray, float]:
+        """The accumulated values as sorted weighted points ``(values, weights, eps)``: the exact
+        distinct values with their counts, or past ``exact_capacity`` the buckets' midpoints
+        with their counts. ``eps`` bounds the rank error of a quantile read off them, as a
+        share of the values (the largest bucket spanning more than one value; 0 while exact)."""
+        if acc["hist"] is None:
+            values, weights = acc["exact"]
+            return values, weights, 0.0
+        _, _, counts, lo, hi = acc["hist"]
+        n = int(counts.sum())
+        eps = float(np.where(lo < hi, counts, 0).max()) / n if n else 0.0
+        return (lo + hi) / 2, counts, eps
 
     def extract(self, acc: dict) -> Boundaries:
         n_q = self.num_buckets

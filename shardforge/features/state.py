@@ -9,10 +9,10 @@ from google.protobuf import text_format
 
 from shardforge.features.analyzers import _STAT_FIELDS, Boundaries, Stats, Vocab
 from shardforge.protos import schema_pb2
+from shardforge.records.layout import SCHEMA_FILE, atomic_write
 from shardforge.records.manifest import check_readable
 from shardforge.records.spec import FixedLen, Spec, VarLen
 
-SCHEMA_FILE = "schema.pbtxt"
 SCHEMA_VERSION = 1
 _DTYPE_NAME = {schema_pb2.INT64: "int64", schema_pb2.FLOAT32: "float32", schema_pb2.BYTES: "bytes"}
 
@@ -48,11 +48,7 @@ class TransformState:
         if os.path.isdir(path) or not os.path.splitext(path)[1]:
             os.makedirs(path, exist_ok=True)
             path = os.path.join(path, SCHEMA_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text_format.MessageToString(self.proto))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, text_format.MessageToString(self.proto))
 
     @classmethod
     def load(cls, path: str) -> TransformState:

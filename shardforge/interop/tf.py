@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from shardforge.features.state import SCHEMA_FILE, Schema, load_schema
+from shardforge.features.state import Schema, load_schema
 from shardforge.records.framing import expand_paths, masked_crc32c, resolve_compression
+from shardforge.records.layout import SCHEMA_FILE, find_schema
 from shardforge.records.spec import FixedLen, Spec, VarLen
 
 _TF_DTYPES = {"int64": "int64", "float32": "float32", "bytes": "string"}
@@ -92,12 +93,11 @@ def shard_files(path: str | Sequence[str], split: str = "train") -> list[str]:
 
 def _find_schema(shard: str) -> Schema:
     """The schema of the job that wrote ``shard``: in its split dir's parent (or beside it)."""
-    split_dir = os.path.dirname(os.path.abspath(shard))
-    for candidate in (os.path.dirname(split_dir), split_dir):
-        if os.path.isfile(os.path.join(candidate, SCHEMA_FILE)):
-            return load_schema(candidate)
-    raise FileNotFoundError(f"no {SCHEMA_FILE} for {shard} (looked in {os.path.dirname(split_dir)}"
-                            " and its split dir): pass schema=load_schema(JOB_OUTPUT_DIR)")
+    found = find_schema(shard)
+    if found is None:
+        raise FileNotFoundError(f"no {SCHEMA_FILE} for {shard} (looked in its split dir and the "
+                                "one above): pass schema=load_schema(JOB_OUTPUT_DIR)")
+    return load_schema(found)
 
 
 def tf_dataset(path: str | Sequence[str], batch_size: int, *, split: str = "train",

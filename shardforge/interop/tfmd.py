@@ -25,6 +25,7 @@ from google.protobuf import text_encoding
 
 from shardforge.features.state import Schema, load_schema
 from shardforge.protos import schema_pb2
+from shardforge.records.layout import atomic_write
 
 TFMD_SCHEMA_FILE = "schema_tfmd.pbtxt"
 ENVIRONMENTS = ("TRAINING", "SERVING")
@@ -74,17 +75,11 @@ def tfmd_schema_text(schema: Schema) -> str:
 
 
 def write_tfmd_schema(output_dir: str) -> str:
-    """Write ``schema_tfmd.pbtxt`` beside the ``schema.pbtxt`` of a local job output (atomically:
-    a temporary file renamed into place); returns its path.
+    """Write ``schema_tfmd.pbtxt`` beside the ``schema.pbtxt`` of a local job output (through
+    ``records.layout.atomic_write``); returns its path.
 
     >>> write_tfmd_schema("out/")                           # doctest: +SKIP
     'out/schema_tfmd.pbtxt'
     """
-    path = os.path.join(output_dir, TFMD_SCHEMA_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(tfmd_schema_text(load_schema(output_dir)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(os.path.join(output_dir, TFMD_SCHEMA_FILE),
+                        tfmd_schema_text(load_schema(output_dir)))

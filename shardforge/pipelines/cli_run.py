@@ -9,7 +9,9 @@ the same command runs on Dataflow::
 
 Any other flag is an error with a did-you-mean. The job prints a progress line while it runs
 (rewritten in place on a terminal, a plain line every few seconds otherwise) and, on failure, one
-short message saying what to do; ``--verbose`` shows Beam's logging and the full traceback.
+short message saying what to do (exit 2 for a missing or invalid file, input, column or option,
+as ``shardforge.cli`` rules; 1 when the job itself failed); ``--verbose`` shows Beam's logging and
+the full traceback. Ctrl-C says whether anything was published (exit 130).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import signal
 import sys
 import threading
 import traceback
+
+from shardforge.records import layout
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,10 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "all input values of the row)")
     shards = parser.add_mutually_exclusive_group()
     shards.add_argument("--num-shards", type=int, default=None, help="shards per split")
-    shards.add_argument("--shard-size", default="128MB",
-                        help="target shard size, e.g. 128MB (default), when --num-shards is unset")
-    parser.add_argument("--compression", choices=("gzip", "none"), default="none",
-                        help="shard compression (gzip: .tfrecord.gz, seekable through the index)")
+    shards.add_argument("--shard-size", default="128MiB",
+                        help="target shard size when --num-shards is unset: 128MiB (default, "
+                        "2^20-byte units: K M G, KiB MiB GiB) or 128MB (10^6-byte units)")
+    parser.add_argument("--compression", choices=layout.COMPRESSIONS, default="none",
+                        help="shard compression: " + ", ".join(
+                            f"{c} ({suffix})" for c, suffix in layout.SHARD_SUFFIX.items())
+                        + "; compressed shards are seekable through the index")
     parser.add_argument("--max-error-fraction", type=float, default=0.01,
                         help="fail when more than this fraction of rows fail (default 0.01)")
     parser.add_argument("--allow-absent", action="append", default=[], metavar="COL",
@@ -57,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the previous output in --output once the new job "
                         "succeeded (only the files its manifest lists)")
+    parser.add_argument("--validate-against", default=None, metavar="REF",
+                        help="before publishing, validate the new data against the output "
+                        "REF, or a TFMD schema .pbtxt with declared domains (anomalies.json in "
+                        "the output; see shardforge validate)")
+    parser.add_argument("--on-anomaly", choices=("fail", "warn"), default="fail",
+                        help="with --validate-against: anomalies fail the job, publishing "
+                        "nothing (default), or only warn")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.epilog = ("Any other flag must be a Beam pipeline option, e.g. --direct_num_workers "
@@ -81,6 +95,15 @@ def _unknown_flags(extra: list[str]) -> str | None:
         parts.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
     return ("unrecognized arguments: " + ", ".join(parts)
             + "; neither shardforge run nor Beam's pipeline options know them")
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The bytes of ``path``, or ``None`` when there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def short_error(err: BaseException) -> str:
@@ -110,15 +133,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from shardforge.cli import Interrupted, UserError, exit_code
     from shardforge.pipelines.pipeline import FAILED_LOG, run_pipeline
     from shardforge.pipelines.transforms import TooManyErrors
-    from shardforge.records.manifest import STATE_DIR, OutputError
+    from shardforge.pipelines.validate import AnomaliesFound
+    from shardforge.records.manifest import MANIFEST, STATE_DIR, OutputLocked
 
     extra = list(args.extra or ())
     problem = _unknown_flags(extra)
     if problem:
-        print(f"shardforge run: error: {problem}", file=sys.stderr)
-        return 2
+        raise UserError(problem)
+    manifest = os.path.join(args.output, MANIFEST)
+    before = _read_bytes(manifest)
     try:
         summary = run_pipeline(
             args.features, args.input, args.output, fmt=args.format,
@@ -129,13 +155,25 @@ def _main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, absent_ok=args.allow_absent, non_finite=args.non_finite,
             command=shlex.join(["shardforge", *sys.argv[1:]]),
             show_progress=not args.quiet, verbose=args.verbose,
+            validate_against=args.validate_against, on_anomaly=args.on_anomaly,
         )
-    except (TooManyErrors, OutputError, FileExistsError, FileNotFoundError, ValueError) as err:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"shardforge run: error: {short_error(err)}", file=sys.stderr)
+    except AnomaliesFound as err:
+        print("\n".join(a.line() for a in err.anomalies), file=sys.stderr)
+        print(f"shardforge run: error: {len(err.anomalies)} anomalies against {err.against}; "
+              "the output was not published (--on-anomaly warn publishes anyway)",
+              file=sys.stderr)
         return 1
-    except Exception as err:  # noqa: BLE001 - one short message; the traceback under --verbose
+    except KeyboardInterrupt as err:
+        if _read_bytes(manifest) != before:
+            raise Interrupted(f"the job had finished: {manifest} lists its output") from err
+        state = (f"the previous output in {args.output} is intact" if before is not None
+                 else f"{args.output} holds no output")
+        raise Interrupted(f"{state}; nothing was published") from err
+    except (TooManyErrors, OutputLocked):
+        raise  # our own messages: the one error line of shardforge.cli
+    except Exception as err:
+        if exit_code(err) == 2:
+            raise
         if args.verbose:
             traceback.print_exc()
         log = os.path.join(args.output, STATE_DIR, FAILED_LOG)
@@ -154,6 +192,8 @@ def _main(args: argparse.Namespace) -> int:
     if summary.kept:
         print(f"kept {len(summary.kept)} files in {summary.output} that no job wrote: "
               + ", ".join(summary.kept[:10]) + (" …" if len(summary.kept) > 10 else ""))
+    for line in summary.extra.get("anomalies", []):
+        print(f"anomaly: {line}")
     print(f"schema: {summary.schema}\nstats:  {summary.stats}  (view: shardforge stats "
           f"{summary.output})\nmanifest: {summary.manifest}")
     return 0

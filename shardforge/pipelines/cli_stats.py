@@ -1,7 +1,8 @@
 """``shardforge stats OUT``: a per-feature table in the terminal; ``stats.html`` (which the job
-writes beside ``stats.json``) shows train and eval side by side for every input and output
-feature (PNG images embedded, so the page is one self-contained file). The output is checked
-against its manifest first."""
+writes beside ``stats.json``) has a card per input and output feature with train and eval side
+by side and their distributions overlaid (PNG images embedded, so the page is one self-contained
+file), and marks the anomalies of ``anomalies.json`` when the job was validated. The output is
+checked against its manifest first."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import sys
 
 SPLITS = ("train", "eval")
+HASHED = ("categorical_hash", "crossed")  # ids are hash buckets, not vocabulary entries
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,8 @@ def _fmt(value) -> str:
 
 
 def _top(feature: dict, k: int = 3) -> str:
+    if feature.get("column_type") in HASHED:  # bucket ids: no value names
+        return ", ".join(f"bucket {i}:{c}" for i, c in feature.get("top_ids", [])[:k])
     return ", ".join(f"{v}:{c}" for v, c in feature.get("top_values", [])[:k])
 
 
@@ -61,77 +65,146 @@ def print_table(doc: dict) -> None:
     for split in SPLITS:
         for f in doc.get("by_split", {}).get(split, {}).get("outputs", []):
             used = (f"{f['buckets_used']}/{f['num_buckets']}" if "num_buckets" in f else "")
-            rate = f"{f['oov_rate']:.2%}" if "oov_rate" in f else ""
-            outputs.add_row(f["name"], split, _fmt(f.get("vocab_size")), rate, used,
+            hashed = f.get("column_type") in HASHED  # ids are buckets: no vocabulary, no OOV
+            rate = f"{f['oov_rate']:.2%}" if "oov_rate" in f and not hashed else ""
+            vocab = "" if hashed else _fmt(f.get("vocab_size"))
+            outputs.add_row(f["name"], split, vocab, rate, used,
                             _fmt(f.get("mean")), _fmt(f.get("std")), _fmt(f.get("length_mean")),
                             _top(f))
     console.print(outputs)
 
 
-def _plot(ax, feature: dict) -> bool:
-    """Draw one split's distribution of ``feature`` on ``ax``; ``False`` if it has none."""
-    prefix = "" if feature.get("histogram") else "length_"
-    buckets = feature.get(prefix + "histogram")
-    if feature["dtype"] == "categorical" and feature.get("bucket_counts"):
-        counts = feature["bucket_counts"]
-        ax.bar(range(len(counts)), counts)
-        ax.set_xlabel("bucket")
-        return True
-    if buckets and not (feature.get("top_values") and feature["dtype"] in ("bytes",
-                                                                          "categorical")):
-        log = feature.get(prefix + "histogram_scale") == "log"
-        zeros = 0
-        if log and buckets[0]["low"] <= 0:  # the zero bucket has no place on a log axis
-            zeros, buckets = buckets[0]["count"], buckets[1:]
-        scale = feature.get(prefix + "histogram_scale", "linear")
-        widths = [max(b["high"] - b["low"], 1e-300) for b in buckets]
-        # equal-mass buckets differ in width: their bars show density, so the shape reads true
-        heights = [b["count"] / w if scale == "quantile" else b["count"]
-                   for b, w in zip(buckets, widths)]
-        ax.bar([b["low"] for b in buckets], heights, width=widths, align="edge",
-               edgecolor="white")
-        if log:
-            from matplotlib.ticker import FuncFormatter, NullFormatter
-
-            ax.set_xscale("log")
-            # the default log labels are math markup ($10^{2}$), which is off here
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        label = ("length" if prefix else "value") + {"log": " (log scale)",
-                                                     "quantile": " (density, equal-mass bins)"
-                                                     }.get(scale, "")
-        ax.set_xlabel(label + (f"; {zeros} at 0" if zeros else ""))
-        return True
-    top = feature.get("top_values") or [[f"id {i}", c] for i, c in feature.get("top_ids", [])]
-    if top:
-        top = top[:12][::-1]
-        ax.barh([str(v)[:24] for v, _ in top], [c for _, c in top])
-        ax.set_xlabel("count")
-        return True
-    return False
+COLORS = {"train": "#1f77b4", "eval": "#ff7f0e", "new": "#1f77b4", "new eval": "#ff7f0e",
+          "reference": "#555555"}
+MAX_BARS = 12  # categories drawn per feature (the most frequent in either split)
+MAX_INT_BARS = 30  # integers with at most this many distinct values are drawn as bars
 
 
-def _png(features: list[dict | None]) -> str | None:
-    """One base64 PNG with a panel per split (train, eval), sharing nothing but the figure."""
+def _categories(feature: dict) -> tuple[dict, float] | None:
+    """``({label: count}, total)`` of a categorical feature (strings, ids, few-valued ints)."""
+    if feature["dtype"] == "categorical":
+        if not feature.get("top_values") and 0 < len(feature.get("bucket_counts", [])) <= \
+                MAX_INT_BARS:  # few ids without names (bucketized): in id order
+            return dict(enumerate(feature["bucket_counts"])), float(feature.get("ids") or 1)
+        if feature.get("column_type") in HASHED or not feature.get("top_values"):
+            items = [[f"bucket {i}", c] for i, c in feature.get("top_ids", [])]
+        else:
+            items = feature["top_values"]
+        return {str(v): c for v, c in items}, float(feature.get("ids") or 1)
+    if feature["dtype"] == "bytes" and feature.get("top_values"):
+        return {str(v): c for v, c in feature["top_values"]}, float(feature.get("rows") or 1)
+    counts = feature.get("value_counts")
+    if counts and feature.get("distinct", MAX_INT_BARS + 1) <= MAX_INT_BARS:
+        return {v: c for v, c in sorted(counts)}, float(sum(c for _, c in counts) or 1)
+    n, lo, hi = feature.get("num_values", 0), feature.get("min"), feature.get("max")
+    if feature["dtype"] == "int64" and n and hi == lo + 1:  # two values: the mean says how many
+        ones = round(n * (feature["mean"] - lo))
+        return {int(lo): n - ones, int(hi): ones}, float(n)
+    return None
+
+
+def _draw_bars(ax, per: dict) -> None:
+    """Grouped bars: each split's share of the values, side by side per category."""
+    cats = {s: _categories(f) for s, f in per.items()}
+    numeric = all(isinstance(k, (int, float)) for c in cats.values() for k in c[0])
+    keys = {k for counts, _ in cats.values() for k in counts}
+    if numeric:
+        labels = sorted(keys)
+    else:  # the categories most frequent in any of the splits
+        top = {k: max(c.get(k, 0) / t for c, t in cats.values()) for k in keys}
+        labels = sorted(keys, key=lambda k: (-top[k], str(k)))[:MAX_BARS]
+    width = 0.8 / len(cats)
+    for j, (split, (counts, total)) in enumerate(cats.items()):
+        shares = [counts.get(k, 0) / total for k in labels]
+        pos = [i + j * width for i in range(len(labels))]
+        if numeric:
+            ax.bar(pos, shares, width, color=COLORS[split], label=split)
+        else:
+            ax.barh(pos, shares, width, color=COLORS[split], label=split)
+    ticks = [i + width * (len(cats) - 1) / 2 for i in range(len(labels))]
+    names = [str(k)[:24] for k in labels]
+    if numeric:
+        ax.set_xticks(ticks, names, fontsize=7, rotation=90 if len(labels) > 10 else 0)
+        ax.set_ylabel("share")
+    else:
+        ax.set_yticks(ticks, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("share")
+
+
+def _draw_histograms(ax, per: dict, prefix: str) -> None:
+    """Each split's histogram as a step line of shares (of density for equal-mass buckets),
+    overlaid; a single spike does not flatten the rest (the y axis stops above the next)."""
+    scale = next(iter(per.values())).get(prefix + "histogram_scale", "linear")
+    zeros, peaks, rests = {}, [], []
+    for split, f in per.items():
+        buckets = f[prefix + "histogram"]
+        total = float(sum(b["count"] for b in buckets) or 1)
+        if scale == "log" and buckets and buckets[0]["low"] <= 0:
+            zeros[split], buckets = buckets[0]["count"], buckets[1:]
+        if not buckets:
+            continue
+        edges = [buckets[0]["low"]] + [b["high"] for b in buckets]
+        heights = [b["count"] / total / (max(b["high"] - b["low"], 1e-300)
+                                         if scale == "quantile" else 1.0) for b in buckets]
+        if edges[-1] <= edges[0]:  # one value: a bar of its share
+            ax.bar([edges[0]], [heights[0]], color=COLORS[split], alpha=0.6, label=split)
+        else:
+            ax.stairs(heights, edges, color=COLORS[split], fill=True, alpha=0.35, label=split)
+            ax.stairs(heights, edges, color=COLORS[split], linewidth=1.2)
+        ordered = sorted(heights)
+        peaks.append(ordered[-1])
+        rests.append(ordered[-2] if len(ordered) > 1 else ordered[-1])
+    if peaks and max(peaks) > 5 * max(rests) > 0:  # one spike: show the rest, cut the spike
+        ax.set_ylim(0, 1.5 * max(rests))
+    if scale == "log":
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.set_xscale("log")
+        # the default log labels are math markup ($10^{2}$), which is off here
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    what = "length" if prefix else "value"
+    note = {"log": " (log scale)", "quantile": " (density, equal-mass buckets)"}.get(scale, "")
+    q = [f.get(prefix + "quantiles", {}) for f in per.values()]
+    if scale == "quantile" and all("0.99" in x for x in q):
+        # a long tail (a z-scored price) would squeeze the body into one bar: show to the 99th
+        # percentile
+        lo, hi = min(x["0"] for x in q), max(x["0.99"] for x in q)
+        if hi > lo:
+            ax.set_xlim(lo, hi)
+            note += ", to the 99th percentile"
+    at_zero = ", ".join(f"{s} {z}" for s, z in zeros.items() if z)
+    ax.set_xlabel(what + note + (f"; at 0: {at_zero}" if at_zero else ""), fontsize=8)
+    ax.set_ylabel("density" if scale == "quantile" else "share", fontsize=8)
+
+
+def _png(per: dict) -> str | None:
+    """One base64 PNG with the splits' distributions of one feature overlaid (shares, so
+    splits of different sizes compare), or ``None`` when there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    per = {s: f for s, f in per.items() if f is not None}
+    if not per:
+        return None
+    first = next(iter(per.values()))
+    prefix = "" if first.get("histogram") else "length_"
+    if all(_categories(f) for f in per.values()):
+        draw = _draw_bars
+    elif all(f.get(prefix + "histogram") for f in per.values()):
+        def draw(ax, per):
+            _draw_histograms(ax, per, prefix)
+    else:
+        return None
     # Values are data, not markup: `$x^{$` must be drawn as text, never parsed as mathtext.
-    with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
-        fig, axes = plt.subplots(1, len(features), figsize=(4.2 * len(features), 2.6), dpi=80,
-                                 squeeze=False)
-        drawn = False
-        for ax, split, feature in zip(axes[0], SPLITS, features):
-            ax.set_title(split, fontsize=9)
-            if feature is None or not _plot(ax, feature):
-                ax.set_axis_off()
-                continue
-            drawn = True
-        if not drawn:
-            plt.close(fig)
-            return None
+    with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False,
+                                "font.size": 8}):
+        fig, ax = plt.subplots(figsize=(5.0, 2.8), dpi=80)
+        draw(ax, per)
+        ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
@@ -139,71 +212,192 @@ def _png(features: list[dict | None]) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _cells(f: dict | None, keys) -> str:
-    f = f or {}
-    return "".join(f"<td>{html.escape(_fmt(f.get(k)))}</td>" for k in keys)
+def _share(part, whole) -> str:
+    return f"{part} ({part / whole:.1%})" if whole else str(part)
 
 
-def _section(doc: dict, section: str, keys) -> str:
+def _rows(per: dict, overall: dict | None, section: str) -> list[tuple[str, list[str], bool]]:
+    """``(label, one value per split, flag)`` rows of a feature's card."""
+    def values(key):
+        return [_fmt(f.get(key)) if f else "" for f in per.values()]
+
+    out = [("rows", values("rows"), False)]
+    floats = all(f is None or f.get("dtype") == "float32" for f in per.values())
+    if section == "inputs" and overall is not None and not floats:
+        # a filled-in default is counted over all rows only
+        miss = overall.get("missing", 0)
+        out.append(("missing (all rows)", [_share(miss, overall.get("rows", 0))]
+                    + [""] * (len(per) - 1), bool(miss)))
+    else:  # a missing float is NaN, counted per split
+        nan = [f.get("nan", 0) if f else 0 for f in per.values()]
+        rows = [f.get("rows", 0) if f else 0 for f in per.values()]
+        if any(nan) or section == "inputs":
+            out.append(("missing", [_share(n, r) for n, r in zip(nan, rows)], any(nan)))
+    f0 = next(f for f in per.values() if f)
+    hashed = f0.get("column_type") in HASHED
+    stats_of = " (length)" if f0.get("stats_of") else ""
+    for key in ("min", "max", "mean", "std"):
+        if any(f and key in f for f in per.values()):
+            out.append((key + stats_of, values(key), False))
+    if any(f and "distinct" in f for f in per.values()):
+        out.append(("distinct", values("distinct"), False))
+    if any(f and "num_buckets" in f for f in per.values()):
+        used = [f"{f['buckets_used']}/{f['num_buckets']}" if f else "" for f in per.values()]
+        out.append(("hash buckets used" if hashed else "buckets used", used, False))
+    if not hashed and any(f and "vocab_size" in f for f in per.values()):
+        out.append(("vocabulary", values("vocab_size"), False))
+        rates = [f"{f['oov_rate']:.2%}" if f and "oov_rate" in f else "" for f in per.values()]
+        out.append(("out of vocabulary", rates, any(
+            f and f.get("oov_rate", 0) > 0.05 for f in per.values())))
+    if any(f and "length_mean" in f for f in per.values()) and not stats_of:
+        out.append(("values per row", values("length_mean"), False))
+    return out
+
+
+def _card(name: str, section: str, per: dict, overall: dict | None, lines: list[str]) -> str:
+    f0 = next(f for f in per.values() if f)
+    kind = " · ".join(x for x in (f0.get("dtype"), f0.get("column_type")) if x)
+    if f0.get("column_type") in HASHED:
+        kind += " (hashed ids)"
+    head = "".join(f"<th>{s}</th>" for s in per)
+    body = "".join(
+        f'<tr{" class=flag" if flag else ""}><td>{html.escape(label)}</td>'
+        + "".join(f"<td>{html.escape(v)}</td>" for v in vals) + "</tr>"
+        for label, vals, flag in _rows(per, overall, section))
+    png = _png(per)
+    img = f'<img alt="{html.escape(name)}" src="data:image/png;base64,{png}">' if png else ""
+    marks = "".join(f'<p class="anomaly">{html.escape(ln)}</p>' for ln in lines)
+    top = html.escape(_top(f0, 5))
+    return (f'<section class="card{" flagged" if lines else ""}" '
+            f'id="{section}-{html.escape(name)}"><h3>{html.escape(name)} '
+            f"<small>{html.escape(kind)}</small></h3>{marks}"
+            f"<table><tr><th></th>{head}</tr>{body}</table>{img}"
+            + (f'<p class="top">top: {top}</p>' if top else "") + "</section>")
+
+
+def _section(doc: dict, section: str, flagged: dict) -> tuple[str, list[list[str]]]:
+    """The cards of one section, and its rows of the overview table."""
     by_split = doc.get("by_split", {})
-    names = sorted({f["name"] for s in SPLITS for f in by_split.get(s, {}).get(section, [])})
-    rows = []
+    splits = [s for s in SPLITS if by_split.get(s, {}).get(section)]
+    names = sorted({f["name"] for s in splits for f in by_split[s][section]})
+    overall = {f["name"]: f for f in doc.get("features", [])} if section == "inputs" else {}
+    cards, overview = [], []
     for name in names:
-        per = [next((f for f in by_split.get(s, {}).get(section, []) if f["name"] == name),
-                    None) for s in SPLITS]
-        png = _png(per)
-        img = f'<img src="data:image/png;base64,{png}">' if png else ""
-        for split, f in zip(SPLITS, per):
-            head = (f'<th rowspan="2">{html.escape(name)}</th>' if split == "train" else "")
-            tail = f'<td rowspan="2">{img}</td>' if split == "train" else ""
-            rows.append(f"<tr>{head}<td>{split}</td>{_cells(f, keys)}"
-                        f"<td>{html.escape(_top(f or {}, 5))}</td>{tail}</tr>")
-    header = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    return (f"<h2>{section}</h2><table><tr><th>feature</th><th>split</th>{header}"
-            f"<th>top values</th><th>train | eval</th></tr>{''.join(rows)}</table>")
+        per = {s: next((f for f in by_split[s][section] if f["name"] == name), None)
+               for s in splits}
+        lines = flagged.get((section, name), [])
+        cards.append(_card(name, section, per, overall.get(name), lines))
+        f0 = next(f for f in per.values() if f)
+        miss = overall.get(name, {}).get("missing", f0.get("nan", 0))
+        rows = overall.get(name, {}).get("rows", f0.get("rows", 0))
+        overview.append([f'<a href="#{section}-{html.escape(name)}">{html.escape(name)}</a>',
+                         section, html.escape(f0.get("column_type") or f0.get("dtype", "")),
+                         f"{miss / rows:.1%}" if rows else "", str(len(lines))])
+    return f'<h2>{section}</h2><div class="grid">{"".join(cards)}</div>', overview
 
 
-INPUT_KEYS = ("dtype", "rows", "num_values", "nan", "min", "max", "mean", "std", "distinct",
-              "length_mean")
-OUTPUT_KEYS = ("dtype", "column_type", "rows", "mean", "std", "vocab_size", "oov_rate",
-               "buckets_used", "num_buckets", "length_mean")
+STYLE = """body{font-family:sans-serif;margin:1em auto;max-width:1800px;padding:0 1em}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,440px),1fr));gap:12px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px;min-width:0;overflow-wrap:anywhere}
+.card h3{margin:0 0 4px} .card small{color:#666;font-weight:normal}
+.card img{max-width:100%;height:auto;display:block}
+table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left} .flag td{background:#fff3cd}
+.flagged{border-color:#b00020} .anomaly{color:#b00020;margin:2px 0} .top{color:#444}
+#overview th{cursor:pointer;border-bottom:1px solid #999} #overview{margin-bottom:1em}
+.scroll,.card{overflow-x:auto}"""
+# Click a column header of the overview to sort by it (numbers as numbers).
+SORT = """document.querySelectorAll('#overview th').forEach((th,i)=>th.onclick=()=>{
+const b=th.closest('table').tBodies[0],r=[...b.rows],d=th.dataset.d=-(th.dataset.d||-1),
+v=x=>{const t=x.cells[i].innerText,n=parseFloat(t);return isNaN(n)?t:n};
+r.sort((a,c)=>(v(a)>v(c)?1:v(a)<v(c)?-1:0)*d).forEach(x=>b.appendChild(x))})"""
 
 
-def write_html(doc: dict, path: str) -> None:
+def write_html(doc: dict, path: str, anomalies=None) -> None:
+    """The report: per feature a card with the splits' numbers side by side and their
+    distributions overlaid, in a grid that fits the window; an overview table (click a header
+    to sort) and the ``anomalies`` (:class:`~shardforge.pipelines.validate.Anomaly`), listed
+    and marked on their features."""
     splits = ", ".join(f"{s}: {v['records']}" for s, v in doc.get("splits", {}).items())
-    page = f"""<!doctype html><meta charset="utf-8"><title>shardforge stats</title>
-<style>body{{font-family:sans-serif}} td,th{{padding:4px 8px;border-bottom:1px solid #ddd;
-text-align:right;vertical-align:top}} th{{text-align:left}}</style>
+    flagged: dict = {}
+    for a in anomalies or ():
+        flagged.setdefault((a.section, a.feature), []).append(f"{a.kind}: {a.description}")
+    listed = "".join(
+        f'<li><a href="#{html.escape(a.section)}-{html.escape(a.feature)}">'
+        f"{html.escape(a.line())}</a></li>" for a in anomalies or ())
+    validation = (f'<h2 class="anomaly">{len(anomalies)} anomalies</h2><ul>{listed}</ul>'
+                  if anomalies else "")
+    inputs, in_rows = _section(doc, "inputs", flagged)
+    outputs, out_rows = _section(doc, "outputs", flagged)
+    overview = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
+                       for r in in_rows + out_rows)
+    page = f"""<!doctype html><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>shardforge stats</title>
+<style>{STYLE}</style>
 <h1>shardforge stats</h1>
 <p>{doc['rows_read']} rows read, {doc['errors']} errors; records {html.escape(splits)}.
-Histograms of skewed non-negative columns use a log scale; strings show their top values.</p>
-{_section(doc, "inputs", INPUT_KEYS)}
-{_section(doc, "outputs", OUTPUT_KEYS)}
+Charts overlay the splits as shares; skewed non-negative columns use a log scale.</p>
+{validation}
+<div class="scroll"><table id="overview"><thead><tr><th>feature</th><th>section</th>
+<th>type</th><th>missing</th><th>anomalies</th></tr></thead><tbody>{overview}</tbody></table></div>
+{inputs}
+{outputs}
+<script>{SORT}</script>
+"""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+
+
+def write_anomalies_html(path: str, anomalies, new: dict, ref: dict, split: str = "train",
+                         title: str = "") -> None:
+    """Per flagged feature, its anomalies and one chart overlaying the new data, the reference
+    and (when there is one) the new eval split; ``new`` and ``ref`` are ``stats.json``
+    documents, outputs compared on ``split`` (inputs over all rows)."""
+    def entry(doc, section, name, which=split):
+        if section == "inputs" and which == split:
+            return next((f for f in doc.get("features", []) if f["name"] == name), None)
+        return next((f for f in doc.get("by_split", {}).get(which, {}).get(section, [])
+                     if f["name"] == name), None)
+
+    cards = []
+    for key in dict.fromkeys((a.section, a.feature) for a in anomalies):
+        section, name = key
+        lines = "".join(f'<p class="anomaly">{html.escape(a.kind)}: '
+                        f"{html.escape(a.description)}</p>"
+                        for a in anomalies if (a.section, a.feature) == key)
+        per = {"new": entry(new, section, name), "reference": entry(ref, section, name),
+               "new eval": entry(new, section, name, "eval") if split != "eval" else None}
+        png = _png(per) if name else None
+        img = f'<img alt="{html.escape(name)}" src="data:image/png;base64,{png}">' if png else ""
+        where = f"{name} ({section[:-1]})" if name else "dataset"
+        cards.append(f'<section class="card flagged"><h3>{html.escape(where)}</h3>{lines}{img}'
+                     "</section>")
+    page = f"""<!doctype html><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>shardforge validate</title><style>{STYLE}</style>
+<h1>{len(anomalies)} anomalies</h1><p>{html.escape(title)}</p>
+<div class="grid">{"".join(cards)}</div>
 """
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
 
 
 def main(args: argparse.Namespace) -> int:
-    from shardforge.records.manifest import OutputError, is_job_output, verify_output
+    from shardforge.records.manifest import is_job_output, verify_output
 
     stats_path = os.path.join(args.output, "stats.json")
-    try:
-        if is_job_output(args.output):
-            verify_output(args.output)
-    except OutputError as err:
-        print(f"shardforge stats: error: {err}", file=sys.stderr)
-        return 1
+    if is_job_output(args.output):
+        verify_output(args.output)  # OutputError: shardforge.cli says what is wrong
     if not os.path.exists(stats_path):
-        print(f"shardforge stats: error: {stats_path} not found (run `shardforge run` first)",
-              file=sys.stderr)
-        return 1
+        raise FileNotFoundError(f"{stats_path} not found (run `shardforge run` first)")
     with open(stats_path, encoding="utf-8") as f:
         doc = json.load(f)
     print_table(doc)
     path = args.html or os.path.join(args.output, "stats.html")
     if args.html or not os.path.exists(path):  # the job wrote one (listed in its manifest)
-        write_html(doc, path)
+        from shardforge.pipelines.validate import read_anomalies
+
+        write_html(doc, path, read_anomalies(args.output))
         print(f"wrote {path}")
     else:
         print(f"report: {path}")

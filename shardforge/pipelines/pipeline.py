@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import shlex
 import shutil
 import sys
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from shardforge.pipelines import progress
 from shardforge.records import manifest as mf
+from shardforge.records.layout import DEFAULT_SHARD_SIZE, ERRORS_DIR, SCHEMA_FILE
 
 FAILED_LOG = "failed-job.log"  # in OUT/.shardforge/: what Beam printed during a failed job
 
@@ -157,13 +157,12 @@ def _run_beam(transform, options) -> float:
     try:
         result = pipeline.run()
         result.wait_until_finish()
-    except TooManyErrors:
-        raise
-    except Exception as err:
-        # Worker processes report failures as text; surface the budget failure as its own type.
-        found = re.search(r"\d+ of \d+ input rows failed[^\n\[]*", str(err))
-        if found:
-            raise TooManyErrors(found.group(0).strip()) from None
+    except Exception:
+        # a worker's exception reaches the launcher as the runner chooses (often as text); the
+        # error budget's verdict comes from the file the failing step wrote
+        over = TooManyErrors.found_in(posixpath.join(transform.output, ERRORS_DIR))
+        if over is not None:
+            raise over from None
         raise
     return time.perf_counter() - start
 
@@ -171,13 +170,13 @@ def _run_beam(transform, options) -> float:
 def _keep_failed_errors(staging: str, output: str, job_had_output: bool) -> str:
     """A failed job's ``errors/`` where the user can read them, without touching a previous
     output: ``OUT/errors/`` when there is none, else ``OUT/.shardforge/failed-errors/``."""
-    src = os.path.join(staging, "errors")
+    src = os.path.join(staging, ERRORS_DIR)
     if not os.path.isdir(src):
         return src
     if job_had_output:
         dst = os.path.join(output, mf.STATE_DIR, "failed-errors")
     else:
-        dst = os.path.join(output, "errors")
+        dst = os.path.join(output, ERRORS_DIR)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(src, dst)
     return dst
@@ -185,12 +184,13 @@ def _keep_failed_errors(staging: str, output: str, job_had_output: bool) -> str:
 
 def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str | None = None,
                  eval_fraction: float = 0.1, split_key: str | None = None,
-                 num_shards: int | None = None, shard_size: int | str = "128MB",
+                 num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
                  compression: str | None = None, max_error_fraction: float = 0.01,
                  beam_args: Sequence[str] = (), overwrite: bool = False,
                  chunk_rows: int | None = None, absent_ok: Sequence[str] = (),
                  non_finite: str = "error", command: str | None = None,
-                 show_progress: bool = False, verbose: bool = True) -> Summary:
+                 show_progress: bool = False, verbose: bool = False,
+                 validate_against: str | None = None, on_anomaly: str = "fail") -> Summary:
     """Run the preprocessing job and wait for it.
 
     ``features`` is a ``FeatureSet`` or the path of a ``.py`` file defining ``FEATURES``;
@@ -202,7 +202,14 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     the job succeeded; ``overwrite=True`` then replaces the files of the previous output (only
     those its manifest lists). A second job on an output being written fails fast with
     :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
-    line to stderr; ``verbose=False`` silences Beam's logging.
+    line to stderr; Beam's logging is silent unless ``verbose=True``.
+
+    ``validate_against``: a previous output (or a TFMD schema with declared domains); before
+    publishing, the job's statistics are validated against it
+    (:mod:`~shardforge.pipelines.validate`), the anomalies written to
+    ``anomalies.json`` and counted in the manifest; with anomalies, ``on_anomaly="fail"``
+    raises :class:`~shardforge.pipelines.validate.AnomaliesFound` and publishes nothing,
+    ``"warn"`` publishes and lists them in ``Summary.extra["anomalies"]``.
 
     >>> s = run_pipeline("examples/click_features.py", "clicks.csv", "out/")  # doctest: +SKIP
     >>> s.splits, s.errors                                                     # doctest: +SKIP
@@ -215,6 +222,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     from apache_beam.options.pipeline_options import StandardOptions
 
     from shardforge.interop.tfmd import write_tfmd_schema
+    from shardforge.interop.tfmd_stats import write_tfmd_statistics
     from shardforge.pipelines.cli_stats import write_html
     from shardforge.pipelines.options import make_options
     from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS
@@ -224,6 +232,12 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     command = command or shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
     output = output.rstrip("/") or "/"
     _check_inputs(patterns, features, fmt, absent_ok)
+    if validate_against:
+        from shardforge.pipelines.validate import load_reference
+
+        if on_anomaly not in ("fail", "warn"):
+            raise ValueError(f"on_anomaly={on_anomaly!r}; expected 'fail' or 'warn'")
+        load_reference(validate_against)  # a missing or broken one fails before the job runs
     options = make_options(beam_args)
     runner = str(options.view_as(StandardOptions).runner or "local FnApiRunner")
 
@@ -260,19 +274,28 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                         progress.ProgressLine(ticks, enabled=show_progress):
                     seconds = _run_beam(preprocess(lock.staging), options)
             except TooManyErrors as err:
-                kept = _keep_failed_errors(lock.staging, output, had_output)
-                raise TooManyErrors(str(err).replace(os.path.join(lock.staging, "errors"),
-                                                     kept)) from None
+                raise err.moved_to(_keep_failed_errors(lock.staging, output, had_output)) \
+                    from None
             shutil.rmtree(os.path.join(lock.staging, mf.STATE_DIR))
             with contextlib.suppress(FileNotFoundError):
                 os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
             progress.hook("staged")
             doc = _read_json(os.path.join(lock.staging, "stats.json"))
-            write_html(doc, os.path.join(lock.staging, "stats.html"))
+            extra = {"runner": runner}
+            anomalies = None
+            if validate_against:
+                from shardforge.pipelines.validate import AnomaliesFound, check_job
+
+                anomalies = check_job(doc, validate_against, lock.staging, features)
+                if anomalies and on_anomaly == "fail":
+                    raise AnomaliesFound(anomalies, validate_against)
+                extra["validation"] = {"against": validate_against, "anomalies": len(anomalies)}
+            write_html(doc, os.path.join(lock.staging, "stats.html"), anomalies)
             write_tfmd_schema(lock.staging)  # schema_tfmd.pbtxt for TFDV / TFX
+            write_tfmd_statistics(lock.staging)  # stats_tfmd.pbtxt for TFDV / Facets
             manifest = mf.build_manifest(
                 lock.staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
-                command=command, job=lock.job, extra={"runner": runner})
+                command=command, job=lock.job, extra=extra)
             _check_counts(manifest, doc)
             published = mf.publish(lock.staging, output, manifest, hook=progress.hook)
             # dead letters of an earlier failed attempt: superseded by this job's errors/
@@ -284,6 +307,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     summary = _summary(output, doc, seconds, runner)
     summary.manifest = os.path.join(output, mf.MANIFEST)
     summary.kept = published.kept
+    if anomalies:
+        summary.extra["anomalies"] = [a.line() for a in anomalies]
     return summary
 
 
@@ -305,7 +330,7 @@ def _summary(output: str, doc: dict, seconds: float, runner: str) -> Summary:
     return Summary(
         output=output, rows_read=doc["rows_read"], errors=doc["errors"],
         splits={s: v["records"] for s, v in doc["splits"].items()}, shards=shards,
-        schema=posixpath.join(output, "schema.pbtxt"),
+        schema=posixpath.join(output, SCHEMA_FILE),
         stats=posixpath.join(output, "stats.json"),
-        errors_dir=posixpath.join(output, "errors"), seconds=seconds, runner=runner,
+        errors_dir=posixpath.join(output, ERRORS_DIR), seconds=seconds, runner=runner,
     )

@@ -11,16 +11,18 @@ final figures come from the manifest, never from here.
 
 The same thread is the workers' watchdog: when the launcher process is gone (``kill -9``, an OOM
 kill) the worker kills itself within a quarter second, so no worker goes on writing after its
-job is dead. It starts as soon as a worker imports this module (every shardforge DoFn's module
-does), not only when something is counted.
+job is dead. A DoFn starts it in ``setup`` (:func:`attach`), before any work; importing this
+module starts nothing.
 
 DoFns call::
 
     from shardforge.pipelines import progress
+    progress.attach()                          # in setup()
     progress.add("rows_read", len(chunk))      # also: files_read, records_written, errors
 
-:func:`hook` is a named point of the job where tests pause (``SHARDFORGE_PAUSE_AT=stage``) to
-kill the job there.
+:func:`hook` marks a named point of the job (``staged``, ``write_stats``, ``publish_*``); it
+calls whatever :func:`on_hook` registered in this process, nothing by default (the kill tests
+register a pause there).
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ import sys
 import threading
 import time
 
+from shardforge.records.layout import TMP_PREFIX, atomic_write
+
 PROGRESS_ENV = "SHARDFORGE_PROGRESS_DIR"
 LAUNCHER_ENV = "SHARDFORGE_LAUNCHER"  # "pid:start-time" of the launching process
-PAUSE_ENV = "SHARDFORGE_PAUSE_AT"  # comma-separated hook names
-PAUSE_FILE_ENV = "SHARDFORGE_PAUSE_FILE"  # where a paused process writes {"pid", "stage"}
 COUNTERS = ("files_read", "rows_read", "records_written", "errors")
 FLUSH_SECONDS = 0.5
 WATCH_SECONDS = 0.25
@@ -66,21 +68,23 @@ def reset() -> None:
         _dirty = False
 
 
+_hooks: list = []
+
+
+def on_hook(callback) -> None:
+    """Call ``callback(stage)`` at every :func:`hook` of the job in this process."""
+    _hooks.append(callback)
+
+
 def hook(stage: str) -> None:
-    """A named point of the job. With ``SHARDFORGE_PAUSE_AT`` naming it, the process writes
-    ``{"pid", "stage"}`` to ``SHARDFORGE_PAUSE_FILE`` and sleeps until it is killed (the kill
-    tests). Otherwise nothing."""
-    if stage not in os.environ.get(PAUSE_ENV, "").split(","):
+    """A named point of the job: counts so far are flushed, then each :func:`on_hook`
+    callback runs."""
+    if not _hooks:
         return
+    attach()
     _flush()
-    marker = os.environ.get(PAUSE_FILE_ENV)
-    if marker:
-        tmp = f"{marker}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({"pid": os.getpid(), "stage": stage}, f)
-        os.replace(tmp, marker)
-    while True:
-        time.sleep(60)
+    for callback in _hooks:
+        callback(stage)
 
 
 def _launcher() -> tuple[int, str] | None:
@@ -133,9 +137,7 @@ def _flush() -> None:
         _dirty = False
     path = os.path.join(directory, f"{socket.gethostname()}-{os.getpid()}.json")
     try:
-        with open(path + ".tmp", "w") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
+        atomic_write(path, data)
     except OSError:
         pass  # the staging directory is gone: the job ended; progress is best effort
 
@@ -144,7 +146,8 @@ def totals(directory: str) -> dict[str, int]:
     """The sum of every process's counts under ``directory``."""
     out = dict.fromkeys(COUNTERS, 0)
     try:
-        names = [n for n in os.listdir(directory) if n.endswith(".json")]
+        names = [n for n in os.listdir(directory)
+                 if n.endswith(".json") and not n.startswith(TMP_PREFIX)]
     except OSError:
         return out
     for name in names:
@@ -217,6 +220,3 @@ class ProgressLine:
             self._thread.join()
             if self.tty:  # finish the line in place so the summary starts on a fresh one
                 self._print(final=True)
-
-
-attach()

@@ -24,15 +24,15 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from shardforge.features.analyzers import NumericStats, Quantiles, Vocab, Vocabulary
 from shardforge.pipelines import progress
+from shardforge.pipelines.files import write_file
 from shardforge.records.spec import Batch, Ragged
 
 TOP_K = 20
@@ -48,23 +48,15 @@ SKEW_RATIO = 10.0
 
 _NUM, _QUANT = NumericStats(), Quantiles(QUANTILE_K)
 # Bounded (Misra-Gries) value counts; only the accumulator is used (see _top), so one analyzer
-# merges both the bytes and the int64 tables.
+# merges and reads both the bytes and the int64 tables.
 _VOCAB = Vocabulary(capacity=VOCAB_CAPACITY)
 _VOCAB_INT = Vocabulary(capacity=VOCAB_CAPACITY, dtype="int64")
 
 
 def _summary(acc: dict) -> dict:
-    """A :class:`Quantiles` accumulator as weighted points: its exact distinct values with
-    counts, or past its capacity the histogram buckets' midpoints with their counts; ``eps``
-    bounds the rank error of a quantile read off it (a bucket's share of the values)."""
-    if acc["hist"] is None:
-        values, weights = acc["exact"]
-        n = int(weights.sum())
-        return {"values": values, "weights": weights, "n": n, "eps": 0.0}
-    _, _, counts, lo, hi = acc["hist"]
-    n = int(counts.sum())
-    eps = float(np.where(lo < hi, counts, 0).max()) / n if n else 0.0
-    return {"values": (lo + hi) / 2, "weights": counts, "n": n, "eps": eps}
+    """A :class:`Quantiles` accumulator as weighted points (see ``Quantiles.points``)."""
+    values, weights, eps = _QUANT.points(acc)
+    return {"values": values, "weights": weights, "n": int(weights.sum()), "eps": eps}
 
 
 def quantiles_at(summary: dict, qs: np.ndarray) -> np.ndarray:
@@ -194,6 +186,35 @@ def merge(accs) -> dict:
     return out
 
 
+@dataclass
+class Accumulator:
+    """Statistics of a part of the job, mergeable in any order: ``entries`` as ``{(split,
+    "inputs" | "outputs", name): {part: analyzer accumulator}}``, ``missing`` the rows without
+    a value per input. The transform pass folds in each batch it transformed."""
+
+    entries: dict = field(default_factory=dict)
+    missing: dict = field(default_factory=dict)
+
+    def add_inputs(self, batch: Batch, missing: dict[str, int], is_eval: np.ndarray) -> None:
+        """A typed input batch, each row under its split, and its missing counts per input."""
+        for name, n in missing.items():
+            self.missing[name] = self.missing.get(name, 0) + int(n)
+        add_inputs(self.entries, batch, is_eval)
+
+    def add_outputs(self, out: Batch, is_eval: np.ndarray, state) -> None:
+        """A transformed batch (``is_eval``: of its rows); ``state`` the analyzed state."""
+        add_outputs(self.entries, out, is_eval, {f.name: f for f in state.proto.features})
+
+    @staticmethod
+    def merge(accs) -> Accumulator:
+        accs = list(accs)
+        missing: dict = {}
+        for acc in accs:
+            for k, v in acc.missing.items():
+                missing[k] = missing.get(k, 0) + v
+        return Accumulator(merge([a.entries for a in accs]), missing)
+
+
 # ---------------------------------------------------------------------------------------------
 # Summaries (the entries of stats.json)
 
@@ -256,14 +277,12 @@ def _numbers(entry: dict, key: str, prefix: str = "") -> dict:
 
 
 def _top(entry: dict) -> dict:
-    acc = entry["top"]
-    # every value as counted (no vocabulary cut, empty strings included), most frequent first
-    items = sorted(acc["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
-    d = {"top_values": [[_text(k), int(c)] for k, c in items[:TOP_K]]}
-    if acc["decrement"]:
-        # The bounded summary pruned: counts may be low by at most this much, and the number
-        # of distinct values is only known to exceed the summary's capacity.
-        d.update(top_values_max_undercount=acc["decrement"], distinct_over=VOCAB_CAPACITY)
+    items, undercount = _VOCAB.counted(entry["top"])
+    d = {"top_values": [[_text(k), int(c)] for k, c in items[:TOP_K]],
+         # all of them (at most VOCAB_CAPACITY): the rank histogram drift is measured on
+         "value_counts": [[_text(k), int(c)] for k, c in items]}
+    if undercount:
+        d.update(top_values_max_undercount=undercount, distinct_over=VOCAB_CAPACITY)
     else:
         d["distinct"] = len(items)
     return d
@@ -352,92 +371,45 @@ def build_doc(acc: dict, *, rows_read: int, errors: int, sizes: dict, missing: d
 # The Beam step
 
 
-class _StatsFn(beam.DoFn):
-    """Per bundle, one accumulator of the inputs and outputs of its row batches; the outputs
-    are the feature set's transform of the batch with the analyzed state."""
-
-    def __init__(self, fs, eval_fraction: float, split_key: str | None) -> None:
-        self.fs, self.eval_fraction, self.split_key = fs, eval_fraction, split_key
-
-    def start_bundle(self):
-        self.acc: dict = {}
-        self.missing: dict = {}
-
-    def process(self, rows, state):
-        from shardforge.pipelines.transforms import row_hashes, split_of
-
-        keys = [self.split_key] if self.split_key else list(rows.batch)
-        is_eval = split_of(row_hashes(rows.batch, keys), self.eval_fraction)
-        for name, n in rows.missing.items():
-            self.missing[name] = self.missing.get(name, 0) + int(n)
-        add_inputs(self.acc, rows.batch, is_eval)
-        fs = self.fs.get()
-        out, errors = fs.transform(rows.batch, state, errors="collect")
-        if errors:  # the transform dropped these rows (their errors are reported elsewhere)
-            kept = np.ones(len(is_eval), dtype=bool)
-            kept[[e.row for e in errors]] = False
-            is_eval = is_eval[kept]
-        add_outputs(self.acc, out, is_eval, {f.name: f for f in state.proto.features})
-        return ()
-
-    def finish_bundle(self):
-        yield WindowedValue((self.acc, self.missing), 0, [GlobalWindow()])
-
-
 class _MergeStats(beam.CombineFn):
     def create_accumulator(self):
-        return {}, {}
+        return Accumulator()
 
     def add_input(self, acc, element):
-        return self.merge_accumulators([acc, element])
+        return Accumulator.merge([acc, element])
 
     def merge_accumulators(self, accs):
-        accs = list(accs)
-        missing: dict = {}
-        for _, m in accs:
-            for k, v in m.items():
-                missing[k] = missing.get(k, 0) + v
-        return merge([a for a, _ in accs]), missing
+        return Accumulator.merge(accs)
 
     def extract_output(self, acc):
         return acc
 
 
-def _write_stats(_, accs, state, sizes, num_read, num_errors, path):
-    from shardforge.pipelines.transforms import _write_bytes
-
+def _write_stats(_, acc, state, sizes, num_read, num_errors, path):
     progress.hook("write_stats")
-    acc, missing = accs
-    doc = build_doc(acc, rows_read=num_read, errors=num_errors, sizes=sizes, missing=missing,
-                    state=state)
-    _write_bytes(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=True).encode())
+    doc = build_doc(acc.entries, rows_read=num_read, errors=num_errors, sizes=sizes,
+                    missing=acc.missing, state=state)
+    write_file(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=True).encode())
     return doc
 
 
 class ComputeStats(beam.PTransform):
-    """``Rows`` → ``output/stats.json``: per-split statistics of inputs and transformed outputs
-    (see the module docstring), plus rows read, errors and records per split."""
+    """:class:`Accumulator` per bundle (from the transform pass) → ``output/stats.json``: per-split
+    statistics of inputs and transformed outputs (see the module docstring), plus rows read,
+    errors and records per split."""
 
-    def __init__(self, output: str, sizes, num_read, num_errors, *, features=None, state=None,
-                 eval_fraction: float = 0.1, split_key: str | None = None) -> None:
+    def __init__(self, output: str, sizes, num_read, num_errors, *, state) -> None:
         super().__init__()
         self.output, self.sizes = output, sizes
-        self.num_read, self.num_errors = num_read, num_errors
-        self.fs, self.state = features, state
-        self.eval_fraction, self.split_key = eval_fraction, split_key
+        self.num_read, self.num_errors, self.state = num_read, num_errors, state
 
-    def expand(self, rows):
-        accs = (
-            rows
-            | "Accumulate" >> beam.ParDo(_StatsFn(self.fs, self.eval_fraction, self.split_key),
-                                         pvalue.AsSingleton(self.state))
-            | "Merge" >> beam.CombineGlobally(_MergeStats())
-        )
+    def expand(self, accs):
+        merged = accs | "Merge" >> beam.CombineGlobally(_MergeStats())
         return (
-            rows.pipeline
+            accs.pipeline
             | "StatsSeed" >> beam.Create([None])
             | "WriteStats" >> beam.Map(
-                _write_stats, pvalue.AsSingleton(accs), pvalue.AsSingleton(self.state),
+                _write_stats, pvalue.AsSingleton(merged), pvalue.AsSingleton(self.state),
                 pvalue.AsSingleton(self.sizes), pvalue.AsSingleton(self.num_read),
                 pvalue.AsSingleton(self.num_errors), posixpath.join(self.output, "stats.json"))
         )

@@ -24,19 +24,34 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from shardforge.features.hashing import row_hashes
 from shardforge.pipelines import progress, stats
+from shardforge.pipelines.files import is_remote, read_file, write_file
 from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS, Split, reader_for
 from shardforge.pipelines.readers.base import error_record
 from shardforge.pipelines.readers.typed import TypedChunk, check_input_columns, typed_chunks
-from shardforge.records.spec import Batch, Ragged, batch_size
+from shardforge.pipelines.sort import DEFAULT_RUN_BYTES, Run, RunSpiller, merge_runs
+from shardforge.records.layout import (
+    BUDGET_FILE,
+    DEFAULT_SHARD_SIZE,
+    ERRORS_DIR,
+    SCHEMA_FILE,
+    SPLITS,
+    compression_name,
+    index_path,
+    num_shards_for,
+    parse_size,
+    shard_bounds,
+    shard_keys,
+    shard_name,
+    split_of,
+)
+from shardforge.records.spec import Batch
 
 ERRORS = "errors"
 NUM_READ = "num_read"
-ROWS = "rows"
 NAMESPACE = "shardforge"
-DEFAULT_SHARD_SIZE = 128 << 20
-# Encoded bytes a transform worker buffers before it sorts them and spills a run to disk.
-DEFAULT_RUN_BYTES = 32 << 20
+STATS = "stats"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,21 +106,6 @@ class Rows:
     missing: dict[str, int]
 
 
-def _write_bytes(path: str, data) -> None:
-    """Write a whole file (``bytes``, or a sequence of buffers written one after the other) to
-    any Beam filesystem; local files are renamed into place."""
-    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-    if "://" not in path:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-        os.replace(tmp, path)
-        return
-    with FileSystems.create(path) as f:
-        for part in parts:
-            f.write(part)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +119,9 @@ class _ReadFn(beam.DoFn):
                  non_finite: str) -> None:
         self.fs, self.fmt, self.chunk_rows, self.non_finite = fs, fmt, chunk_rows, non_finite
         self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
+
+    def setup(self):
+        progress.attach()
 
     def process(self, split: Split):
         read = 0
@@ -230,11 +233,9 @@ class _WriteSchemaFn(beam.DoFn):
         self.output = output
 
     def process(self, state):
-        path = posixpath.join(self.output, "schema.pbtxt")
+        path = posixpath.join(self.output, SCHEMA_FILE)
         with tempfile.TemporaryDirectory() as tmp:
-            local = state.save(os.path.join(tmp, "schema.pbtxt"))
-            with open(local, "rb") as f:
-                _write_bytes(path, f.read())
+            write_file(path, read_file(state.save(tmp)))
         yield path
 
 
@@ -256,73 +257,10 @@ class Analyze(beam.PTransform):
 # Transform
 
 
-def split_of(hashes: np.ndarray, eval_fraction: float) -> np.ndarray:
-    """``True`` where a row goes to eval: the top 53 bits of its hash as a uniform in [0, 1)."""
-    return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53) < eval_fraction
-
-
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer, vectorized (uint64 arithmetic wraps)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _MIX1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _MIX2
-    return x ^ (x >> np.uint64(31))
-
-
-def _value_hashes(values: np.ndarray) -> np.ndarray:
-    from shardforge.features.hashing import fingerprint64
-
-    values = np.asarray(values)
-    if values.dtype == object:
-        return fingerprint64(values)
-    if values.dtype.kind == "f":
-        return _mix(values.astype(np.float64).view(np.uint64))
-    return _mix(values.astype(np.int64).view(np.uint64))
-
-
-def _column_hashes(col, n: int) -> np.ndarray:
-    if isinstance(col, Ragged):
-        lengths = col.row_lengths().astype(np.uint64)
-        position = np.arange(len(col.values), dtype=np.uint64) - np.repeat(
-            col.row_splits[:-1], col.row_lengths()).astype(np.uint64)
-        mixed = _mix(_value_hashes(col.values) ^ _mix(position + np.uint64(1)))
-        sums = np.zeros(len(mixed) + 1, dtype=np.uint64)
-        np.cumsum(mixed, dtype=np.uint64, out=sums[1:])
-        return _mix((sums[col.row_splits[1:]] - sums[col.row_splits[:-1]]) ^ lengths)
-    values = np.asarray(col).reshape(n, -1)
-    h = np.zeros(n, dtype=np.uint64)
-    for j in range(values.shape[1]):
-        h = _mix(h ^ _value_hashes(values[:, j]) + np.uint64(j))
-    return h
-
-
-def row_hashes(batch: Batch, columns: Sequence[str]) -> np.ndarray:
-    """A stable 64-bit hash per row of the typed input ``columns``, vectorized: the same on
-    every run, runner and machine (FarmHash for strings, splitmix64 for numbers; no Python
-    ``hash`` and nothing learned)."""
-    n = batch_size(batch)
-    h = np.full(n, 0x9E3779B97F4A7C15, dtype=np.uint64)
-    for name in sorted(columns):
-        h = _mix(h ^ _column_hashes(batch[name], n))
-    return h
-
-
-_SHARD_SALT = np.uint64(0xD1B54A32D192ED03)
-
-
-def shard_keys(row_hash: np.ndarray) -> np.ndarray:
-    """The key that places a record in its split's shards (by range) and orders it there: a
-    remix of its row hash, independent of the bits that chose the split."""
-    return _mix(row_hash ^ _SHARD_SALT)
-
-
 class _TransformFn(beam.DoFn):
     """The transform pass: read and coerce a file again, ``fs.transform`` with the analyzed
-    state, encode, split, and spill sorted runs (:class:`RunSpiller`). Rows the analyze pass
+    state, encode, split, and spill sorted runs (``sort.RunSpiller``); each bundle's statistics
+    of the batches it transformed go out as one ``stats.Accumulator``. Rows the analyze pass
     already reported (read and parse errors) are dropped silently here."""
 
     def __init__(self, fs: FeatureSetRef, fmt: str | None, chunk_rows: int, non_finite: str,
@@ -332,8 +270,12 @@ class _TransformFn(beam.DoFn):
         self.eval_fraction, self.split_key = eval_fraction, split_key
         self.spill_dir, self.run_bytes = spill_dir, run_bytes
 
+    def setup(self):
+        progress.attach()
+
     def start_bundle(self):
         self.spiller = RunSpiller(self.spill_dir, self.run_bytes)
+        self.stats = stats.Accumulator()
 
     def process(self, split: Split, state):
         from shardforge.records import RecordBlock, encode_batch
@@ -348,7 +290,7 @@ class _TransformFn(beam.DoFn):
             # With a split key the key alone places a row (split and shard).
             row_hash = row_hashes(batch, [self.split_key] if self.split_key else list(batch))
             is_eval = split_of(row_hash, self.eval_fraction)
-            yield pvalue.TaggedOutput(ROWS, Rows(batch, item.missing))
+            self.stats.add_inputs(batch, item.missing, is_eval)
             out, errors = fs.transform(batch, state, errors="collect")
             progress.add("errors", len(errors))
             for e in errors:
@@ -357,6 +299,7 @@ class _TransformFn(beam.DoFn):
                 kept = np.ones(len(row_hash), dtype=bool)
                 kept[[e.row for e in errors]] = False
                 is_eval, row_hash = is_eval[kept], row_hash[kept]
+            self.stats.add_outputs(out, is_eval, state)
             records = encode_batch(out)
             progress.add("records_written", len(records))  # into sorted runs on disk
             if not records:
@@ -374,12 +317,13 @@ class _TransformFn(beam.DoFn):
 
         for run in self.spiller.flush():
             yield GlobalWindows.windowed_value(run)
+        yield pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(self.stats))
 
 
 class Transform(beam.PTransform):
     """Splits (from :class:`MatchFiles`) + state → ``{"runs": run descriptors, "errors": dict,
-    "rows": Rows}`` (``rows``: the typed input batches again, for statistics that need the state:
-    consumed in the same stage, they are never held).
+    "stats": stats.Accumulator}`` (``stats``: one per bundle, of the inputs and outputs this pass
+    transformed, for :class:`stats.ComputeStats`).
 
     Each file is read again (the analyze pass read it first), transformed and encoded a chunk at
     a time; records go to sorted runs on disk (``spill_dir``), which :class:`WriteShards`
@@ -403,228 +347,12 @@ class Transform(beam.PTransform):
             _TransformFn(self.fs, self.fmt, self.chunk_rows, self.non_finite,
                          self.eval_fraction, self.split_key, self.spill_dir, self.run_bytes),
             pvalue.AsSingleton(self.state),
-        ).with_outputs(ERRORS, ROWS, main="runs")
-        return {"runs": out.runs, "errors": out[ERRORS], "rows": out[ROWS]}
-
-
-# ---------------------------------------------------------------------------------------------
-# Sorted runs: spill and merge
-
-
-def parse_size(text: str | int) -> int:
-    """``"128MB"`` → bytes (KB/MB/GB are powers of 1024)."""
-    if isinstance(text, int):
-        return text
-    s = text.strip().upper().removesuffix("B").removesuffix("I")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if s and s[-1] in units:
-        return int(float(s[:-1]) * units[s[-1]])
-    return int(s)
-
-
-_RUN_MAGIC = b"SFRUN001"
-
-
-@dataclass
-class _Spans:
-    """Records as one contiguous buffer with their keys: the unit of spilling and merging."""
-
-    keys: np.ndarray
-    buf: np.ndarray
-    offsets: np.ndarray
-    lengths: np.ndarray
-
-    @classmethod
-    def concat(cls, parts: Sequence[_Spans]) -> _Spans:
-        bases = np.cumsum([0] + [len(p.buf) for p in parts[:-1]])
-        return cls(np.concatenate([p.keys for p in parts]),
-                   np.concatenate([p.buf for p in parts]),
-                   np.concatenate([p.offsets + b for p, b in zip(parts, bases)]),
-                   np.concatenate([p.lengths for p in parts]))
-
-    def take(self, idx: np.ndarray) -> _Spans:
-        """The records ``idx``, compacted into a buffer of their own."""
-        from shardforge.pipelines._kernels import gather
-
-        lengths = self.lengths[idx]
-        offsets = np.zeros(len(idx), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
-        return _Spans(self.keys[idx], gather(self.buf, self.offsets[idx], lengths), offsets,
-                      lengths)
-
-    def order(self) -> np.ndarray:
-        """Indices by key, ties (rows sharing a split key, duplicates) by bytes, so the order
-        does not depend on which bundle delivered a record first."""
-        order = np.argsort(self.keys, kind="stable")
-        ties = np.flatnonzero(np.diff(self.keys[order]) == 0)
-        if len(ties):
-            # runs of equal keys: [start, stop) in sorted positions
-            starts = ties[np.r_[True, np.diff(ties) > 1]]
-            stops = ties[np.r_[np.diff(ties) > 1, True]] + 2
-            for a, b in zip(starts, stops):
-                order[a:b] = sorted(order[a:b].tolist(), key=self.record)
-        return order
-
-    def record(self, i: int) -> bytes:
-        o = int(self.offsets[i])
-        return self.buf[o:o + int(self.lengths[i])].tobytes()
-
-
-class RunSpiller:
-    """Collects ``(split, keys, RecordBlock)`` and writes them as runs sorted by (key, bytes)
-    once ``run_bytes`` are buffered; returns descriptors ``{"split", "path", "records",
-    "bytes"}``.
-
-    A run file: magic, record count ``n``, ``n`` uint64 keys, ``n + 1`` int64 offsets, the
-    records' bytes. Keys and offsets let a shard writer find its key range by binary search
-    and read only that part.
-    """
-
-    def __init__(self, spill_dir: str, run_bytes: int = DEFAULT_RUN_BYTES) -> None:
-        self.spill_dir, self.run_bytes = spill_dir, run_bytes
-        self.buffers: dict[str, list[_Spans]] = {}
-        self.size = 0
-
-    def add(self, split: str, keys: np.ndarray, block):
-        """Buffer ``block``'s records under ``keys``; yields the runs this spilled."""
-        from shardforge.pipelines._kernels import gather
-
-        buf = gather(block.buf, block.offsets, block.lengths)
-        lengths = np.asarray(block.lengths, dtype=np.int64)
-        offsets = np.zeros(len(lengths), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
-        self.buffers.setdefault(split, []).append(_Spans(keys, buf, offsets, lengths))
-        self.size += len(buf)
-        if self.size >= self.run_bytes:
-            yield from self.flush()
-
-    def flush(self) -> list[dict]:
-        import uuid
-
-        runs = []
-        buffers, self.buffers, self.size = self.buffers, {}, 0
-        for split in sorted(buffers):
-            spans = _Spans.concat(buffers.pop(split))
-            spans = spans.take(spans.order())
-            bounds = np.concatenate(([0], np.cumsum(spans.lengths))).astype(np.int64)
-            path = posixpath.join(self.spill_dir, f"{split}-{uuid.uuid4().hex}.run")
-            _write_bytes(path, [_RUN_MAGIC, np.int64(len(spans.keys)).tobytes(), spans.keys,
-                                bounds, spans.buf])
-            runs.append({"split": split, "path": path, "records": len(spans.keys),
-                         "bytes": int(bounds[-1])})
-        return runs
-
-
-class _Run:
-    """A run file opened for range reads: keys and offsets memory-mapped when local (only the
-    pages a shard's range touches are read), records read a window at a time."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if "://" in path:
-            with FileSystems.open(path) as f:
-                whole = np.frombuffer(f.read(), dtype=np.uint8)
-            self._file = None
-        else:
-            whole = np.memmap(path, dtype=np.uint8, mode="r")
-            self._file = open(path, "rb")
-        n = int(whole[8:16].view(np.int64)[0])
-        self.keys = whole[16:16 + 8 * n].view(np.uint64)
-        self.offsets = whole[16 + 8 * n:16 + 16 * n + 8].view(np.int64)
-        self.data_start = 16 + 16 * n + 8
-        self._whole = whole if self._file is None else None
-
-    def range_of(self, lo: int, hi: int | None) -> tuple[int, int]:
-        a = int(np.searchsorted(self.keys, np.uint64(lo), side="left"))
-        b = len(self.keys) if hi is None else int(
-            np.searchsorted(self.keys, np.uint64(hi), side="left"))
-        return a, b
-
-    def spans(self, a: int, b: int) -> _Spans:
-        bounds = np.array(self.offsets[a:b + 1], dtype=np.int64)
-        start, stop = self.data_start + int(bounds[0]), self.data_start + int(bounds[-1])
-        if self._file is None:
-            buf = self._whole[start:stop]
-        else:
-            self._file.seek(start)
-            buf = np.frombuffer(self._file.read(stop - start), dtype=np.uint8)
-        return _Spans(np.array(self.keys[a:b]), buf, bounds[:-1] - bounds[0], np.diff(bounds))
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
-# Bytes of records a shard writer holds from all runs at once (a window from each), so its memory
-# does not grow with the number of runs (that is, with the input).
-MERGE_BYTES = 16 << 20
-
-
-def merge_runs(runs: Sequence[_Run], lo: int, hi: int | None):
-    """``RecordBlock``\\ s of the records with keys in ``[lo, hi)`` of sorted runs, in
-    (key, bytes) order, holding about ``MERGE_BYTES`` of records from all runs at a time."""
-    from shardforge.records import RecordBlock
-
-    cursors = []
-    records = size = 0
-    for run in runs:
-        a, b = run.range_of(lo, hi)
-        if b > a:
-            cursors.append([run, a, b])
-            records += b - a
-            size += int(run.offsets[b]) - int(run.offsets[a])
-    if not cursors:
-        return
-    per_record = max(1, size // records)
-    window = max(16, MERGE_BYTES // per_record // len(cursors))
-    # per run: [run, next record to load, end, loaded but not yet written]
-    state = [[run, a, b, None] for run, a, b in cursors]
-
-    def load(st) -> None:
-        run, a, b, held = st
-        stop = min(b, a + window)
-        new = run.spans(a, stop)
-        st[1], st[3] = stop, new if held is None else _Spans.concat([held, new])
-
-    while True:
-        for st in state:
-            if (st[3] is None or not len(st[3].keys)) and st[1] < st[2]:
-                load(st)
-        live = [st for st in state if st[3] is not None and len(st[3].keys)]
-        if not live:
-            return
-        # a run with more on disk is safe only below the last key it has loaded
-        tails = [int(st[3].keys[-1]) for st in live if st[1] < st[2]]
-        limit = min(tails) if tails else None
-        parts = []
-        for st in live:
-            held = st[3]
-            n = len(held.keys) if limit is None else int(
-                np.searchsorted(held.keys, np.uint64(limit), side="left"))
-            if n:
-                parts.append(held.take(np.arange(n)))
-                st[3] = held.take(np.arange(n, len(held.keys)))
-        if parts:
-            spans = _Spans.concat(parts)
-            order = spans.order()
-            yield RecordBlock(spans.buf, spans.offsets[order], spans.lengths[order])
-        else:  # every loaded key equals the limit (a constant split key): load further
-            for st in live:
-                if st[1] < st[2] and int(st[3].keys[-1]) == limit:
-                    load(st)
-
-
-def shard_bounds(i: int, n: int) -> tuple[int, int | None]:
-    """Keys ``[lo, hi)`` of shard ``i`` of ``n`` (``hi`` is ``None`` for the last)."""
-    return -(-(i << 64) // n), None if i + 1 == n else -(-((i + 1) << 64) // n)
+        ).with_outputs(ERRORS, STATS, main="runs")
+        return {"runs": out.runs, "errors": out[ERRORS], "stats": out[STATS]}
 
 
 # ---------------------------------------------------------------------------------------------
 # WriteShards
-
-
-def _shard_name(i: int, n: int, compression: str | None) -> str:
-    return f"part-{i:05d}-of-{n:05d}.tfrecord" + (".gz" if compression == "gzip" else "")
 
 
 class _SplitSizes(beam.CombineFn):
@@ -653,9 +381,7 @@ class _SplitSizes(beam.CombineFn):
 
 
 def _num_shards(sizes: dict, split: str, num_shards: int | None, shard_size: int) -> int:
-    if num_shards:
-        return num_shards
-    return max(1, -(-sizes.get(split, [0, 0])[1] // shard_size))
+    return num_shards or num_shards_for(sizes.get(split, [0, 0])[1], shard_size)
 
 
 class _AllShardsFn(beam.DoFn):
@@ -682,15 +408,18 @@ class _WriteShardFn(beam.DoFn):
     def __init__(self, output: str, compression: str | None) -> None:
         self.output, self.compression = output, compression
 
+    def setup(self):
+        progress.attach()
+
     def process(self, shard, runs):
-        from shardforge.records import TFRecordWriter, index_path
+        from shardforge.records import TFRecordWriter
 
         split, i, n = shard
-        opened = [_Run(r["path"]) for r in runs if r["split"] == split]
+        opened = [Run(r["path"]) for r in runs if r["split"] == split]
         lo, hi = shard_bounds(i, n)
-        name = _shard_name(i, n, self.compression)
+        name = shard_name(i, n, self.compression)
         dest = posixpath.join(self.output, split, name)
-        remote = "://" in dest
+        remote = is_remote(dest)
         if not remote:  # scratch beside the destination: the rename stays on one filesystem
             os.makedirs(os.path.dirname(dest), exist_ok=True)
         scratch = None if remote else os.path.dirname(dest)
@@ -712,8 +441,7 @@ class _WriteShardFn(beam.DoFn):
                 os.replace(local, dest)
             else:
                 for src, dst in ((index, index_path(dest)), (local, dest)):
-                    with open(src, "rb") as f:
-                        _write_bytes(dst, f.read())
+                    write_file(dst, read_file(src))
         Metrics.counter(NAMESPACE, f"records_{split}").inc(count)
         yield dest
 
@@ -722,7 +450,7 @@ def _remove_runs(_, runs, spill_dir: str) -> None:
     paths = [r["path"] for r in runs]
     if paths:
         FileSystems.delete(paths)
-    if "://" not in spill_dir and os.path.isdir(spill_dir):
+    if not is_remote(spill_dir) and os.path.isdir(spill_dir):
         with_leftovers = os.listdir(spill_dir)
         if not with_leftovers:
             os.rmdir(spill_dir)
@@ -730,7 +458,7 @@ def _remove_runs(_, runs, spill_dir: str) -> None:
 
 class WriteShards(beam.PTransform):
     """Sorted runs (from :class:`Transform`) → sharded TFRecord files and their index files
-    (``records.index_path``: where no shard glob matches them).
+    (``records.layout.index_path``: where no shard glob matches them).
 
     ``num_shards`` fixes the count per split; otherwise shards are about ``shard_size`` bytes.
     A record's shard is the range its key falls in, so each shard writer merges only its part
@@ -739,13 +467,13 @@ class WriteShards(beam.PTransform):
     Returns ``{"paths": written shard paths, "sizes": {split: [records, bytes]}}``.
     """
 
-    def __init__(self, output: str, splits: Sequence[str] = ("train", "eval"),
+    def __init__(self, output: str, splits: Sequence[str] = SPLITS,
                  num_shards: int | None = None, shard_size: int | str = DEFAULT_SHARD_SIZE,
                  compression: str | None = None, ready=None, spill_dir: str | None = None) -> None:
         super().__init__()
         self.output, self.splits = output, list(splits)
         self.num_shards, self.shard_size = num_shards, parse_size(shard_size)
-        self.compression = None if compression in (None, "none") else compression
+        self.compression = compression_name(compression)
         self.ready, self.spill_dir = ready, spill_dir
 
     def expand(self, runs):
@@ -776,17 +504,55 @@ class WriteShards(beam.PTransform):
 
 
 class TooManyErrors(RuntimeError):
-    """More rows failed than ``max_error_fraction`` allows."""
+    """More rows failed than ``max_error_fraction`` allows: ``rows_failed`` of ``rows_read``,
+    each with its reason in ``errors_dir``.
+
+    A worker that finds the budget exceeded also writes this verdict to ``errors_dir``
+    (:data:`BUDGET_FILE`) before it fails the job, so the launcher raises it from that file
+    (:meth:`found_in`) whatever the runner makes of the worker's exception.
+    """
+
+    def __init__(self, rows_failed: int, rows_read: int, max_error_fraction: float,
+                 errors_dir: str) -> None:
+        self.rows_failed, self.rows_read = rows_failed, rows_read
+        self.max_error_fraction, self.errors_dir = max_error_fraction, errors_dir
+        super().__init__(
+            f"{rows_failed} of {rows_read} input rows failed ({rows_failed / rows_read:.2%}), "
+            f"more than --max-error-fraction {max_error_fraction:g} allows; no shards were "
+            f"written. See the rows and reasons in {errors_dir}")
+
+    def __reduce__(self):
+        return type(self), (self.rows_failed, self.rows_read, self.max_error_fraction,
+                            self.errors_dir)
+
+    def moved_to(self, errors_dir: str) -> TooManyErrors:
+        """The same verdict, its errors now in ``errors_dir``."""
+        return TooManyErrors(self.rows_failed, self.rows_read, self.max_error_fraction,
+                             errors_dir)
+
+    @classmethod
+    def found_in(cls, errors_dir: str) -> TooManyErrors | None:
+        """The verdict a failed job left in ``errors_dir``, if the error budget failed it."""
+        path = posixpath.join(errors_dir, BUDGET_FILE)
+        if not is_remote(path) and not os.path.exists(path):
+            return None
+        try:
+            d = json.loads(read_file(path))
+        except (OSError, ValueError):
+            return None
+        return cls(d["rows_failed"], d["rows_read"], d["max_error_fraction"], errors_dir)
 
 
 def check_error_budget(num_read: int, num_errors: int, max_error_fraction: float,
                        errors_dir: str) -> None:
+    """Raise (and record beside the errors) :class:`TooManyErrors` when more than
+    ``max_error_fraction`` of ``num_read`` rows failed."""
     if num_read and num_errors / num_read > max_error_fraction:
-        raise TooManyErrors(
-            f"{num_errors} of {num_read} input rows failed ({num_errors / num_read:.2%}), more "
-            f"than --max-error-fraction {max_error_fraction:g} allows; no shards were written. "
-            f"See the rows and reasons in {errors_dir}"
-        )
+        err = TooManyErrors(num_errors, num_read, max_error_fraction, errors_dir)
+        write_file(posixpath.join(errors_dir, BUDGET_FILE), json.dumps(
+            {"rows_failed": num_errors, "rows_read": num_read,
+             "max_error_fraction": max_error_fraction}).encode())
+        raise err
 
 
 def _gate(_, num_read, num_errors, _files, max_error_fraction, errors_dir):
@@ -805,7 +571,7 @@ class DeadLetters(beam.PTransform):
         self.max_error_fraction = max_error_fraction
 
     def expand(self, errors):
-        errors_dir = posixpath.join(self.output, "errors")
+        errors_dir = posixpath.join(self.output, ERRORS_DIR)
         files = (
             errors
             | "ToJson" >> beam.Map(lambda e: json.dumps(e, sort_keys=True))
@@ -884,13 +650,12 @@ class Preprocess(beam.PTransform):
         errors = (read["errors"], transformed["errors"]) | "AllErrors" >> beam.Flatten()
         dead = errors | "DeadLetters" >> DeadLetters(
             self.output, read["num_read"], self.max_error_fraction)
-        splits = ("train", "eval") if self.eval_fraction > 0 else ("train",)
+        splits = SPLITS if self.eval_fraction > 0 else SPLITS[:1]
         written = transformed["runs"] | "WriteShards" >> WriteShards(
             self.output, splits, self.num_shards, self.shard_size, self.compression,
             ready=dead["gate"], spill_dir=spill_dir)
-        # Statistics from the transform pass, where the state is at hand: a consumer of the
-        # analyze pass's rows that needs the state would hold every row until it is learned.
-        transformed["rows"] | "Stats" >> stats.ComputeStats(
-            self.output, written["sizes"], read["num_read"], dead["count"], features=self.fs,
-            state=state, eval_fraction=self.eval_fraction, split_key=self.split_key)
+        # Statistics accumulated by the transform pass from the batches it transformed: the
+        # state is at hand there, and no row is transformed (or an image decoded) twice.
+        transformed["stats"] | "Stats" >> stats.ComputeStats(
+            self.output, written["sizes"], read["num_read"], dead["count"], state=state)
         return written["paths"]

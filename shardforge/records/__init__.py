@@ -34,10 +34,10 @@ from shardforge.records.framing import (
 from shardforge.records.index import (
     RecordFile,
     build_index,
-    index_path,
     load_index,
     read_index,
 )
+from shardforge.records.layout import index_path
 from shardforge.records.sharded import ShardedWriter
 from shardforge.records.spec import (
     Batch,

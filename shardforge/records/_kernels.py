@@ -209,23 +209,52 @@ def resync(buf, pos, t, fn):
     return -1
 
 
+TAG_BYTES = 28  # uint64 ordinal, int64 stream offset, int64 length, uint32 masked data CRC
+
+
 @njit(cache=True, nogil=True)
-def verify_framed(buf, rec_off, rec_len, data_crc, t, fn):
+def _record_tag(ordinal, offset, length, data_crc, scratch, t, fn):
+    """CRC-32C of ``(ordinal, offset, length, data_crc)`` little-endian: what an index stores to
+    bind its entry ``ordinal`` to the one record it names."""
+    for k in range(8):
+        scratch[k] = np.uint8((ordinal >> (8 * k)) & 0xFF)
+        scratch[8 + k] = np.uint8((offset >> (8 * k)) & 0xFF)
+        scratch[16 + k] = np.uint8((length >> (8 * k)) & 0xFF)
+    for k in range(4):
+        scratch[24 + k] = np.uint8((data_crc >> (8 * k)) & 0xFF)
+    return data_crc32c(scratch, 0, TAG_BYTES, t, fn)
+
+
+@njit(cache=True, nogil=True)
+def record_tags(first, offsets, lengths, data_crcs, t, fn, out):
+    """``out[i]``: the tag of record ``first + i`` (see ``_record_tag``)."""
+    scratch = np.empty(TAG_BYTES, dtype=np.uint8)
+    for i in range(len(offsets)):
+        out[i] = _record_tag(first + i, offsets[i], lengths[i], np.int64(data_crcs[i]), scratch,
+                             t, fn)
+
+
+@njit(cache=True, nogil=True)
+def verify_framed(buf, rec_off, rec_len, data_crc, first, base, tags, t, fn):
     """Check records framed at known offsets (from an index): returns ``(i, problem)`` of the
     first bad one (problem 1: stored length differs from the index, 2: length checksum,
-    3: data checksum, checked only with ``data_crc``) or ``(-1, 0)``. The caller guarantees that
-    ``buf`` holds every ``rec_off[i] + HEADER + rec_len[i] + FOOTER`` bytes."""
+    3: data checksum, checked only with ``data_crc``, 4: the record is not the one the index's
+    tag names: record ``first + i`` at stream offset ``base + rec_off[i]``) or ``(-1, 0)``. The
+    caller guarantees that ``buf`` holds every ``rec_off[i] + HEADER + rec_len[i] + FOOTER``
+    bytes."""
+    scratch = np.empty(TAG_BYTES, dtype=np.uint8)
     for i in range(len(rec_off)):
         p = rec_off[i]
         if not _header_ok(buf, p, t, fn):
             return i, 2
         if _length(buf, p) != rec_len[i]:
             return i, 1
-        if data_crc:
-            data = p + HEADER
-            crc = data_crc32c(buf, data, data + rec_len[i], t, fn)
-            if _masked(crc) != _u32(buf, data + rec_len[i]):
-                return i, 3
+        data = p + HEADER
+        stored = _u32(buf, data + rec_len[i])
+        if data_crc and _masked(data_crc32c(buf, data, data + rec_len[i], t, fn)) != stored:
+            return i, 3
+        if _record_tag(first + i, base + p, rec_len[i], stored, scratch, t, fn) != tags[i]:
+            return i, 4
     return -1, 0
 
 
@@ -504,7 +533,7 @@ def locate(
                 q = e2
                 if f2 != 1 or w2 != 2:
                     continue
-                key_s, key_e, val_s, val_e, nval = s2, s2, -1, -1, 0
+                key_s, key_e, val_s, val_e, nval, nkey = s2, s2, -1, -1, 0, 0
                 m = s2
                 if e2 - s2 >= 4 and _at(buf, s2) == 0x0A and _at(buf, s2 + 1) < 0x80:
                     # canonical entry: key (one-byte length) then value, nothing else
@@ -512,7 +541,7 @@ def locate(
                     if k_e < e2 and _at(buf, k_e) == 0x12:
                         n, v_s = _varint(buf, k_e + 1, e2)
                         if v_s > 0 and np.uint64(e2 - v_s) == n:
-                            key_s, key_e, val_s, val_e, nval = s2 + 2, k_e, v_s, e2, 1
+                            key_s, key_e, val_s, val_e, nval, nkey = s2 + 2, k_e, v_s, e2, 1, 1
                             m = e2
                 while m < e2:  # map entry
                     f3, w3, s3, e3, err = _field(buf, m, e2)
@@ -521,12 +550,13 @@ def locate(
                     m = e3
                     if w3 == 2 and f3 == 1:
                         key_s, key_e = s3, e3
+                        nkey += 1
                     elif w3 == 2 and f3 == 2:
                         val_s, val_e = s3, e3
                         nval += 1
                     else:  # an unknown field: protobuf drops the whole entry
                         return r, UNUSUAL, s2
-                if nval > 1:
+                if nval > 1 or nkey > 1:  # protobuf checks every key's UTF-8, keeps the last
                     return r, UNUSUAL, s2
                 # records of one dataset list their features in the same order: guess the
                 # feature the previous record had at this entry position

@@ -17,8 +17,7 @@ def main(args: argparse.Namespace) -> int:
     compression = None if args.compression.lower() == "none" else args.compression
     paths = list_shards(args.path)
     if not paths:
-        print(f"shardforge index: no shards match {args.path!r}", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"no shards match {args.path!r}")
     failed = 0
     for path in paths:
         try:

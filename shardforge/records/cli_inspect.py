@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -40,15 +39,11 @@ def main(args: argparse.Namespace) -> int:
     from shardforge.records.errors import ReadReport
     from shardforge.records.example import malformed_examples
     from shardforge.records.framing import expand_paths, iter_blocks, resolve_compression
-    from shardforge.records.manifest import OutputError, check_shards
+    from shardforge.records.manifest import check_shards
 
     compression = None if args.compression.lower() == "none" else args.compression
-    try:
-        paths = expand_paths(args.path)
-        check_shards(paths)  # a job output must be complete: records/manifest.py
-    except (FileNotFoundError, OutputError) as err:
-        print(f"shardforge inspect: {err}", file=sys.stderr)
-        return 2
+    paths = expand_paths(args.path)  # FileNotFoundError, OutputError: shardforge.cli says so
+    check_shards(paths)  # a job output must be complete: records/manifest.py
     files, examples, sample, places = [], [], [], []
     for path in paths:
         report = ReadReport()

@@ -60,6 +60,13 @@ def resolve_compression(path: PathLike, compression: str | None = "auto") -> str
     raise ValueError(f"compression must be None, 'gzip', 'zlib' or 'auto', not {compression!r}")
 
 
+def data_crcs(buf: np.ndarray, data_ends: np.ndarray) -> np.ndarray:
+    """The masked data CRCs (int64) stored in the frames whose data ends at ``data_ends`` in
+    ``buf`` (each record's footer)."""
+    at = np.asarray(data_ends, dtype=np.int64)[:, None] + np.arange(4)
+    return buf[at].view("<u4").ravel().astype(np.int64)
+
+
 def frame(data: bytes) -> bytes:
     """One record's bytes on disk."""
     header = struct.pack("<Q", len(data))
@@ -99,6 +106,7 @@ class TFRecordWriter:
         self._records = 0
         self._offsets: list[int] = []
         self._lengths: list[int] = []
+        self._crcs: list[int] = []  # masked data CRCs, for the index's tags
         self._blocks: list[tuple[int, int]] = []
 
     def write(self, data: bytes) -> None:
@@ -107,6 +115,7 @@ class TFRecordWriter:
         if self._index:
             self._offsets.append(self._ustream)
             self._lengths.append(len(data))
+            self._crcs.append(int.from_bytes(record[-K.FOOTER:], "little"))
             if self._zip is not None:
                 self._blocks.append(self._block)
         self._ustream += len(record)
@@ -129,6 +138,7 @@ class TFRecordWriter:
         if self._index:
             self._offsets += (starts + base).tolist()
             self._lengths += lengths.tolist()
+            self._crcs += data_crcs(framed, ends - K.FOOTER).tolist()
         self._records += n
         if self._zip is None:
             self._file.write(framed)
@@ -174,13 +184,13 @@ class TFRecordWriter:
             self._emit(self._zip.flush(zlib.Z_FINISH))
         self._file.close()
         if self._index:
-            from shardforge.records.index import Index, write_index
+            from shardforge.records.index import make_index, write_index
 
             blocks = np.array(self._blocks, dtype=np.int64).reshape(-1, 2)
-            write_index(self.path, Index(
-                np.array(self._offsets, dtype=np.int64), np.array(self._lengths, dtype=np.int64),
-                blocks[:, 0] if self._zip is not None else None,
-                blocks[:, 1] if self._zip is not None else None,
+            write_index(self.path, make_index(
+                self.path, self._offsets, self._lengths, self._crcs,
+                compression=self.compression, block_offsets=blocks[:, 0],
+                block_stream_offsets=blocks[:, 1],
             ), index_file=self._index_file)
 
     def __enter__(self) -> TFRecordWriter:

@@ -33,18 +33,30 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from shardforge.records.layout import (
+    BUDGET_FILE,
+    ERRORS_DIR,
+    SCHEMA_FILE,
+    SHARD_SUFFIX,
+    SPLITS,
+    atomic_write,
+    fsync_dir,
+)
+
 MANIFEST = "manifest.json"
 STATE_DIR = ".shardforge"  # lock, staging directories, the last failed job's errors
 LOCK = "lock"
 FORMAT = "shardforge-manifest/1"
-SPLITS = ("train", "eval")
 # Files up to this size (schema, stats, small shards) are always checked against their SHA-256;
 # larger ones by size unless ``checksums=True`` (reading every shard on open would cost a pass).
 ALWAYS_HASHED = 1 << 20
-SHARD_RE = re.compile(r"part-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zz)?$")
+SHARD_RE = re.compile(r"part-\d{5}-of-\d{5}("
+                      + "|".join(map(re.escape, sorted(SHARD_SUFFIX.values(), key=len)[::-1]))
+                      + ")$")
 # Names a shardforge job writes; an output written before manifests existed is replaced by these.
-OWN_NAMES = ("schema.pbtxt", "stats.json", "stats.html", "train/part-*", "eval/part-*",
-             "errors/errors-*", ".index/train/part-*", ".index/eval/part-*")
+OWN_NAMES = (SCHEMA_FILE, "stats.json", "stats.html", "train/part-*", "eval/part-*",
+             f"{ERRORS_DIR}/errors-*", f"{ERRORS_DIR}/{BUDGET_FILE}", ".index/train/part-*",
+             ".index/eval/part-*")
 
 
 class OutputError(Exception):
@@ -123,7 +135,8 @@ def sha256_file(path: str) -> str:
 
 def _index_records(shard: str) -> int:
     """Record count from the shard's index (the writer counted them); else a scan."""
-    from shardforge.records.index import index_path, read_index
+    from shardforge.records.index import read_index
+    from shardforge.records.layout import index_path
 
     if os.path.exists(index_path(shard)):
         return len(read_index(shard)[0])
@@ -158,7 +171,7 @@ def build_manifest(root: str, *, rows_read: int, rows_failed: int, command: str,
         path = os.path.join(root, rel)
         records = _index_records(path) if is_shard(rel) else None
         files.append(FileEntry(rel, os.path.getsize(path), sha256_file(path), records))
-    schema = next((f.sha256 for f in files if f.path == "schema.pbtxt"), "")
+    schema = next((f.sha256 for f in files if f.path == SCHEMA_FILE), "")
     return Manifest(
         files=files, schema_sha256=schema, rows_read=rows_read,
         rows_written=sum(f.records for f in files if f.records is not None),
@@ -166,25 +179,6 @@ def build_manifest(root: str, *, rows_read: int, rows_failed: int, command: str,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), job=job,
         extra=dict(extra or {}),
     )
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Temporary name in the same directory, fsync, rename: readers see all or nothing."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_manifest(root: str, manifest: Manifest) -> str:
@@ -488,7 +482,7 @@ def publish(staging: str, root: str, manifest: Manifest, *, hook=None) -> Publis
         if os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
     for d in {os.path.dirname(rel) for rel in new} | {""}:
-        _fsync_dir(os.path.join(root, *d.split("/")) if d else root)
+        fsync_dir(os.path.join(root, *d.split("/")) if d else root)
     hook("publish_moved")
     write_manifest(root, manifest)
     kept = [rel for rel in _walk(root) if rel not in new and rel != MANIFEST]

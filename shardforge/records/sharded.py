@@ -1,5 +1,6 @@
-"""Sharded writing: ``{prefix}-{i:05d}-of-{n:05d}.tfrecord[.gz]`` plus one index per shard
-(in ``index_path(shard)``, a folder beside the shards' one)."""
+"""Sharded writing: shards named by ``layout.shard_name`` (``part-00000-of-00004.tfrecord``,
+``.tfrecord.gz``, ``.tfrecord.zz``) plus one index per shard (in ``layout.index_path(shard)``,
+a folder beside the shards' one)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,7 @@ from shardforge.records.framing import (
     TFRecordWriter,
     resolve_compression,
 )
-from shardforge.records.index import index_path
-
-DEFAULT_SHARD_SIZE = 256 << 20
-_EXT = {None: ".tfrecord", "gzip": ".tfrecord.gz", "zlib": ".tfrecord.zz"}
+from shardforge.records.layout import DEFAULT_SHARD_SIZE, index_path, shard_name
 
 
 class ShardedWriter:
@@ -27,9 +25,10 @@ class ShardedWriter:
 
     Give ``num_shards`` (records are dealt round-robin, so shards end up the same size) or
     ``shard_size`` (bytes; a new shard starts when the current one reaches it, so the count is
-    only known on close). With neither, shards of 256 MiB. Each shard and its index are written
-    under a hidden temporary name and renamed on a clean close, so a crash never leaves a half
-    shard under a final name (an exception inside ``with`` deletes the temporaries).
+    only known on close). With neither, shards of ``layout.DEFAULT_SHARD_SIZE`` (128 MiB). Each
+    shard and its index are written under a hidden temporary name and renamed on a clean close,
+    so a crash never leaves a half shard under a final name (an exception inside ``with``
+    deletes the temporaries).
 
     >>> with ShardedWriter("out/train", num_shards=4, compression="gzip") as w:
     ...     for rec in records:
@@ -128,9 +127,7 @@ class ShardedWriter:
         n = len(self._writers)
         for i, w in enumerate(self._writers):
             w.close()
-            final = os.path.join(
-                self.directory, f"{self.prefix}-{i:05d}-of-{n:05d}{_EXT[self.compression]}"
-            )
+            final = os.path.join(self.directory, shard_name(i, n, self.compression, self.prefix))
             if self.index:
                 os.replace(index_path(w.path), index_path(final))
             os.replace(w.path, final)

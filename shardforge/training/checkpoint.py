@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic, and loaded without running code.
+"""Checkpoint files: atomic, verified before they are read, and loaded without running code.
 
 A checkpoint is one ``torch.save`` file holding only tensors and plain Python data (dicts,
 lists, tuples, str, int, float, bool, None): the model's and the optimizer's whole state keyed
@@ -9,52 +9,45 @@ and RNG states (numpy's as a dict of ints), and the config. ``load_checkpoint`` 
 object or call a function: a planted file fails with :class:`CheckpointError` naming it, and
 no code in it runs.
 
-Writes go through :func:`write_atomic` (a temporary file in the same directory, fsync,
-rename): a crash mid-write leaves the previous checkpoint intact, and the temporary file of a
-killed save is removed by the next save or resume (:func:`remove_temporaries`).
+The file is a zip archive in which every record (the pickle, each tensor's bytes) carries the
+CRC-32 of its contents. ``torch.load`` does not check them; :func:`load_checkpoint` does, before
+it unpickles anything, so a flipped bit or a torn copy is a :class:`CorruptCheckpoint` naming
+the record, never a resume from wrong weights. :func:`load_latest` then falls back to the
+previous checkpoint and says so. The checkpoint's config is checked against the resuming one
+(:func:`check_resume_config`): what would change the math is refused, naming the fields.
+
+Writes go through ``records.layout.atomic_write`` (a temporary file in the same directory,
+fsync, rename): a crash mid-write leaves the previous checkpoint intact, and the temporary file
+of a killed save is removed by the next save or resume (:func:`remove_temporaries`).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
-import tempfile
+import zipfile
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
+from shardforge.records.layout import TMP_PREFIX, atomic_write
+
 _NAME = re.compile(r"step-(\d+)\.pt$")
-_TMP_PREFIX = ".tmp-"
-
-
-def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` through a temporary file in the same directory (fsync, then rename), so
-    readers see the old file or the new one, never half of one. ``data``: the bytes, or a
-    function that writes them to the open file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded safely (not ours, corrupt, or planted)."""
+    """A checkpoint file that cannot be loaded safely (not ours, corrupt, or planted), or one a
+    run cannot continue from (its config differs in what changes the math)."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint whose bytes are not the ones written: a checksum mismatch, a truncated or
+    unreadable archive. Resume falls back to the previous checkpoint."""
 
 
 def remove_temporaries(directory: str | Path) -> list[Path]:
@@ -63,7 +56,7 @@ def remove_temporaries(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.iterdir() if p.name.startswith(_TMP_PREFIX)]
+    stale = [p for p in directory.iterdir() if p.name.startswith(TMP_PREFIX)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -79,7 +72,16 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     remove_temporaries(directory)
-    path = write_atomic(directory / f"step-{step:06d}.pt", lambda f: torch.save(state, f))
+    # torch >= 2.6 lets a process turn the records' CRC-32 off; a checkpoint always has them
+    crc32_was_on = getattr(torch.serialization, "get_crc32_options", lambda: True)()
+    if not crc32_was_on:
+        torch.serialization.set_crc32_options(True)
+    try:
+        path = Path(atomic_write(directory / f"step-{step:06d}.pt",
+                                 lambda f: torch.save(state, f)))
+    finally:
+        if not crc32_was_on:
+            torch.serialization.set_crc32_options(False)
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
@@ -99,8 +101,29 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def verify_checksums(path: str | Path) -> None:
+    """Read every record of the checkpoint archive ``path`` against the CRC-32 stored beside it;
+    :class:`CorruptCheckpoint` names the first that differs (or what makes the archive
+    unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as record:
+                    try:
+                        while record.read(1 << 20):
+                            pass
+                    except zipfile.BadZipFile:
+                        raise CorruptCheckpoint(f"{path} is corrupt (checksum mismatch in its "
+                                                f"record {info.filename})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise CorruptCheckpoint(f"{path}: not a readable checkpoint (corrupt or not written by "
+                                f"torch.save: {err})") from None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The state saved in ``path``; only tensors and plain data are read (no code runs)."""
+    """The state saved in ``path``, once its checksums match (:func:`verify_checksums`); only
+    tensors and plain data are read (no code runs)."""
+    verify_checksums(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -111,13 +134,84 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path}: refused to load: it asks to run {found.group(0).split()[-1]} (a pickle "
                 f"that constructs objects or calls functions), so it is not a shardforge "
                 f"checkpoint. Delete it or move it out of the run dir.") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not written by "
-                              f"torch.save)") from None
+        raise CorruptCheckpoint(f"{path}: not a readable checkpoint (corrupt or not written by "
+                                f"torch.save)") from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint: {err}") from None
+        raise CorruptCheckpoint(f"{path}: not a readable checkpoint: {err}") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not a shardforge checkpoint (no step in it)")
     return state
+
+
+def load_latest(directory: str | Path,
+                log: Callable[[str], None]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest intact checkpoint in ``directory`` and its state (``None``: there is none).
+    Corrupt ones are skipped and ``log`` says so, naming the one resumed from; if every one is
+    corrupt, :class:`CorruptCheckpoint` lists them. Anything else wrong with the newest (a
+    planted pickle, a file that is not a checkpoint) fails as :class:`CheckpointError`."""
+    skipped: list[str] = []
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            state = load_checkpoint(path)
+        except CorruptCheckpoint as err:
+            skipped.append(str(err))
+            continue
+        if skipped:
+            log(f"{'; '.join(skipped)}; resuming from {path.name}")
+        return path, state
+    if skipped:
+        raise CorruptCheckpoint(f"no intact checkpoint in {directory}: {'; '.join(skipped)}. "
+                                "Restore one from a copy, or start afresh with --overwrite")
+    return None
+
+
+# Config fields a resumed run may change: where it writes, how often it logs, evaluates and
+# saves, how long it may run, and how it is laid out on the machine (a checkpoint is the same
+# whatever the device, threads, ZeRO stage, recomputation or loader workers). ``max_steps``
+# moves the end of the learning-rate schedule (to continue a finished run); ``data`` is a path,
+# and an output may be moved or copied. Every other field changes the model, the data or its
+# order, or the optimizer and its schedule, and must be the checkpoint's.
+RESUME_MAY_CHANGE = frozenset({
+    "out_dir", "data", "eval_split", "eval_every", "eval_batches", "log_every", "ckpt_every",
+    "keep_checkpoints", "time_limit_s", "max_steps", "device", "threads", "zero_stage",
+    "activation_checkpointing", "num_workers", "tensorboard", "plot",
+})
+
+
+def check_resume_config(state: dict[str, Any], cfg: Any, world_size: int,
+                        path: str | Path) -> list[str]:
+    """The changes from the config of checkpoint ``state`` (read from ``path``) to the dataclass
+    ``cfg`` on ``world_size`` ranks that a resume allows, e.g. ``["max_steps 200 -> 400"]``.
+    :class:`CheckpointError` names the others: a field outside :data:`RESUME_MAY_CHANGE`, a key
+    of ``model`` (compared as given: a key spelled out on one side only is a change), or the
+    micro-batches of a step over all ranks (``grad_accum`` may change with the world size)."""
+    defaults = {f.name: f.default_factory() if f.default is MISSING else f.default
+                for f in fields(cfg)}
+    # a field added since the checkpoint was saved: its default; one since removed: ignored
+    saved = {**defaults, **{k: v for k, v in state["config"].items() if k in defaults}}
+    before = _flat(saved, state["world_size"])
+    after = _flat(cfg.to_dict(), world_size)
+    allowed, refused = [], []
+    for key in sorted(after.keys() | before.keys()):
+        old, new = before.get(key, "(default)"), after.get(key, "(default)")
+        if old != new:
+            (allowed if key in RESUME_MAY_CHANGE else refused).append(f"{key} {old!r} -> {new!r}")
+    if refused:
+        raise CheckpointError(
+            f"{path} was saved with another config: {', '.join(refused)}. These change the model, "
+            "the data or the optimizer, so the run would not continue the one saved: resume "
+            "with the checkpoint's values (the run dir's config.json has them), or start a new "
+            "run (another --out, or --overwrite)")
+    return allowed
+
+
+def _flat(config: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """``config`` with its ``model`` mapping spread into ``model.<key>`` entries, and
+    ``grad_accum`` as the micro-batches of a step over ``world_size`` ranks."""
+    flat = {k: v for k, v in config.items() if k not in ("model", "grad_accum")}
+    flat["grad_accum x ranks"] = config["grad_accum"] * world_size
+    flat.update({f"model.{k}": v for k, v in (config.get("model") or {}).items()})
+    return flat
 
 
 def rng_state() -> dict[str, Any]:

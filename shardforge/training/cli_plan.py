@@ -53,11 +53,7 @@ def main(args: argparse.Namespace) -> int:
         activation_checkpointing=args.activation_checkpointing,
         flash_attention=not args.no_flash, gpu_memory=args.gpu_memory,
     )
-    try:
-        plan = plan_memory(**kwargs, zero_stage=args.zero_stage, gpus=args.gpus)
-    except ValueError as err:
-        print(f"shardforge plan: {err}")
-        return 2
+    plan = plan_memory(**kwargs, zero_stage=args.zero_stage, gpus=args.gpus)  # ValueError: exit 2
     print(format_plan(plan))
     if args.gpus > 1:
         print(zero_table(kwargs, args.gpus))

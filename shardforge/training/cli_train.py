@@ -5,10 +5,10 @@
     shardforge train --config tabular --data out/ --print-config
     torchrun --nproc_per_node 2 -m shardforge.cli train --config lm --data out/ --out runs/lm
 
-``--config`` is a YAML file or a packaged config (``lm``, ``tabular``). Trailing ``key=value``
-arguments override it (dotted keys reach into ``model``). Everything that can be checked before
-training is: config and model keys, the data directory, the feature names the config uses, and
-the run directory (a non-empty ``--out`` needs ``--resume`` or ``--overwrite``).
+``--config`` is a YAML file or a packaged config (``lm``, ``tabular``, ``vlm``). Trailing
+``key=value`` arguments override it (dotted keys reach into ``model``). Everything that can be
+checked before training is: config and model keys, the data directory, the feature names the
+config uses, and the run directory (a non-empty ``--out`` needs ``--resume`` or ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -18,17 +18,29 @@ import os
 import shutil
 from pathlib import Path
 
+from shardforge.cli import Interrupted
 from shardforge.records.manifest import check_readable
-from shardforge.training.config import PACKAGED_CONFIGS
+from shardforge.training.recipes import RECIPES, packaged_configs
 
 # What a training run writes into its run dir; --overwrite deletes these and nothing else.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "config.json", "curves.png", "tensorboard")
 
 
+def _interrupted_state(out_dir: str) -> str:
+    """What an interrupted run left in ``out_dir``: its newest checkpoint, if any."""
+    from shardforge.training.checkpoint import latest_checkpoint
+
+    newest = latest_checkpoint(Path(out_dir) / "checkpoints")
+    if newest is None:
+        return f"no checkpoint in {out_dir} yet; rerun with --overwrite to start again"
+    return f"the newest checkpoint is {newest}; continue from it with --resume"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="YAML training config, or a packaged one: "
-                        f"{', '.join(PACKAGED_CONFIGS)} (default: the LM task's defaults)")
+                        f"{', '.join(packaged_configs())} (default: the LM task's defaults; "
+                        f"task=... picks another of {', '.join(RECIPES)})")
     parser.add_argument("--data", default=None,
                         help="pipeline output dir (the --output of `shardforge run`) with "
                         "schema.pbtxt, train/ and eval/")
@@ -112,7 +124,10 @@ def main(args: argparse.Namespace) -> int:
     check_schema(cfg, load_schema(cfg.data))
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 owns the run dir
     prepare_run_dir(cfg.out_dir, resume=args.resume, overwrite=args.overwrite, delete=rank0)
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except KeyboardInterrupt as err:
+        raise Interrupted(_interrupted_state(cfg.out_dir)) from err
     if not rank0:
         return 0
     first, last = result.first_eval.get("eval_loss"), result.last_eval.get("eval_loss")

@@ -4,15 +4,19 @@
 
 ``load`` takes a YAML file or the name of a packaged config (``lm``, ``tabular``: the files in
 ``shardforge/examples/``). Values in overrides are parsed as YAML scalars (``lr=3e-4`` is a float,
-``qk_norm=true`` a bool); a dotted key reaches into the ``model`` dict. Unknown keys, of the
-config and of the task's model, are errors with a did-you-mean, so a typo never silently trains
-the wrong thing; :func:`check_schema` does the same for feature names against the data.
+``qk_norm=true`` a bool); a dotted key reaches into the ``model`` dict. Every value is checked
+against its field's type and range (``max_steps: true`` or ``2.7`` is an error, not 1 or 2
+steps), and unknown keys, of the config and of the task's model settings (the recipe's
+``Settings``, :mod:`shardforge.training.recipes`), are errors with a did-you-mean, so a typo
+never silently trains the wrong thing; :func:`check_schema` does the same for feature names
+against the data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +24,17 @@ from typing import Any
 
 import yaml
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-# packaged configs: ``--config lm`` is shardforge/examples/lm.yaml
-PACKAGED_CONFIGS = ("lm", "tabular")
-
 
 @dataclass
 class TrainConfig:
-    # what to train: "lm" (packed next-token prediction) or "tabular" (FeatureLayer + MLP)
+    # what to train: a recipe of shardforge.training.recipes ("lm": packed next-token
+    # prediction, "tabular": FeatureLayer + MLP, "vlm": vision-language)
     task: str = "lm"
     data: str = ""  # a pipeline output dir holding train/, eval/ and schema.pbtxt
     out_dir: str = "runs/lm"
     train_split: str = "train"
     eval_split: str = "eval"
-    model: dict[str, Any] = field(default_factory=dict)  # LMConfig / TabularConfig fields
+    model: dict[str, Any] = field(default_factory=dict)  # the task recipe's Settings fields
 
     # data
     token_feature: str = "tokens"  # lm: the token-id feature
@@ -77,12 +78,22 @@ class TrainConfig:
     plot: bool = True
 
     def __post_init__(self) -> None:
-        if self.task not in ("lm", "tabular", "vlm"):
-            raise ValueError(f"task must be 'lm', 'tabular' or 'vlm', not {self.task!r}")
-        if self.grad_accum < 1 or self.max_steps < 1:
-            raise ValueError("grad_accum and max_steps must be >= 1")
+        from shardforge.training.recipes import RECIPES
+
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_value(getattr(self, f.name), _HINTS[f.name], f.name))
+        if self.task not in RECIPES:
+            raise ValueError(f"config key task: expected one of {', '.join(sorted(RECIPES))}, "
+                             f"got {self.task!r}")
+        for key, low in _LOWER_BOUNDS.items():
+            if getattr(self, key) < low:
+                raise ValueError(f"config key {key}: expected >= {low}, got {getattr(self, key)!r}")
+        if self.lr <= 0:
+            raise ValueError(f"config key lr: expected > 0, got {self.lr!r}")
         if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, not {self.zero_stage!r}")
+            raise ValueError(f"config key zero_stage must be 0, 1, 2 or 3, not "
+                             f"{self.zero_stage!r}")
+        self.settings()  # the model settings' keys and values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -90,19 +101,13 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}{did_you_mean(unknown[0], known)}")
-        cfg = cls(**coerce_fields(cls, values))
-        cfg.check_model_keys()
-        return cfg
+        return cls(**values)
 
-    def check_model_keys(self) -> None:
-        """Every key of ``model`` is a field of the task's model config (a typo is an error)."""
-        if not isinstance(self.model, dict):
-            raise ValueError(f"config key model: expected a mapping, got {self.model!r}")
-        model_keys = {f.name for f in dataclasses.fields(model_config_class(self.task))}
-        for key in self.model:
-            if key not in model_keys:
-                raise ValueError(f"unknown model key {key!r} for task {self.task!r}"
-                                 f"{did_you_mean(key, model_keys)}")
+    def settings(self) -> Any:
+        """``model`` as the task recipe's ``Settings`` (keys and values checked)."""
+        from shardforge.training.recipes import recipe_for
+
+        return make_settings(recipe_for(self.task).Settings, self.model, "model")
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
@@ -126,23 +131,14 @@ class TrainConfig:
 def config_path(path: str | Path) -> Path:
     """``path`` itself if it is a file, else the packaged config of that name
     (``config_path("lm")`` is ``shardforge/examples/lm.yaml``)."""
+    from shardforge.training.recipes import EXAMPLES_DIR, packaged_configs
+
     if Path(path).is_file():
         return Path(path)
-    if str(path) in PACKAGED_CONFIGS:
+    if str(path) in packaged_configs():
         return EXAMPLES_DIR / f"{path}.yaml"
     raise FileNotFoundError(f"config {str(path)!r} is neither a file nor a packaged config "
-                            f"({', '.join(PACKAGED_CONFIGS)})")
-
-
-def model_config_class(task: str) -> type:
-    """The dataclass whose fields the ``model`` mapping of a ``task`` config sets."""
-    if task == "lm":
-        from shardforge.training.models.lm import LMConfig
-
-        return LMConfig
-    from shardforge.training.models.tabular import TabularConfig
-
-    return TabularConfig
+                            f"({', '.join(packaged_configs())})")
 
 
 def did_you_mean(name: str, choices) -> str:
@@ -157,18 +153,11 @@ def did_you_mean(name: str, choices) -> str:
 
 
 def check_schema(cfg: TrainConfig, schema) -> None:
-    """Fail before training when the config names features the data does not have: the LM's
-    token feature, the tabular label (``label=lable``), or LM settings on tabular data."""
-    names = [f.name for f in schema.features]
-    if cfg.task == "lm" and cfg.token_feature not in names:
-        hint = did_you_mean(cfg.token_feature, names)
-        if cfg.label in names:  # a labelled, token-less output: the tabular task's data
-            hint = (f"; this looks like tabular data (it has the label {cfg.label!r}): give "
-                    f"--config tabular (or task=tabular)")
-        raise ValueError(f"the data has no token feature {cfg.token_feature!r}{hint}")
-    if cfg.task == "tabular" and cfg.label not in names:
-        raise ValueError(f"the data has no label feature {cfg.label!r}"
-                         f"{did_you_mean(cfg.label, names)}")
+    """Fail before training when the config names features the data does not have (the task
+    recipe's ``check_schema``)."""
+    from shardforge.training.recipes import recipe_for
+
+    recipe_for(cfg.task).check_schema(cfg, schema)
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -189,22 +178,80 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def coerce_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with scalars converted to the types the dataclass ``cls`` declares."""
+def make_settings(cls: type, values: Any, where: str) -> Any:
+    """``cls(**values)`` for a settings dataclass, with unknown keys named (and a did-you-mean)
+    and every value checked against its field's type; ``where`` prefixes the key in errors."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config key {where}: expected a mapping, got {values!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ValueError(f"unknown {where} key {key!r}{did_you_mean(key, known)}")
+    return cls(**coerce_fields(cls, values, where))
+
+
+def coerce_fields(cls: type, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``values`` checked against (and converted to) the types the dataclass ``cls`` declares;
+    ``where`` prefixes the keys in errors (``model.n_layer``)."""
     hints = typing.get_type_hints(cls)
-    return {k: _coerce(v, hints.get(k), k) for k, v in values.items()}
+    prefix = f"{where}." if where else ""
+    return {k: check_value(v, hints.get(k), prefix + k) for k, v in values.items()}
 
 
-def _coerce(value: Any, kind: Any, key: str) -> Any:
-    """YAML 1.1 reads ``3e-4`` as a string; convert scalars to the field's declared type."""
-    if kind is float and isinstance(value, (str, int)) and not isinstance(value, bool):
+def check_value(value: Any, kind: Any, key: str) -> Any:
+    """``value`` as the declared type ``kind``, or a one-line error naming ``key``.
+
+    A bool is not a number (``max_steps: true`` is an error), an integer field takes only whole
+    numbers (``2.7`` is an error), YAML 1.1's strings ``3e-4`` and ``1e3`` become numbers.
+    """
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(kind):
+            return None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"config key {key}: expected true or false, got {value!r}")
+    if kind is int:
+        number = _number(value, key, "an integer")
+        if not float(number).is_integer():
+            raise ValueError(f"config key {key}: expected an integer, got {value!r}")
+        return int(number)
+    if kind is float:
+        return float(_number(value, key, "a number"))
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"config key {key}: expected a string, got {value!r}")
+    if kind is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ValueError(f"config key {key}: expected a mapping, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {key}: expected a list, got {value!r}")
+        item = typing.get_args(kind)[0]
+        return tuple(check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    return value
+
+
+def _number(value: Any, key: str, what: str) -> int | float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"config key {key}: expected a number, got {value!r}") from None
-    if kind is int and isinstance(value, str):
-        try:
-            return int(float(value))
-        except ValueError:
-            raise ValueError(f"config key {key}: expected an integer, got {value!r}") from None
-    return value
+            pass
+    raise ValueError(f"config key {key}: expected {what}, got {value!r}")
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+# the smallest meaningful value of each numeric key
+_LOWER_BOUNDS = {
+    "packing_length": 1, "batch_size": 1, "num_workers": 0, "max_steps": 1, "grad_accum": 1,
+    "min_lr": 0, "warmup_steps": 0, "weight_decay": 0, "beta1": 0, "beta2": 0, "grad_clip": 0,
+    "time_limit_s": 0, "eval_every": 1, "eval_batches": 0, "log_every": 1, "ckpt_every": 0,
+    "keep_checkpoints": 1, "seed": 0, "threads": 0,
+}

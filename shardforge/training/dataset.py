@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -94,11 +93,9 @@ def resolve_schema(spec_or_schema: Schema | Spec | str | os.PathLike | None,
     if isinstance(spec_or_schema, (dict, Schema)):
         return spec_or_schema
     if spec_or_schema is None:
-        shard_dir = Path(paths[0]).parent
-        for candidate in (shard_dir, shard_dir.parent):
-            if (candidate / "schema.pbtxt").exists():
-                spec_or_schema = candidate
-                break
+        from shardforge.records.layout import find_schema
+
+        spec_or_schema = find_schema(paths[0])
     if spec_or_schema is not None:
         return load_schema(spec_or_schema)
     from shardforge.records import RecordFile, infer_spec

@@ -22,8 +22,9 @@ fragmentation, communication buffers and the CUDA context (~0.5-1 GB) are not co
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from shardforge.records import layout
 
 # bytes per parameter: (weights, gradients, fp32 master copy, one optimizer state tensor)
 PRECISIONS: dict[str, tuple[int, int, int, int]] = {
@@ -44,19 +45,14 @@ OPTIMIZER_STATES: dict[str, tuple[str, ...]] = {
 ACTIVATION_BYTES_PER_LAYER = 34
 ACTIVATION_BYTES_CHECKPOINTED = 2  # only each layer's 16-bit input is kept
 
-_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
 def parse_size(text: str | float | int) -> float:
-    """``"80GB"`` -> 80e9 bytes, ``"80GiB"`` -> 80·2^30, a bare number is GB (``80`` -> 80e9)."""
-    if isinstance(text, (int, float)):
-        return float(text) * 1e9
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot read a memory size from {text!r}: write e.g. 80GB or 141GiB")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return number * (_UNITS[unit] if unit else 1e9)
+    """GPU memory in bytes: ``records.layout.parse_size`` with a bare number in GB (``"80GB"``
+    and ``80`` are 80e9 bytes, ``"80GiB"`` is 80·2^30)."""
+    try:
+        return float(layout.parse_size(text, bare=10**9))
+    except ValueError:
+        raise ValueError(f"cannot read a memory size from {text!r}: write e.g. 80GB (10^9 bytes) "
+                         "or 141GiB (2^30 bytes)") from None
 
 
 def parse_count(text: str | float | int) -> float:

@@ -30,9 +30,11 @@ until the end of backward before they are reduce-scattered); the weights are the
 copy (bf16 autocast computes on the GPU), so there is no separate 16-bit weight copy; FSDP2
 stage 3 shards each tensor along dim 0 (padded to a multiple of N) instead of one flat buffer.
 
-Activation checkpointing (``activation_checkpointing: true``) recomputes each block in
-``model.blocks`` (the protocol: a model exposes its repeated layers as ``blocks``) during
-backward through ``torch.utils.checkpoint.checkpoint(use_reentrant=False)``.
+Activation checkpointing (``activation_checkpointing: true``) recomputes each of the model's
+``repeated_blocks()`` (the :class:`~shardforge.training.models.TrainableModel` protocol; a VLM
+lists its encoder's blocks and its LM's) during backward through
+``torch.utils.checkpoint.checkpoint(use_reentrant=False)``; ZeRO-3 shards the same blocks one
+by one, then the rest of the model as the root unit.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
 from shardforge.training.config import TrainConfig
+from shardforge.training.models import TrainableModel
 
 
 @dataclass
@@ -131,8 +134,12 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig, device: torch.device
 
 
 def blocks_of(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The model's repeated layers (``model.blocks``), the unit of sharding and recomputation."""
-    return list(getattr(model, "blocks", []))
+    """The model's repeated blocks, the unit of sharding and recomputation."""
+    if not isinstance(model, TrainableModel):
+        raise TypeError(f"{type(model).__name__} does not list its blocks: a model to train "
+                        "implements shardforge.training.models.TrainableModel "
+                        "(repeated_blocks() -> list[nn.Module])")
+    return model.repeated_blocks()
 
 
 def checkpoint_activations(model: torch.nn.Module) -> None:

@@ -129,7 +129,7 @@ class MetricsLog:
             self.tb = open_tensorboard(tensorboard_dir, log)
 
     def _truncate_after(self, step: int) -> None:
-        from shardforge.training.checkpoint import write_atomic
+        from shardforge.records.layout import atomic_write
 
         kept = []
         if self.path.exists():
@@ -140,7 +140,7 @@ class MetricsLog:
                     continue  # the torn last line of a killed run
                 if row.get("step", 0) <= step:
                     kept.append(line + "\n")
-        write_atomic(self.path, "".join(kept).encode())
+        atomic_write(self.path, "".join(kept).encode())
 
     def record(self, row: dict) -> None:
         if self.file is not None:

@@ -18,7 +18,7 @@ reads top to bottom::
         run.measure_memory(model, optimizer)             # first step: bytes held vs the plan
         optimizer.zero_grad(set_to_none=True)
         run.end_step(step + 1, ...)                      # progress line, metrics.jsonl
-        if run.eval_due(): run.record_eval(evaluate(model, run))
+        if run.eval_due(): run.record_eval(evaluate(model, run))   # over eval_batches(...)
         if run.checkpoint_due(): run.save(model, optimizer, batches)
         if run.is_final: break
     return run.finish(model)
@@ -26,10 +26,11 @@ reads top to bottom::
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from shardforge.training.parallel import (
 )
 from shardforge.training.progress import Meter, MetricsLog, ProgressLine, eval_suffix, plot_curves
 from shardforge.training.schedule import lr_at
+from shardforge.training.watchdog import watch_launcher
 
 
 @dataclass
@@ -116,6 +118,7 @@ class Run:
     """One training run's context and bookkeeping; see the module docstring for the loop."""
 
     def __init__(self, cfg: TrainConfig, unit: str, stream=None) -> None:
+        watch_launcher()  # under torchrun: die with it, before joining the process group
         self.cfg = cfg
         self.dist: Dist = setup_distributed(device_type_for(cfg), cfg.zero_stage)
         self.device = pick_device(cfg, self.dist.local_rank)
@@ -160,20 +163,23 @@ class Run:
     # -- resume / start ---------------------------------------------------------------------
 
     def resume(self, model, optimizer, batches: Batches) -> int:
-        """Restore the newest checkpoint of the run dir; returns its step (0 if none)."""
+        """Restore the newest intact checkpoint of the run dir (a corrupt one is skipped, and
+        said so); returns its step (0 if none). A config that changes the math is refused."""
         if self.dist.is_main:
             ckpt.remove_temporaries(self.ckpt_dir)  # of a save that was killed
-        path = ckpt.latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        found = ckpt.load_latest(self.ckpt_dir, self.log)
+        if found is None:
             self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from scratch")
             return 0
-        state = ckpt.load_checkpoint(path)
+        path, state = found
+        changed = ckpt.check_resume_config(state, self.cfg, self.dist.world_size, path)
         load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
         # all ranks' loader states: the loader also resumes on a different number of ranks
         batches.load_state_dict(state["loader"])
         same_world = len(state["rng"]) == self.dist.world_size
         ckpt.set_rng_state(state["rng"][self.dist.rank if same_world else 0])
-        self.log(f"resumed from {path} at step {state['step']}")
+        self.log(f"resumed from {path} at step {state['step']}"
+                 + (f" with {', '.join(changed)}" if changed else ""))
         return state["step"]
 
     def begin(self, start: int, stop_at: int | None) -> None:
@@ -340,3 +346,34 @@ def reduce_sum(values: list[float], run: Run) -> list[float]:
     if run.dist.world_size > 1:
         dist.all_reduce(totals)
     return totals.tolist()
+
+
+def eval_batches(loader, run: Run, spare: Callable[[], Any]) -> Iterator[tuple[Any, bool]]:
+    """``(batch, counted)`` for the first ``cfg.eval_batches`` batches of ``loader`` (all if 0),
+    the same number on every rank: a rank whose part of the eval split ran out repeats its last
+    batch (or ``spare()``, if it had none) with ``counted=False``, to run a forward that counts
+    for nothing. So the collectives inside a forward (ZeRO-3 all-gathers its weights) are
+    reached the same number of times on every rank; uneven eval splits cannot hang a run.
+
+    A recipe's evaluation runs the forward of every batch and adds up only the counted ones::
+
+        for batch, counted in eval_batches(make_loader(cfg, "eval"), run, spare):
+            out = model(batch)
+            if counted: total += ...
+    """
+    limit = run.cfg.eval_batches
+    batches = iter(loader)
+    last = None
+    for _ in itertools.count() if not limit else range(limit):
+        batch = next(batches, None)
+        more = torch.tensor([float(batch is not None)], device=run.device)
+        if run.dist.world_size > 1:  # does any rank have a batch left?
+            dist.all_reduce(more, op=dist.ReduceOp.MAX)
+        if not more.item():
+            return
+        if batch is None:
+            last = spare() if last is None else last
+            yield last, False
+        else:
+            last = batch
+            yield batch, True

@@ -81,7 +81,7 @@ def test_config_key_with_no_close_match_says_where_the_keys_are(tmp_path):
 
 def test_unknown_config_name_lists_the_packaged_ones(tmp_path):
     line = one_line_error(shardforge("train", "--config", "tabluar", cwd=tmp_path))
-    assert "neither a file nor a packaged config (lm, tabular)" in line
+    assert "neither a file nor a packaged config (lm, tabular, vlm)" in line
 
 
 def test_feature_name_typo_is_caught_before_training(tmp_path, click_data):

@@ -43,14 +43,14 @@ def test_run_writes_gzip_shards(run_out, capsys):
 def test_run_refuses_to_overwrite_without_flag(run_out, capsys):
     csv, out = run_out
     rc = main(["run", "--features", CLICK_FEATURES, "--input", csv, "--output", out])
-    assert rc == 1
+    assert rc == 2  # the user's mistake: shardforge.cli's exit-code rule
     assert "--overwrite" in capsys.readouterr().err
 
 
 def test_run_names_missing_input(tmp_path, capsys):
     rc = main(["run", "--features", CLICK_FEATURES, "--input", str(tmp_path / "none*.csv"),
                "--output", str(tmp_path / "out")])
-    assert rc == 1 and "no input files match" in capsys.readouterr().err
+    assert rc == 2 and "no input files match" in capsys.readouterr().err
 
 
 def test_stats_table_and_html(run_out, capsys):
@@ -61,4 +61,4 @@ def test_stats_table_and_html(run_out, capsys):
     with open(os.path.join(out, "stats.html")) as f:
         page = f.read()
     assert page.count("data:image/png;base64,") >= 5
-    assert ">price</th>" in page and "train | eval" in page
+    assert 'id="inputs-price">' in page and "<th>train</th><th>eval</th>" in page

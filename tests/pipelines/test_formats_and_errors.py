@@ -168,11 +168,13 @@ def test_error_budget_fails_the_job_and_writes_no_shards(data):
 
 
 def test_shard_size_sets_the_shard_count(data):
-    from shardforge.pipelines.transforms import parse_size
+    from shardforge.records.layout import parse_size
     from tests.pipelines.helpers import shard_paths
 
-    assert parse_size("2KB") == 2048 and parse_size("128MB") == 128 << 20
-    summary = _run(data, "rows.jsonl", "out_sized", shard_size="2KB", eval_fraction=0.0)
+    # K/M/G and KiB/MiB/GiB are powers of 1024, KB/MB/GB powers of 1000 (the one rule)
+    assert parse_size("2KiB") == parse_size("2K") == 2048 and parse_size("128MiB") == 128 << 20
+    assert parse_size("2KB") == 2000 and parse_size("128MB") == 128 * 10**6
+    summary = _run(data, "rows.jsonl", "out_sized", shard_size="2KiB", eval_fraction=0.0)
     with open(summary.stats) as f:
         written = json.load(f)["splits"]["train"]["bytes"]
     n = -(-written // 2048)

@@ -15,6 +15,9 @@ from shardforge.records import manifest as mf
 from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, REPO
 from tests.pipelines.test_overwrite import snapshot
 
+# on the job's PYTHONPATH: its sitecustomize pauses the process that reaches the named stage
+PAUSE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pause")
+
 pytestmark = [pytest.mark.xdist_group("pipelines-kill"), pytest.mark.slow]
 
 
@@ -26,7 +29,7 @@ def csv(tmp_path_factory):
 
 
 def start(csv, out, stage, marker, *extra):
-    env = dict(os.environ, PYTHONPATH=REPO, SHARDFORGE_PAUSE_AT=stage,
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, PAUSE]), SHARDFORGE_PAUSE_AT=stage,
                SHARDFORGE_PAUSE_FILE=str(marker))
     cmd = [sys.executable, "-m", "shardforge.cli", "run", "--features", CLICK_FEATURES,
            "--input", csv, "--output", str(out), "--num-shards", "2", "--quiet", *extra]
@@ -122,7 +125,8 @@ def test_killing_only_the_launcher_kills_its_workers(csv, tmp_path):
 
 WORKER = """
 import os, sys, time
-import shardforge.pipelines.progress  # a worker loading shardforge code starts the watchdog
+from shardforge.pipelines import progress
+progress.attach()  # what every shardforge DoFn does in setup()
 time.sleep(30)
 open(sys.argv[1], "w").write("outlived the launcher")
 """
@@ -159,7 +163,7 @@ def test_second_job_on_a_running_output_fails_fast_naming_it(csv, tmp_path):
         assert proc.returncode == 1
         assert f"being written by another job (pid {paused['pid']}" in proc.stderr
         assert "--num-shards 2" in proc.stderr  # the other job's command
-        assert main(["stats", str(out)]) == 1  # nothing published yet: readers refuse
+        assert main(["stats", str(out)]) == 2  # nothing published yet: readers refuse
     finally:
         kill_group(first)
 

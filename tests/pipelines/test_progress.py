@@ -125,3 +125,15 @@ def test_a_plain_run_is_quiet_and_a_failure_is_short(tmp_path):
     assert f"Beam's output is in {log.relative_to(tmp_path)}" in proc.stderr
     assert "Traceback" in log.read_text()  # the workers' own report, kept for the user
     assert not (tmp_path / "out3" / "train").exists()
+
+
+def test_importing_progress_starts_no_thread():
+    # a module that a worker imports must not start a watchdog that may SIGKILL its process:
+    # a DoFn starts it in setup() (progress.attach)
+    code = ("import threading; import shardforge.pipelines.progress, shardforge.pipelines.stats;"
+            " print(threading.active_count())")
+    env = dict(os.environ, PYTHONPATH=REPO, SHARDFORGE_LAUNCHER="1:0",
+               SHARDFORGE_PROGRESS_DIR="/nonexistent")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "1"

@@ -3,18 +3,19 @@
 import numpy as np
 import pytest
 
-from shardforge.pipelines import transforms as T
+from shardforge.pipelines import sort as S
 from shardforge.records import RecordBlock
+from shardforge.records.layout import shard_bounds
 
 
 @pytest.mark.parametrize("merge_bytes", [500, 1 << 20])
 def test_merged_ranges_equal_a_sort_of_everything(tmp_path, monkeypatch, merge_bytes):
     # windows far smaller than a run (and larger), ties within and across runs
-    monkeypatch.setattr(T, "MERGE_BYTES", merge_bytes)
+    monkeypatch.setattr(S, "MERGE_BYTES", merge_bytes)
     rng = np.random.default_rng(0)
     records, runs = [], []
     for r in range(7):
-        spiller = T.RunSpiller(str(tmp_path), run_bytes=1 << 30)
+        spiller = S.RunSpiller(str(tmp_path), run_bytes=1 << 30)
         n = int(rng.integers(1, 3000))
         keys = rng.integers(0, 50 if r % 2 else 2**63, n).astype(np.uint64)
         recs = [bytes(rng.integers(0, 3, int(rng.integers(0, 5))).astype(np.uint8))
@@ -23,13 +24,13 @@ def test_merged_ranges_equal_a_sort_of_everything(tmp_path, monkeypatch, merge_b
         assert not list(spiller.add("train", keys, RecordBlock.from_records(recs)))
         runs += spiller.flush()
     assert sum(r["records"] for r in runs) == len(records)
-    opened = [T._Run(r["path"]) for r in runs]
+    opened = [S.Run(r["path"]) for r in runs]
     n = 3
     merged = []
     for i in range(n):
-        lo, hi = T.shard_bounds(i, n)
+        lo, hi = shard_bounds(i, n)
         assert lo == -(-(i << 64) // n)
-        part = [b for block in T.merge_runs(opened, lo, hi) for b in block]
+        part = [b for block in S.merge_runs(opened, lo, hi) for b in block]
         expected = sorted((k, b) for k, b in records if k >= lo and (hi is None or k < hi))
         assert part == [b for _, b in expected]
         merged += part
@@ -39,11 +40,11 @@ def test_merged_ranges_equal_a_sort_of_everything(tmp_path, monkeypatch, merge_b
 
 
 def test_a_run_spills_when_full_and_sorts_by_key_then_bytes(tmp_path):
-    spiller = T.RunSpiller(str(tmp_path), run_bytes=6)
+    spiller = S.RunSpiller(str(tmp_path), run_bytes=6)
     keys = np.array([5, 1, 5, 1], dtype=np.uint64)
     runs = list(spiller.add("eval", keys, RecordBlock.from_records([b"zz", b"b", b"aa", b"a"])))
     assert [(r["split"], r["records"], r["bytes"]) for r in runs] == [("eval", 4, 6)]
-    run = T._Run(runs[0]["path"])
+    run = S.Run(runs[0]["path"])
     assert run.keys.tolist() == [1, 1, 5, 5]
     spans = run.spans(0, 4)
     assert [spans.record(i) for i in range(4)] == [b"a", b"b", b"aa", b"zz"]

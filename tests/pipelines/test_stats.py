@@ -127,7 +127,7 @@ def test_skewed_column_gets_a_log_histogram_that_counts_every_value(job):
     assert {f["name"]: f for f in doc["features"]}["big"]["histogram_scale"] == "linear"
 
 
-def test_html_has_train_and_eval_side_by_side_and_survives_math_markup(job):
+def test_html_overlays_train_and_eval_fits_the_window_and_survives_math_markup(job):
     summary, doc, _, _ = job
     with open(os.path.join(summary.output, "stats.html")) as f:
         page = f.read()
@@ -138,8 +138,12 @@ def test_html_has_train_and_eval_side_by_side_and_survives_math_markup(job):
 
     from PIL import Image
 
-    wide = Image.open(io.BytesIO(base64.b64decode(images[0])))
-    assert wide.size[0] > 2 * wide.size[1]  # two panels: train | eval
+    # one chart per feature, the splits overlaid, as wide as a card of the responsive grid
+    chart = Image.open(io.BytesIO(base64.b64decode(images[0])))
+    assert chart.size[0] <= 440 and "minmax(min(100%,440px),1fr)" in page
+    cards = re.findall(r'<section class="card[^"]*" id="([^"]+)">(.*?)</section>', page)
+    assert {c for c, _ in cards} >= {"inputs-big", "inputs-name", "outputs-note", "outputs-text"}
+    assert all("<th>train</th><th>eval</th>" in body for _, body in cards)
 
 
 def test_top_values_stay_bounded():

@@ -11,10 +11,16 @@ Three targets, each case run through the compiled code:
   keys, 11-byte varints), then sometimes mutated byte-wise. ``decode_batch`` must reject exactly
   the batches ``decode_batch_reference`` (protobuf's ``ParseFromString``) rejects and otherwise
   return the same values.
+- **keys**: tf.Examples whose map keys are valid UTF-8 or break it one way (overlong forms,
+  UTF-16 surrogates, code points past U+10FFFF, truncated sequences, stray continuation and
+  invalid lead bytes), placed anywhere a key can be: canonical entries, a key after its value,
+  two key fields in one entry (protobuf checks both and keeps the last), a second Features
+  message, a feature the spec asks for or not. ``decode_batch`` must agree with protobuf.
 - **block**: ``RecordBlock`` s with random offsets and lengths into a buffer: ``decode_batch``
   either raises ValueError (a span outside the buffer) or decodes like the reference.
 - **index**: shards (plain and gzip) whose index file is bit-flipped, truncated, or rewritten
-  with shifted, swapped or resized entries under a valid checksum, or whose shard changed under
+  with shifted, swapped, merged or resized entries (tags and flush checks included) under a
+  valid checksum, or whose shard changed under
   its index: ``RecordFile`` raises IndexFileError or CorruptRecordError, or returns exactly the
   record asked for.
 - **framing**: damaged shards read without an index (the compiled scan and its resync): only
@@ -266,6 +272,84 @@ def decoder_case(rng, reference, fallbacks: Fallbacks) -> bool:
     return fallbacks.count == before
 
 
+# --- map keys ------------------------------------------------------------------------------------
+
+
+def utf8(c: int, n: int) -> bytes:
+    """Code point ``c`` in ``n`` bytes of UTF-8's bit layout, whether or not that is valid."""
+    if n == 1:
+        return bytes([c])
+    lead = (0xC0, 0xE0, 0xF0)[n - 2] | (c >> (6 * (n - 1)))
+    return bytes([lead] + [0x80 | (c >> (6 * k)) & 0x3F for k in range(n - 2, -1, -1)])
+
+
+def random_key(rng) -> bytes:
+    """Valid UTF-8 around one piece that is valid or breaks it one way."""
+    what = int(rng.integers(0, 8))
+    if what == 0:  # valid: one to four bytes
+        n = int(rng.integers(1, 5))
+        lo, hi = [(0, 0x80), (0x80, 0x800), (0x800, 0x10000), (0x10000, 0x110000)][n - 1]
+        c = int(rng.integers(lo, hi))
+        piece = utf8(0xE000 if 0xD800 <= c <= 0xDFFF else c, n)
+    elif what == 1:  # overlong: a code point in more bytes than it needs
+        n = int(rng.integers(2, 5))
+        piece = utf8(int(rng.integers(0, [0x80, 0x800, 0x10000][n - 2])), n)
+    elif what == 2:  # a UTF-16 surrogate, alone or as a CESU-8 pair
+        piece = utf8(int(rng.integers(0xD800, 0xE000)), 3)
+        if rng.random() < 0.5:
+            piece = utf8(int(rng.integers(0xD800, 0xDC00)), 3) + utf8(
+                int(rng.integers(0xDC00, 0xE000)), 3)
+    elif what == 3:  # past U+10FFFF
+        piece = utf8(int(rng.integers(0x110000, 0x200000)), 4)
+    elif what == 4:  # a multi-byte sequence cut short
+        n = int(rng.integers(2, 5))
+        piece = utf8([0xE9, 0x20AC, 0x1D11E][n - 2], n)[: int(rng.integers(1, n))]
+    elif what == 5:  # a stray continuation byte or a byte that never starts a sequence
+        piece = bytes([int(rng.choice([int(rng.integers(0x80, 0xC0)), 0xC0, 0xC1,
+                                       int(rng.integers(0xF5, 0x100))]))])
+    elif what == 6:
+        piece = b"\0"
+    else:
+        piece = NAMES[int(rng.integers(0, len(NAMES)))]
+    before = "é-"[: int(rng.integers(0, 3))].encode()
+    after = "a€"[: int(rng.integers(0, 3))].encode()
+    return before + piece + after if what != 7 else piece
+
+
+def key_entry(rng) -> bytes:
+    key = random_key(rng)
+    value = ld(2, feature(rng), rng)
+    how = int(rng.integers(0, 5))
+    if how == 0:
+        return ld(1, key, rng) + value
+    if how == 1:  # the value first
+        return value + ld(1, key, rng)
+    if how == 2:  # two key fields: protobuf checks both, keeps the last
+        keys = [ld(1, key, rng), ld(1, random_key(rng), rng)]
+        return b"".join(keys[:: int(rng.choice([1, -1]))]) + value
+    if how == 3:  # no key at all: the empty string
+        return value
+    return ld(1, key, rng) + value + maybe_unknown(rng, 0.2)
+
+
+def key_example(rng) -> bytes:
+    entries = [ld(1, key_entry(rng) if rng.random() < 0.6 else entry(rng), rng)
+               for _ in range(int(rng.integers(1, 5)))]
+    if rng.random() < 0.2:  # Features in two fields
+        cut = int(rng.integers(0, len(entries) + 1))
+        return ld(1, b"".join(entries[:cut]), rng) + ld(1, b"".join(entries[cut:]), rng)
+    return ld(1, b"".join(entries), rng)
+
+
+def key_case(rng, reference) -> None:
+    records = [key_example(rng) for _ in range(int(rng.integers(1, 4)))]
+    spec = random_spec(rng) if rng.random() < 0.8 else {}
+    fast = outcome(decode_batch, records, spec)
+    ref = outcome(reference, records, spec)
+    if not same(fast, ref):
+        raise Failure(f"keys: {records!r} {spec!r}: fast {fast!r} != reference {ref!r}")
+
+
 def block_case(rng, reference) -> None:
     records = [example(rng) for _ in range(int(rng.integers(1, 5)))]
     block = RecordBlock.from_records(records)
@@ -325,7 +409,12 @@ def _rewrite_columns(raw: bytes, rng) -> bytes:
     import google_crc32c
 
     magic, n, ncols, size, stream, checksum, _ = _HEADER.unpack_from(raw)
-    cols = np.frombuffer(raw[_HEADER.size :], dtype="<i8").reshape(ncols, n).copy()
+    wide = 2 if ncols == 3 else 4  # int64 columns, then uint32 tags[, flush checks]
+    body = raw[_HEADER.size :]
+    cols = np.concatenate([
+        np.frombuffer(body, dtype="<i8", count=wide * n).reshape(wide, n),
+        np.frombuffer(body, dtype="<u4", offset=wide * n * 8).reshape(ncols - wide, n),
+    ])
     what = int(rng.integers(0, 6))
     c = int(rng.integers(0, ncols))
     i, j = (int(x) for x in rng.integers(0, n, size=2))
@@ -335,6 +424,10 @@ def _rewrite_columns(raw: bytes, rng) -> bytes:
         cols[c, i] += int(rng.choice([-17, -16, -1, 1, 16, 17, 4096]))
     elif what == 2:
         cols[c, i:] += int(rng.choice([-16, 16, 1]))
+    elif what == 3 and i + 1 < n and rng.random() < 0.5:  # two entries merged, the rest moved
+        cols[1, i] += cols[1, i + 1] + 16
+        cols = np.delete(cols, i + 1, axis=1)
+        n -= 1
     elif what == 3:  # move bytes from one record to the next: the total stays right
         k = int(rng.integers(1, 20))
         cols[1, i] += k
@@ -346,7 +439,7 @@ def _rewrite_columns(raw: bytes, rng) -> bytes:
         n -= k
     else:
         stream += int(rng.choice([-16, 16, 2**40]))
-    data = cols.astype("<i8").tobytes()
+    data = cols[:wide].astype("<i8").tobytes() + (cols[wide:] & 0xFFFFFFFF).astype("<u4").tobytes()
     return _HEADER.pack(magic, n, ncols, size, stream & (2**64 - 1), checksum,
                         google_crc32c.value(data)) + data
 
@@ -378,8 +471,10 @@ def index_case(rng, shards: Shards) -> None:
         rf = RecordFile(path, verify=bool(rng.random() < 0.7))
         if current is None:
             raise Failure(f"index: a changed shard opened under its old index ({path})")
-        if len(rf) != len(current):
+        if len(rf) > len(current):
             raise Failure(f"index: {len(rf)} records through a damaged index, not {len(current)}")
+        # fewer: two entries merged, which only reading every record could see on open; then
+        # every read from the merge on must fail
         for _ in range(5):
             i = int(rng.integers(0, len(rf)))
             try:
@@ -427,8 +522,8 @@ def run(seconds: float, seed: int) -> dict:
     fallbacks = Fallbacks()
     reference = fallbacks._reference
     example_module.decode_batch_reference = fallbacks
-    counts = {"decoder": 0, "decoder_compiled": 0, "block": 0, "index": 0, "framing": 0,
-              "seed": seed}
+    counts = {"decoder": 0, "decoder_compiled": 0, "keys": 0, "block": 0, "index": 0,
+              "framing": 0, "seed": seed}
     tmp = tempfile.mkdtemp(prefix="sf-fuzz-")
     try:
         shards = Shards(tmp, rng)
@@ -437,6 +532,9 @@ def run(seconds: float, seed: int) -> dict:
             for _ in range(20):
                 counts["decoder_compiled"] += decoder_case(rng, reference, fallbacks)
                 counts["decoder"] += 1
+            for _ in range(10):
+                key_case(rng, reference)
+                counts["keys"] += 1
             for _ in range(5):
                 block_case(rng, reference)
                 counts["block"] += 1

@@ -28,6 +28,7 @@ from shardforge.records import (
 from shardforge.records import example as example_module
 from shardforge.records.index import _HEADER
 
+from . import fuzz
 from .conftest import assert_batches_equal
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,9 +48,10 @@ def _relie(path, edit):
     """Rewrite the index's columns with ``edit(cols)`` under a valid checksum (a lying index)."""
     raw = open(index_path(path), "rb").read()
     magic, n, ncols, size, stream, checksum, _ = _HEADER.unpack_from(raw)
-    cols = np.frombuffer(raw[_HEADER.size :], dtype="<i8").reshape(ncols, n).copy()
+    wide = 2 if ncols == 3 else 4  # int64 columns; the uint32 tags and checks follow them
+    cols = np.frombuffer(raw[_HEADER.size :], dtype="<i8", count=wide * n).reshape(wide, n).copy()
     edit(cols)
-    data = cols.tobytes()
+    data = cols.tobytes() + raw[_HEADER.size + wide * n * 8 :]
     open(index_path(path), "wb").write(
         _HEADER.pack(magic, n, ncols, size, stream, checksum, google_crc32c.value(data)) + data
     )
@@ -232,6 +234,27 @@ def test_features_not_in_the_spec_are_checked_like_protobuf(feature, ok, no_fall
 def test_keys_must_be_utf8_as_protobuf_requires(key, ok, no_fallback):
     rec = _example(_entry(b"a", b"\x1a\x03\x0a\x01\x07"), _entry(key, b"\x12\x00"))
     assert (_both([rec], {"a": FixedLen("int64")}) != "rejected") == ok
+
+
+@pytest.mark.parametrize("first,last,ok", [
+    (b"\xff", b"a", False), (b"\xff", b"other", False), (b"a", b"\xed\xa0\x80", False),
+    (b"\xc0\x80", b"", False), (b"other", b"a", True), ("é".encode(), b"other", True),
+])
+def test_every_key_field_of_an_entry_must_be_utf8(first, last, ok):
+    """An entry with two key fields: protobuf checks both and keeps the last."""
+    value = b"\x12\x05\x1a\x03\x0a\x01\x07"
+    e = b"".join(b"\x0a" + bytes([len(k)]) + k for k in (first, last)) + value
+    rec = _example(b"\x0a" + bytes([len(e)]) + e)
+    for spec in ({"a": FixedLen("int64", default=-1)}, {}):
+        assert (_both([rec], spec) != "rejected") == ok
+
+
+def test_keys_anywhere_agree_with_protobuf():
+    """tests/records/fuzz.py's key family: invalid UTF-8 (overlong forms, surrogates, past
+    U+10FFFF, cut sequences) anywhere a map key can be, decoded like protobuf decodes it."""
+    rng = np.random.default_rng(25)
+    for _ in range(2000):
+        fuzz.key_case(rng, decode_batch_reference)
 
 
 @pytest.mark.parametrize("tail,ok", [

@@ -19,14 +19,13 @@ def _write(directory, fs, state, raw):
             writer.write(encode_example({n: out[n][i] for n in out}))
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """In-process shards of the demo's feature set (the Beam job's functions, without Beam)."""
+def make_vlm_data(root, samples=90):
+    """In-process shards of the demo's feature set (the Beam job's functions, without Beam):
+    the first 15 samples are the eval split."""
     import json
 
-    root = tmp_path_factory.mktemp("vlm")
     corpus = root / "corpus"
-    write_corpus(str(corpus), samples=90, bad=False, seed=1)
+    write_corpus(str(corpus), samples=samples, bad=False, seed=1)
     rows = [json.loads(line) for line in open(corpus / "corpus.jsonl")]
     raw = {"images": [r["images"] for r in rows], "text": [r["text"] for r in rows]}
     fs = feature_set(root=str(corpus))
@@ -36,6 +35,11 @@ def data(tmp_path_factory):
     _write(root / "train", fs, state, {k: v[15:] for k, v in raw.items()})
     _write(root / "eval", fs, state, {k: v[:15] for k, v in raw.items()})
     return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_vlm_data(tmp_path_factory.mktemp("vlm"))
 
 
 def vlm_config(data, out_dir, kind="encoder", **overrides):

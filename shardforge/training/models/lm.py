@@ -52,6 +52,10 @@ class LMConfig:
     tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
+        for key in ("vocab_size", "n_layer", "n_head", "n_kv_head", "d_model", "ffn_hidden"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1, not {value!r}")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not a multiple of n_head={self.n_head}")
         if self.n_head % self.n_kv_head:
@@ -178,6 +182,10 @@ class PackedLM(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def repeated_blocks(self) -> list[nn.Module]:
+        """The transformer blocks (:class:`~shardforge.training.models.TrainableModel`)."""
+        return list(self.blocks)
 
     def num_params(self) -> int:
         """Unique parameters (a tied embedding counts once)."""

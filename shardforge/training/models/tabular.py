@@ -28,6 +28,10 @@ class TabularConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, not {self.n_classes}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be >= 1, not {list(self.hidden)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
 
 
 class TabularModel(nn.Module):
@@ -46,6 +50,11 @@ class TabularModel(nn.Module):
             width = hidden
         self.mlp = nn.Sequential(*layers)
         self.head = nn.Linear(width, 1 if self.cfg.n_classes == 2 else self.cfg.n_classes)
+
+    def repeated_blocks(self) -> list[nn.Module]:
+        """None: an MLP this small is recomputed and sharded as one unit
+        (:class:`~shardforge.training.models.TrainableModel`)."""
+        return []
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits: ``[B]`` for binary, ``[B, n_classes]`` otherwise."""

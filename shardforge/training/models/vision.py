@@ -51,6 +51,9 @@ class VisionConfig:
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        for key in ("patch_dim", "d_model", "n_layer", "n_head", "merge_size", "out_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, not {getattr(self, key)!r}")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not a multiple of n_head={self.n_head}")
         if self.head_dim % 4:
@@ -130,6 +133,10 @@ class VisionEncoder(nn.Module):
         self.projector = nn.Sequential(nn.Linear(merged, merged), nn.GELU(approximate="tanh"),
                                        nn.Linear(merged, cfg.out_dim))
 
+    def repeated_blocks(self) -> list[nn.Module]:
+        """The transformer blocks (:class:`~shardforge.training.models.TrainableModel`)."""
+        return list(self.blocks)
+
     def forward(
         self,
         pixel_values: torch.Tensor,  # [P, patch_dim]
@@ -159,12 +166,17 @@ class VisionLanguageModel(nn.Module):
                              f"{lm.cfg.d_model}")
         self.encoder, self.lm, self.image_token_id = encoder, lm, int(image_token_id)
 
+    def repeated_blocks(self) -> list[nn.Module]:
+        """The encoder's blocks, then the LM's
+        (:class:`~shardforge.training.models.TrainableModel`)."""
+        return self.encoder.repeated_blocks() + self.lm.repeated_blocks()
+
     def embed(self, batch: dict[str, Any]) -> torch.Tensor:
         """The LM's input embeddings ``[T, d_model]`` with the image features in place."""
         input_ids = batch["input_ids"]
         x = self.lm.embed(input_ids)
-        if batch["pixel_values"].shape[0] == 0:
-            return x
+        # the encoder runs even on a batch without images (zero patches): under ZeRO-3 its
+        # forward all-gathers its weights, which every rank must do the same number of times
         feats = self.encoder(batch["pixel_values"], batch["patch_positions"],
                              batch["vision_cu_seqlens"], batch["vision_max_seqlen"])
         slots = input_ids == self.image_token_id

@@ -1,28 +1,60 @@
-"""One recipe per task: ``recipes/<task>.py`` defines ``train(cfg, *, resume, stop_at, stream)``.
+"""One recipe per task, registered here and nowhere else.
 
-Each is a plain loop built from the shared pieces (:mod:`shardforge.training.run`,
-``schedule``, ``parallel``, ``progress``, ``checkpoint``); copy one to start a new task and add
-its module here.
+A recipe is a module ``recipes/<task>.py`` (the :class:`Recipe` protocol) exporting:
 
->>> recipe_for("lm").__module__
-'shardforge.training.recipes.lm'
+- ``Settings``: the dataclass the config's ``model`` mapping fills (its keys are checked
+  against its fields when the config loads);
+- ``check_schema(cfg, schema)``: fail before training when the config names features the
+  data lacks;
+- ``train(cfg, *, resume, stop_at, stream)``: a plain loop built from the shared pieces
+  (:mod:`shardforge.training.run`, ``schedule``, ``parallel``, ``progress``, ``checkpoint``).
+
+To add a task, copy a recipe to ``recipes/<task>.py`` and add its line to :data:`RECIPES`;
+``task=<task>``, ``shardforge train`` and the config checks pick it up from here. A packaged
+config (``--config <task>``) is ``shardforge/examples/<task>.yaml`` if that file exists.
+
+>>> recipe_for("lm").Settings.__name__
+'LMConfig'
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-# task -> module holding its train(); imported on first use, so a task's deps load only for it
+if TYPE_CHECKING:
+    from shardforge.training.config import TrainConfig
+    from shardforge.training.run import TrainResult
+
+# task -> module of its recipe; imported on first use, so a task's deps load only for it
 RECIPES: dict[str, str] = {
     "lm": "shardforge.training.recipes.lm",
     "tabular": "shardforge.training.recipes.tabular",
     "vlm": "shardforge.training.recipes.vlm",
 }
 
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
-def recipe_for(task: str) -> Callable:
-    """The ``train`` function of ``task``'s recipe."""
+
+class Recipe(Protocol):
+    """What a recipe module exports (see the module docstring)."""
+
+    Settings: type
+
+    def check_schema(self, cfg: TrainConfig, schema: Any) -> None: ...
+
+    def train(self, cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
+              stream: Any = None) -> TrainResult: ...
+
+
+def recipe_for(task: str) -> Recipe:
+    """The recipe module of ``task``."""
     if task not in RECIPES:
-        raise ValueError(f"no recipe for task {task!r}; tasks: {sorted(RECIPES)}")
-    return importlib.import_module(RECIPES[task]).train
+        raise ValueError(f"task must be one of {', '.join(sorted(RECIPES))}, not {task!r}")
+    return importlib.import_module(RECIPES[task])
+
+
+def packaged_configs() -> list[str]:
+    """The tasks with a packaged config: ``--config lm`` is ``shardforge/examples/lm.yaml``."""
+    return [task for task in RECIPES if (EXAMPLES_DIR / f"{task}.yaml").is_file()]

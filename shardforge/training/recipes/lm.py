@@ -9,12 +9,32 @@ import time
 
 import torch
 
-from shardforge.training.config import TrainConfig, coerce_fields
+from shardforge.training.config import TrainConfig, coerce_fields, did_you_mean
 from shardforge.training.models.lm import LMConfig, PackedLM
 from shardforge.training.packing import shift_labels
 from shardforge.training.parallel import clip_and_step, gradient_sync, parallelize
-from shardforge.training.run import Batches, Run, TrainResult, load_schema, reduce_sum
+from shardforge.training.run import (
+    Batches,
+    Run,
+    TrainResult,
+    eval_batches,
+    load_schema,
+    reduce_sum,
+)
 from shardforge.training.schedule import lr_at, set_lr
+
+Settings = LMConfig  # what cfg.model sets
+
+
+def check_schema(cfg: TrainConfig, schema) -> None:
+    """The data has the token feature (tabular data gets a hint to the tabular task)."""
+    names = [f.name for f in schema.features]
+    if cfg.token_feature not in names:
+        hint = did_you_mean(cfg.token_feature, names)
+        if cfg.label in names:  # a labelled, token-less output: the tabular task's data
+            hint = (f"; this looks like tabular data (it has the label {cfg.label!r}): give "
+                    f"--config tabular (or task=tabular)")
+        raise ValueError(f"the data has no token feature {cfg.token_feature!r}{hint}")
 
 
 def build_model(cfg: TrainConfig, schema) -> PackedLM:
@@ -64,13 +84,17 @@ def evaluate(model, run: Run) -> dict:
     cfg = run.cfg
     model.eval()
     total, count = 0.0, 0
-    for i, batch in enumerate(make_loader(cfg, cfg.eval_split, train=False)):
-        if cfg.eval_batches and i >= cfg.eval_batches:
-            break
+
+    def spare():
+        return next(iter(make_loader(cfg, cfg.train_split, train=False)))
+
+    for batch, counted in eval_batches(make_loader(cfg, cfg.eval_split, train=False), run,
+                                       spare):
         with run.autocast:
             _, ce, n = lm_forward(model, batch, run.device)
-        total += float(ce) * n
-        count += n
+        if counted:
+            total += float(ce) * n
+            count += n
     total, count = reduce_sum([total, count], run)
     model.train()
     return {"eval_loss": total / max(count, 1), "eval_items": int(count)}

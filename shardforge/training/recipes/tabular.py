@@ -11,11 +11,28 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from shardforge.training.config import TrainConfig, coerce_fields
+from shardforge.training.config import TrainConfig, coerce_fields, did_you_mean
 from shardforge.training.models.tabular import TabularConfig, TabularModel, roc_auc
 from shardforge.training.parallel import clip_and_step, gradient_sync, parallelize, unwrap
-from shardforge.training.run import Batches, Run, TrainResult, load_schema, reduce_sum
+from shardforge.training.run import (
+    Batches,
+    Run,
+    TrainResult,
+    eval_batches,
+    load_schema,
+    reduce_sum,
+)
 from shardforge.training.schedule import lr_at, set_lr
+
+Settings = TabularConfig  # what cfg.model sets
+
+
+def check_schema(cfg: TrainConfig, schema) -> None:
+    """The data has the label feature (``label=lable`` gets a did-you-mean)."""
+    names = [f.name for f in schema.features]
+    if cfg.label not in names:
+        raise ValueError(f"the data has no label feature {cfg.label!r}"
+                         f"{did_you_mean(cfg.label, names)}")
 
 
 def make_loader(cfg: TrainConfig, split: str, *, train: bool):
@@ -45,11 +62,16 @@ def evaluate(model, run: Run) -> dict:
     cfg = run.cfg
     model.eval()
     total, count, scores, labels = 0.0, 0, [], []
-    for i, batch in enumerate(make_loader(cfg, cfg.eval_split, train=False)):
-        if cfg.eval_batches and i >= cfg.eval_batches:
-            break
+
+    def spare():
+        return next(iter(make_loader(cfg, cfg.train_split, train=False)))
+
+    for batch, counted in eval_batches(make_loader(cfg, cfg.eval_split, train=False), run,
+                                       spare):
         with run.autocast:
             loss, logits, y = tabular_forward(model, batch, cfg.label, run.device)
+        if not counted:
+            continue
         total += float(loss) * len(y)
         count += len(y)
         scores.append(unwrap(model).predict(logits.float()).cpu().numpy())

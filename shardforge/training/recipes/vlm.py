@@ -6,7 +6,8 @@
 ``cfg.model`` holds the VLM's settings (:class:`VLMSettings`); ``cfg.packing_length`` is the
 LM token budget and ``model.patch_budget`` the vision one. Three kinds of model train on the
 same captions, so their eval losses compare directly (``eval_loss`` is the cross-entropy of
-caption tokens only: no image placeholder, no image code):
+caption tokens only: no image placeholder, no image code). What each kind is made of is one
+row of :data:`KINDS`:
 
 - ``kind="encoder"``: :class:`~shardforge.training.models.vision.VisionLanguageModel`, the
   native-resolution encoder's merged features at the placeholder tokens
@@ -17,25 +18,33 @@ caption tokens only: no image placeholder, no image code):
   discrete tokens of an ``sf.image_tokens`` column (the text packed loader).
 
 The loop is the LM recipe's, built from the same shared pieces (``Run``, ``parallelize``,
-``lr_at``, ``clip_and_step``); only the model, the loader and the forward differ.
+``lr_at``, ``clip_and_step``, ``eval_batches``); only the model, the loader and the forward
+differ, and those are the kind's.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from shardforge.training.config import TrainConfig, coerce_fields
-from shardforge.training.models.lm import IGNORE_INDEX, LMConfig, PackedLM
+from shardforge.training.config import TrainConfig, coerce_fields, did_you_mean, make_settings
+from shardforge.training.models.lm import IGNORE_INDEX, LMConfig, LMOutput, PackedLM
+from shardforge.training.models.vision import VisionConfig, VisionEncoder, VisionLanguageModel
 from shardforge.training.packing import shift_labels
 from shardforge.training.parallel import clip_and_step, gradient_sync, parallelize
-from shardforge.training.run import Batches, Run, TrainResult, load_schema, reduce_sum
+from shardforge.training.run import (
+    Batches,
+    Run,
+    TrainResult,
+    eval_batches,
+    load_schema,
+    reduce_sum,
+)
 from shardforge.training.schedule import lr_at, set_lr
-
-KINDS = ("encoder", "blind", "fusion")
 
 
 @dataclass
@@ -54,74 +63,154 @@ class VLMSettings:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"model.kind must be one of {KINDS}, not {self.kind!r}")
+            raise ValueError(f"model.kind must be one of {', '.join(KINDS)}, not {self.kind!r}"
+                             f"{did_you_mean(self.kind, KINDS)}")
         if self.kind == "fusion" and not self.text_vocab_size:
             raise ValueError("model.kind=fusion needs model.text_vocab_size (the text ids' "
                              "count)")
+        for key, low in (("patch_budget", 1), ("image_token_id", 0), ("lookahead", 1),
+                         ("text_vocab_size", 0)):
+            if getattr(self, key) < low:
+                raise ValueError(f"config key model.{key}: expected >= {low}, got "
+                                 f"{getattr(self, key)!r}")
+        # the nested settings' keys and values, checked when the config loads
+        make_settings(LMConfig, self.lm, "model.lm")
+        make_settings(VisionConfig, self.vision, "model.vision")
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> VLMSettings:
-        return cls(**coerce_fields(cls, dict(cfg.model)))
+        return cls(**coerce_fields(cls, dict(cfg.model), "model"))
+
+
+Settings = VLMSettings  # what cfg.model sets
+
+
+def check_schema(cfg: TrainConfig, schema) -> None:
+    """The data has the features the kind reads (``model.kind=encoder`` on data without the
+    image column is refused before training)."""
+    s = VLMSettings.of(cfg)
+    names = [f.name for f in schema.features]
+    for key, name in KINDS[s.kind].features(cfg, s).items():
+        if name not in names:
+            raise ValueError(f"model.kind={s.kind} reads the feature {name!r} ({key}), which "
+                             f"the data lacks{did_you_mean(name, names)}")
+
+
+# -- the kinds --------------------------------------------------------------------------------
+
+
+def _lm(cfg: TrainConfig, s: VLMSettings, schema) -> PackedLM:
+    # the placeholder id must be an embedding row even when the text vocabulary lacks it
+    vocab = max(int(schema.feature(cfg.token_feature).num_buckets), s.image_token_id + 1)
+    return PackedLM(LMConfig(**{**s.lm, "vocab_size": vocab}))
+
+
+def _encoder_model(cfg: TrainConfig, s: VLMSettings, schema) -> VisionLanguageModel:
+    lm = _lm(cfg, s, schema)
+    vision = VisionConfig(**{"out_dim": lm.cfg.d_model, **s.vision})
+    return VisionLanguageModel(VisionEncoder(vision), lm, s.image_token_id)
+
+
+def _fusion_model(cfg: TrainConfig, s: VLMSettings, schema) -> PackedLM:
+    lm_cfg = {"qk_norm": True, "z_loss": 1e-5, **s.lm,
+              "vocab_size": int(schema.feature(s.fused_feature).num_buckets)}
+    return PackedLM(LMConfig(**lm_cfg))
+
+
+def _common(cfg: TrainConfig, s: VLMSettings, train: bool) -> dict:
+    """Shuffled with equal work per rank for training, in order and complete for eval."""
+    return dict(shuffle=train, seed=cfg.seed, lookahead=s.lookahead,
+                remainder="drop" if train else "keep",
+                num_workers=cfg.num_workers if train else 0)
+
+
+def _multimodal_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
+    from shardforge.training.mm_packing import multimodal_loader
+
+    return multimodal_loader(f"{cfg.data}/{split}", token_budget=cfg.packing_length,
+                             patch_budget=s.patch_budget, image_token_id=s.image_token_id,
+                             token_feature=cfg.token_feature, image_feature=s.image_feature,
+                             **_common(cfg, s, train))
+
+
+def _fused_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
+    from shardforge.training.loader import packed_loader
+
+    return packed_loader(f"{cfg.data}/{split}", packing_length=cfg.packing_length,
+                         token_feature=s.fused_feature, **_common(cfg, s, train))
+
+
+def _forward_vlm(model, batch: dict, targets: torch.Tensor) -> LMOutput:
+    return model(batch, targets)
+
+
+def _forward_lm(model, batch: dict, targets: torch.Tensor) -> LMOutput:
+    return model(batch["input_ids"], batch["position_ids"], batch["cu_seqlens"],
+                 int(batch["max_seqlen"]), targets)
+
+
+def _multimodal_features(cfg: TrainConfig, s: VLMSettings) -> dict[str, str]:
+    return {"token_feature": cfg.token_feature, "model.image_feature": s.image_feature}
+
+
+def _fused_features(cfg: TrainConfig, s: VLMSettings) -> dict[str, str]:
+    return {"model.fused_feature": s.fused_feature}
+
+
+def _all_targets(targets: torch.Tensor, s: VLMSettings) -> torch.Tensor:
+    return targets  # the multimodal packer already ignores the placeholders
+
+
+def _text_targets(targets: torch.Tensor, s: VLMSettings) -> torch.Tensor:
+    return torch.where(targets < s.text_vocab_size, targets, IGNORE_INDEX)  # not image codes
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of VLM is made of; the training loop is shared."""
+
+    build_model: Callable[[TrainConfig, VLMSettings, Any], torch.nn.Module]
+    make_loader: Callable[..., Any]  # (cfg, s, split, *, train) -> a resumable loader
+    forward: Callable[[torch.nn.Module, dict, torch.Tensor], LMOutput]  # (model, batch, targets)
+    features: Callable[[TrainConfig, VLMSettings], dict[str, str]]  # config key -> feature read
+    caption_targets: Callable[[torch.Tensor, VLMSettings], torch.Tensor]  # eval: caption only
+    language_model: Callable[[torch.nn.Module], PackedLM]  # the LM inside (for the plan)
+
+
+KINDS: dict[str, Kind] = {
+    "encoder": Kind(_encoder_model, _multimodal_loader, _forward_vlm, _multimodal_features,
+                    _all_targets, lambda model: model.lm),
+    "blind": Kind(_lm, _multimodal_loader, _forward_lm, _multimodal_features, _all_targets,
+                  lambda model: model),
+    "fusion": Kind(_fusion_model, _fused_loader, _forward_lm, _fused_features, _text_targets,
+                   lambda model: model),
+}
+
+
+# -- the recipe -------------------------------------------------------------------------------
 
 
 def build_model(cfg: TrainConfig, s: VLMSettings, schema) -> torch.nn.Module:
     """The model ``s.kind`` names, its vocabulary from the schema."""
-    from shardforge.training.models.vision import VisionConfig, VisionEncoder, VisionLanguageModel
-
-    if s.kind == "fusion":
-        lm_cfg = {"qk_norm": True, "z_loss": 1e-5, **s.lm,
-                  "vocab_size": int(schema.feature(s.fused_feature).num_buckets)}
-        return PackedLM(LMConfig(**lm_cfg))
-    # the placeholder id must be an embedding row even when the text vocabulary lacks it
-    vocab = max(int(schema.feature(cfg.token_feature).num_buckets), s.image_token_id + 1)
-    lm = PackedLM(LMConfig(**{**s.lm, "vocab_size": vocab}))
-    if s.kind == "blind":
-        return lm
-    vision = VisionConfig(**{"out_dim": lm.cfg.d_model, **s.vision})
-    return VisionLanguageModel(VisionEncoder(vision), lm, s.image_token_id)
+    return KINDS[s.kind].build_model(cfg, s, schema)
 
 
 def make_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
     """Multimodal packed batches (encoder, blind) or packed discrete-token batches (fusion):
     shuffled with equal work per rank for training, in order and complete for eval."""
-    source = f"{cfg.data}/{split}"
-    common = dict(shuffle=train, seed=cfg.seed, lookahead=s.lookahead,
-                  remainder="drop" if train else "keep",
-                  num_workers=cfg.num_workers if train else 0)
-    if s.kind == "fusion":
-        from shardforge.training.loader import packed_loader
-
-        return packed_loader(source, packing_length=cfg.packing_length,
-                             token_feature=s.fused_feature, **common)
-    from shardforge.training.mm_packing import multimodal_loader
-
-    return multimodal_loader(source, token_budget=cfg.packing_length,
-                             patch_budget=s.patch_budget, image_token_id=s.image_token_id,
-                             token_feature=cfg.token_feature, image_feature=s.image_feature,
-                             **common)
+    return KINDS[s.kind].make_loader(cfg, s, split, train=train)
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
-
-
-def vlm_forward(model, batch: dict, s: VLMSettings, device: torch.device):
+def vlm_forward(model, batch: dict, s: VLMSettings, device: torch.device) -> LMOutput:
     """The model's ``LMOutput`` on one batch, with next-token targets."""
-    batch = _to(batch, device)
-    targets = shift_labels(batch["labels"])
-    if s.kind == "encoder":
-        return model(batch, targets)
-    return model(batch["input_ids"], batch["position_ids"], batch["cu_seqlens"],
-                 int(batch["max_seqlen"]), targets)
+    batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+             for k, v in batch.items()}
+    return KINDS[s.kind].forward(model, batch, shift_labels(batch["labels"]))
 
 
 def caption_targets(batch: dict, s: VLMSettings) -> torch.Tensor:
     """Next-token targets that are caption text (not image placeholders, not image codes)."""
-    targets = shift_labels(batch["labels"])
-    if s.kind == "fusion":
-        targets = torch.where(targets < s.text_vocab_size, targets, IGNORE_INDEX)
-    return targets
+    return KINDS[s.kind].caption_targets(shift_labels(batch["labels"]), s)
 
 
 @torch.no_grad()
@@ -130,11 +219,16 @@ def evaluate(model, run: Run, s: VLMSettings) -> dict:
     cfg = run.cfg
     model.eval()
     total, count = 0.0, 0
-    for i, batch in enumerate(make_loader(cfg, s, cfg.eval_split, train=False)):
-        if cfg.eval_batches and i >= cfg.eval_batches:
-            break
+
+    def spare():
+        return next(iter(make_loader(cfg, s, cfg.train_split, train=False)))
+
+    for batch, counted in eval_batches(make_loader(cfg, s, cfg.eval_split, train=False), run,
+                                       spare):
         with run.autocast:
             logits = vlm_forward(model, batch, s, run.device).logits
+        if not counted:
+            continue
         targets = caption_targets(batch, s).to(run.device)
         keep = targets != IGNORE_INDEX
         total += float(torch.nn.functional.cross_entropy(logits[keep].float(), targets[keep],
@@ -151,7 +245,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     s = VLMSettings.of(cfg)
     run = Run(cfg, unit="tok", stream=stream)
     model = build_model(cfg, s, load_schema(cfg.data)).to(run.device)
-    lm = model.lm if s.kind == "encoder" else model
+    lm = KINDS[s.kind].language_model(model)
     run.print_plan(model, seq_len=cfg.packing_length, micro_batch=1, layers=lm.cfg.n_layer,
                    hidden=lm.cfg.d_model, vocab=lm.cfg.vocab_size)
     model, optimizer = parallelize(model, cfg, run.dist, run.device)
