@@ -505,7 +505,6 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: int = 8192,
         record_ids: bool = False,
         verify: bool = True,
-        reweight: bool = False,
     ) -> None:
         if remainder not in REMAINDER:
             raise ValueError(f"remainder must be one of {REMAINDER}, got {remainder!r}")
@@ -554,7 +553,6 @@ class ShardDataset(IterableDataset):
         self.mixture_state = self.mixture.describe(documents, tokens)
         self.epoch_length = int(self.counts.sum())
         self.base = [0] * len(self.counts)  # stream offsets, moved by a re-weighted restart
-        self.reweight = reweight
         dist_rank, dist_world = _dist_rank_world()
         self.rank = dist_rank if rank is None else int(rank)
         self.world_size = dist_world if world_size is None else int(world_size)
@@ -658,6 +656,16 @@ class ShardDataset(IterableDataset):
     def source_of(self, doc_ids: np.ndarray) -> np.ndarray:
         """The index (in :attr:`source_names`) of the source of each global record id."""
         return np.searchsorted(self.source_start, np.asarray(doc_ids), side="right") - 1
+
+    def source_counts(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Documents begun and tokens of a packed batch, per source (in :attr:`source_names`'
+        order): a document split over batches counts where its first piece is."""
+        source = self.source_of(batch["doc_ids"])
+        n = len(self.source_names)
+        tokens = np.bincount(source, weights=np.diff(np.asarray(batch["cu_seqlens"])),
+                             minlength=n)
+        first = np.asarray(batch["doc_offsets"]) == 0
+        return np.bincount(source[first], minlength=n), tokens
 
     def worker_plan(self, worker: int) -> tuple[WorkList, int, int, int, int]:
         """``(work, lo, hi, c0, c1)``: the worker reads chunks ``c0..c1-1`` of ``V[lo:hi]``."""
@@ -763,6 +771,8 @@ class ShardDataset(IterableDataset):
         list, split over the new topology, each read exactly once.
         """
         states = [state] if isinstance(state, dict) else list(state)
+        if states[0].get("version") == 1 and len(self.source_names) == 1:
+            states = [self._from_version_1(s) for s in states]
         first = states[0]
         if first.get("version") != STATE_VERSION:
             raise ValueError(f"unknown loader state version {first.get('version')!r}")
@@ -772,11 +782,11 @@ class ShardDataset(IterableDataset):
                 raise ValueError(f"state was saved with {key}={first[key]!r}, this loader has "
                                  f"{mine!r}: not the same data order")
         changed = changes(first["mixture"], self.mixture_state)
-        if changed and not self.reweight:
+        if changed and not self.mixture.reweight:
             raise ValueError(f"the data changed since this state was saved ({'; '.join(changed)})"
                              f": not the same data order. To go on with the new mixture, ask "
-                             f"for a re-weighted restart (reweight=True; the config's "
-                             f"reweight: true)")
+                             f"for a re-weighted restart (Mixture(..., reweight=True); in a "
+                             f"config, data: {{sources: [...], reweight: true}})")
         if changed:
             self._reweighted_restart(first)
             return
@@ -795,6 +805,13 @@ class ShardDataset(IterableDataset):
             self.next_worker = int(mine["next_worker"])
             return
         self._reset(first["epoch"], self.remaining_work(states))
+
+    def _from_version_1(self, state: dict) -> dict:
+        """A state saved before mixtures (one output): the same position, in this version."""
+        if state["num_records"] != self.epoch_length:
+            raise ValueError(f"state was saved with num_records={state['num_records']!r}, this "
+                             f"loader has {self.epoch_length!r}: not the same data order")
+        return {**state, "version": STATE_VERSION, "mixture": self.mixture_state, "base": [0]}
 
     def _reweighted_restart(self, state: dict) -> None:
         """Start a new mixture epoch 0 under this mixture: each source unchanged in its

@@ -35,7 +35,7 @@ import math
 import os
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,7 +122,9 @@ class Source:
 class Mixture:
     """Sources read as one weighted stream (module docstring). ``temperature`` (α) sets the
     weights to ``tokens_i^α`` instead (α=1: natural proportions, α→0: uniform), with the tokens
-    of ``token_feature`` each source's job counted (:func:`source_tokens`).
+    of ``token_feature`` each source's job counted (:func:`source_tokens`). ``reweight``: a
+    loader state saved under another mixture is loaded as a re-weighted restart instead of
+    refused (:meth:`~shardforge.training.dataset.ShardDataset.load_state_dict`).
 
     >>> mix = Mixture.parse(["out/web:0.75", "out/code:0.25"])
     >>> [s.name for s in mix.sources], mix.epoch_counts([1000, 1000]).tolist()
@@ -132,6 +134,7 @@ class Mixture:
     sources: tuple[Source, ...]
     temperature: float | None = None
     token_feature: str = "tokens"
+    reweight: bool = False
 
     def __post_init__(self) -> None:
         self.sources = tuple(self.sources)
@@ -153,15 +156,15 @@ class Mixture:
     def parse(cls, value: Any, split: str = "train") -> Mixture:
         """A mixture from a config's ``data``: one path, a list of sources (paths,
         ``path:weight`` strings, mappings), or ``{sources: [...], temperature: α,
-        token_feature: name}``."""
+        token_feature: name, reweight: bool}``."""
         if isinstance(value, Mixture):
             return value
         settings: dict[str, Any] = {}
         if isinstance(value, Mapping) and "sources" in value:
-            unknown = sorted(set(value) - {"sources", "temperature", "token_feature"})
+            keys = {"sources", "temperature", "token_feature", "reweight"}
+            unknown = sorted(set(value) - keys)
             if unknown:
-                raise ValueError(f"data: unknown keys {unknown}; choose from sources, "
-                                 f"temperature, token_feature")
+                raise ValueError(f"data: unknown keys {unknown}; choose from {sorted(keys)}")
             settings = {k: v for k, v in value.items() if k != "sources"}
             if settings.get("temperature") is not None:
                 settings["temperature"] = float(settings["temperature"])
@@ -214,9 +217,6 @@ class Mixture:
                             for s, n in zip(self.sources, sizes)],
                 "weights": [round(float(w), 12) for w in self.weights(sizes, tokens)],
                 "counts": self.epoch_counts(sizes, tokens).tolist()}
-
-    def to_dict(self) -> dict:
-        return {"sources": [asdict(s) for s in self.sources], "temperature": self.temperature}
 
 
 def source_tokens(source: Source, feature: str) -> int:

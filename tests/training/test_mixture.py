@@ -3,6 +3,7 @@ epoch of its source, the same (source, document) sequence on any topology, exact
 (in process, through workers, after kill -9, onto 2 -> 3 -> 1 ranks with packing), a changed
 mixture refused unless re-weighted, sources that disagree on a feature refused by name."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -261,7 +262,7 @@ def test_a_changed_mixture_is_refused_unless_reweighted(outputs):
     dropped = Mixture(mixture(root).sources[:2])
     with pytest.raises(ValueError, match="source 'books' was removed"):
         packed(dropped).load_state_dict(state)
-    resumed = packed(changed, reweight=True)
+    resumed = packed(dataclasses.replace(changed, reweight=True))
     resumed.load_state_dict(state)
     rest = [d for b in resumed for d in b["doc_ids"].tolist()]
     ds = resumed.dataset

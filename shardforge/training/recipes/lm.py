@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+import numpy as np
 import torch
 
 from shardforge.training.config import TrainConfig, coerce_fields, did_you_mean
@@ -57,12 +59,17 @@ def vocab_size_from_schema(schema, token_feature: str) -> int | None:
     return None
 
 
-def make_loader(cfg: TrainConfig, split: str, *, train: bool):
+def make_loader(cfg: TrainConfig, split: str, *, train: bool, only: str | None = None):
     """Packed batches of ``packing_length`` tokens: shuffled, equal work per rank for training
-    (the remainder that does not divide over ranks is dropped); in order and complete for eval."""
+    (the remainder that does not divide over ranks is dropped); in order and complete for eval.
+    ``only``: of that one source of the data's mixture."""
     from shardforge.training import packed_loader
 
-    return packed_loader(f"{cfg.data}/{split}", packing_length=cfg.packing_length,
+    mixture = cfg.mixture(split)
+    if only is not None:
+        mixture = dataclasses.replace(mixture, sources=[s for s in mixture.sources
+                                                        if s.name == only])
+    return packed_loader(mixture, packing_length=cfg.packing_length,
                          token_feature=cfg.token_feature,
                          num_workers=cfg.num_workers if train else 0, shuffle=train,
                          seed=cfg.seed, remainder="drop" if train else "keep")
@@ -80,35 +87,43 @@ def lm_forward(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def evaluate(model, run: Run) -> dict:
     """Token-weighted mean cross-entropy over the first ``eval_batches`` batches of the eval
-    split on every rank."""
+    split on every rank; for a mixture, of each source's eval split (``eval_loss/<name>``),
+    and ``eval_loss`` over all of them."""
     cfg = run.cfg
     model.eval()
-    total, count = 0.0, 0
+    names = cfg.mixture().names
+    out, total, count = {}, 0.0, 0
+    for name in names if len(names) > 1 else [None]:
+        part_total, part_count = 0.0, 0
 
-    def spare():
-        return next(iter(make_loader(cfg, cfg.train_split, train=False)))
+        def spare(name=name):
+            return next(iter(make_loader(cfg, cfg.train_split, train=False, only=name)))
 
-    for batch, counted in eval_batches(make_loader(cfg, cfg.eval_split, train=False), run,
-                                       spare):
-        with run.autocast:
-            _, ce, n = lm_forward(model, batch, run.device)
-        if counted:
-            total += float(ce) * n
-            count += n
-    total, count = reduce_sum([total, count], run)
+        loader = make_loader(cfg, cfg.eval_split, train=False, only=name)
+        for batch, counted in eval_batches(loader, run, spare):
+            with run.autocast:
+                _, ce, n = lm_forward(model, batch, run.device)
+            if counted:
+                part_total += float(ce) * n
+                part_count += n
+        part_total, part_count = reduce_sum([part_total, part_count], run)
+        if name is not None:
+            out[f"eval_loss/{name}"] = part_total / max(part_count, 1)
+        total, count = total + part_total, count + part_count
     model.train()
-    return {"eval_loss": total / max(count, 1), "eval_items": int(count)}
+    return {"eval_loss": total / max(count, 1), "eval_items": int(count), **out}
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
           stream=None) -> TrainResult:
     """Train ``PackedLM`` as ``cfg`` says (see :func:`shardforge.training.trainer.train`)."""
     run = Run(cfg, unit="tok", stream=stream)
-    model = build_model(cfg, load_schema(cfg.data)).to(run.device)
+    model = build_model(cfg, load_schema(cfg.mixture().sources[0].path)).to(run.device)
     run.print_plan(model, seq_len=cfg.packing_length, micro_batch=1, layers=model.cfg.n_layer,
                    hidden=model.cfg.d_model, vocab=model.cfg.vocab_size)
     model, optimizer = parallelize(model, cfg, run.dist, run.device)
     batches = Batches(make_loader(cfg, cfg.train_split, train=True))
+    dataset, names = batches.loader.dataset, cfg.mixture().names
     start = run.resume(model, optimizer, batches) if resume else 0
     run.begin(start, stop_at)
     if start == 0:
@@ -120,14 +135,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         lr = lr_at(step, cfg)
         set_lr(optimizer, lr)
         step_loss, tokens, packing = 0.0, 0, []
+        per_source = np.zeros((2, len(names)))  # documents begun, tokens
         for micro in range(cfg.grad_accum):
             batch = next(batches)
+            per_source += dataset.source_counts(batch)
             with gradient_sync(model, micro == cfg.grad_accum - 1), run.autocast:
                 loss, _, _ = lm_forward(model, batch, run.device)
                 (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
             tokens += int(batch["input_ids"].numel())
             packing.append(float(batch.get("packing_efficiency", 1.0)))
+        if len(names) > 1:  # a mixture's documents and tokens per source, all ranks
+            docs_tokens = reduce_sum(per_source.ravel().tolist(), run)
+            run.meter.add_sources(names, docs_tokens[: len(names)], docs_tokens[len(names) :])
         grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
         run.measure_memory(model, optimizer)  # after the first step: bytes held vs the plan
         optimizer.zero_grad(set_to_none=True)

@@ -127,7 +127,7 @@ def _common(cfg: TrainConfig, s: VLMSettings, train: bool) -> dict:
 def _multimodal_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
     from shardforge.training.mm_packing import multimodal_loader
 
-    return multimodal_loader(f"{cfg.data}/{split}", token_budget=cfg.packing_length,
+    return multimodal_loader(cfg.mixture(split), token_budget=cfg.packing_length,
                              patch_budget=s.patch_budget, image_token_id=s.image_token_id,
                              token_feature=cfg.token_feature, image_feature=s.image_feature,
                              **_common(cfg, s, train))
@@ -136,7 +136,7 @@ def _multimodal_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: b
 def _fused_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
     from shardforge.training.loader import packed_loader
 
-    return packed_loader(f"{cfg.data}/{split}", packing_length=cfg.packing_length,
+    return packed_loader(cfg.mixture(split), packing_length=cfg.packing_length,
                          token_feature=s.fused_feature, **_common(cfg, s, train))
 
 
@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     """Train the VLM ``cfg.model`` describes (see the module docstring)."""
     s = VLMSettings.of(cfg)
     run = Run(cfg, unit="tok", stream=stream)
-    model = build_model(cfg, s, load_schema(cfg.data)).to(run.device)
+    model = build_model(cfg, s, load_schema(cfg.mixture().sources[0].path)).to(run.device)
     lm = KINDS[s.kind].language_model(model)
     run.print_plan(model, seq_len=cfg.packing_length, micro_batch=1, layers=lm.cfg.n_layer,
                    hidden=lm.cfg.d_model, vocab=lm.cfg.vocab_size)
