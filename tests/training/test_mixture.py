@@ -364,3 +364,46 @@ def test_image_text_and_text_only_sources_mix_under_both_budgets_and_resume(tmp_
     consumed += [d for b in loader for d in b["doc_ids"].tolist()]
     # (a text document split over two batches is read again whole if only its head was taken)
     assert set(consumed) == set(firsts)
+
+
+# --------------------------------------------------------------------------------------------
+# Training on a mixture: the config, what a run reports, a changed mixture on resume
+
+
+def test_train_on_a_mixture_from_a_yaml_config_reports_each_source(tmp_path):
+    from shardforge.training.trainer import train
+    from tests.training.test_train_cli import TINY, shardforge
+    from tests.training.test_trainer import lm_config, make_lm_data
+
+    web, code = make_lm_data(tmp_path / "web", n_docs=60), make_lm_data(tmp_path / "code",
+                                                                       n_docs=40, seed=1)
+    config = tmp_path / "mix.yaml"
+    config.write_text(f"task: lm\ndata:\n  - {web}:0.7\n  - path: {code}\n    weight: 0.3\n"
+                      "packing_length: 256\nmodel: {n_layer: 1, d_model: 32, n_head: 2, "
+                      "n_kv_head: 1}\n")
+    proc = shardforge("train", "--config", str(config), "--out", str(tmp_path / "run"),
+                      *TINY, "plot=true")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "mix web" in proc.stdout and "code" in proc.stdout  # the progress line
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert all(r["tokens/web"] + r["tokens/code"] == 256 * r["packing_efficiency"]
+               for r in steps)
+    assert all(sum(r[f"docs/{name}"] for r in steps) > 0 for name in ("web", "code"))
+    assert all({"eval_loss/web", "eval_loss/code"} <= set(r) for r in rows if "eval_loss" in r)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+
+    data = [f"{web}:0.7", f"{code}:0.3"]
+    def config(data):
+        return dataclasses.replace(lm_config(web, tmp_path / "resumed"), data=data)
+
+    train(config(data), stop_at=4)
+    with pytest.raises(ValueError, match="source 'web': weight 0.7 -> 0.5.*reweight"):
+        train(config([f"{web}:0.5", f"{code}:0.5"]), resume=True)
+    reweighted = {"sources": [f"{web}:0.5", f"{code}:0.5"], "reweight": True}
+    result = train(config(reweighted), resume=True)
+    assert result.steps == 12
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert [r["step"] for r in rows if r.get("resumed")] == [4]
