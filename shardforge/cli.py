@@ -7,8 +7,9 @@ dependencies (Beam, torch) inside ``main`` so that ``shardforge inspect`` never 
 The one exit-code rule, applied here and nowhere else: a command that fails prints one line on
 stderr, ``shardforge CMD: error: what went wrong; what to do``, and exits 2 for the user's mistake
 (an exception of :data:`shardforge.errors.USER_ERRORS`: a missing or invalid file, input,
-column, option or config key) and 1 for anything else; ``--verbose`` adds the traceback. Ctrl-C exits 130 with one line
-saying what state the output or run is in (a command raises :class:`Interrupted` to say it).
+column, option or config key) and 1 for anything else; ``--verbose`` adds the traceback.
+Ctrl-C exits 130 with one line saying what state the output or run is in (a command raises
+:class:`~shardforge.errors.Interrupted` to say it).
 Beam's, absl's and gRPC's logging stay silent unless ``--verbose``.
 """
 
