@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from shardforge.cli import Interrupted
+from shardforge.errors import Interrupted
 from shardforge.records.manifest import check_readable
 from shardforge.training.recipes import RECIPES, packaged_configs
 
