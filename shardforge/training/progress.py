@@ -124,6 +124,15 @@ class Meter:
         return out
 
 
+RESUMES_FILE = "resumes.json"  # beside metrics.jsonl: the steps a run was resumed at
+
+
+def resume_steps(metrics_path: Path) -> list[int]:
+    """The steps the run of ``metrics_path`` was resumed at."""
+    path = metrics_path.with_name(RESUMES_FILE)
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 class MetricsLog:
     """``metrics.jsonl`` (one JSON object per log or eval line) and optional TensorBoard
     scalars, written by rank 0 only.
@@ -145,8 +154,11 @@ class MetricsLog:
         self.file = open(path, "a" if resume_step else "w")  # noqa: SIM115 - closed in close()
         if tensorboard_dir is not None:
             self.tb = open_tensorboard(tensorboard_dir, log)
-        if resume_step:  # where the curves mark a resume
-            self.record({"step": resume_step, "resumed": True})
+        if resume_step:  # where the curves mark a resume (metrics.jsonl stays the rows alone)
+            from shardforge.records.layout import atomic_write
+
+            steps = [s for s in resume_steps(path) if s < resume_step] + [resume_step]
+            atomic_write(path.with_name(RESUMES_FILE), json.dumps(steps).encode())
 
     def _truncate_after(self, step: int) -> None:
         from shardforge.records.layout import atomic_write
@@ -217,7 +229,7 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
     panels = {title: lines for title, lines in panels.items() if lines}
     if not panels.get("loss"):
         return None
-    resumes = [r["step"] for r in rows if r.get("resumed")]
+    resumes = resume_steps(metrics_path)
     cols = min(2, len(panels))
     n_rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(6 * cols, 3.5 * n_rows), squeeze=False)
