@@ -261,31 +261,25 @@ class EpochOrder:
 
 
 def concat_blocks(blocks: list) -> Any:
-    """One RecordBlock holding the records of several, in order."""
+    """One RecordBlock holding the records of several, in order. A slice of a shuffle window
+    refers to the whole window's buffer: such blocks are gathered record by record, so a chunk
+    copies its own records' bytes, not whole windows."""
     from shardforge.records.framing import RecordBlock
 
     if len(blocks) == 1:
         return blocks[0]
     if not blocks:
         return RecordBlock(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    blocks = [_compact(b) for b in blocks]
-    shift = np.cumsum([0] + [len(b.buf) for b in blocks[:-1]])
-    return RecordBlock(np.concatenate([b.buf for b in blocks]),
-                       np.concatenate([b.offsets + s for b, s in zip(blocks, shift)]),
-                       np.concatenate([b.lengths for b in blocks]))
-
-
-def _compact(block: Any) -> Any:
-    """``block`` holding only its records' bytes: a slice of a shuffle window refers to the whole
-    window's buffer, which concatenating would copy in full for every chunk."""
-    used = int(block.lengths.sum())
-    if len(block.buf) <= 2 * used:
-        return block
-    parts = [block.buf[o : o + n] for o, n in zip(block.offsets.tolist(),
-                                                   block.lengths.tolist())]
+    lengths = np.concatenate([b.lengths for b in blocks])
+    if all(len(b.buf) <= 2 * int(b.lengths.sum()) for b in blocks):
+        shift = np.cumsum([0] + [len(b.buf) for b in blocks[:-1]])
+        return RecordBlock(np.concatenate([b.buf for b in blocks]),
+                           np.concatenate([b.offsets + s for b, s in zip(blocks, shift)]),
+                           lengths)
+    parts = [b.buf[o : o + n] for b in blocks
+             for o, n in zip(b.offsets.tolist(), b.lengths.tolist())]
     buf = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-    offsets = np.cumsum(block.lengths) - block.lengths
-    return type(block)(buf, offsets, block.lengths)
+    return RecordBlock(buf, np.cumsum(lengths) - lengths, lengths)
 
 
 class FileCache:
