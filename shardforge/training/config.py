@@ -103,13 +103,16 @@ class TrainConfig:
         if self.data:
             self.mixture()  # the data's sources and weights
 
-    def mixture(self, split: str | None = None) -> Mixture:
+    def mixture(self, split: str | None = None, only: str | None = None) -> Mixture:
         """``data`` as a :class:`~shardforge.training.mixture.Mixture` read at ``split``
         (default: ``train_split``, or each source's own ``split``); one output dir is a mixture
-        of one source."""
+        of one source. ``only``: just the source of that name."""
         from shardforge.training.mixture import Mixture
 
         mixture = Mixture.parse(self.data, self.train_split)
+        if only is not None:
+            mixture = dataclasses.replace(mixture, sources=[s for s in mixture.sources
+                                                            if s.name == only])
         return mixture if split in (None, self.train_split) else mixture.for_split(split)
 
     @classmethod

@@ -190,6 +190,48 @@ class MetricsLog:
             self.tb.close()
 
 
+class SourceTally:
+    """A mixture's documents and tokens per source, counted from the packed batches a step
+    trains on and booked into the :class:`Meter` (nothing for a single source).
+
+    >>> tally = SourceTally(loader.dataset, run.meter)     # doctest: +SKIP
+    >>> tally.add(batch)                                   # each micro-batch  # doctest: +SKIP
+    >>> tally.end_step(lambda v: reduce_sum(v, run))       # sums over ranks   # doctest: +SKIP
+    """
+
+    def __init__(self, dataset: Any, meter: Meter) -> None:
+        self.dataset, self.meter = dataset, meter
+        self.names = list(dataset.source_names)
+        self.counts = np.zeros((2, len(self.names)))
+
+    def add(self, batch: dict) -> None:
+        if len(self.names) > 1:
+            self.counts += np.stack(self.dataset.source_counts(batch))
+
+    def end_step(self, all_ranks: Callable[[list[float]], list[float]]) -> None:
+        """Book the step's counts, summed over ranks by ``all_ranks`` (every rank calls it)."""
+        if len(self.names) > 1:
+            docs_tokens = all_ranks(self.counts.ravel().tolist())
+            n = len(self.names)
+            self.meter.add_sources(self.names, docs_tokens[:n], docs_tokens[n:])
+            self.counts[:] = 0
+
+
+def eval_by_source(names: list[str], part: Callable[[str | None], tuple[float, float]]
+                   ) -> dict[str, float]:
+    """An eval's metrics for a mixture of sources ``names``: ``part(name)`` is one source's
+    (loss total, count) summed over ranks; ``eval_loss`` pools them and ``eval_loss/<name>`` is
+    each one's. A single source is ``part(None)`` alone."""
+    out: dict[str, float] = {}
+    total, count = 0.0, 0.0
+    for name in names if len(names) > 1 else [None]:
+        part_total, part_count = part(name)
+        if name is not None:
+            out[f"eval_loss/{name}"] = part_total / max(part_count, 1)
+        total, count = total + part_total, count + part_count
+    return {"eval_loss": total / max(count, 1), "eval_items": int(count), **out}
+
+
 def open_tensorboard(directory: Path, log: Callable[[str], None]):
     """A ``SummaryWriter``, or ``None`` with a warning when tensorboard is not installed."""
     try:

@@ -5,16 +5,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
-import numpy as np
 import torch
 
 from shardforge.training.config import TrainConfig, coerce_fields, did_you_mean
 from shardforge.training.models.lm import LMConfig, PackedLM
 from shardforge.training.packing import shift_labels
 from shardforge.training.parallel import clip_and_step, gradient_sync, parallelize
+from shardforge.training.progress import SourceTally, eval_by_source
 from shardforge.training.run import (
     Batches,
     Run,
@@ -65,11 +64,7 @@ def make_loader(cfg: TrainConfig, split: str, *, train: bool, only: str | None =
     ``only``: of that one source of the data's mixture."""
     from shardforge.training import packed_loader
 
-    mixture = cfg.mixture(split)
-    if only is not None:
-        mixture = dataclasses.replace(mixture, sources=[s for s in mixture.sources
-                                                        if s.name == only])
-    return packed_loader(mixture, packing_length=cfg.packing_length,
+    return packed_loader(cfg.mixture(split, only), packing_length=cfg.packing_length,
                          token_feature=cfg.token_feature,
                          num_workers=cfg.num_workers if train else 0, shuffle=train,
                          seed=cfg.seed, remainder="drop" if train else "keep")
@@ -90,13 +85,11 @@ def evaluate(model, run: Run) -> dict:
     split on every rank; for a mixture, of each source's eval split (``eval_loss/<name>``),
     and ``eval_loss`` over all of them."""
     cfg = run.cfg
-    model.eval()
-    names = cfg.mixture().names
-    out, total, count = {}, 0.0, 0
-    for name in names if len(names) > 1 else [None]:
-        part_total, part_count = 0.0, 0
 
-        def spare(name=name):
+    def part(name: str | None) -> list[float]:
+        total, count = 0.0, 0
+
+        def spare():
             return next(iter(make_loader(cfg, cfg.train_split, train=False, only=name)))
 
         loader = make_loader(cfg, cfg.eval_split, train=False, only=name)
@@ -104,14 +97,14 @@ def evaluate(model, run: Run) -> dict:
             with run.autocast:
                 _, ce, n = lm_forward(model, batch, run.device)
             if counted:
-                part_total += float(ce) * n
-                part_count += n
-        part_total, part_count = reduce_sum([part_total, part_count], run)
-        if name is not None:
-            out[f"eval_loss/{name}"] = part_total / max(part_count, 1)
-        total, count = total + part_total, count + part_count
+                total += float(ce) * n
+                count += n
+        return reduce_sum([total, count], run)
+
+    model.eval()
+    metrics = eval_by_source(cfg.mixture().names, part)
     model.train()
-    return {"eval_loss": total / max(count, 1), "eval_items": int(count), **out}
+    return metrics
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
@@ -123,7 +116,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
                    hidden=model.cfg.d_model, vocab=model.cfg.vocab_size)
     model, optimizer = parallelize(model, cfg, run.dist, run.device)
     batches = Batches(make_loader(cfg, cfg.train_split, train=True))
-    dataset, names = batches.loader.dataset, cfg.mixture().names
+    tally = SourceTally(batches.loader.dataset, run.meter)  # a mixture's sources
     start = run.resume(model, optimizer, batches) if resume else 0
     run.begin(start, stop_at)
     if start == 0:
@@ -135,19 +128,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         lr = lr_at(step, cfg)
         set_lr(optimizer, lr)
         step_loss, tokens, packing = 0.0, 0, []
-        per_source = np.zeros((2, len(names)))  # documents begun, tokens
         for micro in range(cfg.grad_accum):
             batch = next(batches)
-            per_source += dataset.source_counts(batch)
+            tally.add(batch)
             with gradient_sync(model, micro == cfg.grad_accum - 1), run.autocast:
                 loss, _, _ = lm_forward(model, batch, run.device)
                 (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
             tokens += int(batch["input_ids"].numel())
             packing.append(float(batch.get("packing_efficiency", 1.0)))
-        if len(names) > 1:  # a mixture's documents and tokens per source, all ranks
-            docs_tokens = reduce_sum(per_source.ravel().tolist(), run)
-            run.meter.add_sources(names, docs_tokens[: len(names)], docs_tokens[len(names) :])
+        tally.end_step(lambda values: reduce_sum(values, run))
         grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
         run.measure_memory(model, optimizer)  # after the first step: bytes held vs the plan
         optimizer.zero_grad(set_to_none=True)
