@@ -3,6 +3,10 @@
 How an epoch's records are ordered and split (everything is a pure function of the seed, the
 epoch and the shard sizes read from the index files, so every process computes it alone):
 
+0. **Sources.** The dataset reads a :class:`~shardforge.training.mixture.Mixture` of sources (one
+   output is a mixture of one): an epoch's order ``G`` interleaves the sources' own streams by
+   the mixture's deterministic schedule (:class:`MixtureOrder`); each source's stream is its
+   epochs, each ordered as in step 1. Everything below works on positions of ``G`` alone.
 1. **Global order.** The records of all shards are cut into blocks of ``block_size`` consecutive
    records; the blocks of all shards are shuffled together with a per-epoch seed (which shuffles
    the shard order and the record blocks at once), then the sequence is cut into windows of
@@ -478,7 +482,8 @@ class ShardDataset(IterableDataset):
     >>> ds.load_state_dict(state)
     >>> packed = ShardDataset("out/train", packer=TextPacker(packing_length=4096))
 
-    ``source``: a split directory, a glob or a list of shard paths. ``spec_or_schema``: a parse
+    ``source``: a split directory, a glob, a list of shard paths, or a
+    :class:`~shardforge.training.mixture.Mixture` of sources. ``spec_or_schema``: a parse
     spec, a schema (``sf.load_schema``), a path to load one from, or ``None`` for the
     ``schema.pbtxt`` of the output dir (:func:`resolve_schema`); ``features`` keeps only those
     columns. ``batch_size``: records per batch, without a packer (a packer reads windows of its
