@@ -233,11 +233,12 @@ def source_tokens(source: Source, feature: str) -> int:
         raise ValueError(f"source {source.name!r}: a temperature needs the token counts of "
                          f"{path} ({type(err).__name__}: {err}); give weights instead") from None
     for entry in outputs:
-        if entry["name"] == feature:
-            if "ids" in entry:
+        if entry["name"] == feature and ("ids" in entry or "num_values" in entry):
+            if "ids" in entry:  # a categorical output: ids counted, plus values without one
                 return int(entry["ids"]) + int(entry.get("no_id", 0))
             return int(entry["num_values"])
-    raise ValueError(f"source {source.name!r}: {path} counts no feature {feature!r}")
+    raise ValueError(f"source {source.name!r}: {path} counts no values of feature {feature!r}; "
+                     f"give weights instead")
 
 
 def apportion(total: int, weights: np.ndarray) -> np.ndarray:

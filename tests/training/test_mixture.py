@@ -405,3 +405,20 @@ def test_train_on_a_mixture_from_a_yaml_config_reports_each_source(tmp_path):
     result = train(config(reweighted), resume=True)
     assert result.steps == 12
     assert json.loads((tmp_path / "resumed" / "resumes.json").read_text()) == [4]
+
+
+def test_a_temperature_weights_sources_by_their_jobs_token_counts(tmp_path):
+    for name, tokens in (("big", 9000), ("small", 1000)):
+        (tmp_path / name).mkdir()
+        outputs = [{"name": "tokens", "ids": tokens - 10, "no_id": 10}]
+        (tmp_path / name / "stats.json").write_text(json.dumps(
+            {"by_split": {"train": {"outputs": outputs}}}))
+    mix = Mixture.parse({"sources": [str(tmp_path / "big"), str(tmp_path / "small")],
+                         "temperature": 0.5})
+    from shardforge.training.mixture import source_tokens
+
+    tokens = [source_tokens(s, "tokens") for s in mix.sources]
+    assert tokens == [9000, 1000]
+    assert mix.weights([100, 100], tokens).tolist() == pytest.approx([0.75, 0.25])  # 3:1
+    with pytest.raises(ValueError, match="counts no values of feature 'text'"):
+        source_tokens(mix.sources[0], "text")
