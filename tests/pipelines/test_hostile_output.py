@@ -98,3 +98,26 @@ def test_a_manifest_entry_naming_a_directory_leaves_the_previous_output_in_place
     with open(out / mf.MANIFEST, "w") as f:
         json.dump(doc, f)
     mf.verify_output(str(out), checksums=True)  # the user's fix makes it readable again
+
+
+# on the job's PYTHONPATH: its sitecustomize makes the disk under the output full
+DISKFULL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "diskfull")
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_job_with_one_message_and_keeps_the_previous_output(job):
+    csv, out = job
+    before = snapshot(out)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, DISKFULL]),
+               SHARDFORGE_DISKFULL_DIR=str(out), SHARDFORGE_DISKFULL_BYTES="20000")
+    proc = subprocess.run(  # the default runner: the shards are written by worker processes
+        [sys.executable, "-m", "shardforge.cli", "run", "--features", CLICK_FEATURES, "--input",
+         csv, "--output", str(out), "--overwrite", "--num-shards", "1", "--quiet"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert f"no space left on device writing {out}{os.sep}" in proc.stderr
+    assert "nothing was published" in proc.stderr
+    assert snapshot(out) == before
+    mf.verify_output(str(out), checksums=True)
+    state = out / mf.STATE_DIR
+    assert not (state / mf.LOCK).exists() and not list(state.glob("staging-*"))
