@@ -182,8 +182,8 @@ def _no_space(err: BaseException, output: str) -> OSError | None:
     if getattr(err, "errno", None) != errno.ENOSPC and "[Errno 28]" not in text:
         return None
     said = _NO_SPACE.search(text)
-    full = OSError(errno.ENOSPC, said.group(1)) if said else no_space(output)
-    return OSError(errno.ENOSPC, f"{full.strerror}; nothing was published")
+    said = said.group(1).split(" [while running ")[0] if said else no_space(output).strerror
+    return OSError(errno.ENOSPC, f"{said}; nothing was published")
 
 
 def _keep_failed_errors(staging: str, output: str, job_had_output: bool) -> str:

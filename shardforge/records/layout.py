@@ -232,13 +232,13 @@ def no_space(path: str, needed: int | None = None) -> OSError:
     (when known) and the space left: ``OSError(ENOSPC)``, so handlers of full disks still
     catch it.
 
-    >>> str(no_space("/full/out/stats.json", 2048))              # doctest: +SKIP
-    '[Errno 28] no space left on device writing /full/out/stats.json: 2048 bytes needed, 0 free'
+    >>> no_space("/full/out/stats.json", 2048).strerror            # doctest: +SKIP
+    'no space left on device writing /full/out/stats.json: 2048 bytes needed, 0 bytes free …'
     """
-    try:
-        free = f"{shutil.disk_usage(os.path.dirname(path) or '.').free} free"
-    except OSError:
-        free = "free space unknown"
+    where = os.path.abspath(path)
+    while not os.path.isdir(where):  # the file, or a folder not made yet: the nearest that is
+        where = os.path.dirname(where)
+    free = shutil.disk_usage(where).free
     needed_text = f"{needed} bytes needed, " if needed is not None else ""
-    return OSError(errno.ENOSPC, f"no space left on device writing {path}: {needed_text}{free}"
-                   " (free space there, or write the output elsewhere)")
+    return OSError(errno.ENOSPC, f"no space left on device writing {path}: {needed_text}{free} "
+                   "bytes free (free space there, or write the output elsewhere)")
