@@ -7,7 +7,9 @@ deleted (a user's files stay), the new files are renamed into place, and ``OUT/m
 written last, atomically. The manifest is the commit point: a directory whose manifest is missing,
 or that lists a shard that is gone or changed size, or that holds a shard the manifest does not
 list, is refused by every reader (:func:`verify_output`, :func:`check_shards`), with a message that
-says what happened.
+says what happened. Every path a manifest lists is checked to lie inside the output
+(:func:`entry_path`: relative, no ``..``, no symbolic link on the way), by readers and by the
+publish step alike, before anything is read, withdrawn or deleted.
 
 ``manifest.json`` holds every file of the output (shards with their record count, byte size and
 SHA-256; indexes, schema, stats and error files with size and SHA-256), the schema's SHA-256, rows
@@ -416,7 +418,8 @@ def read_lock(root: str) -> dict | None:
 
 class JobLock:
     """``OUT/.shardforge/lock``: the one job writing ``OUT``. A second job fails fast naming the
-    first; a lock whose process is dead (same host) is stale and taken over.
+    first; a lock whose process is dead (same host) is stale and taken over, by one job only
+    even when many race for it (a takeover never removes another job's fresh lock).
 
     >>> with JobLock("out/", "shardforge run ...") as lock:   # doctest: +SKIP
     ...     staging = lock.staging
