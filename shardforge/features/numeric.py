@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +62,9 @@ class NumericColumn(Column):
         return (self.source_input,)
 
     def analyzers(self) -> dict[str, Any]:
-        return {"stats": NumericStats()} if self.normalize in ("zscore", "minmax") else {}
+        if self.normalize not in ("zscore", "minmax"):
+            return {}
+        return {"stats": NumericStats("int64" if self.dtype == "int64" else "float32")}
 
     def transform(self, values: Sequence[Any], state: dict[str, Any]) -> Any:
         x = values[0]
@@ -152,9 +155,11 @@ class BucketizedColumn(LookupColumn):
     """Bucket ids of a numeric column (``bucketized_column`` / ``tft.bucketize``).
 
     Bucket ``i`` holds ``boundaries[i-1] <= x < boundaries[i]``, compared in float32 like
-    TensorFlow's ``Bucketize`` op. Learned boundaries are ``tft.quantiles``'s (see
-    :class:`~shardforge.features.analyzers.Quantiles`), duplicates kept, so the column has
-    ``bucket_count`` ids whatever the data. One-hot in the FeatureLayer when listed directly.
+    TensorFlow's ``Bucketize`` op; int64 values against explicit boundaries compare exactly, as
+    integers (``tft.apply_buckets`` of an int64 tensor). Learned boundaries are
+    ``tft.quantiles``'s (see :class:`~shardforge.features.analyzers.Quantiles`), duplicates
+    kept, so the column has ``bucket_count`` ids whatever the data. One-hot in the
+    FeatureLayer when listed directly.
     """
 
     boundaries: tuple[float, ...] | None = None
@@ -174,6 +179,11 @@ class BucketizedColumn(LookupColumn):
         return self.bucket_count
 
     def transform(self, values: Sequence[Any], state: dict[str, Any]) -> np.ndarray:
+        src = self.source_input
+        if self.boundaries is not None and src.dtype == "int64" and src.normalize == "none":
+            # x >= b  <=>  x >= ceil(b) for an integer x: exact, also past 2**24 and 2**53
+            ceil = np.array([_ceil_int64(b) for b in self.boundaries], dtype=np.int64)
+            return np.searchsorted(ceil, np.asarray(values[0], np.int64), side="right")
         # TensorFlow's CPU kernels flush subnormals to zero, so a subnormal counts as 0 too.
         x = _flush_subnormals(np.asarray(values[0]).astype(np.float32))
         b = _flush_subnormals(np.asarray(self.bucket_boundaries(state), dtype=np.float32))
@@ -181,6 +191,15 @@ class BucketizedColumn(LookupColumn):
 
     def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
         return Output.ids(self.bucket_count, inputs[0].shape, one_hot=True)
+
+
+def _ceil_int64(b: int | float) -> int:
+    info = np.iinfo(np.int64)
+    if isinstance(b, int):
+        return b
+    if not math.isfinite(b):
+        return info.max if b > 0 else info.min
+    return int(min(max(math.ceil(b), info.min), info.max))
 
 
 def _flush_subnormals(x: np.ndarray) -> np.ndarray:
@@ -203,7 +222,8 @@ def bucketized(
     if (boundaries is None) == (num_buckets is None):
         raise ValueError(f"{what}: give exactly one of boundaries or num_buckets")
     if boundaries is not None:
-        b = tuple(float(x) for x in boundaries)
+        # integers stay integers, so int64 values compare with them exactly
+        b = tuple(int(x) if isinstance(x, (int, np.integer)) else float(x) for x in boundaries)
         if not b or any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
             raise ValueError(f"{what}: boundaries must be non-empty and strictly increasing")
         return BucketizedColumn(source_column, name or f"{source_column.name}_bucketized",
