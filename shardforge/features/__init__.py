@@ -157,3 +157,57 @@ def __getattr__(name: str):
 
         return FeatureLayer
     raise AttributeError(f"module 'shardforge.features' has no attribute {name!r}")
+
+# tf.Transform mappers beyond the feature-column set (docs/features.md, "Migrating from
+# tf.Transform")
+from shardforge.features.interpolation import (  # noqa: E402
+    BucketInterpolated,
+    bucket_interpolated,
+    interpolate_buckets,
+)
+from shardforge.features.keyed_hash import KeyedHashColumn, hash_strings, siphash24  # noqa: E402
+from shardforge.features.per_key import (  # noqa: E402
+    KeyedStats,
+    PerKeyScaled,
+    scale_by_min_max_per_key,
+    scale_to_0_1_per_key,
+    scale_to_z_score_per_key,
+)
+from shardforge.features.textstats import (  # noqa: E402
+    BagOfIds,
+    Deduplicated,
+    DocumentFrequency,
+    SegmentIndices,
+    TfidfWeights,
+    WordCount,
+    bag_of_words,
+    deduplicate,
+    segment_indices,
+    tfidf,
+    word_count,
+)
+
+__all__ += [
+    "BagOfIds",
+    "BucketInterpolated",
+    "Deduplicated",
+    "DocumentFrequency",
+    "KeyedHashColumn",
+    "KeyedStats",
+    "PerKeyScaled",
+    "SegmentIndices",
+    "TfidfWeights",
+    "WordCount",
+    "bag_of_words",
+    "bucket_interpolated",
+    "deduplicate",
+    "hash_strings",
+    "interpolate_buckets",
+    "scale_by_min_max_per_key",
+    "scale_to_0_1_per_key",
+    "scale_to_z_score_per_key",
+    "segment_indices",
+    "siphash24",
+    "tfidf",
+    "word_count",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -155,8 +154,8 @@ class BucketizedColumn(LookupColumn):
     """Bucket ids of a numeric column (``bucketized_column`` / ``tft.bucketize``).
 
     Bucket ``i`` holds ``boundaries[i-1] <= x < boundaries[i]``, compared in float32 like
-    TensorFlow's ``Bucketize`` op; int64 values against explicit boundaries compare exactly, as
-    integers (``tft.apply_buckets`` of an int64 tensor). Learned boundaries are
+    TensorFlow's ``Bucketize`` op; int64 values against explicit integer boundaries compare as
+    integers (``tft.apply_buckets`` of int64 values and int boundaries). Learned boundaries are
     ``tft.quantiles``'s (see :class:`~shardforge.features.analyzers.Quantiles`), duplicates
     kept, so the column has ``bucket_count`` ids whatever the data. One-hot in the
     FeatureLayer when listed directly.
@@ -179,11 +178,12 @@ class BucketizedColumn(LookupColumn):
         return self.bucket_count
 
     def transform(self, values: Sequence[Any], state: dict[str, Any]) -> np.ndarray:
-        src = self.source_input
-        if self.boundaries is not None and src.dtype == "int64" and src.normalize == "none":
-            # x >= b  <=>  x >= ceil(b) for an integer x: exact, also past 2**24 and 2**53
-            ceil = np.array([_ceil_int64(b) for b in self.boundaries], dtype=np.int64)
-            return np.searchsorted(ceil, np.asarray(values[0], np.int64), side="right")
+        src, b = self.source_input, self.boundaries
+        if (b is not None and src.dtype == "int64" and src.normalize == "none"
+                and all(isinstance(v, int) for v in b)):
+            # tft.apply_buckets casts to the wider of the two dtypes: int64 against int64
+            return np.searchsorted(np.array(b, dtype=np.int64), np.asarray(values[0], np.int64),
+                                   side="right")
         # TensorFlow's CPU kernels flush subnormals to zero, so a subnormal counts as 0 too.
         x = _flush_subnormals(np.asarray(values[0]).astype(np.float32))
         b = _flush_subnormals(np.asarray(self.bucket_boundaries(state), dtype=np.float32))
@@ -191,15 +191,6 @@ class BucketizedColumn(LookupColumn):
 
     def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
         return Output.ids(self.bucket_count, inputs[0].shape, one_hot=True)
-
-
-def _ceil_int64(b: int | float) -> int:
-    info = np.iinfo(np.int64)
-    if isinstance(b, int):
-        return b
-    if not math.isfinite(b):
-        return info.max if b > 0 else info.min
-    return int(min(max(math.ceil(b), info.min), info.max))
 
 
 def _flush_subnormals(x: np.ndarray) -> np.ndarray:
@@ -222,7 +213,7 @@ def bucketized(
     if (boundaries is None) == (num_buckets is None):
         raise ValueError(f"{what}: give exactly one of boundaries or num_buckets")
     if boundaries is not None:
-        # integers stay integers, so int64 values compare with them exactly
+        # integers stay integers, so int64 values compare with them as integers
         b = tuple(int(x) if isinstance(x, (int, np.integer)) else float(x) for x in boundaries)
         if not b or any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
             raise ValueError(f"{what}: boundaries must be non-empty and strictly increasing")
