@@ -30,7 +30,8 @@ import tempfile
 import numpy as np
 
 KINDS = {"s": "bytes", "u": "bytes", "i": "int64", "words": "bytes", "f_neg": "float32",
-         "f_const": "float32", "f_dup": "float32", "f_int": "int64", "f_big": "float32"}
+         "f_const": "float32", "f_dup": "float32", "f_int": "int64", "f_big": "float32",
+         "f_huge": "int64"}
 VARLEN = {"tags": "bytes", "itags": "int64", "opt": "float32"}  # VarLenFeature inputs: a list a row
 
 
@@ -94,6 +95,8 @@ def datasets() -> dict[str, dict[str, list]]:
         cols["itags"] = [rng.integers(-3, 12, k).tolist() for k in lens]
         # an optional float (VarLenFeature with 0 or 1 value): present_only columns
         cols["opt"] = [[float(np.float32(v))] if v > -1.0 else [] for v in rng.normal(1, 2, n)]
+        # integers past float32's exact range (2**24), around integer bucket boundaries
+        cols["f_huge"] = [v * 1_000_000 - 1_000_000 for v in cols["f_int"]]
     return out
 
 
@@ -170,6 +173,40 @@ def tft_outputs(inputs):
         "b_int30": tft.bucketize(inputs["f_int"], 30),
         "ab": tft.apply_buckets(inputs["f_neg"], tf.constant([[-1.0, 0.0, 1.0]])),
         "ab_int": tft.apply_buckets(inputs["f_int"], tf.constant([[0, 5, 10]], tf.int64)),
+        **tft_more_outputs(inputs, words, ws),
+    }
+
+
+def tft_more_outputs(inputs, words, ws):
+    """The mappers beyond the feature-column set (issue 23): tf-idf, bag of words, keyed hash,
+    per-key scaling, interpolated buckets, integer buckets past float32's precision."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    hashed = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, ws, 30).to_sparse()
+    tf_idx, tf_w = tft.tfidf(hashed, 30)
+    tf_idx_ns, tf_w_ns = tft.tfidf(hashed, 30, smooth=False)
+    return {
+        "tfidf_index": tf_idx,
+        "tfidf_weight": tf_w,
+        "tfidf_index_ns": tf_idx_ns,
+        "tfidf_weight_ns": tf_w_ns,
+        "bow": tft.bag_of_words(words.to_sparse(), (1, 2), " "),
+        "bow_13": tft.bag_of_words(ws.to_sparse(), (1, 3), "_"),
+        "word_count": tft.word_count(words),
+        "dedup_tags": tft.deduplicate_tensor_per_row(inputs["tags"]),
+        "dedup_itags": tft.deduplicate_tensor_per_row(inputs["itags"]),
+        "hash_key": tft.hash_strings(inputs["s"], 17, key=[123, 456]),
+        "hash_key_tags": tft.hash_strings(inputs["tags"], 1000, key=[-5, 2**40]),
+        "z_pk": tft.scale_to_z_score_per_key(inputs["f_neg"], inputs["u"]),
+        "m01_pk": tft.scale_to_0_1_per_key(inputs["f_dup"], inputs["s"]),
+        "mm_pk": tft.scale_by_min_max_per_key(inputs["f_int"], inputs["u"], -1.0, 1.0),
+        "interp": tft.apply_buckets_with_interpolation(inputs["f_neg"],
+                                                       [[-3.0, 0.0, 0.5, 4.0]]),
+        "interp_dup": tft.apply_buckets_with_interpolation(
+            inputs["f_dup"], tft.quantiles(inputs["f_dup"], 4, 0.01)),
+        "ab_big": tft.apply_buckets(inputs["f_huge"], tf.constant(
+            [[0, 5_000_001, 10_000_001, 50_000_001]], tf.int64)),
     }
 
 
@@ -281,7 +318,39 @@ def sf_feature_set():
         sf.numeric("f_const", default=0.0, normalize="minmax", output_range=(2, 5),
                    name="mm_const"),
     ]
-    return sf.FeatureSet(cols)
+    return sf.FeatureSet(cols + sf_more_columns(words, ws))
+
+
+def sf_more_columns(words, ws):
+    """The shardforge spelling of ``tft_more_outputs``."""
+    import shardforge.features as sf
+
+    bag, weight = sf.tfidf(sf.categorical_hash(ws, 30, name="ws_hash"), 30, name="tfidf")
+    bag_ns, weight_ns = sf.tfidf(sf.categorical_hash(ws, 30, name="ws_hash"), 30, smooth=False,
+                                 name="tfidf_ns")
+    return [
+        bag, weight,
+        sf.BagOfIds(bag_ns.source_input, 30, "tfidf_index_ns"),
+        sf.TfidfWeights(weight_ns.source_input, 30, False, "tfidf_weight_ns"),
+        sf.bag_of_words(words, (1, 2), " ", name="bow"),
+        sf.bag_of_words(ws, (1, 3), "_", name="bow_13"),
+        sf.word_count(words, name="word_count"),
+        sf.deduplicate(sf.Input("tags", "bytes", multivalued=True), name="dedup_tags"),
+        sf.deduplicate(sf.Input("itags", "int64", multivalued=True), name="dedup_itags"),
+        sf.hash_strings("s", 17, hash_key=(123, 456), name="hash_key"),
+        sf.hash_strings("tags", 1000, hash_key=(-5, 2**40), multivalued=True,
+                        name="hash_key_tags"),
+        sf.scale_to_z_score_per_key(sf.numeric("f_neg", default=0.0), "u", name="z_pk"),
+        sf.scale_to_0_1_per_key(sf.numeric("f_dup", default=0.0), "s", name="m01_pk"),
+        sf.scale_by_min_max_per_key(sf.numeric("f_int", dtype="int64", default=0), "u",
+                                    -1.0, 1.0, name="mm_pk"),
+        sf.bucket_interpolated(sf.numeric("f_neg", default=0.0), [-3.0, 0.0, 0.5, 4.0],
+                               name="interp"),
+        sf.bucket_interpolated(sf.numeric("f_dup", default=0.0), num_buckets=4,
+                               name="interp_dup"),
+        sf.bucketized(sf.numeric("f_huge", dtype="int64", default=0),
+                      boundaries=[0, 5_000_001, 10_000_001, 50_000_001], name="ab_big"),
+    ]
 
 
 def run_shardforge(data: dict) -> dict:
