@@ -1,0 +1,373 @@
+"""tf.Transform 1.21's own test cases, run against shardforge's public column and analyzer API.
+
+Each case's inputs and expected outputs are copied from the tf.Transform test named beside it
+(``tensorflow_transform/mappers_test.py``, ``beam/impl_test.py``). Where shardforge differs on
+purpose the test says so and checks against an exact computation instead. TensorFlow itself is
+the oracle for the keyed hash (``tf.strings.to_hash_bucket_strong``).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import shardforge.features as sf
+from shardforge.features.per_key import KeyedStats
+from shardforge.records.spec import Ragged
+
+
+def run(columns, raw):
+    fs = sf.FeatureSet(columns)
+    batch, errors = fs.coerce(raw)
+    assert errors == []
+    return fs.transform(batch, fs.fit([batch]))
+
+
+def rows(x):
+    return [x[i].tolist() for i in range(len(x))] if isinstance(x, Ragged) else x.tolist()
+
+
+def tokens(strings):
+    return {"s": np.array([s.encode() for s in strings], dtype=object)}
+
+
+# --------------------------------------------------------------------------- apply_buckets
+
+# mappers_test.testApplyBuckets: (x, boundaries, expected); ints compare as ints
+APPLY_BUCKETS = {
+    "few_buckets": ([4], [5], [0]),
+    "large_buckets": ([50_000_000], [0, 50_000_001, 100_000_001], [1]),
+    "with_nans": ([4.0, math.nan, -math.inf, 7.5, 10.0], [2.0, 5.0, 8.0], [1, 3, 0, 2, 3]),
+    "with_inf_boundary": ([4.0, -math.inf, 0.8, 7.5, 10.0], [-math.inf, 2.0, 5.0, 8.0],
+                          [2, 1, 1, 3, 4]),
+}
+
+
+@pytest.mark.parametrize("case", APPLY_BUCKETS)
+def test_apply_buckets(case):
+    x, boundaries, expected = APPLY_BUCKETS[case]
+    if isinstance(x[0], int):
+        col = sf.bucketized(sf.numeric("x", dtype="int64"), boundaries=boundaries, name="b")
+        assert run([col], {"x": np.array(x, np.int64)})["b"].tolist() == expected
+    else:  # NaN and inf are values here (coerce would fill or refuse them): transform directly
+        col = sf.bucketized(sf.numeric("x"), boundaries=boundaries)
+        assert col.transform([np.array(x, np.float32)], {}).tolist() == expected
+
+
+def test_int64_buckets_past_float32_precision_compare_as_integers():
+    # float32 rounds 50,000,000 and 50,000,001 to the same value: bucket 2 when compared in
+    # float32, bucket 1 as tf.Transform compares int64 against int64
+    x = np.array([50_000_000, 50_000_001, 2**62, -(2**62)], np.int64)
+    col = sf.bucketized(sf.numeric("x", dtype="int64"), boundaries=[0, 50_000_001, 2**62])
+    assert run([col], {"x": x})[col.name].tolist() == [1, 2, 3, 0]
+
+
+# --------------------------------------------------------------------------- ngrams, bag of words
+
+
+def test_ngrams_bad_sizes_raise_at_declaration():
+    # mappers_test.testNGramsBadSizes: ngram_range (0, 5) and (6, 5) are ValueErrors
+    split = sf.split("s")
+    for lo, hi in ((0, 5), (6, 5)):
+        with pytest.raises(ValueError):
+            sf.ngrams(split, range(lo, hi + 1), order="position")
+        with pytest.raises(ValueError, match="ngram_range"):
+            sf.bag_of_words(split, (lo, hi))
+
+
+# mappers_test.testBagOfWords: (strings, ngram_range, expected rows)
+BAG_OF_WORDS = {
+    "bag_of_words": (["snakes or dogs and bunnies", "cats not rats"], (1, 1),
+                     [["snakes", "or", "dogs", "and", "bunnies"], ["cats", "not", "rats"]]),
+    "bag_of_words_duplicates_within_rows": (
+        ["Cats or dogs or bunnies", "Cats not rats"], (1, 1),
+        [["Cats", "or", "dogs", "bunnies"], ["Cats", "not", "rats"]]),
+    "bag_of_words_duplicates_across_rows": (
+        ["cats or dogs or cats", "cats or dogs"], (1, 1),
+        [["cats", "or", "dogs"], ["cats", "or", "dogs"]]),
+    "bag_of_words_some_empty": (
+        ["boots and cats and boots and cats", "", "cats or dogs", ""], (1, 1),
+        [["boots", "and", "cats"], [], ["cats", "or", "dogs"], []]),
+    "bag_of_words_bigrams": (
+        ["i like cats and i like cats to pet", "i like cats"], (2, 2),
+        [["i like", "like cats", "cats and", "and i", "cats to", "to pet"],
+         ["i like", "like cats"]]),
+}
+
+
+@pytest.mark.parametrize("case", BAG_OF_WORDS)
+def test_bag_of_words(case):
+    strings, ngram_range, expected = BAG_OF_WORDS[case]
+    # tf.compat.v1.string_split drops empty tokens: the whitespace split
+    out = run([sf.bag_of_words(sf.split("s"), ngram_range, " ", name="bow")], tokens(strings))
+    assert rows(out["bow"]) == [[t.encode() for t in r] for r in expected]
+
+
+def test_bag_of_words_empty_batch():
+    # mappers_test.testNGramsBagOfWordsEmpty
+    col = sf.bag_of_words(sf.split("s"), (1, 2), "")
+    out = col.transform([Ragged(np.array([], object), np.zeros(1, np.int64))], {})
+    assert len(out) == 0 and len(out.values) == 0
+
+
+# mappers_test.testDedupeDenseTensorPerRow: (rows, expected rows), first occurrence kept
+DEDUPLICATE = {
+    "deduplicate_no_op": ([["a", "b"], ["c", "d"]], [["a", "b"], ["c", "d"]]),
+    "deduplicate": ([["a", "b", "a", "b"], ["c", "c", "d", "d"]], [["a", "b"], ["c", "d"]]),
+    "deduplicate_different_sizes": ([["a", "b", "a", "b"], ["c", "a", "d", "d"]],
+                                    [["a", "b"], ["c", "a", "d"]]),
+    "deduplicate_keeps_dups_across_rows": ([["a", "b", "a", "b"], ["b", "a", "b", "b"]],
+                                           [["a", "b"], ["b", "a"]]),
+    "deduplicate_empty_rows": ([["a", "a"], [], ["b"]], [["a"], [], ["b"]]),
+}
+
+
+@pytest.mark.parametrize("case", DEDUPLICATE)
+def test_deduplicate(case):
+    values, expected = DEDUPLICATE[case]
+    inp = sf.Input("t", "bytes", multivalued=True)
+    out = run([sf.deduplicate(inp, name="d")], {"t": [[v.encode() for v in r] for r in values]})
+    assert rows(out["d"]) == [[v.encode() for v in r] for r in expected]
+    ints = sf.Input("i", "int64", multivalued=True)
+    out = run([sf.deduplicate(ints, name="d")], {"i": [[ord(v) for v in r] for r in values]})
+    assert rows(out["d"]) == [[ord(v) for v in r] for r in expected]
+
+
+def test_word_count():
+    # mappers_test.testWordCount / testWordCountEmpty (split into characters there; the same
+    # counts from space-separated characters here)
+    strings = [" ".join(s) for s in ("abc", "def", "fghijklm", "z", "")]
+    out = run([sf.word_count(sf.split("s"), name="n")], tokens(strings))
+    assert out["n"].tolist() == [3, 3, 8, 1, 0]
+    assert out["n"].dtype == np.int64
+
+
+@pytest.mark.parametrize("lengths,expected", [
+    ([2, 1, 3], [0, 1, 0, 0, 1, 2]),  # mappers_test.testSegmentIndices: ids [0, 0, 1, 2, 2, 2]
+    ([2, 0, 2], [0, 1, 0, 1]),        # testSegmentIndicesSkipOne: ids [0, 0, 2, 2]
+    ([], []),                          # testSegmentIndices: empty
+])
+def test_segment_indices(lengths, expected):
+    strings = [" ".join("x" * n) for n in lengths]
+    out = run([sf.segment_indices(sf.split("s"), name="p")], tokens(strings)) if lengths else {
+        "p": sf.segment_indices(sf.split("s")).transform(
+            [Ragged(np.array([], object), np.zeros(1, np.int64))], {})}
+    assert out["p"].values.tolist() == expected
+
+
+# --------------------------------------------------------------------------- tf-idf
+
+
+def test_tfidf_docstring_example():
+    # mappers.tfidf's docstring: ["I", "like", "pie", "pie", "pie"], ["yum", "yum", "pie"] with
+    # the vocabulary pie=0, yum=1, like=2, I=3
+    ids = sf.categorical_vocab_list(sf.split("s"), [b"pie", b"yum", b"like", b"I"], name="ids")
+    bag, weight = sf.tfidf(ids, 4)
+    out = run([bag, weight], tokens(["I like pie pie pie", "yum yum pie"]))
+    assert rows(out[bag.name]) == [[0, 2, 3], [0, 1]]
+    np.testing.assert_array_equal(out[weight.name].values, np.array(
+        [0.6, 0.28109303, 0.28109303, 0.33333334, 0.9369768], np.float32))
+
+
+@pytest.mark.parametrize("smooth,log_ratio", [(True, 1.4054651), (False, 1.6931471)])
+def test_tfidf_term_and_document_frequency(smooth, log_ratio):
+    # mappers_test.testToTFIDF / testToTFIDFNotSmooth: doc 0 holds term 0 three times and terms
+    # 1, 2 once (length 5); doc 1 terms 0 and 3; document frequencies [2, 1, 1, 1], N = 2
+    ids = sf.categorical_identity("i", 4, multivalued=True, name="ids")
+    bag, weight = sf.tfidf(ids, 4, smooth=smooth)
+    out = run([bag, weight], {"i": [[0, 0, 1, 0, 2], [3, 0]]})
+    assert rows(out[bag.name]) == [[0, 1, 2], [0, 3]]
+    want = [3 / 5, 1 / 5 * log_ratio, 1 / 5 * log_ratio, 1 / 2, 1 / 2 * log_ratio]
+    np.testing.assert_allclose(out[weight.name].values, want, rtol=1e-6)
+
+
+def test_tfidf_matches_exact_formula_on_random_documents():
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 40, rng.integers(0, 12)).tolist() for _ in range(300)]
+    ids = sf.categorical_identity("i", 50, multivalued=True, name="ids")
+    bag, weight = sf.tfidf(ids, 50)
+    out = run([bag, weight], {"i": docs})
+    df = np.zeros(50)
+    for d in docs:
+        df[sorted(set(d))] += 1
+    for r, d in enumerate(docs):
+        terms = sorted(set(d))
+        assert out[bag.name][r].tolist() == terms
+        exact = [d.count(t) / len(d) * (1 + math.log(301 / (df[t] + 1))) for t in terms]
+        np.testing.assert_allclose(out[weight.name][r], exact, rtol=2e-7)
+
+
+def test_tfidf_refuses_a_learned_vocabulary_with_the_alternatives():
+    with pytest.raises(ValueError, match="categorical_hash"):
+        sf.tfidf(sf.categorical_vocab(sf.split("s")), 100)
+
+
+# --------------------------------------------------------------------------- hash_strings
+
+
+@pytest.mark.parametrize("strings,buckets,key,expected", [
+    (["Car", "Bus", "Tree"], 11, None, [8, 4, 5]),        # testHashStringsNoKeyDenseInput
+    (["Dog", "Cat", ""], 17, None, [12, 4, 11]),          # testHashStringsNoKeySparseInput
+    (["Cake", "Pie", "Sundae"], 11, (123, 456), [6, 5, 6]),  # testHashStringsWithKeyDenseInput
+    (["$$$", "%^#", "&$!#@", "$$$"], 173, (321, 555), [16, 156, 9, 16]),  # ...WithKeySparse
+])
+def test_hash_strings(strings, buckets, key, expected):
+    col = sf.hash_strings("s", buckets, hash_key=key, name="h")
+    assert run([col], tokens(strings))["h"].tolist() == expected
+
+
+def test_keyed_hash_is_tensorflows_strong_hash():
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(1)
+    values = [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in range(40) for _ in range(3)]
+    for key in ((0, 0), (123, 456), (-1, -(2**63) + 5)):
+        ours = sf.siphash24(np.array(values, dtype=object), tuple(k % 2**64 for k in key))
+        want = tf.strings.to_hash_bucket_strong(values, 2**62, key=list(key)).numpy()
+        assert (ours % np.uint64(2**62)).astype(np.int64).tolist() == want.tolist()
+
+
+# --------------------------------------------------------------------------- interpolation
+
+# mappers_test.testApplyBucketsWithInterpolation: (x, boundaries, expected)
+INTERPOLATION = {
+    "single_input_value": ([1], [0, 2], [0.5]),
+    "single_boundary": ([-1, 9, 10, 11], [10], [0, 0, 1, 1]),
+    "out_of_bounds": ([-1111, 0, 5, 9, 10, 11, 15, 19, 20, 21, 1111], [10, 20],
+                      [0, 0, 0, 0, 0, 0.1, 0.5, 0.9, 1, 1, 1]),
+    "2d_input": ([[15, 10], [20, 17], [-1111, 21]], [10, 20], [[0.5, 0], [1, 0.7], [0, 1]]),
+    "integer_input": ([15, 20, 25], [10, 20], [0.5, 1, 1]),
+    "float_input": ([-10, 0, 0.1, 2.3, 4.5, 6.7, 8.9, 10, 100], list(range(11)),
+                    [0, 0, 0.01, 0.23, 0.45, 0.67, 0.89, 1, 1]),
+    "float_input_with_nans": (
+        [-math.inf, -10, 0, 0.1, 2.3, math.nan, 4.5, 6.7, 8.9, 10, 100, math.inf],
+        list(range(11)), [0, 0, 0, 0.01, 0.23, 0.5, 0.45, 0.67, 0.89, 1, 1, 1]),
+    "float_input_with_inf_boundaries": ([-math.inf, -math.inf, 0.0, -math.inf],
+                                        [-math.inf, 0], [0, 0, 1, 0]),
+    "float_input_with_nan_boundaries": ([-math.inf, math.nan, 0.0, 1.0], [math.nan, 0, 1],
+                                        [0, 0.5, 0, 1]),
+    "negative_boundaries": ([-10, -5, -3, 0, 2, 4, 8, 12, 18], [-20, -4, 1, 4, 20],
+                            [0.15625, 0.234375, 0.3, 0.45, 0.583333, 0.75, 0.8125, 0.875,
+                             0.96875]),
+    "interpolates_properly": ([-1111, 10, 50, 100, 1000, 9000, 10000, 1293817391],
+                              [10, 100, 1000, 10000],
+                              [0, 0, 4.0 / 9 / 3, 1.0 / 3, 2.0 / 3, (2 + 8.0 / 9) / 3, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("case", INTERPOLATION)
+def test_apply_buckets_with_interpolation(case):
+    x, boundaries, expected = INTERPOLATION[case]
+    got = sf.interpolate_buckets(np.array(x, np.float32), boundaries)
+    np.testing.assert_allclose(got, np.array(expected, np.float32), atol=1e-6)
+
+
+def test_apply_buckets_with_interpolation_as_a_column():
+    x = np.array([-1111, 0, 5, 9, 10, 11, 15, 19, 20, 21, 1111], np.float32)
+    col = sf.bucket_interpolated(sf.numeric("x"), boundaries=[10, 20], name="y")
+    np.testing.assert_allclose(run([col], {"x": x})["y"],
+                               [0, 0, 0, 0, 0, 0.1, 0.5, 0.9, 1, 1, 1], atol=1e-6)
+
+
+def test_apply_buckets_with_interpolation_all_nan_boundaries_raise():
+    # testApplyBucketsWithInterpolationAllNanBoundariesRaises
+    with pytest.raises(ValueError, match="finite"):
+        sf.interpolate_buckets(np.zeros(3, np.float32), [math.nan] * 3)
+    with pytest.raises(ValueError, match="finite"):
+        sf.bucket_interpolated(sf.numeric("x"), boundaries=[math.nan, math.nan])
+
+
+# --------------------------------------------------------------------------- min / max / per key
+
+
+@pytest.mark.parametrize("dtype,lo,hi", [
+    ("float32", math.inf, -math.inf),
+    ("int64", float(np.iinfo(np.int64).max), float(np.iinfo(np.int64).min)),
+])
+def test_min_max_of_no_values(dtype, lo, hi):
+    # impl_test.testNumericAnalyzersWithEmptyInputs: min/max of nothing are +inf/-inf for
+    # floats, the int64 limits for ints; mean and var 0
+    an = sf.NumericStats(dtype)
+    st = an.extract(an.merge([an.create(), an.create()]))
+    assert (st.count, st.mean, st.std, st.min, st.max) == (0, 0.0, 0.0, lo, hi)
+
+
+def test_scale_by_min_max_per_key():
+    # impl_test.testScaleMinMaxPerKey (elementwise=False): x and y stacked, scaled to [-1, 1]
+    # with the min and max of each key over both
+    x = [4, 1, 5, 2, -2, 0]
+    y = [8, 5, 9, 6, 0, 2]
+    key = [b"a", b"a", b"a", b"a", b"b", b"b"]
+    col = sf.scale_by_min_max_per_key(sf.Input("xy", "float32", (2,), default=0.0), "key",
+                                      -1.0, 1.0, name="s")
+    out = run([col], {"xy": np.stack([x, y], 1).astype(np.float32),
+                      "key": np.array(key, object)})
+    np.testing.assert_allclose(out["s"], [[-0.25, 0.75], [-1.0, 0.0], [0.0, 1.0],
+                                          [-0.75, 0.25], [-1.0, 0.0], [0.0, 1.0]])
+
+
+def test_scale_to_z_score_per_key_with_nan():
+    # impl_test.testScaleToZScorePerKey: 'a' has mean 3 and std 5, 'b' mean 0 and std 1; NaN
+    # values are left out of the statistics and scale to NaN
+    x = np.array([-4, 10, 1, 2, 4, -1, np.nan], np.float64)
+    key = np.array([b"a", b"a", b"b", b"a", b"a", b"b", b"b"], object)
+    col = sf.scale_to_z_score_per_key(sf.Input("x", "float32"), "key", name="z")
+    state = fit_column(col, [x, key])
+    np.testing.assert_allclose(col.transform([x, key], state),
+                               [-1.4, 1.4, 1.0, -0.2, 0.2, -1.0, np.nan])
+    s = np.array([3, -3, 3, 3, -3, -3, np.nan])
+    np.testing.assert_allclose(col.transform([s, key], fit_column(col, [s, key])),
+                               [1.0, -1.0, 1.0, 1.0, -1.0, -1.0, np.nan])
+
+
+def fit_column(col, values):
+    state = {}
+    for name, an in col.analyzers().items():
+        state[name] = an.extract(an.add_batch(an.create(), col.analyze(values)[name]))
+    return state
+
+
+def test_per_key_unseen_key_maps_like_tf_transform():
+    # impl_test.testPerKeyWithOOVKeys: an unseen key has mean 0, var 0 (z-score = x) and
+    # min = max = 0 (0-1 scaling = sigmoid(x))
+    train = {"x": np.array([1.0, 3.0], np.float32), "k": np.array([b"a", b"a"], object)}
+    z = sf.scale_to_z_score_per_key("x", "k", name="z")
+    m = sf.scale_to_0_1_per_key("x", "k", name="m")
+    fs = sf.FeatureSet([z, m])
+    state = fs.fit([fs.coerce(train)[0]])
+    test, _ = fs.coerce({"x": np.array([2.0, 2.0], np.float32),
+                         "k": np.array([b"a", b"zz"], object)})
+    out = fs.transform(test, state)
+    np.testing.assert_allclose(out["z"], [0.0, 2.0])
+    np.testing.assert_allclose(out["m"], [0.5, 1 / (1 + math.exp(-2.0))], rtol=1e-6)
+
+
+@pytest.mark.parametrize("part", ["keys", "moments"])
+def test_per_key_statistics_are_identical_for_any_batching(part):
+    rng = np.random.default_rng(0)
+    x = rng.normal(1e6, 3, 999)
+    k = rng.choice(np.array([b"a", b"b", b"", b"c\nd"], object), 999)
+    an = KeyedStats(part)
+    whole = an.extract(an.add_batch(an.create(), (x, k)))
+    cuts = [0, 1, 400, 401, 999]
+    accs = [an.add_batch(an.create(), (x[a:b], k[a:b])) for a, b in zip(cuts, cuts[1:])]
+    assert an.extract(an.merge(accs[::-1])) == whole
+    assert an.extract(an.merge([an.merge(accs[:2]), an.merge(accs[2:])])) == whole
+
+
+def test_document_frequency_is_identical_for_any_batching():
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(-5, 30, rng.integers(0, 6)).tolist() for _ in range(200)]
+
+    def ragged(part):
+        splits = np.r_[0, np.cumsum([len(d) for d in part])]
+        return Ragged(np.array([v for d in part for v in d], np.int64), splits)
+
+    an = sf.DocumentFrequency(20)
+    whole = an.extract(an.add_batch(an.create(), ragged(docs)))
+    halves = [an.add_batch(an.create(), ragged(docs[a:b])) for a, b in ((0, 77), (77, 200))]
+    assert an.extract(an.merge(halves[::-1])) == whole
+    exact = np.zeros(20, np.int64)
+    for d in docs:
+        exact[sorted({v % 20 for v in d})] += 1
+    assert whole.values == np.flatnonzero(exact).tolist()
+    assert whole.counts.tolist() == exact[exact > 0].tolist()
