@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import shardforge.features as sf
-from shardforge.features.per_key import KeyedStats
+from shardforge.features.per_key import KeyedQuantiles, KeyedStats
 from shardforge.records.spec import Ragged
 
 
@@ -341,7 +341,7 @@ def test_per_key_unseen_key_maps_like_tf_transform():
     np.testing.assert_allclose(out["m"], [0.5, 1 / (1 + math.exp(-2.0))], rtol=1e-6)
 
 
-@pytest.mark.parametrize("part", ["keys", "moments"])
+@pytest.mark.parametrize("part", ["keys", "values"])
 def test_per_key_statistics_are_identical_for_any_batching(part):
     rng = np.random.default_rng(0)
     x = rng.normal(1e6, 3, 999)
@@ -371,3 +371,87 @@ def test_document_frequency_is_identical_for_any_batching():
         exact[sorted({v % 20 for v in d})] += 1
     assert whole.values == np.flatnonzero(exact).tolist()
     assert whole.counts.tolist() == exact[exact > 0].tolist()
+
+
+@pytest.mark.parametrize("elementwise,expected", [
+    (True, [[0.5, 0.5], [-1.0, -1.0], [1.0, 1.0], [-0.5, -0.5]]),
+    (False, [[-0.25, 0.75], [-1.0, 0.0], [0.0, 1.0], [-0.75, 0.25]]),
+])
+def test_scale_by_min_max_elementwise(elementwise, expected):
+    # impl_test.testScaleMinMax: x and y stacked, scaled to [-1, 1]
+    xy = sf.Input("xy", "float32", (2,), default=0.0)
+    col = (sf.scale_elementwise(xy, "minmax", (-1.0, 1.0), name="s") if elementwise else
+           sf.numeric(xy.name, shape=(2,), default=0.0, normalize="minmax",
+                      output_range=(-1.0, 1.0), name="s"))
+    raw = {"xy": np.array([[4, 8], [1, 5], [5, 9], [2, 6]], np.float32)}
+    np.testing.assert_allclose(run([col], raw)["s"], expected)
+
+
+def test_scale_to_z_score_elementwise_against_numpy():
+    rng = np.random.default_rng(2)
+    x = (rng.normal(0, 1, (500, 3)) * [1, 10, 1e-3] + [0, 1e6, 5]).astype(np.float32)
+    col = sf.scale_elementwise(sf.Input("x", "float32", (3,), default=0.0), "zscore", name="z")
+    exact = (x.astype(np.float64) - x.mean(0, dtype=np.float64)) / x.std(0, dtype=np.float64)
+    np.testing.assert_allclose(run([col], {"x": x})["z"], exact, rtol=1e-5, atol=1e-6)
+
+
+def test_bucketize_per_key_with_infrequent_keys():
+    # beam/bucketize_integration_test.testBucketizePerKeyWithInfrequentKeys (4 buckets). Two
+    # rows differ on purpose: shardforge's per-key boundaries are the exact quantiles (value at
+    # rank floor(i * n / 4)), tf.Transform's come from its sketch through a float32 rescaling.
+    # Key c holds one value, 15: its exact boundaries are 15, 15, 15 and 15 lands in bucket 3,
+    # as tft.bucketize puts a constant column (tf.Transform: 1). Key e = [2, 4, 6, 8, 10, 11,
+    # 12, 13] has boundaries 6, 10, 12, so 13 is in bucket 3 like 12 (tf.Transform: 2, below 12).
+    x = [[], [5, 6], [7], [12], [13], [15], [2], [4], [6], [8], [2], [4], [6], [8], [10], [11],
+         [12], [13]]
+    key = [[], ["a", "a"], ["a"], ["b"], ["b"], ["c"], ["d"], ["d"], ["d"], ["d"], ["e"], ["e"],
+           ["e"], ["e"], ["e"], ["e"], ["e"], ["e"]]
+    tft_expected = [[], [1, 2], [3], [1], [3], [1], [0], [1], [2], [3], [0], [0], [1], [1], [2],
+                    [2], [3], [2]]
+    ours = [list(r) for r in tft_expected]
+    ours[5], ours[17] = [3], [3]
+    col = sf.bucketize_per_key(sf.Input("x", "float32", multivalued=True),
+                               sf.Input("key", "bytes", multivalued=True), 4, name="b")
+    out = run([col], {"x": x, "key": [[k.encode() for k in r] for r in key]})
+    assert rows(out["b"]) == ours
+    exact = {}
+    for xs, ks in zip(x, key):
+        for v, k in zip(xs, ks):
+            exact.setdefault(k, []).append(v)
+    for k, vals in exact.items():  # the exact rule, key by key
+        v = np.sort(vals)
+        b = v[(np.arange(1, 4) * len(v)) // 4]
+        got = [out["b"][r][j] for r, ks in enumerate(key) for j, kk in enumerate(ks) if kk == k]
+        assert got == np.searchsorted(b, [xx for xs, ks in zip(x, key)
+                                          for xx, kk in zip(xs, ks) if kk == k], "right").tolist()
+
+
+def test_bucketize_per_key_unseen_key_is_minus_one():
+    col = sf.bucketize_per_key("x", "k", 3, default=0.0, name="b")
+    fs = sf.FeatureSet([col])
+    state = fs.fit([fs.coerce({"x": np.arange(9.0, dtype=np.float32),
+                               "k": np.array([b"a"] * 9, object)})[0]])
+    test, _ = fs.coerce({"x": np.array([0.0, 8.0, 8.0], np.float32),
+                         "k": np.array([b"a", b"a", b"z"], object)})
+    assert fs.transform(test, state)["b"].tolist() == [0, 2, -1]
+
+
+def test_bucketize_elementwise_is_each_positions_quantiles():
+    # beam/bucketize_integration_test.testBucketizationElementwise's rule: each element position
+    # of a fixed-shape input gets the quantiles of its own values
+    x = np.stack([np.arange(1, 101), np.arange(100, 0, -1) * 10], 1).astype(np.float32)
+    col = sf.bucketize_elementwise(sf.Input("x", "float32", (2,), default=0.0), 4, name="b")
+    out = run([col], {"x": x})["b"]
+    for j in range(2):
+        b = np.sort(x[:, j])[(np.arange(1, 4) * 100) // 4]
+        assert out[:, j].tolist() == np.searchsorted(b, x[:, j], "right").tolist()
+
+
+def test_keyed_quantiles_are_identical_for_any_batching():
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, 500)
+    k = rng.choice(np.array([b"a", b"b", b"c"], object), 500)
+    an = KeyedQuantiles("values", 5)
+    whole = an.extract(an.add_batch(an.create(), (x, k)))
+    parts = [an.add_batch(an.create(), (x[a:b], k[a:b])) for a, b in ((0, 123), (123, 500))]
+    assert an.extract(an.merge(parts[::-1])) == whole
