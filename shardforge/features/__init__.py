@@ -160,12 +160,19 @@ def __getattr__(name: str):
 
 # tf.Transform mappers beyond the feature-column set (docs/features.md, "Migrating from
 # tf.Transform")
+from shardforge.features.density import (  # noqa: E402
+    Histogram,
+    ProbabilityDensity,
+    estimated_probability_density,
+    histogram_bins,
+)
 from shardforge.features.interpolation import (  # noqa: E402
     BucketInterpolated,
     bucket_interpolated,
     interpolate_buckets,
 )
 from shardforge.features.keyed_hash import KeyedHashColumn, hash_strings, siphash24  # noqa: E402
+from shardforge.features.linalg import PCA, Covariance, PCAProjection, pca_projection  # noqa: E402
 from shardforge.features.per_key import (  # noqa: E402
     KeyedQuantiles,
     KeyedStats,
@@ -193,15 +200,20 @@ from shardforge.features.textstats import (  # noqa: E402
 )
 
 __all__ += [
+    "PCA",
     "BagOfIds",
     "BucketInterpolated",
+    "Covariance",
     "Deduplicated",
     "DocumentFrequency",
+    "Histogram",
     "KeyedHashColumn",
     "KeyedQuantiles",
     "KeyedStats",
+    "PCAProjection",
     "PerKeyBucketized",
     "PerKeyScaled",
+    "ProbabilityDensity",
     "SegmentIndices",
     "TfidfWeights",
     "WordCount",
@@ -210,8 +222,11 @@ __all__ += [
     "bucketize_elementwise",
     "bucketize_per_key",
     "deduplicate",
+    "estimated_probability_density",
     "hash_strings",
+    "histogram_bins",
     "interpolate_buckets",
+    "pca_projection",
     "scale_by_min_max_per_key",
     "scale_elementwise",
     "scale_to_0_1_per_key",

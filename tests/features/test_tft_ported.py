@@ -455,3 +455,87 @@ def test_keyed_quantiles_are_identical_for_any_batching():
     whole = an.extract(an.add_batch(an.create(), (x, k)))
     parts = [an.add_batch(an.create(), (x[a:b], k[a:b])) for a, b in ((0, 123), (123, 500))]
     assert an.extract(an.merge(parts[::-1])) == whole
+
+
+# --------------------------------------------------------------------------- covariance, pca
+
+
+@pytest.mark.parametrize("rows_in,expected", [
+    ([[0, 0], [4, 0], [2, -2], [2, 2]], [[2, 0], [0, 2]]),  # impl_test.testCovarianceTwoDimensions
+    ([[0], [2], [4], [6]], [[5]]),                          # testCovarianceOneDimension
+    ([], [[0]]),                                   # testCovarianceOneDimensionWithEmptyInputs
+])
+def test_covariance(rows_in, expected):
+    dim = len(expected)
+    an = sf.Covariance(dim)
+    acc = an.add_batch(an.create(), np.array(rows_in, np.float64).reshape(-1, dim))
+    assert np.array(an.extract(acc).values).reshape(dim, dim).tolist() == expected
+
+
+def test_covariance_is_exact_and_order_free_with_a_large_offset():
+    # tf.Transform sums x x^T in float64 per batch: E[xx^T] - uu^T cancels at an offset of 1e8
+    # (differs on purpose); shardforge's exact products and integer sums give the covariance
+    # of the float64 rows, rounded once, for any batching
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (1000, 2)) + 1e8
+    an = sf.Covariance(2)
+    whole = an.extract(an.add_batch(an.create(), x))
+    parts = [an.add_batch(an.create(), x[a:b]) for a, b in ((0, 1), (1, 600), (600, 1000))]
+    assert an.extract(an.merge(parts[::-1])) == whole
+    exact = np.cov(x - 1e8, rowvar=False, bias=True)  # the offset is exact in float64 here
+    np.testing.assert_allclose(np.reshape(whole.values, (2, 2)), exact, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rows_in", [
+    [[0, 0, 1], [4, 0, 1], [2, -1, 1], [2, 1, 1]],  # impl_test.testPCAThreeToTwoDimensions
+    [],                                     # testPCAThreeToTwoDimensionsWithEmptyInputs
+])
+def test_pca(rows_in):
+    an = sf.PCA(3, 2)
+    acc = an.add_batch(an.create(), np.array(rows_in, np.float64).reshape(-1, 3))
+    assert np.reshape(an.extract(acc).values, (3, 2)).tolist() == [[1, 0], [0, 1], [0, 0]]
+
+
+def test_pca_projection_column():
+    rng = np.random.default_rng(6)
+    x = (rng.normal(0, 1, (300, 3)) * [5, 1, 0.1]).astype(np.float32)
+    col = sf.pca_projection(sf.Input("x", "float32", (3,), default=0.0), 2, name="p")
+    out = run([col], {"x": x})["p"]
+    cov = np.cov(x.astype(np.float64), rowvar=False, bias=True)
+    vals, vecs = np.linalg.eigh(cov)
+    want = x.astype(np.float64) @ vecs[:, np.argsort(vals)[::-1]][:, :2]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- histogram, density
+
+
+def test_histogram():
+    # impl_test.testHistograms (_uniform): values 10..99, boundaries 0, 10, ..., 100
+    an = sf.Histogram(10 * np.arange(11))
+    acc = an.add_batch(an.create(), np.arange(10, 100))
+    assert an.extract(acc).counts.tolist() == [0] + [10] * 9
+    # analyzers.histogram's docstring example (its 4 bins of boundaries 0..4)
+    an = sf.Histogram(range(5))
+    acc = an.add_batch(an.create(), np.array([0, 1, 0, 1, 0, 3, 0, 1]))
+    assert an.extract(acc).counts.tolist() == [4, 3, 0, 1]
+
+
+@pytest.mark.parametrize("raw,categorical,expected", [
+    ([str(x % 10) + "_" for x in range(1, 101)], True, 0.1),  # impl_test.testProbCategorical
+    ([x % 10 for x in range(1, 101)], True, 0.1),              # testProbCategoricalInt
+    (list(range(100)), False, 0.01),                           # testProbTenBoundaries
+])
+def test_estimated_probability_density(raw, categorical, expected):
+    strings = isinstance(raw[0], str)
+    inp = sf.Input("x", "bytes" if strings else "int64", default=b"" if strings else 0)
+    col = sf.estimated_probability_density(
+        inp, None if categorical else range(0, 101, 10), categorical, name="p")
+    values = np.array([v.encode() for v in raw], object) if strings else np.array(raw)
+    np.testing.assert_allclose(run([col], {"x": values})["p"], [expected] * 100, rtol=1e-6)
+
+
+def test_estimated_probability_density_refuses_a_bin_count():
+    # tf.Transform reads min and max first for boundaries=int: a second pass
+    with pytest.raises(ValueError, match="second pass"):
+        sf.estimated_probability_density(sf.Input("x", "float32", default=0.0), 5)
