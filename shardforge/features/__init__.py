@@ -198,6 +198,11 @@ from shardforge.features.textstats import (  # noqa: E402
     tfidf,
     word_count,
 )
+from shardforge.features.vocab_ranked import (  # noqa: E402
+    RankedVocabColumn,
+    RankedVocabulary,
+    categorical_vocab_ranked,
+)
 
 __all__ += [
     "PCA",
@@ -214,6 +219,8 @@ __all__ += [
     "PerKeyBucketized",
     "PerKeyScaled",
     "ProbabilityDensity",
+    "RankedVocabColumn",
+    "RankedVocabulary",
     "SegmentIndices",
     "TfidfWeights",
     "WordCount",
@@ -221,6 +228,7 @@ __all__ += [
     "bucket_interpolated",
     "bucketize_elementwise",
     "bucketize_per_key",
+    "categorical_vocab_ranked",
     "deduplicate",
     "estimated_probability_density",
     "hash_strings",

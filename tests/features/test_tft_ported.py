@@ -539,3 +539,128 @@ def test_estimated_probability_density_refuses_a_bin_count():
     # tf.Transform reads min and max first for boundaries=int: a second pass
     with pytest.raises(ValueError, match="second pass"):
         sf.estimated_probability_density(sf.Input("x", "float32", default=0.0), 5)
+
+
+# --------------------------------------------------------------------------- ranked vocabularies
+
+_HELLO = ["hello"] * 3 + ["goodbye", "aaaaa", "aaaaa", "goodbye", "goodbye", "aaaaa", "aaaaa",
+                          "goodbye", "goodbye"]
+_HELLO_LABELS = [1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0]
+_PREDICTORS = ["good_predictor_of_0"] * 3 + [
+    "good_predictor_of_1", "good_predictor_of_2", "good_predictor_of_2", "good_predictor_of_2",
+    "good_predictor_of_1", "good_predictor_of_1", "weak_predictor_of_1", "good_predictor_of_0",
+    "good_predictor_of_1", "good_predictor_of_1", "good_predictor_of_1", "weak_predictor_of_1"]
+_PREDICTOR_LABELS = [0, 0, 0, 1, 2, 2, 2, 1, 1, 1, 0, 1, 1, 1, 0]
+_BY_WEIGHT = ["informative_1"] * 2 + ["informative_0"] * 2 + ["uninformative"] * 2 + [
+    "informative_by_weight"] * 2
+
+# beam/vocabulary_integration_test.testVocabularyWithMutualInformation: (x, labels, weights,
+# adjusted, min_diff_from_avg, expected (value, score) in vocabulary order)
+MUTUAL_INFORMATION = {
+    "_unadjusted_mi_binary_label": (
+        ["informative"] * 3 + ["uninformative"] * 4 + ["uninformative_rare"] * 2,
+        [1, 1, 1, 0, 1, 1, 0, 0, 1], None, False, 0.0,
+        [("informative", 1.7548264), ("uninformative", 0.33985),
+         ("uninformative_rare", 0.169925)]),
+    "_unadjusted_mi_multi_class_label": (
+        _PREDICTORS, _PREDICTOR_LABELS, None, False, 0.0,
+        [("good_predictor_of_2", 6.9656613), ("good_predictor_of_1", 6.5969828),
+         ("good_predictor_of_0", 6.339692), ("weak_predictor_of_1", 0.684463)]),
+    "_unadjusted_mi_binary_label_with_weights": (
+        _BY_WEIGHT, [1, 1, 0, 0, 0, 1, 0, 1], [1, 1, 1, 1, 1, 1, 1, 5], False, 0.0,
+        [("informative_0", 3.1698803), ("informative_1", 1.1698843),
+         ("informative_by_weight", 0.6096405), ("uninformative", 0.169925)]),
+    "_unadjusted_mi_binary_label_min_diff_from_avg": (
+        _HELLO, _HELLO_LABELS, None, False, 2.0,
+        [("hello", 0.0), ("goodbye", 0.0), ("aaaaa", 0.0)]),
+    "_adjusted_mi_binary_label": (
+        _HELLO, _HELLO_LABELS, None, True, 0.0,
+        [("goodbye", 1.4070794), ("aaaaa", 0.9987448), ("hello", 0.5017178)]),
+    "_adjusted_mi_multi_class_label": (
+        _PREDICTORS, _PREDICTOR_LABELS, None, True, 0.0,
+        [("good_predictor_of_1", 5.4800901), ("good_predictor_of_2", 5.3861019),
+         ("good_predictor_of_0", 4.9054722), ("weak_predictor_of_1", -0.9748023)]),
+    "_adjusted_mi_binary_label_with_weights": (
+        _BY_WEIGHT, [1, 1, 0, 0, 0, 1, 0, 1], [1, 1, 1, 1, 1, 1, 1, 5], True, 0.0,
+        [("informative_0", 2.3029856), ("informative_1", 0.3029896),
+         ("informative_by_weight", 0.1713041), ("uninformative", -0.6969697)]),
+    "_adjusted_mi_min_diff_from_avg": (
+        ["good_predictor_of_0"] * 3 + ["good_predictor_of_1", "good_predictor_of_0"]
+        + ["good_predictor_of_1"] * 4 + ["good_predictor_of_0"] + ["good_predictor_of_1"] * 3
+        + ["weak_predictor_of_1"] * 2,
+        [0, 0, 0, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0], None, True, 1.0,
+        [("good_predictor_of_0", 1.8322128), ("good_predictor_of_1", 1.7554416),
+         ("weak_predictor_of_1", 0.0)]),
+    "_labels_weight_and_frequency": (
+        _HELLO, _HELLO_LABELS, [0.3, 0.4, 0.3, 1.2, 0.6, 0.7, 1.0, 1.0, 0.6, 0.7, 1.0, 1.0],
+        False, 0.0, [("aaaaa", 1.5637185), ("goodbye", 0.8699492), ("hello", 0.6014302)]),
+}
+
+
+@pytest.mark.parametrize("case", MUTUAL_INFORMATION)
+def test_vocabulary_mutual_information(case):
+    x, labels, weights, adjusted, min_diff, expected = MUTUAL_INFORMATION[case]
+    an = sf.RankedVocabulary(labels=True, use_adjusted_mutual_info=adjusted,
+                             min_diff_from_avg=min_diff)
+    w = None if weights is None else np.array(weights, np.float64)
+    lab = np.array(labels, np.int64)
+    acc = an.add_batch(an.create(), (np.array([v.encode() for v in x], object), w, lab, w, lab))
+    vocab, scores = an.extract(acc), an.scores(acc)
+    assert vocab.values == [v.encode() for v, _ in expected]
+    np.testing.assert_allclose([scores[v] for v in vocab.values], [s for _, s in expected],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_vocabulary_mutual_information_int64_values_as_a_column():
+    # _adjusted_mi_binary_label_int64_feature, through the column: 1, 2, 3 ranked by AMI
+    x = [3, 3, 3, 1, 2, 2, 1, 1, 2, 2, 1, 1]
+    col = sf.categorical_vocab_ranked("x", labels="label", use_adjusted_mutual_info=True,
+                                      min_diff_from_avg=0.0, dtype="int64", default=0, name="v")
+    fs = sf.FeatureSet([col])
+    batch, _ = fs.coerce({"x": np.array(x), "label": np.array(_HELLO_LABELS)})
+    state = fs.fit([batch])
+    assert state.columns["v"]["vocab"].values == [1, 2, 3]
+    assert fs.transform(batch, state)["v"].tolist() == [2, 2, 2, 0, 1, 1, 0, 0, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("x,weights,expected", [
+    # _string_feature_with_weights / _int64_feature_with_weights
+    (["hello", "world", "goodbye", "aaaaa", "aaaaa", "goodbye"],
+     [1.0, 0.5, 1.0, 0.26, 0.25, 1.5], [1, 3, 0, 2, 2, 0]),
+    ([2, 1, 3, 4, 4, 3], [1.0, 0.5, 1.0, 0.26, 0.25, 1.5], [1, 3, 0, 2, 2, 0]),
+])
+def test_weighted_vocabulary(x, weights, expected):
+    strings = isinstance(x[0], str)
+    col = sf.categorical_vocab_ranked("x", weights="w", dtype="bytes" if strings else "int64",
+                                      default="" if strings else 0, name="v")
+    raw = {"x": np.array([v.encode() for v in x], object) if strings else np.array(x),
+           "w": np.array(weights, np.float32)}
+    assert run([col], raw)["v"].tolist() == expected
+
+
+# beam/vocabulary_integration_test: (rows, options, expected ids), default_value -99
+KEY_FN = {
+    "_key_fn": ([["a_X_1", "a_X_1", "a_X_2", "b_X_1", "b_X_2"], ["a_X_1", "a_X_1", "a_X_2",
+                                                                 "a_X_2"], ["b_X_2"]],
+                dict(coverage_top_k=1, frequency_threshold=3),
+                [[0, 0, 1, -99, 2], [0, 0, 1, 1], [2]]),
+    "_key_fn_and_multi_coverage_top_k": (
+        [["a_X_1", "a_X_1", "a_X_2", "b_X_1", "b_X_2"],
+         ["a_X_1", "a_X_1", "a_X_2", "a_X_2", "a_X_3"], ["b_X_2"]],
+        dict(coverage_top_k=2, frequency_threshold=300),
+        [[0, 0, 1, 3, 2], [0, 0, 1, 1, -99], [2]]),
+    "_key_fn_and_top_k": (
+        [["a_X_1", "a_X_1", "a_X_2", "b_X_1", "b_X_2"], ["a_X_1", "a_X_1", "a_X_2", "a_X_2"],
+         ["b_X_2", "b_X_2", "b_X_2", "b_X_2", "c_X_1"]],
+        dict(coverage_top_k=1, top_k=2),
+        [[1, 1, -99, -99, 0], [1, 1, -99, -99], [0, 0, 0, 0, 2]]),
+}
+
+
+@pytest.mark.parametrize("case", KEY_FN)
+def test_vocabulary_coverage_top_k(case):
+    rows_in, options, expected = KEY_FN[case]
+    col = sf.categorical_vocab_ranked("x", multivalued=True, default_value=-99,
+                                      key_fn=lambda s: s.split(b"_X_")[0], name="v", **options)
+    out = run([col], {"x": [[v.encode() for v in r] for r in rows_in]})
+    assert rows(out["v"]) == expected
