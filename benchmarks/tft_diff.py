@@ -31,7 +31,7 @@ import numpy as np
 
 KINDS = {"s": "bytes", "u": "bytes", "i": "int64", "words": "bytes", "f_neg": "float32",
          "f_const": "float32", "f_dup": "float32", "f_int": "int64", "f_big": "float32",
-         "f_huge": "int64"}
+         "f_huge": "int64", "lab": "int64"}
 VARLEN = {"tags": "bytes", "itags": "int64", "opt": "float32"}  # VarLenFeature inputs: a list a row
 
 
@@ -97,6 +97,8 @@ def datasets() -> dict[str, dict[str, list]]:
         cols["opt"] = [[float(np.float32(v))] if v > -1.0 else [] for v in rng.normal(1, 2, n)]
         # integers past float32's exact range (2**24), around integer bucket boundaries
         cols["f_huge"] = [v * 1_000_000 - 1_000_000 for v in cols["f_int"]]
+        cols["lab"] = [v % 3 for v in cols["f_int"]]  # label ids for mutual information
+        cols["vec"] = [[a, b] for a, b in zip(cols["f_neg"], cols["f_dup"])]  # a [2] float
     return out
 
 
@@ -205,6 +207,24 @@ def tft_more_outputs(inputs, words, ws):
                                                        [[-3.0, 0.0, 0.5, 4.0]]),
         "interp_dup": tft.apply_buckets_with_interpolation(
             inputs["f_dup"], tft.quantiles(inputs["f_dup"], 4, 0.01)),
+        "v_weighted": tft.compute_and_apply_vocabulary(inputs["s"], weights=inputs["f_dup"],
+                                                       top_k=6, num_oov_buckets=1),
+        "v_mi": tft.compute_and_apply_vocabulary(inputs["s"], labels=inputs["lab"], top_k=8,
+                                                 num_oov_buckets=1),
+        "v_ami": tft.compute_and_apply_vocabulary(inputs["s"], labels=inputs["lab"],
+                                                  use_adjusted_mutual_info=True,
+                                                  min_diff_from_avg=0.0, top_k=8),
+        "v_cov": tft.compute_and_apply_vocabulary(
+            inputs["s"], top_k=2, coverage_top_k=1,
+            key_fn=lambda v: v[:1], default_value=-9),
+        "b_pk": tft.bucketize_per_key(inputs["f_neg"], inputs["u"], 4),
+        "z_ew": tft.scale_to_z_score(inputs["vec"], elementwise=True),
+        "mm_ew": tft.scale_by_min_max(inputs["vec"], -1.0, 1.0, elementwise=True),
+        "b_ew": tft.bucketize(inputs["vec"], 3, elementwise=True),
+        "pca": tf.matmul(inputs["vec"], tft.pca(inputs["vec"], 2, tf.float32)),
+        "dens": tft.estimated_probability_density(inputs["f_dup"], [-2.0, -1.0, 0.0, 1.0, 2.0,
+                                                                    3.0]),
+        "dens_cat": tft.estimated_probability_density(inputs["s"], categorical=True),
         "ab_big": tft.apply_buckets(inputs["f_huge"], tf.constant(
             [[0, 5_000_001, 10_000_001, 50_000_001]], tf.int64)),
     }
@@ -218,6 +238,7 @@ def run_tft(in_path: str, out_path: str) -> None:
     kinds = {"bytes": tf.string, "int64": tf.int64, "float32": tf.float32}
     spec = {k: tf.io.FixedLenFeature([], kinds[v]) for k, v in KINDS.items()}
     spec.update({k: tf.io.VarLenFeature(kinds[v]) for k, v in VARLEN.items()})
+    spec["vec"] = tf.io.FixedLenFeature([2], tf.float32)
     spec["row"] = tf.io.FixedLenFeature([], tf.int64)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
 
@@ -234,7 +255,7 @@ def run_tft(in_path: str, out_path: str) -> None:
         rows = [{"row": r, **{k: (cols[k][r].encode() if KINDS[k] == "bytes" else cols[k][r])
                               for k in KINDS},
                  "tags": [t.encode() for t in cols["tags"][r]], "itags": cols["itags"][r],
-                 "opt": cols["opt"][r]}
+                 "opt": cols["opt"][r], "vec": cols["vec"][r]}
                 for r in range(n)]
         with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp):
             (out, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
@@ -328,6 +349,7 @@ def sf_more_columns(words, ws):
     bag, weight = sf.tfidf(sf.categorical_hash(ws, 30, name="ws_hash"), 30, name="tfidf")
     bag_ns, weight_ns = sf.tfidf(sf.categorical_hash(ws, 30, name="ws_hash"), 30, smooth=False,
                                  name="tfidf_ns")
+    vec = sf.Input("vec", "float32", (2,), default=0.0)
     return [
         bag, weight,
         sf.BagOfIds(bag_ns.source_input, 30, "tfidf_index_ns"),
@@ -348,6 +370,22 @@ def sf_more_columns(words, ws):
                                name="interp"),
         sf.bucket_interpolated(sf.numeric("f_dup", default=0.0), num_buckets=4,
                                name="interp_dup"),
+        sf.categorical_vocab_ranked("s", weights=sf.Input("f_dup", "float32", default=0.0),
+                                    top_k=6, num_oov_buckets=1, name="v_weighted"),
+        sf.categorical_vocab_ranked("s", labels="lab", top_k=8, num_oov_buckets=1, name="v_mi"),
+        sf.categorical_vocab_ranked("s", labels="lab", use_adjusted_mutual_info=True,
+                                    min_diff_from_avg=0.0, top_k=8, name="v_ami"),
+        sf.categorical_vocab_ranked("s", top_k=2, coverage_top_k=1, key_fn=lambda v: v[:1],
+                                    default_value=-9, name="v_cov"),
+        sf.bucketize_per_key(sf.numeric("f_neg", default=0.0), "u", 4, name="b_pk"),
+        sf.scale_elementwise(vec, "zscore", name="z_ew"),
+        sf.scale_elementwise(vec, "minmax", (-1.0, 1.0), name="mm_ew"),
+        sf.bucketize_elementwise(vec, 3, name="b_ew"),
+        sf.pca_projection(vec, 2, name="pca"),
+        sf.estimated_probability_density(sf.numeric("f_dup", default=0.0),
+                                         [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0], name="dens"),
+        sf.estimated_probability_density(sf.Input("s", "bytes", default=b""), categorical=True,
+                                         name="dens_cat"),
         sf.bucketized(sf.numeric("f_huge", dtype="int64", default=0),
                       boundaries=[0, 5_000_001, 10_000_001, 50_000_001], name="ab_big"),
     ]
@@ -363,6 +401,7 @@ def run_shardforge(data: dict) -> dict:
         raw["tags"] = [[t.encode() for t in r] for r in cols["tags"]]
         raw["itags"] = cols["itags"]
         raw["opt"] = np.asarray([r[0] if r else np.nan for r in cols["opt"]], np.float32)
+        raw["vec"] = np.asarray(cols["vec"], np.float32)
         batch, errors = fs.coerce(raw)
         assert not errors, errors[:3]
         state = fs.fit([batch])

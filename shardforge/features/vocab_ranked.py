@@ -246,8 +246,8 @@ class RankedVocabColumn(VocabColumn):
 
 def categorical_vocab_ranked(
     key: str | Column,
-    weights: str | None = None,
-    labels: str | None = None,
+    weights: str | Input | None = None,
+    labels: str | Input | None = None,
     top_k: int | None = None,
     frequency_threshold: float | None = None,
     num_oov_buckets: int = 0,
@@ -265,8 +265,9 @@ def categorical_vocab_ranked(
     """``tft.compute_and_apply_vocabulary(x, weights=, labels=, use_adjusted_mutual_info=,
     min_diff_from_avg=, coverage_top_k=, coverage_frequency_threshold=, key_fn=)``.
 
-    ``weights``: a float input (one per row, default 1.0 when missing): values ranked by summed
-    weight. ``labels``: an int64 input of label ids >= 0 (one per row): values ranked by mutual
+    ``weights``: a float input (one per row; a name declares it with default 1.0): values
+    ranked by summed weight. ``labels``: an int64 input of label ids >= 0 (one per row; a name
+    declares it required): values ranked by mutual
     information with the label (``min_diff_from_avg=None``: tf.Transform's recommended value
     for the data size). ``key_fn`` with ``coverage_top_k``: the best values of each key are kept
     even past ``top_k``. A row's values should be distinct when ranking by labels (as in
@@ -282,10 +283,10 @@ def categorical_vocab_ranked(
         check_int(top_k, f"column {key!r}: top_k", minimum=0)
     dtype = _key_dtype(dtype, key)
     src = _source(key, dtype, multivalued, default, "categorical_vocab_ranked")
-    w = None if weights is None else Input(check_name(weights, "weights"), "float32", (),
-                                           False, 1.0)
-    lab = None if labels is None else Input(check_name(labels, "labels"), "int64", (), False,
-                                            None)
+    w = weights if weights is None or isinstance(weights, Input) else Input(
+        check_name(weights, "weights"), "float32", (), False, 1.0)
+    lab = labels if labels is None or isinstance(labels, Input) else Input(
+        check_name(labels, "labels"), "int64", (), False, None)
     label = key if isinstance(key, str) else key.name
     return RankedVocabColumn(
         src, name or label, False, None, dtype=dtype, top_k=top_k,
