@@ -166,6 +166,13 @@ from shardforge.features.density import (  # noqa: E402
     estimated_probability_density,
     histogram_bins,
 )
+from shardforge.features.gaussian import (  # noqa: E402
+    GaussianScaled,
+    TukeyParams,
+    l_moments,
+    scale_to_gaussian,
+    tukey_parameters,
+)
 from shardforge.features.interpolation import (  # noqa: E402
     BucketInterpolated,
     bucket_interpolated,
@@ -211,6 +218,7 @@ __all__ += [
     "Covariance",
     "Deduplicated",
     "DocumentFrequency",
+    "GaussianScaled",
     "Histogram",
     "KeyedHashColumn",
     "KeyedQuantiles",
@@ -223,6 +231,7 @@ __all__ += [
     "RankedVocabulary",
     "SegmentIndices",
     "TfidfWeights",
+    "TukeyParams",
     "WordCount",
     "bag_of_words",
     "bucket_interpolated",
@@ -234,13 +243,16 @@ __all__ += [
     "hash_strings",
     "histogram_bins",
     "interpolate_buckets",
+    "l_moments",
     "pca_projection",
     "scale_by_min_max_per_key",
     "scale_elementwise",
+    "scale_to_gaussian",
     "scale_to_0_1_per_key",
     "scale_to_z_score_per_key",
     "segment_indices",
     "siphash24",
     "tfidf",
+    "tukey_parameters",
     "word_count",
 ]

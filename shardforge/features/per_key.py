@@ -82,9 +82,10 @@ class _PerKey:
             dtype = "int64" if keys and isinstance(keys[0], int) else "bytes"
             return Vocab(keys, np.asarray([acc[k][0] for k in keys], np.int64), len(keys),
                          dtype=dtype)
-        return Boundaries(tuple(v for k in keys for v in self._row(self.inner.extract(acc[k][1]))))
+        return Boundaries(tuple(v for k in keys for v in self._row(acc[k][1])))
 
-    def _row(self, typed: Any) -> tuple[float, ...]:
+    def _row(self, inner_acc: Any) -> tuple[float, ...]:
+        """The flattened result of one key's inner accumulator."""
         raise NotImplementedError
 
 
@@ -98,8 +99,9 @@ class KeyedStats(_PerKey):
 
     inner = NumericStats()
 
-    def _row(self, typed: Any) -> tuple[float, ...]:
-        return (typed.mean, typed.std, typed.min, typed.max)
+    def _row(self, inner_acc: Any) -> tuple[float, ...]:
+        st = self.inner.extract(inner_acc)
+        return (st.mean, st.std, st.min, st.max)
 
 
 class KeyedQuantiles(_PerKey):
@@ -114,8 +116,8 @@ class KeyedQuantiles(_PerKey):
         super().__init__(part)
         self.inner = Quantiles(num_buckets)
 
-    def _row(self, typed: Any) -> tuple[float, ...]:
-        return typed.values
+    def _row(self, inner_acc: Any) -> tuple[float, ...]:
+        return self.inner.extract(inner_acc).values
 
 
 def per_key_rows(state: dict[str, Any], keys: Any, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -664,3 +664,55 @@ def test_vocabulary_coverage_top_k(case):
                                       key_fn=lambda s: s.split(b"_X_")[0], name="v", **options)
     out = run([col], {"x": [[v.encode() for v in r] for r in rows_in]})
     assert rows(out["v"]) == expected
+
+
+# --------------------------------------------------------------------------- Tukey HH, gaussian
+
+_TUKEY_DATA = [516, -871, 737, 415, 584, 583, 152, 479, 576, 409, 591, 844, -16, 508, 669, 617,
+               502, 532, 517, 479]
+
+
+@pytest.mark.parametrize("elementwise,expected", [
+    # beam/tukey_hh_params_integration_test.testTukeyHHAnalyzersWithDenseInputs: rows
+    # [v, -v_reversed]; (location, scale, hl, hr) per element, or over all values
+    (True, [(526.89355, 116.73997, 0.6629082, 0.11148566),
+            (-526.89355, 116.73997, 0.11148566, 0.6629082)]),
+    (False, [(0.0, 572.277649, 0.0, 0.0)]),
+])
+def test_tukey_hh_params(elementwise, expected):
+    # tf.Transform computes these in float32 (its batch is the whole data set here); shardforge
+    # in float64 from the exact L-moments: equal to 1e-5 relative
+    a = np.array([[v, -_TUKEY_DATA[-1 - i]] for i, v in enumerate(_TUKEY_DATA)], np.float64)
+    keys = np.tile(np.arange(2), 20) if elementwise else np.zeros(40, np.int64)
+    an = sf.TukeyParams("values")
+    got = np.reshape(an.extract(an.add_batch(an.create(), (a.ravel(), keys))).values, (-1, 5))
+    np.testing.assert_allclose(got[:, :4], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_scale_to_gaussian():
+    # beam/tukey_hh_params_integration_test.testGaussianize (gaussianization_int32)
+    want = [-0.09304726, -2.24682532, 1.56900163, -0.78244931, 0.48285998, 0.47461339,
+            -1.50929952, -0.39008015, 0.41659823, -0.81174337, 0.54027596, 2.11624695,
+            -1.72816411, -0.16046759, 1.13320023, 0.74814557, -0.21014091, 0.04373742,
+            -0.08454805, -0.39008015]
+    col = sf.scale_to_gaussian(sf.Input("x", "int64", default=0), name="g")
+    np.testing.assert_allclose(run([col], {"x": np.array(_TUKEY_DATA)})["g"], want,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_l_moments_match_the_sorted_sample_formula_for_any_batching():
+    rng = np.random.default_rng(8)
+    x = np.round(rng.lognormal(0, 1, 300), 1)  # ties, so runs of equal values
+    values, counts = np.unique(x, return_counts=True)
+    xs = np.sort(x)
+    n, i = len(xs), np.arange(len(xs))
+    b = [np.mean(xs * np.array([math.comb(int(k), r) for k in i]) / math.comb(n - 1, r))
+         for r in range(4)]
+    want = (b[0], 2 * b[1] - b[0], 6 * b[2] - 6 * b[1] + b[0],
+            20 * b[3] - 30 * b[2] + 12 * b[1] - b[0])
+    np.testing.assert_allclose(sf.l_moments(values, counts)[:4], want, rtol=1e-12)
+    an = sf.TukeyParams("values")
+    parts = [an.add_batch(an.create(), (x[a:c], np.zeros(c - a, np.int64)))
+             for a, c in ((0, 100), (100, 300))]
+    whole = an.extract(an.add_batch(an.create(), (x, np.zeros(300, np.int64))))
+    assert an.extract(an.merge(parts[::-1])) == whole
