@@ -179,7 +179,13 @@ from shardforge.features.interpolation import (  # noqa: E402
     interpolate_buckets,
 )
 from shardforge.features.keyed_hash import KeyedHashColumn, hash_strings, siphash24  # noqa: E402
-from shardforge.features.linalg import PCA, Covariance, PCAProjection, pca_projection  # noqa: E402
+from shardforge.features.linalg import (  # noqa: E402
+    PCA,
+    Covariance,
+    PCAProjection,
+    Sum,
+    pca_projection,
+)
 from shardforge.features.per_key import (  # noqa: E402
     KeyedQuantiles,
     KeyedStats,
@@ -230,6 +236,7 @@ __all__ += [
     "RankedVocabColumn",
     "RankedVocabulary",
     "SegmentIndices",
+    "Sum",
     "TfidfWeights",
     "TukeyParams",
     "WordCount",

@@ -1,4 +1,5 @@
-"""Covariance and PCA of a fixed-shape numeric value: ``tft.covariance`` and ``tft.pca``.
+"""Covariance and PCA of a fixed-shape numeric value (``tft.covariance``, ``tft.pca``), and
+exact sums (``tft.sum``).
 
 The analyzers keep exact integer sums of every ``x_i`` and every exact product ``x_i * x_j``
 (Dekker's error-free product: the float64 product plus its rounding error), so the covariance
@@ -11,6 +12,7 @@ float64 sums suffer at a large offset.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,3 +166,43 @@ def pca_projection(x: Input | Column, output_dim: int, dim: int | None = None,
     if k > dim:
         raise ValueError(f"pca_projection: output_dim {k} > dim {dim}")
     return PCAProjection(x, dim, k, name or f"{x.name}_pca{k}")
+
+
+class Sum:
+    """``tft.sum``: the sum of the values, exact (integer sums, see
+    :class:`~shardforge.features.analyzers.NumericStats`) and rounded once; ``dim > 1`` sums
+    each of ``dim`` element positions apart (``reduce_instance_dims=False``). Non-finite values
+    give ``inf`` / NaN as IEEE sums do. State: the sums as a :class:`Boundaries`.
+
+    >>> an = Sum()
+    >>> an.extract(an.add_batch(an.create(), np.array([1e16, 1.0, -1e16]))).values
+    (1.0,)
+    """
+
+    reads_data = True
+
+    def __init__(self, dim: int = 1) -> None:
+        self.dim = check_int(dim, "Sum dim")
+
+    def create(self) -> list:
+        return [_STATS.create() for _ in range(self.dim)]
+
+    def add_batch(self, acc: list, values: np.ndarray) -> list:
+        x = np.asarray(values, dtype=np.float64).reshape(-1, self.dim)
+        for i in range(self.dim):
+            _STATS.add_batch(acc[i], x[:, i])
+        return acc
+
+    def merge(self, accs) -> list:
+        accs = list(accs)
+        return [_STATS.merge([a[i] for a in accs]) for i in range(self.dim)]
+
+    def extract(self, acc: list) -> Boundaries:
+        sums = []
+        for a in acc:
+            if a["posinf"] or a["neginf"]:
+                sums.append(math.nan if a["posinf"] and a["neginf"] else
+                            math.inf if a["posinf"] else -math.inf)
+            else:
+                sums.append(_ratio(a["sum"], 1 << _SUM_SHIFT))
+        return Boundaries(tuple(sums))

@@ -716,3 +716,22 @@ def test_l_moments_match_the_sorted_sample_formula_for_any_batching():
              for a, c in ((0, 100), (100, 300))]
     whole = an.extract(an.add_batch(an.create(), (x, np.zeros(300, np.int64))))
     assert an.extract(an.merge(parts[::-1])) == whole
+
+
+@pytest.mark.parametrize("rows_in,dim,expected", [
+    ([[8, 9], [1, 2]], 2, [9, 11]),      # impl_test.testNumericAnalyzersWithNDInputs (elementwise)
+    ([4, 5, 6, 7, 1, 2, 3, 4], 1, [32]),  # testNumericAnalyzersWithNDInputs
+    ([], 1, [0]),                         # testNumericAnalyzersWithEmptyInputs
+])
+def test_sum(rows_in, dim, expected):
+    an = sf.Sum(dim)
+    acc = an.add_batch(an.create(), np.array(rows_in, np.float64))
+    assert list(an.extract(acc).values) == expected
+
+
+def test_sum_is_exact_for_any_batching():
+    # float sums lose 1.0 next to 1e16 in any order but one; the exact sum does not
+    x = np.array([1e16, 1.0, -1e16, 1.0] * 50)
+    an = sf.Sum()
+    parts = [an.add_batch(an.create(), x[a:b]) for a, b in ((0, 3), (3, 101), (101, 200))]
+    assert an.extract(an.merge(parts[::-1])).values == (100.0,)
