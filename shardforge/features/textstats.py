@@ -232,14 +232,16 @@ class DocumentFrequency:
                      dtype="int64")
 
 
-def idf(document_frequency: np.ndarray, corpus_size: int, smooth: bool = True) -> np.ndarray:
-    """tf.Transform's inverse document frequency, ``1 + log((N + 1) / (df + 1))`` (smooth) or
-    ``1 + log(N / df)``, computed in float64 and rounded once to float32 (tf.Transform computes
+def idf(document_frequency: np.ndarray, corpus_size: int, smooth: bool = True,
+        add_baseline: bool = True) -> np.ndarray:
+    """tf.Transform's inverse document frequency (``tft.experimental.idf``),
+    ``1 + log((N + 1) / (df + 1))`` (smooth) or ``1 + log(N / df)`` (without the 1 when not
+    ``add_baseline``), computed in float64 and rounded once to float32 (tf.Transform computes
     it in float32)."""
     df = np.asarray(document_frequency, dtype=np.float64)
     with np.errstate(divide="ignore"):
         ratio = (corpus_size + 1.0) / (df + 1.0) if smooth else corpus_size / df
-        return (np.log(ratio) + 1.0).astype(np.float32)
+        return (np.log(ratio) + (1.0 if add_baseline else 0.0)).astype(np.float32)
 
 
 @dataclass(frozen=True)
