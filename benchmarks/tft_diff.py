@@ -225,6 +225,13 @@ def tft_more_outputs(inputs, words, ws):
         "dens": tft.estimated_probability_density(inputs["f_dup"], [-2.0, -1.0, 0.0, 1.0, 2.0,
                                                                     3.0]),
         "dens_cat": tft.estimated_probability_density(inputs["s"], categorical=True),
+        "gauss": tft.scale_to_gaussian(inputs["f_neg"]),
+        "gauss_big": tft.scale_to_gaussian(inputs["f_big"]),
+        # analyzers, broadcast to every row
+        "sum": tft.sum(inputs["f_neg"]) + 0.0 * inputs["f_neg"],
+        "cov01": tft.covariance(inputs["vec"], tf.float32)[0, 1] + 0.0 * inputs["f_neg"],
+        "tukey_scale": tft.tukey_scale(inputs["f_neg"]) + 0.0 * inputs["f_neg"],
+        "tukey_hr": tft.tukey_h_params(inputs["f_neg"])[1] + 0.0 * inputs["f_neg"],
         "ab_big": tft.apply_buckets(inputs["f_huge"], tf.constant(
             [[0, 5_000_001, 10_000_001, 50_000_001]], tf.int64)),
     }
@@ -342,6 +349,45 @@ def sf_feature_set():
     return sf.FeatureSet(cols + sf_more_columns(words, ws))
 
 
+def broadcast_column():
+    """A column holding an analyzer's result on every row, as a ``preprocessing_fn`` broadcasts
+    ``tft.sum(x)`` and the like (shardforge is imported only on the shardforge side)."""
+    from dataclasses import dataclass
+    from typing import Any
+
+    import shardforge.features as sf
+
+    @dataclass(frozen=True)
+    class Broadcast(sf.Column):
+        """Entry ``index`` of an analyzer's flat result, on every row."""
+
+        key: str
+        analyzer: Any
+        index: int
+        name: str
+
+        def inputs(self):
+            shape = (2,) if self.key == "vec" else ()
+            return (sf.Input(self.key, "float32", shape, default=0.0),)
+
+        def analyzers(self):
+            return {"a": self.analyzer}
+
+        def analyze(self, values):
+            x = np.asarray(values[0], np.float64)
+            if isinstance(self.analyzer, sf.TukeyParams):  # one key: all values
+                return {"a": (x.ravel(), np.zeros(x.size, np.int64))}
+            return {"a": x}
+
+        def transform(self, values, state):
+            return np.full(len(values[0]), state["a"].values[self.index], np.float32)
+
+        def output(self, state, inputs):
+            return sf.Output.numeric()
+
+    return Broadcast
+
+
 def sf_more_columns(words, ws):
     """The shardforge spelling of ``tft_more_outputs``."""
     import shardforge.features as sf
@@ -350,6 +396,7 @@ def sf_more_columns(words, ws):
     bag_ns, weight_ns = sf.tfidf(sf.categorical_hash(ws, 30, name="ws_hash"), 30, smooth=False,
                                  name="tfidf_ns")
     vec = sf.Input("vec", "float32", (2,), default=0.0)
+    Broadcast = broadcast_column()  # noqa: N806 (a class)
     return [
         bag, weight,
         sf.BagOfIds(bag_ns.source_input, 30, "tfidf_index_ns"),
@@ -386,6 +433,12 @@ def sf_more_columns(words, ws):
                                          [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0], name="dens"),
         sf.estimated_probability_density(sf.Input("s", "bytes", default=b""), categorical=True,
                                          name="dens_cat"),
+        sf.scale_to_gaussian(sf.Input("f_neg", "float32", default=0.0), name="gauss"),
+        sf.scale_to_gaussian(sf.Input("f_big", "float32", default=0.0), name="gauss_big"),
+        Broadcast("f_neg", sf.Sum(), 0, "sum"),
+        Broadcast("vec", sf.Covariance(2), 1, "cov01"),
+        Broadcast("f_neg", sf.TukeyParams("values"), 1, "tukey_scale"),
+        Broadcast("f_neg", sf.TukeyParams("values"), 3, "tukey_hr"),
         sf.bucketized(sf.numeric("f_huge", dtype="int64", default=0),
                       boundaries=[0, 5_000_001, 10_000_001, 50_000_001], name="ab_big"),
     ]
