@@ -7,13 +7,18 @@ The data sets (``datasets()``) hold vocabulary ties at a ``top_k`` cut and count
 ``frequency_threshold``, int64 values whose decimal strings order differently from their values,
 empty / whitespace-only / unicode strings, VarLen string / int / optional-float lists, constant,
 heavily duplicated and large-offset floats, 1 to 7 rows with more buckets than distinct values,
-a 20k-row Zipf set; 55 outputs each (vocabularies, split / ngrams / lower / strip /
+a 20k-row Zipf set; 89 outputs each (vocabularies, split / ngrams / lower / strip /
 regex_replace, hashes, crosses, z-score / 0-1 / min-max scaling, bucketize, apply_buckets,
-present-only statistics). Each output is computed by tf.Transform 1.21
+present-only statistics; and since issue 23 tf-idf, bag of words, word count, dedup, keyed
+hash, per-key and elementwise scaling and buckets, interpolated buckets, int64 buckets past
+2**24, weighted / mutual-information / coverage vocabularies, PCA, density, Gaussianization and
+broadcast sum / covariance / Tukey parameters). ``--only a,b`` computes and compares just those
+outputs. Each output is computed by tf.Transform 1.21
 (``AnalyzeAndTransformDataset`` on the DirectRunner, in the Python given by ``--tft-python``)
 and by a shardforge ``FeatureSet`` fitted in-process; ids must be equal, floats within 1e-6
 relative. A learned bucketization that differs is not counted when shardforge's ids are those of
-the exact quantiles (tf.Transform's sketch has eps = 0.01), nor a z-score when shardforge's is
+the exact quantiles (tf.Transform's sketch has eps = 0.01; per key and per element position
+too), nor a z-score when shardforge's is
 within 1e-6 of the float64 one (tf.Transform computes mean and variance in float32). Prints one
 line per output (``--show`` rows of each difference) and exits 1 on any other difference.
 """
@@ -237,7 +242,7 @@ def tft_more_outputs(inputs, words, ws):
     }
 
 
-def run_tft(in_path: str, out_path: str) -> None:
+def run_tft(in_path: str, out_path: str, only: str = "") -> None:
     import tensorflow as tf
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
@@ -251,6 +256,8 @@ def run_tft(in_path: str, out_path: str) -> None:
 
     def fn(inputs):
         out = tft_outputs(inputs)
+        if only:
+            out = {k: v for k, v in out.items() if k in only.split(",")}
         out["row"] = inputs["row"]
         return out
 
@@ -466,33 +473,45 @@ def run_shardforge(data: dict) -> dict:
 # few rows of many distinct values into a neighbouring bucket, shardforge's are exact
 BUCKETIZED = {"b_neg7": ("f_neg", 7), "b_dup10": ("f_dup", 10), "b_const5": ("f_const", 5),
               "b_int4": ("f_int", 4), "b_int30": ("f_int", 30), "b_big5": ("f_big", 5),
-              "b_opt": ("opt", 5)}
+              "b_opt": ("opt", 5), "b_ew": ("vec", 3), "b_pk": ("f_neg", 4, "u")}
+
+
+def _exact(x: np.ndarray, xs: np.ndarray, k: int) -> np.ndarray:
+    if not len(xs):
+        return np.zeros(len(x), np.int64)
+    return np.searchsorted(xs[(np.arange(1, k) * len(xs)) // k], x, side="right")
 
 
 def exact_buckets(cols: dict, name: str) -> np.ndarray:
-    """Bucket ids from the exact i/k quantiles (value at rank floor(i*n/k)) of the values."""
-    source, k = BUCKETIZED[name]
+    """Bucket ids from the exact i/k quantiles (value at rank floor(i*n/k)) of the values: of
+    each element position (``vec``), of each key's values (a third entry: the key input)."""
+    source, k, *key = BUCKETIZED[name]
     if source == "opt":  # present values only, missing rows filled with 0.0
         x = np.asarray([r[0] if r else 0.0 for r in cols[source]], np.float32)
-        xs = np.sort(np.asarray([r[0] for r in cols[source] if r], np.float32))
-    else:
-        x = np.asarray(cols[source], np.float32)
-        xs = np.sort(x)
-    if not len(xs):
-        return np.zeros(len(x), np.int64)
-    exact = xs[(np.arange(1, k) * len(xs)) // k]
-    return np.searchsorted(exact, x, side="right")
+        return _exact(x, np.sort(np.asarray([r[0] for r in cols[source] if r], np.float32)), k)
+    x = np.asarray(cols[source], np.float32)
+    if x.ndim == 2:
+        return np.stack([_exact(c, np.sort(c), k) for c in x.T], 1)
+    if key:
+        keys = np.asarray(cols[key[0]], object)
+        out = np.zeros(len(x), np.int64)
+        for kv in set(keys.tolist()):
+            rows = keys == kv
+            out[rows] = _exact(x[rows], np.sort(x[rows]), k)
+        return out
+    return _exact(x, np.sort(x), k)
 
 
 ZSCORED = {"z_neg": "f_neg", "z_const": "f_const", "z_int": "f_int", "z_dup": "f_dup",
-           "z_big": "f_big"}
+           "z_big": "f_big", "z_ew": "vec"}
 
 
 def exact_zscores(cols: dict, name: str) -> np.ndarray:
-    """float64 z-scores with the population std (x - mean when the std is 0)."""
+    """float64 z-scores with the population std (x - mean when the std is 0), per element
+    position for ``vec``."""
     x = np.asarray(cols[ZSCORED[name]], np.float64)
-    std = x.std()
-    return (x - x.mean()) / (std if std > 0 else 1.0)
+    std = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
 def rows_of(x) -> list:
@@ -528,7 +547,8 @@ def same(a, b) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tft-python", help="python with tensorflow-transform")
-    ap.add_argument("--run-tft", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--run-tft", nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument("--only", default="", help="comma-separated outputs to compute and compare")
     ap.add_argument("--cache", help="keep tf.Transform's outputs in this pickle (reused)")
     ap.add_argument("--show", type=int, default=3, help="differing rows shown per output")
     args = ap.parse_args()
@@ -545,13 +565,15 @@ def main() -> int:
             with open(in_path, "wb") as f:
                 pickle.dump(data, f)
             subprocess.run([args.tft_python, os.path.abspath(__file__), "--run-tft", in_path,
-                            out_path], check=True)
+                            out_path, args.only], check=True)
         with open(out_path, "rb") as f:
             theirs = pickle.load(f)
     ours = run_shardforge(data)
     failed = 0
     for ds in data:
         for name, tft_rows in theirs[ds].items():
+            if args.only and name not in args.only.split(","):
+                continue
             if name not in ours[ds]:
                 print(f"{ds:<12} {name:<14} MISSING in shardforge")
                 failed += 1

@@ -253,7 +253,7 @@ def categorical_vocab_ranked(
     num_oov_buckets: int = 0,
     default_value: int = -1,
     use_adjusted_mutual_info: bool = False,
-    min_diff_from_avg: float | None = None,
+    min_diff_from_avg: float | None = 0.0,
     coverage_top_k: int | None = None,
     coverage_frequency_threshold: float | None = None,
     key_fn: Callable[[Any], Any] | None = None,
@@ -268,10 +268,11 @@ def categorical_vocab_ranked(
     ``weights``: a float input (one per row; a name declares it with default 1.0): values
     ranked by summed weight. ``labels``: an int64 input of label ids >= 0 (one per row; a name
     declares it required): values ranked by mutual
-    information with the label (``min_diff_from_avg=None``: tf.Transform's recommended value
-    for the data size). ``key_fn`` with ``coverage_top_k``: the best values of each key are kept
-    even past ``top_k``. A row's values should be distinct when ranking by labels (as in
-    tf.Transform, e.g. ``deduplicate(split(...))``).
+    information with the label (``min_diff_from_avg`` defaults to 0.0 as in
+    ``tft.compute_and_apply_vocabulary``; ``None``: tf.Transform's recommended value for the
+    data size, ``tft.vocabulary``'s default). ``key_fn`` with ``coverage_top_k``: the best
+    values of each key are kept even past ``top_k``. A row's values should be distinct when
+    ranking by labels (as in tf.Transform, e.g. ``deduplicate(split(...))``).
 
     >>> ids = categorical_vocab_ranked("token", labels="clicked", top_k=1000)
     """
