@@ -735,3 +735,20 @@ def test_sum_is_exact_for_any_batching():
     an = sf.Sum()
     parts = [an.add_batch(an.create(), x[a:b]) for a, b in ((0, 3), (3, 101), (101, 200))]
     assert an.extract(an.merge(parts[::-1])).values == (100.0,)
+
+
+def test_compute_and_apply_vocabulary_ranks_with_min_diff_zero_by_default():
+    # tft.compute_and_apply_vocabulary's min_diff_from_avg defaults to 0.0 (tft.vocabulary's to
+    # the recommended value, 2 here, which zeroes every score of this data): the column ranks
+    # goodbye, aaaaa, hello by their mutual information (found by benchmarks/tft_diff.py)
+    col = sf.categorical_vocab_ranked("x", labels="label", name="v")
+    fs = sf.FeatureSet([col])
+    batch, _ = fs.coerce({"x": np.array([v.encode() for v in _HELLO], object),
+                          "label": np.array(_HELLO_LABELS)})
+    assert fs.fit([batch]).columns["v"]["vocab"].values == [b"goodbye", b"aaaaa", b"hello"]
+    an = sf.RankedVocabulary(labels=True)  # tft.vocabulary's default: all scores 0
+    lab = np.array(_HELLO_LABELS)
+    acc = an.add_batch(an.create(), (np.array([v.encode() for v in _HELLO], object), None, lab,
+                                     None, lab))
+    assert set(an.scores(acc).values()) == {0.0}
+    assert an.extract(acc).values == [b"hello", b"goodbye", b"aaaaa"]
