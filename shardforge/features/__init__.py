@@ -156,3 +156,111 @@ def __getattr__(name: str):
 
         return FeatureLayer
     raise AttributeError(f"module 'shardforge.features' has no attribute {name!r}")
+
+# tf.Transform mappers beyond the feature-column set (docs/features.md, "Migrating from
+# tf.Transform")
+from shardforge.features.density import (  # noqa: E402
+    Histogram,
+    ProbabilityDensity,
+    estimated_probability_density,
+    histogram_bins,
+)
+from shardforge.features.gaussian import (  # noqa: E402
+    GaussianScaled,
+    TukeyParams,
+    l_moments,
+    scale_to_gaussian,
+    tukey_parameters,
+)
+from shardforge.features.interpolation import (  # noqa: E402
+    BucketInterpolated,
+    bucket_interpolated,
+    interpolate_buckets,
+)
+from shardforge.features.keyed_hash import KeyedHashColumn, hash_strings, siphash24  # noqa: E402
+from shardforge.features.linalg import (  # noqa: E402
+    PCA,
+    Covariance,
+    PCAProjection,
+    Sum,
+    pca_projection,
+)
+from shardforge.features.per_key import (  # noqa: E402
+    KeyedQuantiles,
+    KeyedStats,
+    PerKeyBucketized,
+    PerKeyScaled,
+    bucketize_elementwise,
+    bucketize_per_key,
+    scale_by_min_max_per_key,
+    scale_elementwise,
+    scale_to_0_1_per_key,
+    scale_to_z_score_per_key,
+)
+from shardforge.features.textstats import (  # noqa: E402
+    BagOfIds,
+    Deduplicated,
+    DocumentFrequency,
+    SegmentIndices,
+    TfidfWeights,
+    WordCount,
+    bag_of_words,
+    deduplicate,
+    idf,
+    segment_indices,
+    tfidf,
+    word_count,
+)
+from shardforge.features.vocab_ranked import (  # noqa: E402
+    RankedVocabColumn,
+    RankedVocabulary,
+    categorical_vocab_ranked,
+)
+
+__all__ += [
+    "PCA",
+    "BagOfIds",
+    "BucketInterpolated",
+    "Covariance",
+    "Deduplicated",
+    "DocumentFrequency",
+    "GaussianScaled",
+    "Histogram",
+    "KeyedHashColumn",
+    "KeyedQuantiles",
+    "KeyedStats",
+    "PCAProjection",
+    "PerKeyBucketized",
+    "PerKeyScaled",
+    "ProbabilityDensity",
+    "RankedVocabColumn",
+    "RankedVocabulary",
+    "SegmentIndices",
+    "Sum",
+    "TfidfWeights",
+    "TukeyParams",
+    "WordCount",
+    "bag_of_words",
+    "bucket_interpolated",
+    "bucketize_elementwise",
+    "bucketize_per_key",
+    "categorical_vocab_ranked",
+    "deduplicate",
+    "estimated_probability_density",
+    "hash_strings",
+    "histogram_bins",
+    "idf",
+    "interpolate_buckets",
+    "l_moments",
+    "pca_projection",
+    "scale_by_min_max_per_key",
+    "scale_elementwise",
+    "scale_to_gaussian",
+    "scale_to_0_1_per_key",
+    "scale_to_z_score_per_key",
+    "segment_indices",
+    "siphash24",
+    "tfidf",
+    "tukey_parameters",
+    "word_count",
+]

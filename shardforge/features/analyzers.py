@@ -80,7 +80,9 @@ class NumericStats:
     integers. ``extract`` computes the mean and ``std = sqrt((n·Σx² - (Σx)²) / n²)`` from these
     exact integers, so there is no cancellation however large the offset (``1e9 + N(0, 1)``): the
     mean is correctly rounded and the std within an ulp. ``±inf`` values are counted apart (the
-    mean is then ``±inf`` or NaN and the std NaN).
+    mean is then ``±inf`` or NaN and the std NaN). Over no values the count, mean and std are 0
+    and ``min`` / ``max`` are tf.Transform's: ``+inf`` / ``-inf``, or the int64 limits for
+    ``dtype="int64"``.
 
     >>> an = NumericStats()
     >>> an.extract(an.add_batch(an.create(), np.array([1.0, 2.0, np.nan, 4.0]))).mean
@@ -88,6 +90,9 @@ class NumericStats:
     """
 
     reads_data = True
+
+    def __init__(self, dtype: str = "float32") -> None:
+        self.dtype = dtype
 
     def create(self) -> dict:
         return {"count": 0, "missing": 0, "sum": 0, "sumsq": 0, "posinf": 0, "neginf": 0,
@@ -126,7 +131,9 @@ class NumericStats:
     def extract(self, acc: dict) -> Stats:
         n = acc["count"]
         if n == 0:
-            mean = std = lo = hi = 0.0
+            # tf.Transform's min / max of no values: the identity of each reduction
+            mean = std = 0.0
+            lo, hi = _EMPTY_MIN_MAX[self.dtype]
         else:
             # +0.0 turns -0.0 into 0.0: which zero min() keeps depends on the order
             lo, hi = acc["min"] + 0.0, acc["max"] + 0.0
@@ -142,6 +149,11 @@ class NumericStats:
                 std = math.isqrt(num << (2 * t)) / (n << (_SUM_SHIFT + t))
         return Stats(n, acc["missing"], float(mean), float(std), float(lo), float(hi))
 
+
+# min and max of no values, as tf.Transform returns them: +inf / -inf for floats, the int64
+# limits for ints (as float64: 2**63 and -2**63)
+_EMPTY_MIN_MAX = {"float32": (np.inf, -np.inf),
+                  "int64": (float(np.iinfo(np.int64).max), float(np.iinfo(np.int64).min))}
 
 # A finite float64 x is ±m·2**(p - 1074) with an integer significand m < 2**53 and 0 <= p <= 2045
 # (p = biased exponent - 1; subnormals p = 0), so x·2**1074 and x²·2**2148 are integers. The

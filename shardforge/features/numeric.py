@@ -61,7 +61,9 @@ class NumericColumn(Column):
         return (self.source_input,)
 
     def analyzers(self) -> dict[str, Any]:
-        return {"stats": NumericStats()} if self.normalize in ("zscore", "minmax") else {}
+        if self.normalize not in ("zscore", "minmax"):
+            return {}
+        return {"stats": NumericStats("int64" if self.dtype == "int64" else "float32")}
 
     def transform(self, values: Sequence[Any], state: dict[str, Any]) -> Any:
         x = values[0]
@@ -152,9 +154,11 @@ class BucketizedColumn(LookupColumn):
     """Bucket ids of a numeric column (``bucketized_column`` / ``tft.bucketize``).
 
     Bucket ``i`` holds ``boundaries[i-1] <= x < boundaries[i]``, compared in float32 like
-    TensorFlow's ``Bucketize`` op. Learned boundaries are ``tft.quantiles``'s (see
-    :class:`~shardforge.features.analyzers.Quantiles`), duplicates kept, so the column has
-    ``bucket_count`` ids whatever the data. One-hot in the FeatureLayer when listed directly.
+    TensorFlow's ``Bucketize`` op; int64 values against explicit integer boundaries compare as
+    integers (``tft.apply_buckets`` of int64 values and int boundaries). Learned boundaries are
+    ``tft.quantiles``'s (see :class:`~shardforge.features.analyzers.Quantiles`), duplicates
+    kept, so the column has ``bucket_count`` ids whatever the data. One-hot in the
+    FeatureLayer when listed directly.
     """
 
     boundaries: tuple[float, ...] | None = None
@@ -174,6 +178,12 @@ class BucketizedColumn(LookupColumn):
         return self.bucket_count
 
     def transform(self, values: Sequence[Any], state: dict[str, Any]) -> np.ndarray:
+        src, b = self.source_input, self.boundaries
+        if (b is not None and src.dtype == "int64" and src.normalize == "none"
+                and all(isinstance(v, int) for v in b)):
+            # tft.apply_buckets casts to the wider of the two dtypes: int64 against int64
+            return np.searchsorted(np.array(b, dtype=np.int64), np.asarray(values[0], np.int64),
+                                   side="right")
         # TensorFlow's CPU kernels flush subnormals to zero, so a subnormal counts as 0 too.
         x = _flush_subnormals(np.asarray(values[0]).astype(np.float32))
         b = _flush_subnormals(np.asarray(self.bucket_boundaries(state), dtype=np.float32))
@@ -203,7 +213,8 @@ def bucketized(
     if (boundaries is None) == (num_buckets is None):
         raise ValueError(f"{what}: give exactly one of boundaries or num_buckets")
     if boundaries is not None:
-        b = tuple(float(x) for x in boundaries)
+        # integers stay integers, so int64 values compare with them as integers
+        b = tuple(int(x) if isinstance(x, (int, np.integer)) else float(x) for x in boundaries)
         if not b or any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
             raise ValueError(f"{what}: boundaries must be non-empty and strictly increasing")
         return BucketizedColumn(source_column, name or f"{source_column.name}_bucketized",

@@ -368,6 +368,9 @@ def ngrams(source: Column, width: int | Sequence[int], separator: str | bytes = 
                          "'position' (tft.ngrams)")
     widths = (width,) if isinstance(width, int) else tuple(width)
     widths = tuple(check_int(w, "ngrams width") for w in widths)
+    if not widths:
+        raise ValueError("ngrams needs at least one width; tft.ngrams(tokens, (lo, hi), sep) is "
+                         "width=range(lo, hi + 1), which needs 1 <= lo <= hi")
     sep = separator.encode() if isinstance(separator, str) else bytes(separator)
     return NGrams(source, widths, sep, name or f"{source.name}_ngrams", order)
 

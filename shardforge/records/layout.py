@@ -19,8 +19,10 @@ here is pure (stdlib and numpy), so the Beam job, the in-process writer, the loa
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
@@ -200,12 +202,12 @@ def atomic_write(path: str | os.PathLike,
     directory = os.path.dirname(path) or "."
     # a fresh name (not mkstemp: its 0600 mode would outlive the rename) that no other writer uses
     tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+    if isinstance(data, str):
+        data = data.encode()
     try:
         with open(tmp, "xb") as f:
             if callable(data):
                 data(f)
-            elif isinstance(data, str):
-                f.write(data.encode())
             elif isinstance(data, (bytes, bytearray, memoryview)):
                 f.write(data)
             else:
@@ -214,9 +216,29 @@ def atomic_write(path: str | os.PathLike,
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+            raise no_space(path, size) from None
         raise
     fsync_dir(directory)
     return path
+
+
+def no_space(path: str, needed: int | None = None) -> OSError:
+    """The error of a write that found the device full, naming the file, the bytes it needed
+    (when known) and the space left: ``OSError(ENOSPC)``, so handlers of full disks still
+    catch it.
+
+    >>> no_space("/full/out/stats.json", 2048).strerror            # doctest: +SKIP
+    'no space left on device writing /full/out/stats.json: 2048 bytes needed, 0 bytes free …'
+    """
+    where = os.path.abspath(path)
+    while not os.path.isdir(where):  # the file, or a folder not made yet: the nearest that is
+        where = os.path.dirname(where)
+    free = shutil.disk_usage(where).free
+    needed_text = f"{needed} bytes needed, " if needed is not None else ""
+    return OSError(errno.ENOSPC, f"no space left on device writing {path}: {needed_text}{free} "
+                   "bytes free (free space there, or write the output elsewhere)")
