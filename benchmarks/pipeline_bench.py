@@ -1,19 +1,24 @@
-"""End-to-end Beam job on the click log at several sizes: rows/s, peak memory of every process,
-and tf.Transform beside it in the same run.
+"""What a user waits for: ``shardforge run`` on the click log, from the command's start to its
+exit, beside tf.Transform on the same file in the same run, and where the wall clock goes.
 
-    .venv/bin/python benchmarks/pipeline_bench.py [--sizes 200000,1000000] [--workers 2]
-        [--tft-python /path/to/venv-with-tensorflow-transform/bin/python]
+    .venv/bin/python benchmarks/pipeline_bench.py [--sizes 1000,200000,1000000] [--workers 2]
+        [--tft-python /path/to/venv-with-tensorflow-transform/bin/python] [--features both]
     .venv/bin/python benchmarks/pipeline_bench.py --rows 10000000     # ours alone, one size
 
 For each size it generates the CSV with shardforge/examples/clicklog.py (cached under
---data-dir, written a million rows at a time), runs the example feature set
-(shardforge/examples/click_features.py) through ``run_pipeline`` on the offline local runner in
-a child process, and samples the peak RSS (``VmHWM``) of that launcher and of each of its worker
-processes. With --tft-python it also runs the equivalent tf.Transform preprocessing_fn on the
-same file (in that interpreter, same runner settings, tfx_bsl's C++ CSV decoder and Example
-encoder), measured the same way. It prints a table per size (rows/s, the ratio, peak RSS per
-process) and the marginal rows/s between consecutive sizes (the cost of the extra rows, without
-the fixed start-up), then one JSON line. Such a venv:
+--data-dir, written a million rows at a time) and runs ``python -m shardforge.cli run`` on it
+(the offline local runner, --workers worker processes) with two feature sets: ``example``
+(shardforge/examples/click_features.py, with three geo columns tf.Transform has no peer for)
+and ``like`` (benchmarks/tft_parity_features.py: exactly the tf.Transform preprocessing_fn
+below). With --tft-python it runs that preprocessing_fn on the same file between the two (in
+that interpreter, same runner settings, tfx_bsl's C++ CSV decoder and Example encoder).
+
+Per run it measures the command's wall clock (start to exit, here), the job time it reports
+itself (in-job), the CPU seconds of the command and its workers, and the peak RSS (``VmHWM``) of
+the launcher and of each worker, sampled from /proc. For ours it also prints where the wall
+clock went, from what is visible in the output directory while the job runs (``JobMarks``). It
+prints a table per size, the marginal rows/s between consecutive sizes (the cost of the extra
+rows, without the fixed start-up), then one JSON line. Such a venv:
 
     python3 -m venv /tmp/tftvenv && /tmp/tftvenv/bin/pip install tensorflow-transform==1.21.0 \
         tensorflow-cpu==2.21.0 apache-beam==2.77.0
@@ -22,8 +27,10 @@ the fixed start-up), then one JSON line. Such a venv:
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +38,14 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-FEATURES = os.path.join(REPO, "shardforge", "examples", "click_features.py")
+FEATURE_SETS = [
+    ("example", os.path.join(REPO, "shardforge", "examples", "click_features.py")),
+    ("like", os.path.join(REPO, "benchmarks", "tft_parity_features.py")),  # TFT_SCRIPT's
+]
+# CPU per row of the job's parts measured alone (issue #24: pyarrow.csv parse ~0.8M rows per
+# CPU-second, coerce ~2.6M, fit ~0.9M, transform ~1.0M, encode ~2M; the input read twice): the
+# job's CPU per row against this says how close it runs to what its parts allow
+PARTS_US_PER_ROW = 6.0
 GENERATE_ROWS = 1_000_000
 
 TFT_SCRIPT = r'''
@@ -90,6 +104,7 @@ class EncodeExamples(beam.DoFn):
 
 
 schema = schema_utils.schema_from_feature_spec(spec)
+imported = time.time()
 start = time.perf_counter()
 opts = beam.options.pipeline_options.PipelineOptions(
     ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
@@ -103,21 +118,9 @@ with beam.Pipeline(runner=FnApiRunner(), options=opts) as p, tft_beam.Context(te
     (transformed, metadata), fn = (raw, source.TensorAdapterConfig()) | analyze
     _ = (transformed | beam.ParDo(EncodeExamples(metadata.schema))
                      | beam.io.WriteToTFRecord(out + "/tft"))
-print(json.dumps({"seconds": time.perf_counter() - start, "rows": None}))
+print(json.dumps({"seconds": time.perf_counter() - start, "rows": None,
+                  "imported_epoch": imported, "ended_epoch": time.time()}))
 '''
-
-OURS_SCRIPT = r'''
-import json, logging, sys
-sys.path.insert(0, sys.argv[5])
-logging.getLogger("apache_beam").setLevel(logging.ERROR)
-from shardforge.pipelines import run_pipeline
-csv_path, workers, out, features = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-s = run_pipeline(features, csv_path, out, overwrite=True,
-                 beam_args=[f"--direct_num_workers={workers}"])
-print(json.dumps({"seconds": s.seconds, "rows": s.rows_read, "errors": s.errors,
-                  "records": s.splits}))
-'''
-
 
 def _children(pid: int) -> list[int]:
     """Child processes of ``pid``, whichever of its threads started them."""
@@ -154,34 +157,132 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def run_measured(argv: list[str], env: dict | None = None) -> dict:
-    """Run ``argv``; its last stdout line is JSON. Adds the peak RSS of the process itself
+class JobMarks:
+    """When a ``shardforge run`` into ``output`` passes the points a user can see from outside,
+    seconds after the command started: its staging directory (start-up done), the first
+    progress file of a worker (worker start, first rows counted), all rows read (the analyze
+    pass), the first and the last record encoded (the transform pass), the end of Beam (its
+    progress directory removed), ``stats.html`` staged, ``manifest.json`` published. Workers
+    write their counts every half second (``pipelines.progress``), so marks in the job are
+    good to about 0.5 s."""
+
+    def __init__(self, output: str, rows: int) -> None:
+        self.output, self.rows, self.marks = output, rows, {}
+        self._progress_seen = False
+
+    def poll(self, t: float) -> None:
+        from shardforge.pipelines.progress import totals
+
+        def mark(name: str, seen: bool) -> None:
+            if seen and name not in self.marks:
+                self.marks[name] = t
+
+        staging = glob.glob(os.path.join(self.output, ".shardforge", "staging-*"))
+        mark("manifest", os.path.exists(os.path.join(self.output, "manifest.json")))
+        if not staging:
+            return
+        mark("staging", True)
+        ticks = os.path.join(staging[0], ".shardforge", "progress")
+        if os.path.isdir(ticks):
+            self._progress_seen = True
+            counts = totals(ticks)
+            mark("workers", any(counts.values()))
+            mark("read", counts["rows_read"] >= self.rows)
+            mark("transform_start", counts["records_written"] > 0)
+            mark("transform_done", counts["records_written"] + counts["errors"] >= self.rows)
+        mark("beam_done", self._progress_seen and not os.path.isdir(ticks))
+        mark("html", os.path.exists(os.path.join(staging[0], "stats.html")))
+
+
+# (phase, the mark it ends at): each phase runs from the previous mark that was seen
+PHASES = [
+    ("start-up: imports, input checks, options", "staging"),
+    ("pipeline construction, worker start, first chunk", "workers"),
+    ("analyze pass: read, coerce, fit", "read"),
+    ("combine analyzers, start transform", "transform_start"),
+    ("transform pass: read again, transform, encode, spill", "transform_done"),
+    ("merge/write shards, stats, Beam shutdown", "beam_done"),
+    ("stats.json → stats.html", "html"),
+    ("TFMD files, manifest, publish", "manifest"),
+    ("exit", "exit"),
+]
+
+
+def breakdown(marks: dict[str, float]) -> list[tuple[str, float]]:
+    """(phase, seconds) from a run's marks; a phase whose end mark was not seen (too short to
+    catch) counts as 0 and its time goes to the next one."""
+    out, last = [], 0.0
+    for name, end in PHASES:
+        if end in marks:
+            out.append((name, max(marks[end] - last, 0.0)))
+            last = max(last, marks[end])
+        else:
+            out.append((name, 0.0))
+    return out
+
+
+def run_measured(argv: list[str], env: dict | None = None, marks: JobMarks | None = None,
+                 poll: float = 0.05) -> dict:
+    """Run ``argv`` to its exit; it prints JSON (``seconds``: the time it reports
+    for its own job). Adds ``wall_s`` (command start to exit, measured here), ``cpu_s`` (user +
+    system of the command and the workers it waited for), the peak RSS of the process itself
     (``launcher_mb``) and of every descendant that runs Python (``workers_mb``), sampled from
-    /proc every 0.2 s (VmHWM is each process's own high-water mark)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    peaks: dict[int, float] = {}
-    kinds: dict[int, str] = {}
-    while proc.poll() is None:
-        todo = [proc.pid]
-        while todo:
-            pid = todo.pop()
-            hwm = _hwm_mb(pid)
-            if hwm is not None:
-                peaks[pid] = max(peaks.get(pid, 0.0), hwm)
-                if pid not in kinds:
-                    kinds[pid] = _cmdline(pid)
-            todo += _children(pid)
-        time.sleep(0.2)
-    out, err = proc.communicate()
+    /proc (VmHWM is each process's own high-water mark), and ``marks`` from ``marks.poll``."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start, start_epoch = time.perf_counter(), time.time()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
+        peaks: dict[int, float] = {}
+        kinds: dict[int, str] = {}
+        last_sample = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            now = time.perf_counter() - start
+            if pid:
+                break
+            if marks is not None:
+                marks.poll(now)
+            if now - last_sample >= 0.2:
+                last_sample = now
+                todo = [proc.pid]
+                while todo:
+                    p = todo.pop()
+                    hwm = _hwm_mb(p)
+                    if hwm is not None:
+                        peaks[p] = max(peaks.get(p, 0.0), hwm)
+                        kinds.setdefault(p, _cmdline(p))
+                    todo += _children(p)
+            time.sleep(poll)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode:
-        raise RuntimeError(f"{argv[:3]} failed:\n{err[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
+        raise RuntimeError(f"{argv[:4]} failed:\n{stderr[-3000:]}")
+    # the whole output is one JSON document (``shardforge run --json``) or ends with one line
+    text = stdout.strip()
+    result = json.loads(text if text.startswith("{") else text.splitlines()[-1])
+    result["wall_s"], result["start_epoch"] = now, start_epoch
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
     result["launcher_mb"] = round(peaks.get(proc.pid, 0.0))
     result["workers_mb"] = sorted(
         (round(v) for p, v in peaks.items()
          if p != proc.pid and "python" in kinds.get(p, "") and v > 100), reverse=True)
+    if marks is not None:
+        result["marks"] = dict(marks.marks, exit=now)
     return result
+
+
+def run_ours(csv_path: str, features: str, rows: int, workers: int, data_dir: str) -> dict:
+    """``shardforge run`` as a user types it, into a fresh output."""
+    out = os.path.join(data_dir, "out")
+    shutil.rmtree(out, ignore_errors=True)
+    argv = [sys.executable, "-m", "shardforge.cli", "run", "--features", features,
+            "--input", csv_path, "--output", out, "--json", "--quiet",
+            f"--direct_num_workers={workers}"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    r = run_measured(argv, env=env, marks=JobMarks(out, rows))
+    shutil.rmtree(out, ignore_errors=True)
+    return r
 
 
 def write_clicklog(path: str, n: int) -> None:
@@ -204,17 +305,31 @@ def write_clicklog(path: str, n: int) -> None:
     os.replace(path + ".tmp", path)
 
 
+def run_tft(tft_python: str, csv_path: str, workers: int, data_dir: str) -> dict:
+    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        r = run_measured([tft_python, "-c", TFT_SCRIPT, csv_path, str(workers), tmp],
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    # its own marks are epoch seconds: made relative to the command's start
+    r["marks"] = {"imported": r["imported_epoch"] - r["start_epoch"],
+                  "job_done": r["ended_epoch"] - r["start_epoch"], "exit": r["wall_s"]}
+    return r
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="200000,1000000",
                         help="comma-separated row counts, measured in this order")
     parser.add_argument("--rows", type=int, default=None, help="one size only")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--features", choices=("both", "example", "like"), default="both",
+                        help="the example feature set, the like-for-like one, or both")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "sf_bench"))
     parser.add_argument("--tft-python", default=None,
                         help="python of a venv with tensorflow-transform, for the comparison")
     args = parser.parse_args()
     sizes = [args.rows] if args.rows else [int(s) for s in args.sizes.split(",")]
+    feature_sets = [(name, path) for name, path in FEATURE_SETS
+                    if args.features in ("both", name)]
     os.makedirs(args.data_dir, exist_ok=True)
 
     results = []
@@ -225,49 +340,68 @@ def main() -> None:
             write_clicklog(csv_path, n)
             print(f"generated {csv_path} in {time.perf_counter() - start:.1f} s",
                   file=sys.stderr)
-        out = os.path.join(args.data_dir, "out")
-        ours = run_measured([sys.executable, "-c", OURS_SCRIPT, csv_path, str(args.workers),
-                             out, FEATURES, REPO])
-        row = {"rows": n, "csv_mb": round(os.path.getsize(csv_path) / 2**20, 1),
-               "ours_s": round(ours["seconds"], 2),
-               "ours_rows_per_s": round(n / ours["seconds"]),
-               "ours_launcher_mb": ours["launcher_mb"], "ours_workers_mb": ours["workers_mb"],
-               "errors": ours["errors"], "records": ours["records"]}
+        runs = {}
+        # tf.Transform between our two runs: a machine whose speed drifts slows all alike
+        for name, path in feature_sets[:1]:
+            runs[name] = run_ours(csv_path, path, n, args.workers, args.data_dir)
         if args.tft_python:
-            with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
-                tft = run_measured([args.tft_python, "-c", TFT_SCRIPT, csv_path,
-                                    str(args.workers), tmp],
-                                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-            row |= {"tft_s": round(tft["seconds"], 2),
-                    "tft_rows_per_s": round(n / tft["seconds"]),
-                    "tft_launcher_mb": tft["launcher_mb"], "tft_workers_mb": tft["workers_mb"],
-                    "speedup_vs_tft": round(tft["seconds"] / ours["seconds"], 2)}
+            runs["tft"] = run_tft(args.tft_python, csv_path, args.workers, args.data_dir)
+        for name, path in feature_sets[1:]:
+            runs[name] = run_ours(csv_path, path, n, args.workers, args.data_dir)
+        row = {"rows": n, "csv_mb": round(os.path.getsize(csv_path) / 2**20, 1)}
+        for name, r in runs.items():
+            row[name] = {
+                "wall_s": round(r["wall_s"], 2), "in_job_s": round(r["seconds"], 2),
+                "cpu_s": round(r["cpu_s"], 2), "rows_per_s": round(n / r["wall_s"]),
+                "us_per_row_cpu": round(r["cpu_s"] / n * 1e6, 2),
+                "launcher_mb": r["launcher_mb"], "workers_mb": r["workers_mb"],
+                "marks": {k: round(v, 2) for k, v in r["marks"].items()},
+            }
+            if name != "tft":
+                row[name]["errors"], row[name]["records"] = r["errors"], r["splits"]
+                row[name]["breakdown"] = [(p, round(t, 2)) for p, t in breakdown(r["marks"])]
+            if "tft" in runs and name != "tft":
+                row[name]["speedup_wall"] = round(runs["tft"]["wall_s"] / r["wall_s"], 2)
+                row[name]["speedup_in_job"] = round(runs["tft"]["seconds"] / r["seconds"], 2)
         results.append(row)
         print(json.dumps(row), file=sys.stderr)
+        print_size(row)
 
     marginal = []
     for a, b in zip(results, results[1:]):
-        m = {"from": a["rows"], "to": b["rows"],
-             "ours_rows_per_s": round((b["rows"] - a["rows"]) / (b["ours_s"] - a["ours_s"]))}
-        if "tft_s" in a:
-            m["tft_rows_per_s"] = round((b["rows"] - a["rows"]) / (b["tft_s"] - a["tft_s"]))
-            m["ratio"] = round(m["ours_rows_per_s"] / m["tft_rows_per_s"], 2)
+        m = {"from": a["rows"], "to": b["rows"]}
+        for name in (k for k in b if isinstance(b[k], dict)):
+            m[name] = round((b["rows"] - a["rows"]) / (b[name]["wall_s"] - a[name]["wall_s"]))
         marginal.append(m)
-
-    print(f"{'rows':>10} {'ours rows/s':>12} {'tft rows/s':>11} {'ratio':>6} "
-          f"{'ours launcher/workers MB':>26} {'tft launcher/workers MB':>26}")
-    for r in results:
-        ours_mem = f"{r['ours_launcher_mb']} / {','.join(map(str, r['ours_workers_mb']))}"
-        tft_mem = (f"{r['tft_launcher_mb']} / {','.join(map(str, r['tft_workers_mb']))}"
-                   if "tft_s" in r else "-")
-        print(f"{r['rows']:>10} {r['ours_rows_per_s']:>12} {r.get('tft_rows_per_s', '-'):>11} "
-              f"{r.get('speedup_vs_tft', '-'):>6} {ours_mem:>26} {tft_mem:>26}")
-    for m in marginal:
-        print(f"marginal {m['from']} -> {m['to']}: ours {m['ours_rows_per_s']} rows/s"
-              + (f", tft {m['tft_rows_per_s']} rows/s, ratio {m['ratio']}"
-                 if "ratio" in m else ""))
+        print(f"marginal rows/s (wall) {m.pop('from')} -> {m.pop('to')}: "
+              + ", ".join(f"{k} {v}" for k, v in m.items()))
     print(json.dumps({"bench": "pipeline", "workers": args.workers, "sizes": results,
                       "marginal": marginal}))
+
+
+def print_size(row: dict) -> None:
+    """The table of one size: each run's command wall clock beside its in-job time, and for
+    ours where the wall clock went."""
+    n = row["rows"]
+    print(f"\n{n:,} rows ({row['csv_mb']} MiB CSV)")
+    print(f"{'run':<10} {'wall s':>7} {'in-job s':>9} {'CPU s':>7} {'rows/s':>9} "
+          f"{'CPU µs/row':>11} {'vs tft wall':>12} {'in-job':>7} {'launcher/workers MB':>22}")
+    for name, r in ((k, v) for k, v in row.items() if isinstance(v, dict)):
+        mem = f"{r['launcher_mb']} / {','.join(map(str, r['workers_mb']))}"
+        print(f"{name:<10} {r['wall_s']:>7.2f} {r['in_job_s']:>9.2f} {r['cpu_s']:>7.2f} "
+              f"{r['rows_per_s']:>9,} {r['us_per_row_cpu']:>11.2f} "
+              f"{r.get('speedup_wall', '-'):>12} {r.get('speedup_in_job', '-'):>7} {mem:>22}")
+    for name, r in ((k, v) for k, v in row.items() if isinstance(v, dict) and "breakdown" in v):
+        print(f"  {name}: where the {r['wall_s']:.1f} s of wall clock went "
+              f"(in-job {r['in_job_s']:.1f} s; parts' sum {PARTS_US_PER_ROW} µs/row of CPU "
+              f"against {r['us_per_row_cpu']:.1f} measured, "
+              f"{PARTS_US_PER_ROW / r['us_per_row_cpu']:.0%} of the limit)")
+        for phase, t in r["breakdown"]:
+            print(f"    {phase:<55} {t:6.2f} s")
+    if "tft" in row:
+        m = row["tft"]["marks"]
+        print(f"  tft: start-up (imports) {m['imported']:.2f} s, job "
+              f"{row['tft']['in_job_s']:.2f} s, exit {m['exit'] - m['job_done']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {ex.features}, {ex.config} and the input data {ex.input}\nnext:")
     print("  " + command_line("run", ["--features", str(ex.features), "--input", ex.input,
                                       *ex.run_options, "--output", str(out / "data")]))
+    # One torch thread on the CPU (ignored on a GPU), as the demo trains: these models' ops are
+    # too small to split, and threads that wait for each other made lm.yaml's steps 5-10x
+    # slower on 2 cores (measured: 51-76 against 515-606 tokens/s, 280-350 against 2,400-3,100
+    # per CPU-second, at load average 18), which put a first run's ETA past 14 minutes.
     print("  " + command_line("train", ["--config", str(ex.config), "--data", str(out / "data"),
-                                        "--out", str(out / "run")]))
+                                        "--out", str(out / "run"), "threads=1"]))
     return 0

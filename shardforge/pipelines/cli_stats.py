@@ -179,12 +179,21 @@ def _draw_histograms(ax, per: dict, prefix: str) -> None:
     ax.set_ylabel("density" if scale == "quantile" else "share", fontsize=8)
 
 
-def _png(per: dict) -> str | None:
-    """One base64 PNG with the splits' distributions of one feature overlaid (shares, so
-    splits of different sizes compare), or ``None`` when there is nothing to draw."""
+def load_plotting() -> None:
+    """Import matplotlib (Agg, no display) and its tick formatters: the report's start-up, which
+    a job runs while it waits for its workers (``run_pipeline``) instead of after them."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.ticker  # noqa: F401
+
+
+def _png(per: dict) -> str | None:
+    """One base64 PNG with the splits' distributions of one feature overlaid (shares, so
+    splits of different sizes compare), or ``None`` when there is nothing to draw."""
+    load_plotting()
+    import matplotlib
     import matplotlib.pyplot as plt
 
     per = {s: f for s, f in per.items() if f is not None}
