@@ -28,7 +28,8 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import BinaryIO
 
 REMOTE_SCHEMES = ("gs", "gcs", "s3")
 RETRIES = 8  # attempts for one request (backoff doubles from RETRY_DELAY up to RETRY_MAX_DELAY)
@@ -348,13 +349,59 @@ def open_read(path: str | os.PathLike) -> io.BufferedIOBase:
 # ---------------------------------------------------------------------------------------------
 # Writes
 
+# The prefix of atomic_write's temporary files (a killed writer's are safe to delete).
+TMP_PREFIX = ".tmp-"
+
+def fsync_dir(directory: str) -> None:
+    """Make the renames inside ``directory`` durable (a crash after it keeps them)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike,
+                 data: bytes | str | Iterable[bytes] | Callable[[BinaryIO], None]) -> str:
+    """Write ``path`` so that readers see the old file or the whole new one, never a part, even
+    across a crash: a temporary name in the same directory, fsync, rename, fsync the directory.
+    ``data``: bytes, text (UTF-8), buffers written one after the other, or a function that
+    writes to the open binary file. The directory must exist; returns the path.
+
+    >>> atomic_write("out/stats.json", b"{}")                # doctest: +SKIP
+    'out/stats.json'
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    # a fresh name (not mkstemp: its 0600 mode would outlive the rename) that no other writer uses
+    tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "xb") as f:
+            if callable(data):
+                data(f)
+            elif isinstance(data, str):
+                f.write(data.encode())
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                for part in data:
+                    f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(directory)
+    return path
+
+
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, if_absent: bool = False) -> str:
     """Write a whole file: readers see the old one or the new one. ``if_absent=True`` creates it
     only where none exists (GCS ``ifGenerationMatch=0``, S3 ``If-None-Match: *``, a hard link
     locally) and raises FileExistsError otherwise: two writers cannot both succeed."""
-    from shardforge.records.layout import atomic_write
-
     p = os.fspath(path)
     if not is_remote(p):
         if not if_absent:

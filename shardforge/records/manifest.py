@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from shardforge.records import fs
 from shardforge.records.layout import (
     BUDGET_FILE,
     ERRORS_DIR,
@@ -127,7 +128,7 @@ class Manifest:
 
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_read(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -138,7 +139,7 @@ def _index_records(shard: str) -> int:
     from shardforge.records.index import read_index
     from shardforge.records.layout import index_path
 
-    if os.path.exists(index_path(shard)):
+    if fs.exists(index_path(shard)):
         return len(read_index(shard)[0])
     from shardforge.records.framing import read_records
 
@@ -191,7 +192,7 @@ def is_job_output(root: str) -> bool:
     """Whether ``root`` is (or was meant to be) a shardforge job's output: it has a manifest, a
     ``stats.json`` or the job state directory. Plain shard directories (``ShardedWriter``, a
     schema written by hand) are not, and are read without a manifest."""
-    return any(os.path.exists(os.path.join(root, n)) for n in (MANIFEST, "stats.json", STATE_DIR))
+    return any(fs.exists(fs.join(root, n)) for n in (MANIFEST, "stats.json", STATE_DIR))
 
 
 def _why_no_manifest(root: str) -> str:
@@ -199,17 +200,16 @@ def _why_no_manifest(root: str) -> str:
     if lock is not None:
         return (f"a job is writing it or was killed before it published (pid {lock['pid']} on "
                 f"{lock['host']}, started {lock['started']}: {lock['command']})")
-    state = os.path.join(root, STATE_DIR)
-    if os.path.isdir(state) and any(n.startswith("staging-") for n in os.listdir(state)):
+    if any(n.startswith("staging-") for n in fs.listdir(fs.join(root, STATE_DIR))):
         return "the job that wrote it was killed before it published its output"
-    return "it was written by a job that did not finish (or by shardforge < 0.2)"
+    return ("no job published it: its manifest was deleted or never written (an interrupted "
+            "publish, a partial copy, or shardforge < 0.2)")
 
 
 def read_manifest(root: str) -> Manifest:
-    path = os.path.join(root, MANIFEST)
+    path = fs.join(root, MANIFEST)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = fs.read_text(path)
     except FileNotFoundError:
         raise OutputError(
             f"{root} has no {MANIFEST}: {_why_no_manifest(root)}. Its files are not a complete "
@@ -229,14 +229,14 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
     >>> verify_output("out/").rows_written        # doctest: +SKIP
     20000
     """
-    root = os.fspath(root)
+    root = fs.absolute(root)
     m = read_manifest(root)
     problems = []
     for f in m.files:
-        path = os.path.join(root, *f.path.split("/"))
+        path = fs.join(root, *f.path.split("/"))
         try:
-            size = os.path.getsize(path)
-        except OSError:
+            size = fs.size(path)
+        except FileNotFoundError:
             problems.append(f"{f.path} is missing")
             continue
         if size != f.bytes:
@@ -245,12 +245,10 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
             problems.append(f"{f.path} does not match its SHA-256 in the manifest")
     listed = {f.path for f in m.files}
     for split in SPLITS:
-        d = os.path.join(root, split)
-        if os.path.isdir(d):
-            for name in sorted(os.listdir(d)):
-                rel = f"{split}/{name}"
-                if SHARD_RE.match(name) and rel not in listed:
-                    problems.append(f"{rel} is not in the manifest (left by another job?)")
+        for name in fs.listdir(fs.join(root, split)):
+            rel = f"{split}/{name}"
+            if SHARD_RE.match(name) and rel not in listed:
+                problems.append(f"{rel} is not in the manifest (left by another job?)")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
                                            if len(problems) > 5 else "")
@@ -263,11 +261,11 @@ def output_root(path: str) -> str | None:
     """The job output a shard, split directory, schema file or output directory belongs to, if
     any. Paths inside a job's state directory (its staging) belong to none: the job itself reads
     them before it publishes."""
-    path = os.path.abspath(os.fspath(path))
-    if STATE_DIR in path.split(os.sep):
+    path = fs.absolute(path)
+    if STATE_DIR in path.replace(os.sep, "/").split("/"):
         return None
-    d = path if os.path.isdir(path) else os.path.dirname(path)
-    for candidate in (d, os.path.dirname(d)):
+    d = path if fs.isdir(path) else fs.dirname(path)
+    for candidate in (d, fs.dirname(d)):
         if is_job_output(candidate):
             return candidate
     return None
@@ -286,9 +284,9 @@ def check_readable(path: str) -> Manifest | None:
     if root is None:
         return None
     m = verify_output(root)
-    rel = os.path.relpath(os.path.abspath(os.fspath(path)), root).replace(os.sep, "/")
+    rel = fs.relative(path, root)
     if is_shard(rel) and rel not in {f.path for f in m.files}:
-        raise OutputError(f"{path} is not listed in {os.path.join(root, MANIFEST)}: it is not "
+        raise OutputError(f"{path} is not listed in {fs.join(root, MANIFEST)}: it is not "
                           "part of that output (left by another job or copied in)")
     return m
 
@@ -302,9 +300,9 @@ def check_shards(paths: Sequence[str]) -> None:
             continue
         if root not in verified:
             verified[root] = {f.path for f in verify_output(root).files}
-        rel = os.path.relpath(os.path.abspath(p), root).replace(os.sep, "/")
+        rel = fs.relative(p, root)
         if rel not in verified[root]:
-            raise OutputError(f"{p} is not listed in {os.path.join(root, MANIFEST)}: it is not "
+            raise OutputError(f"{p} is not listed in {fs.join(root, MANIFEST)}: it is not "
                               "part of that output (left by another job or copied in)")
 
 
@@ -334,8 +332,7 @@ def _alive(pid: int, start: str | None) -> bool:
 
 def read_lock(root: str) -> dict | None:
     try:
-        with open(os.path.join(root, STATE_DIR, LOCK), encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(fs.read_bytes(fs.join(root, STATE_DIR, LOCK)))
     except (OSError, ValueError):
         return None
 

@@ -176,10 +176,13 @@ class FaultProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 self.send_response(resp.status)
+                head = self.command == "HEAD"  # its Content-Length is the object's, no body
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    if k.lower() not in ("transfer-encoding", "connection") and (
+                            head or k.lower() != "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if fault == "drop":  # half the body, then the connection is gone
                     self.wfile.write(data[: len(data) // 2])
