@@ -6,9 +6,10 @@ dependencies (Beam, torch) inside ``main`` so that ``shardforge inspect`` never 
 
 The one exit-code rule, applied here and nowhere else: a command that fails prints one line on
 stderr, ``shardforge CMD: error: what went wrong; what to do``, and exits 2 for the user's mistake
-(an exception of :data:`USER_ERRORS`: a missing or invalid file, input, column, option or config
-key) and 1 for anything else; ``--verbose`` adds the traceback. Ctrl-C exits 130 with one line
-saying what state the output or run is in (a command raises :class:`Interrupted` to say it).
+(an exception of :data:`shardforge.errors.USER_ERRORS`: a missing or invalid file, input,
+column, option or config key) and 1 for anything else; ``--verbose`` adds the traceback.
+Ctrl-C exits 130 with one line saying what state the output or run is in (a command raises
+:class:`~shardforge.errors.Interrupted` to say it).
 Beam's, absl's and gRPC's logging stay silent unless ``--verbose``.
 """
 
@@ -23,7 +24,8 @@ import traceback
 from pathlib import Path
 
 from shardforge import __version__
-from shardforge.records.manifest import OutputError, OutputLocked
+from shardforge.errors import Interrupted, exit_code
+from shardforge.records.manifest import OutputLocked
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,21 +44,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 MAX_ERROR_CHARS = 240  # of an unexpected error's message; --verbose prints all of it
 # Libraries that log at import and while a job runs; silent unless --verbose.
 NOISY_LOGGERS = ("apache_beam", "absl", "grpc", "apitools")
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; its message says what to do instead (exit 2)."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C stopped a command; the message says what state it left behind, e.g.
-    ``Interrupted("the previous output in out is intact; nothing was published")``."""
-
-
-# The user's mistakes (exit 2): what was asked for is wrong, the message says what to change.
-# Another job holding an output's lock (OutputLocked) is not one of them: exit 1.
-USER_ERRORS = (UserError, ValueError, KeyError, FileNotFoundError, FileExistsError,
-               NotADirectoryError, IsADirectoryError, PermissionError, OutputError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,11 +93,6 @@ def error_message(err: BaseException) -> str:
     elif isinstance(err, FileNotFoundError) and err.args == (text,) and " " not in text:
         text = f"{text}: no such file or directory"  # the message is only the path
     return text or type(err).__name__
-
-
-def exit_code(err: BaseException) -> int:
-    """The exit code of a command that raised ``err``: 2 for the user's mistake, else 1."""
-    return 2 if isinstance(err, USER_ERRORS) and not isinstance(err, OutputLocked) else 1
 
 
 def _not_from_a_library(record: logging.LogRecord) -> bool:
@@ -166,8 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m shardforge.cli`: run the imported module, whose UserError and Interrupted are
-    # the classes the commands raise (this __main__ copy has classes of its own)
-    from shardforge.cli import main as imported_main
-
-    sys.exit(imported_main())
+    sys.exit(main())

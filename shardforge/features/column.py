@@ -176,13 +176,14 @@ class Output:
 @dataclass(frozen=True)
 class WithErrors:
     """A column's output with the rows it rejects: ``rows`` (int indices), the offending
-    ``values`` (aligned with ``rows``) and the ``reason``. ``output`` holds every row (any value
-    at a rejected one); the feature set drops or reports the rejected rows."""
+    ``values`` (aligned with ``rows``) and the ``reason`` (one for all, or one per row).
+    ``output`` holds every row (any value at a rejected one); the feature set drops or reports
+    the rejected rows."""
 
     output: Any
     rows: np.ndarray
     values: Sequence[Any]
-    reason: str
+    reason: str | Sequence[str]
     feature: str = ""  # the input to blame; empty = the column
 
 

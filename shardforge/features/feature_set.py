@@ -39,7 +39,8 @@ class TransformError(ValueError):
         super().__init__("; ".join(str(e) for e in errors[:3]) + more)
 
 
-Failure = tuple[str, np.ndarray, Sequence[Any], str]  # (feature, rows, values, reason)
+# (feature, rows, values, reason: one for all rows or one per row)
+Failure = tuple[str, np.ndarray, Sequence[Any], str | Sequence[str]]
 
 
 def _objects(value: Any) -> Any:
@@ -342,9 +343,10 @@ class FeatureSet:
         ids = list(range(n)) if row_ids is None else list(row_ids)
         errs, bad_rows = [], set()
         for feature, rows, values, reason in failures:
-            for r, v in zip(rows.tolist(), values):
+            reasons = [reason] * len(rows) if isinstance(reason, str) else reason
+            for r, v, why in zip(rows.tolist(), values, reasons):
                 if r not in bad_rows or errors == "raise":
-                    errs.append(RowError(ids[r], feature, v, reason))
+                    errs.append(RowError(ids[r], feature, v, why))
                 bad_rows.add(r)
         if errors == "raise":
             raise TransformError(errs)

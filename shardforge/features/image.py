@@ -28,6 +28,7 @@ from shardforge.vision import (
     CLIP_MEAN,
     CLIP_STD,
     DEFAULT_FORMATS,
+    DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_SOURCE_PIXELS,
     RESAMPLING,
     STORAGE,
@@ -35,6 +36,7 @@ from shardforge.vision import (
     VisionLayout,
     decode_image,
     encode_pixels,
+    read_image_file,
     resize_image,
 )
 
@@ -43,9 +45,11 @@ SOURCES = ("auto", "bytes", "path")
 IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 
 
-def image_bytes(value: bytes | str, root: str | None = None, source: str = "auto") -> bytes:
+def image_bytes(value: bytes | str, root: str | None = None, source: str = "auto",
+                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     """The encoded bytes of an input value: the bytes themselves, a ``data:`` URL, or a path
-    (relative paths resolve against ``root``, the input file's directory).
+    (relative paths resolve against ``root``, the input file's directory) to a regular file of
+    at most ``max_file_bytes`` (see :func:`~shardforge.vision.read_image_file`).
 
     ``source="auto"`` takes a value as a path when it is short UTF-8 text without an image
     signature; ``"bytes"`` / ``"path"`` say which it is.
@@ -74,21 +78,23 @@ def image_bytes(value: bytes | str, root: str | None = None, source: str = "auto
     if root is not None and "://" not in path and not os.path.isabs(path):
         path = os.path.join(root, path)
     try:
-        return _read_path(path)
+        return _read_path(path, max_file_bytes)
     except FileNotFoundError:
         raise ImageError(f"image file {path!r} does not exist") from None
     except OSError as err:
         raise ImageError(f"cannot read image file {path!r}: {err}") from None
 
 
-def _read_path(path: str) -> bytes:
-    if "://" in path:  # gs://, s3://: any Beam filesystem
-        from apache_beam.io.filesystems import FileSystems
+def _read_path(path: str, max_bytes: int) -> bytes:
+    if "://" not in path:
+        return read_image_file(path, max_bytes)
+    from apache_beam.io.filesystems import FileSystems  # gs://, s3://: any Beam filesystem
 
-        with FileSystems.open(path) as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
+    with FileSystems.open(path) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageError(f"image file {path!r} is more than max_file_bytes={max_bytes} bytes")
+    return data
 
 
 class ChannelStats:
@@ -170,6 +176,7 @@ class ImageColumn(Column):
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     formats: tuple[str, ...] | None = DEFAULT_FORMATS
     draft: bool = False
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
     column_type = "image"
 
@@ -187,7 +194,7 @@ class ImageColumn(Column):
     def resized(self, value: Any, source_dir: bytes = b"") -> np.ndarray:
         """One input value decoded and resized (raises :class:`ImageError`)."""
         root = self.root if self.root is not None else (source_dir.decode() or None)
-        img = decode_image(image_bytes(value, root, self.source),
+        img = decode_image(image_bytes(value, root, self.source, self.max_file_bytes),
                            max_source_pixels=self.max_source_pixels, formats=self.formats,
                            draft_for=self.layout if self.draft else None)
         return resize_image(img, self.layout, self.resample)
@@ -226,10 +233,8 @@ class ImageColumn(Column):
             return result
         # one reason per failed row (the first of its images that failed)
         rows, first = np.unique(np.asarray(bad_rows, np.int64), return_index=True)
-        distinct = {reasons[k] for k in first}
-        reason = distinct.pop() if len(distinct) == 1 else "image could not be used"
-        return WithErrors(result, rows, [f"{bad_values[k]}: {reasons[k]}" for k in first],
-                          reason, self.key)
+        return WithErrors(result, rows, [bad_values[k] for k in first],
+                          [reasons[k] for k in first], self.key)
 
     def output(self, state: dict[str, Any], inputs: Sequence[Output]) -> Output:
         return Output.strings(varlen=True)
@@ -269,6 +274,7 @@ def image(
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS,
     formats: Sequence[str] | None = DEFAULT_FORMATS,
     draft: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     name: str | None = None,
 ) -> ImageColumn:
     """An image column at native resolution (Qwen2-VL / KimiVL style).
@@ -292,6 +298,8 @@ def image(
 
     Corrupt, truncated, empty, zero-sized, unsupported or oversized images (more than
     ``max_source_pixels`` before resizing: a decompression bomb) fail their row with the reason.
+    A path must name a regular file of at most ``max_file_bytes`` (64 MiB by default), checked
+    before reading: a FIFO, a device or a bigger file fails its row.
 
     >>> col = image("image", max_pixels=448 * 448)                  # Qwen2-VL, 14-pixel patches
     >>> kimi = image("image", patch_size=14, merge_size=2, normalize="learned")
@@ -317,10 +325,11 @@ def image(
         raise ValueError(f"image column {key!r}: normalize={normalize!r}; expected 'clip', "
                          "'learned' or (mean, std)")
     check_int(max_source_pixels, f"image column {key!r}: max_source_pixels")
+    check_int(max_file_bytes, f"image column {key!r}: max_file_bytes")
     return ImageColumn(key, name or key, layout, resample, storage, normalize, mean, std, root,
                        source, int(max_source_pixels),
                        None if formats is None else tuple(f.upper() for f in formats),
-                       bool(draft))
+                       bool(draft), int(max_file_bytes))
 
 
 def from_segments(segments: Sequence[dict], marker: str = "<image>") -> dict[str, Any]:

@@ -220,6 +220,10 @@ def load_regions(
                 obj = json.load(f)
         except (OSError, ValueError) as err:
             raise GeoJSONError(f"{where}: cannot read GeoJSON: {err}") from None
+        except RecursionError:
+            raise GeoJSONError(f"{where}: cannot read GeoJSON: arrays or objects nested more "
+                               "deeply than the JSON parser allows (a GeoJSON polygon nests "
+                               "4 arrays)") from None
     kind = obj.get("type") if isinstance(obj, dict) else None
     if kind == "FeatureCollection":
         features = obj.get("features")
@@ -269,12 +273,11 @@ def _check_polygon(coords: Any, label: str) -> Polygon:
     rings = []
     for r, ring_coords in enumerate(coords):
         what = f"{label}: ring {r} ({'shell' if r == 0 else f'hole {r}'})"
-        try:
-            ring = np.asarray([p[:2] for p in ring_coords], dtype=np.float64)
-        except (TypeError, ValueError, IndexError):
-            raise GeoJSONError(f"{what}: positions must be [lon, lat] number pairs") from None
-        if ring.ndim != 2 or ring.shape[1] != 2 or len(ring) == 0:
-            raise GeoJSONError(f"{what}: positions must be [lon, lat] number pairs")
+        if not isinstance(ring_coords, (list, tuple)) or not ring_coords or not all(
+                _is_position(p) for p in ring_coords):
+            raise GeoJSONError(f"{what}: positions must be [lon, lat] number pairs "
+                               "(JSON numbers, not strings)")
+        ring = np.asarray([p[:2] for p in ring_coords], dtype=np.float64)
         if not np.isfinite(ring).all():
             raise GeoJSONError(f"{what}: non-finite coordinate")
         if len(ring) < 4 or not np.array_equal(ring[0], ring[-1]):
@@ -316,6 +319,13 @@ def _check_polygon(coords: Any, label: str) -> Polygon:
             if g != h and _ring_inside(rings[h], rings[g], on_boundary=False):
                 raise GeoJSONError(f"{label}: ring {h} (hole {h}) lies inside ring {g} (hole {g})")
     return Polygon(tuple(rings))
+
+
+def _is_position(p: Any) -> bool:
+    """A GeoJSON position: a list of 2 or 3 numbers (RFC 7946; a bool or a string is none)."""
+    return (isinstance(p, (list, tuple)) and 2 <= len(p) <= 3
+            and all(isinstance(v, (int, float, np.integer, np.floating))
+                    and not isinstance(v, bool) for v in p))
 
 
 def _fmt_edge(a: np.ndarray, b: np.ndarray) -> str:

@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from shardforge.cli import Interrupted, UserError, exit_code
+    from shardforge.errors import Interrupted, UserError, exit_code
     from shardforge.pipelines.pipeline import FAILED_LOG, run_pipeline
     from shardforge.pipelines.transforms import TooManyErrors
     from shardforge.pipelines.validate import AnomaliesFound

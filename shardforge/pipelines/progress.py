@@ -12,7 +12,10 @@ final figures come from the manifest, never from here.
 The same thread is the workers' watchdog: when the launcher process is gone (``kill -9``, an OOM
 kill) the worker kills itself within a quarter second, so no worker goes on writing after its
 job is dead. A DoFn starts it in ``setup`` (:func:`attach`), before any work; importing this
-module starts nothing.
+module starts nothing. The other way round, :class:`WorkerWatch` (part of
+:class:`ProgressLine`) fails the launcher's job as soon as one of its local Beam worker processes
+dies, naming the exit cause (a signal or an exit code), and kills the job's other workers; left
+to itself Beam may wait for a dead worker forever.
 
 DoFns call::
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -98,11 +102,12 @@ def _launcher() -> tuple[int, str] | None:
 def attach() -> None:
     """Start this worker's flush-and-watchdog thread (once per process; no-op in the launcher
     or outside a shardforge job)."""
-    global _thread
+    global _thread, _dirty
     if _thread is not None or (_launcher() is None and not os.environ.get(PROGRESS_ENV)):
         return
     with _lock:
         if _thread is None:
+            _dirty = True  # the first flush registers this worker with the launcher's watch
             _thread = threading.Thread(target=_loop, name="shardforge-progress", daemon=True)
             _thread.start()
 
@@ -175,9 +180,109 @@ def format_line(counts: dict[str, int], seconds: float) -> str:
             f"{rate:,.0f} rows/s, {seconds:.0f} s")
 
 
+class WorkerDied(RuntimeError):
+    """A Beam worker process of the job died (``returncode``: its shell's exit status, 128 + N
+    for signal N, or ``-N``)."""
+
+    def __init__(self, returncode: int) -> None:
+        self.returncode = returncode
+        super().__init__(f"a Beam worker process died ({describe_exit(returncode)}); the job "
+                         "was stopped and its other workers killed. An OOM kill or someone's "
+                         "kill is the usual cause; the output was not published")
+
+    def __reduce__(self):
+        return type(self), (self.returncode,)
+
+
+def describe_exit(returncode: int) -> str:
+    """An exit status in words: a signal's name (from ``-N`` or a shell's ``128 + N``) or the
+    exit code.
+
+    >>> describe_exit(137), describe_exit(-11), describe_exit(3)
+    ('killed by SIGKILL', 'killed by SIGSEGV', 'exit code 3')
+    """
+    signum = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
+    try:
+        return f"killed by {signal.Signals(signum).name}"
+    except ValueError:
+        return f"exit code {returncode}"
+
+
+# Beam's local runner reports a worker's end only as this exception of the thread that started
+# it (``SubprocessSdkWorker.run``), which nothing collects: the launcher would wait on.
+_WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
+
+
+class _Stop(BaseException):
+    """Raised in the launcher's main thread by the watch (not an ``Exception``: Beam's own
+    handlers must not swallow it); :class:`WorkerWatch` turns it into :class:`WorkerDied`."""
+
+
+class WorkerWatch:
+    """In the launcher, around a job: when one of its local Beam worker processes dies, stop the
+    job at once with :class:`WorkerDied` (its exit cause) and kill the job's other workers
+    (those that flushed progress to ``directory``). A no-op outside the main thread.
+
+    >>> with WorkerWatch("out/.shardforge/staging-x/.progress"):   # doctest: +SKIP
+    ...     run_the_job()
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.died: WorkerDied | None = None
+        self._active = False
+
+    def _on_thread_error(self, args) -> None:
+        found = _WORKER_EXIT.search(str(args.exc_value))
+        if found is None or self.died is not None:
+            self._previous_hook(args)
+            return
+        self.died = WorkerDied(int(found.group(1)))
+        kill_workers(self.directory)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.died is not None:
+            raise _Stop()
+
+    def __enter__(self) -> WorkerWatch:
+        if threading.current_thread() is threading.main_thread():
+            self._active = True
+            self._previous_hook = threading.excepthook
+            self._previous_signal = signal.signal(signal.SIGUSR1, self._on_signal)
+            threading.excepthook = self._on_thread_error
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._active:
+            threading.excepthook = self._previous_hook
+            signal.signal(signal.SIGUSR1, self._previous_signal)
+        if self.died is not None:
+            raise self.died from None  # whatever the runner made of the stop
+
+
+def kill_workers(directory: str) -> None:
+    """SIGKILL every other live process of this host that flushed progress to ``directory``
+    (the job's workers)."""
+    prefix = f"{socket.gethostname()}-"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):-len(".json")] if name.startswith(prefix) and name.endswith(
+            ".json") else ""
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass  # gone already
+
+
 class ProgressLine:
     """A thread that prints the job's progress: one line rewritten in place on a terminal, a
-    plain line every ``interval`` seconds otherwise.
+    plain line every ``interval`` seconds otherwise. It also watches the job's workers
+    (:class:`WorkerWatch`), whether or not it prints.
 
     >>> with ProgressLine("out/.shardforge/staging-x/.progress"):   # doctest: +SKIP
     ...     run_the_job()
@@ -192,6 +297,7 @@ class ProgressLine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.start = time.monotonic()
+        self.watch = WorkerWatch(directory)
 
     def _print(self, final: bool = False) -> None:
         line = format_line(totals(self.directory), time.monotonic() - self.start)
@@ -207,6 +313,7 @@ class ProgressLine:
 
     def __enter__(self) -> ProgressLine:
         os.makedirs(self.directory, exist_ok=True)
+        self.watch.__enter__()
         self.start = time.monotonic()
         if self.enabled:
             self._thread = threading.Thread(target=self._run, name="shardforge-progress-line",
@@ -220,3 +327,4 @@ class ProgressLine:
             self._thread.join()
             if self.tty:  # finish the line in place so the summary starts on a fresh one
                 self._print(final=True)
+        self.watch.__exit__(exc_type, *exc)

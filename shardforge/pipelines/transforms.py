@@ -28,7 +28,7 @@ from shardforge.features.hashing import row_hashes
 from shardforge.pipelines import progress, stats
 from shardforge.pipelines.files import is_remote, read_file, write_file
 from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS, Split, reader_for
-from shardforge.pipelines.readers.base import error_record
+from shardforge.pipelines.readers.base import row_error_records
 from shardforge.pipelines.readers.typed import TypedChunk, check_input_columns, typed_chunks
 from shardforge.pipelines.sort import DEFAULT_RUN_BYTES, Run, RunSpiller, merge_runs
 from shardforge.records.layout import (
@@ -128,10 +128,12 @@ class _ReadFn(beam.DoFn):
         for item in typed_chunks(self.fs.get(), split, self.fmt, self.chunk_rows,
                                  self.non_finite):
             if isinstance(item, TypedChunk):
+                # every row read is counted, the ones that failed to parse too
                 read += item.chunk.count
                 self.rows_read.inc(item.chunk.count)
                 progress.add("rows_read", item.chunk.count)
-                yield Rows(item.batch, item.missing)
+                if len(item.keep):
+                    yield Rows(item.batch, item.missing)
             else:
                 if item["stage"] == "read":
                     read += 1
@@ -282,7 +284,7 @@ class _TransformFn(beam.DoFn):
 
         fs = self.fs.get()
         for item in typed_chunks(fs, split, self.fmt, self.chunk_rows, self.non_finite):
-            if not isinstance(item, TypedChunk):
+            if not isinstance(item, TypedChunk) or not len(item.keep):
                 continue
             batch = item.batch
             # Split and shard on the input row, not the serialized record: a row's place must
@@ -292,9 +294,9 @@ class _TransformFn(beam.DoFn):
             is_eval = split_of(row_hash, self.eval_fraction)
             self.stats.add_inputs(batch, item.missing, is_eval)
             out, errors = fs.transform(batch, state, errors="collect")
-            progress.add("errors", len(errors))
-            for e in errors:
-                yield pvalue.TaggedOutput(ERRORS, error_record(e, "transform", item.row_id(e.row)))
+            for record in row_error_records(errors, "transform", item.row_id):
+                progress.add("errors")
+                yield pvalue.TaggedOutput(ERRORS, record)
             if errors:
                 kept = np.ones(len(row_hash), dtype=bool)
                 kept[[e.row for e in errors]] = False
@@ -517,9 +519,11 @@ class TooManyErrors(RuntimeError):
         self.rows_failed, self.rows_read = rows_failed, rows_read
         self.max_error_fraction, self.errors_dir = max_error_fraction, errors_dir
         super().__init__(
-            f"{rows_failed} of {rows_read} input rows failed ({rows_failed / rows_read:.2%}), "
-            f"more than --max-error-fraction {max_error_fraction:g} allows; no shards were "
-            f"written. See the rows and reasons in {errors_dir}")
+            f"{rows_failed} of {rows_read} input rows failed "
+            f"({rows_failed / max(rows_read, 1):.2%}), "
+            + ("no row is left to write" if rows_failed >= rows_read else
+               f"more than --max-error-fraction {max_error_fraction:g} allows")
+            + f"; no shards were written. See the rows and reasons in {errors_dir}")
 
     def __reduce__(self):
         return type(self), (self.rows_failed, self.rows_read, self.max_error_fraction,
@@ -546,8 +550,13 @@ class TooManyErrors(RuntimeError):
 def check_error_budget(num_read: int, num_errors: int, max_error_fraction: float,
                        errors_dir: str) -> None:
     """Raise (and record beside the errors) :class:`TooManyErrors` when more than
-    ``max_error_fraction`` of ``num_read`` rows failed."""
-    if num_read and num_errors / num_read > max_error_fraction:
+    ``max_error_fraction`` of ``num_read`` rows failed, or when every row failed (whatever the
+    fraction allows: an input with no good row never replaces an output).
+
+    >>> check_error_budget(1000, 1000, 1.0, "out/errors")  # doctest: +SKIP
+    TooManyErrors: 1000 of 1000 input rows failed (100.00%), ...
+    """
+    if num_errors and (num_errors >= num_read or num_errors / num_read > max_error_fraction):
         err = TooManyErrors(num_errors, num_read, max_error_fraction, errors_dir)
         write_file(posixpath.join(errors_dir, BUDGET_FILE), json.dumps(
             {"rows_failed": num_errors, "rows_read": num_read,
@@ -578,13 +587,8 @@ class DeadLetters(beam.PTransform):
             | "WriteErrors" >> beam.io.WriteToText(
                 posixpath.join(errors_dir, "errors"), file_name_suffix=".jsonl", num_shards=1)
         )
-        # a row can fail on several features: the budget counts rows, the file lists each
-        count = (
-            errors
-            | "FailedRows" >> beam.Map(lambda e: e["source"])
-            | "DistinctRows" >> beam.Distinct()
-            | "CountFailedRows" >> beam.combiners.Count.Globally()
-        )
+        # one error per failed row (each lists every failing column)
+        count = errors | "CountFailedRows" >> beam.combiners.Count.Globally()
         gate = (
             errors.pipeline
             | "GateSeed" >> beam.Create([None])

@@ -24,7 +24,6 @@ from shardforge.records.example import (
 from shardforge.records.framing import (
     RecordBlock,
     RecordReader,
-    TFRecordWriter,
     frame_block,
     list_shards,
     masked_crc32c,
@@ -48,6 +47,7 @@ from shardforge.records.spec import (
     batch_size,
     take_rows,
 )
+from shardforge.records.writer import TFRecordWriter
 
 __all__ = [
     "Batch", "CorruptRecordError", "ExampleDecodeError", "FixedLen", "IndexFileError", "Ragged",

@@ -14,10 +14,10 @@ from shardforge.records.framing import (
     FLUSH_EVERY,
     PathLike,
     RecordBlock,
-    TFRecordWriter,
     resolve_compression,
 )
 from shardforge.records.layout import DEFAULT_SHARD_SIZE, index_path, shard_name
+from shardforge.records.writer import TFRecordWriter
 
 
 class ShardedWriter:

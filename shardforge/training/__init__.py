@@ -6,7 +6,8 @@ Data side (exported lazily, so ``import shardforge.training`` stays cheap)::
     loader = packed_loader("out/train", packing_length=4096, num_workers=2, seed=0)
 
 - :func:`packed_loader`, :class:`ShardLoader`, :func:`shard_loader`
-  (``shardforge.training.loader``)
+  (``shardforge.training.loader``); a :class:`Mixture` of :class:`Source` s
+  (``shardforge.training.mixture``) is read by the same loaders
 - :class:`ShardDataset` and the :class:`Packer` it is handed (``shardforge.training.dataset``):
   :class:`TextPacker` (``shardforge.training.packing``), ``MultimodalPacker``
   (``shardforge.training.mm_packing``)
@@ -24,6 +25,8 @@ from typing import Any
 
 _EXPORTS = {
     "ShardDataset": "dataset",
+    "Mixture": "mixture",
+    "Source": "mixture",
     "Packer": "dataset",
     "ShardLoader": "loader",
     "TextPacker": "packing",

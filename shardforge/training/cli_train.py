@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from shardforge.cli import Interrupted
+from shardforge.errors import Interrupted
 from shardforge.records.manifest import check_readable
 from shardforge.training.recipes import RECIPES, packaged_configs
 
@@ -115,13 +115,13 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not cfg.data:
         raise ValueError("give --data DIR (the --output directory of `shardforge run`)")
-    check_data_dir(cfg.data)
-    check_readable(cfg.data)  # a job output must be complete: records/manifest.py
-
     from shardforge.features.state import load_schema
     from shardforge.training.trainer import train
 
-    check_schema(cfg, load_schema(cfg.data))
+    for source in cfg.mixture().sources:  # one output dir, or each source of a mixture
+        check_data_dir(source.path)
+        check_readable(source.path)  # a job output must be complete: records/manifest.py
+        check_schema(cfg, load_schema(source.path))
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 owns the run dir
     prepare_run_dir(cfg.out_dir, resume=args.resume, overwrite=args.overwrite, delete=rank0)
     try:

@@ -24,13 +24,19 @@ from typing import Any
 
 import yaml
 
+if typing.TYPE_CHECKING:
+    from shardforge.training.mixture import Mixture
+
 
 @dataclass
 class TrainConfig:
     # what to train: a recipe of shardforge.training.recipes ("lm": packed next-token
     # prediction, "tabular": FeatureLayer + MLP, "vlm": vision-language)
     task: str = "lm"
-    data: str = ""  # a pipeline output dir holding train/, eval/ and schema.pbtxt
+    # a pipeline output dir holding train/, eval/ and schema.pbtxt, or a mixture of them: a
+    # list of sources ("dir:weight" strings or {path, weight, epochs, split, name, missing})
+    # or {sources: [...], temperature: α, reweight: true}; see training/mixture.py
+    data: Any = ""
     out_dir: str = "runs/lm"
     train_split: str = "train"
     eval_split: str = "eval"
@@ -94,6 +100,20 @@ class TrainConfig:
             raise ValueError(f"config key zero_stage must be 0, 1, 2 or 3, not "
                              f"{self.zero_stage!r}")
         self.settings()  # the model settings' keys and values
+        if self.data:
+            self.mixture()  # the data's sources and weights
+
+    def mixture(self, split: str | None = None, only: str | None = None) -> Mixture:
+        """``data`` as a :class:`~shardforge.training.mixture.Mixture` read at ``split``
+        (default: ``train_split``, or each source's own ``split``); one output dir is a mixture
+        of one source. ``only``: just the source of that name."""
+        from shardforge.training.mixture import Mixture
+
+        mixture = Mixture.parse(self.data, self.train_split)
+        if only is not None:
+            mixture = dataclasses.replace(mixture, sources=[s for s in mixture.sources
+                                                            if s.name == only])
+        return mixture if split in (None, self.train_split) else mixture.for_split(split)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -3,6 +3,10 @@
 How an epoch's records are ordered and split (everything is a pure function of the seed, the
 epoch and the shard sizes read from the index files, so every process computes it alone):
 
+0. **Sources.** The dataset reads a :class:`~shardforge.training.mixture.Mixture` of sources (one
+   output is a mixture of one): an epoch's order ``G`` interleaves the sources' own streams by
+   the mixture's deterministic schedule (:class:`MixtureOrder`); each source's stream is its
+   epochs, each ordered as in step 1. Everything below works on positions of ``G`` alone.
 1. **Global order.** The records of all shards are cut into blocks of ``block_size`` consecutive
    records; the blocks of all shards are shuffled together with a per-epoch seed (which shuffles
    the shard order and the record blocks at once), then the sequence is cut into windows of
@@ -41,6 +45,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from shardforge.records.manifest import check_shards
 from shardforge.records.spec import Batch, Spec
+from shardforge.training.mixture import Mixture, Source, changes, check_features, source_tokens
 
 if TYPE_CHECKING:
     from shardforge.features.state import Schema
@@ -48,7 +53,7 @@ if TYPE_CHECKING:
 POSITION_KEY = "_sf_position"  # (worker, epoch, chunk, item, items_in_chunk); the loader strips it
 GROUP_KEY = "_sf_group"  # items a worker sends as one message
 REMAINDER = ("drop", "wrap", "keep")
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +111,28 @@ def resolve_schema(spec_or_schema: Schema | Spec | str | os.PathLike | None,
 def spec_of(schema: Schema | Spec) -> Spec:
     """The parse spec of what :func:`resolve_schema` returns."""
     return schema if isinstance(schema, dict) else schema.spec
+
+
+def as_mixture(source: str | os.PathLike | Sequence[str | os.PathLike] | Mixture) -> Mixture:
+    """``source`` as a mixture: a split directory, glob or list of shards is one source."""
+    if isinstance(source, Mixture):
+        return source
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else tuple(source)
+    return Mixture((Source(path, split=""),))
+
+
+def bind_packer(packer: Packer, schemas: Mapping[str, Schema | Spec]) -> Packer:
+    """``packer`` bound to the sources' schemas, which must set it up alike (e.g. the same image
+    normalization); raises naming the source that differs."""
+    names = list(schemas)
+    bound = packer.bind(schemas[names[0]])
+    for name in names[1:]:
+        other = packer.bind(schemas[name])
+        if other != bound:
+            raise ValueError(f"source {name!r} sets the packer up differently from source "
+                             f"{names[0]!r} ({other} vs {bound}); mix sources made alike, or "
+                             f"give the packer's settings (e.g. mean and std) explicitly")
+    return bound
 
 
 class DocumentError(ValueError):
@@ -177,27 +204,34 @@ def _rng(*keys: int) -> np.random.Generator:
 
 
 class EpochOrder:
-    """The permutation ``G`` of all records for one epoch, and reads of ranges of it."""
+    """The permutation ``G`` of all records of one source for one epoch, and reads of ranges of
+    it. ``source``: the source's index in a mixture (salts its shuffles; 0 keeps a single
+    output's order), ``first_shard`` / ``first_record``: where its shards and records start in
+    the dataset's global numbering."""
 
     def __init__(self, sizes: np.ndarray, *, seed: int, epoch: int, shuffle: bool,
-                 block_size: int, shuffle_buffer: int) -> None:
+                 block_size: int, shuffle_buffer: int, source: int = 0, first_shard: int = 0,
+                 first_record: int = 0) -> None:
         self.total = int(sizes.sum())
         self.shard_start = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.shard_start[1:])
+        self.shard_start += first_record
+        self.first_shard, self.source = first_shard, source
+        salt = (source,) if source else ()
         step = block_size if shuffle else max(int(sizes.max(initial=1)), 1)
         per_shard = -(-sizes // step)
         shard = np.repeat(np.arange(len(sizes), dtype=np.int64), per_shard)
         first = np.cumsum(per_shard) - per_shard
         start = (np.arange(len(shard), dtype=np.int64) - first[shard]) * step
         if shuffle:
-            perm = _rng(seed, epoch, 0x5EED).permutation(len(shard))
+            perm = _rng(seed, epoch, 0x5EED, *salt).permutation(len(shard))
             shard, start = shard[perm], start[perm]
         length = np.minimum(sizes[shard] - start, step)
         self.block_shard, self.block_first = shard, start
         self.block_pos = np.zeros(len(shard) + 1, dtype=np.int64)  # S position of each block
         np.cumsum(length, out=self.block_pos[1:])
         self.window = int(shuffle_buffer) if shuffle and shuffle_buffer > 1 else 0
-        self.seed, self.epoch = seed, epoch
+        self.seed, self.epoch, self.salt = seed, epoch, salt
 
     def _read_s(self, files: FileCache, a: int, b: int) -> tuple[Any, np.ndarray]:
         """Records at positions ``a:b`` of the block-shuffled sequence (before windows)."""
@@ -208,7 +242,7 @@ class EpochOrder:
             lo = max(a, int(self.block_pos[k])) - int(self.block_pos[k])
             hi = min(b, int(self.block_pos[k + 1])) - int(self.block_pos[k])
             shard, first = int(self.block_shard[k]), int(self.block_first[k])
-            blocks.append(files.get(shard).read_block(first + lo, first + hi))
+            blocks.append(files.get(self.first_shard + shard).read_block(first + lo, first + hi))
             ids.append(np.arange(first + lo, first + hi, dtype=np.int64) + self.shard_start[shard])
         return concat_blocks(blocks), np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
@@ -226,31 +260,40 @@ class EpochOrder:
     def read_window(self, files: FileCache, w: int) -> tuple[Any, np.ndarray]:
         a = w * self.window
         block, ids = self._read_s(files, a, min(a + self.window, self.total))
-        perm = _rng(self.seed, self.epoch, w, 0xB0FF).permutation(len(ids))
+        perm = _rng(self.seed, self.epoch, w, 0xB0FF, *self.salt).permutation(len(ids))
         return type(block)(block.buf, block.offsets[perm], block.lengths[perm]), ids[perm]
 
 
 def concat_blocks(blocks: list) -> Any:
-    """One RecordBlock holding the records of several, in order."""
+    """One RecordBlock holding the records of several, in order. A slice of a shuffle window
+    refers to the whole window's buffer: such blocks are gathered record by record, so a chunk
+    copies its own records' bytes, not whole windows."""
     from shardforge.records.framing import RecordBlock
 
     if len(blocks) == 1:
         return blocks[0]
     if not blocks:
         return RecordBlock(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    shift = np.cumsum([0] + [len(b.buf) for b in blocks[:-1]])
-    return RecordBlock(np.concatenate([b.buf for b in blocks]),
-                       np.concatenate([b.offsets + s for b, s in zip(blocks, shift)]),
-                       np.concatenate([b.lengths for b in blocks]))
+    lengths = np.concatenate([b.lengths for b in blocks])
+    if all(len(b.buf) <= 2 * int(b.lengths.sum()) for b in blocks):
+        shift = np.cumsum([0] + [len(b.buf) for b in blocks[:-1]])
+        return RecordBlock(np.concatenate([b.buf for b in blocks]),
+                           np.concatenate([b.offsets + s for b, s in zip(blocks, shift)]),
+                           lengths)
+    parts = [b.buf[o : o + n] for b in blocks
+             for o, n in zip(b.offsets.tolist(), b.lengths.tolist())]
+    buf = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return RecordBlock(buf, np.cumsum(lengths) - lengths, lengths)
 
 
 class FileCache:
-    """Open RecordFiles (at most ``max_open``) and the last shuffle window read, per process."""
+    """Open RecordFiles (at most ``max_open``) and the last shuffle window read of each source,
+    per process."""
 
     def __init__(self, paths: Sequence[str], verify: bool, max_open: int = 64) -> None:
         self.paths, self.verify, self.max_open = paths, verify, max_open
         self._files: OrderedDict[int, Any] = OrderedDict()
-        self._window: tuple[tuple[int, int, int], Any] | None = None
+        self._windows: dict[int, tuple[tuple[int, int, int], Any]] = {}
 
     def get(self, shard: int) -> Any:
         from shardforge.records import RecordFile
@@ -265,15 +308,73 @@ class FileCache:
 
     def window(self, order: EpochOrder, w: int) -> tuple[Any, np.ndarray]:
         key = (order.seed, order.epoch, w)
-        if self._window is None or self._window[0] != key:
-            self._window = (key, order.read_window(self, w))
-        return self._window[1]
+        cached = self._windows.get(order.source)
+        if cached is None or cached[0] != key:
+            cached = self._windows[order.source] = (key, order.read_window(self, w))
+        return cached[1]
 
     def close(self) -> None:
         for rf in self._files.values():
             rf.close()
         self._files.clear()
-        self._window = None
+        self._windows.clear()
+
+
+class MixtureOrder:
+    """The order ``G`` of one mixture epoch (a single output is a mixture of one source).
+
+    Position ``p`` reads the ``rank``-th document of source ``s`` in this epoch
+    (:func:`~shardforge.training.mixture.interleave`): position ``base_s + epoch·c_s + rank`` of
+    the source's endless stream of its own shuffled epochs (:class:`EpochOrder`), so every
+    document is read once per epoch of its source, and a range of ``G`` reads one contiguous
+    run of each source's stream.
+    """
+
+    def __init__(self, source_sizes: Sequence[np.ndarray], counts: Sequence[int],
+                 base: Sequence[int], *, seed: int, epoch: int, **order: Any) -> None:
+        self.source_sizes, self.counts, self.base = source_sizes, [int(c) for c in counts], base
+        self.total = sum(self.counts)
+        self.seed, self.epoch, self.settings = seed, epoch, order
+        self.first_shard = np.cumsum([0] + [len(s) for s in source_sizes])
+        self.first_record = np.cumsum([0] + [int(s.sum()) for s in source_sizes])
+        self._orders: dict[tuple[int, int], EpochOrder] = {}
+
+    def source_order(self, source: int, epoch: int) -> EpochOrder:
+        """The order of epoch ``epoch`` of source ``source``."""
+        key = (source, epoch)
+        if key not in self._orders:
+            if len(self._orders) > 8:
+                self._orders.clear()
+            self._orders[key] = EpochOrder(
+                self.source_sizes[source], seed=self.seed, epoch=epoch, source=source,
+                first_shard=int(self.first_shard[source]),
+                first_record=int(self.first_record[source]), **self.settings)
+        return self._orders[key]
+
+    def read(self, files: FileCache, a: int, b: int) -> tuple[Any, np.ndarray]:
+        """Records ``G[a:b]`` as one RecordBlock plus their global record ids."""
+        from shardforge.training.mixture import interleave
+
+        source, rank = interleave(self.counts, a, b)
+        blocks, ids, where = [], [], []
+        for s in np.unique(source):
+            at = np.flatnonzero(source == s)
+            n = int(self.source_sizes[s].sum())
+            k = int(self.base[s]) + self.epoch * self.counts[s] + int(rank[at[0]])
+            end = k + len(at)
+            while k < end:
+                epoch, first = divmod(k, n)
+                take = min(end - k, n - first)
+                block, i = self.source_order(int(s), epoch).read(files, first, first + take)
+                blocks.append(block)
+                ids.append(i)
+                k += take
+            where.append(at)
+        block, ids = concat_blocks(blocks), np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        if len(where) < 2:
+            return block, ids
+        order = np.argsort(np.concatenate(where))
+        return type(block)(block.buf, block.offsets[order], block.lengths[order]), ids[order]
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,7 +482,8 @@ class ShardDataset(IterableDataset):
     >>> ds.load_state_dict(state)
     >>> packed = ShardDataset("out/train", packer=TextPacker(packing_length=4096))
 
-    ``source``: a split directory, a glob or a list of shard paths. ``spec_or_schema``: a parse
+    ``source``: a split directory, a glob, a list of shard paths, or a
+    :class:`~shardforge.training.mixture.Mixture` of sources. ``spec_or_schema``: a parse
     spec, a schema (``sf.load_schema``), a path to load one from, or ``None`` for the
     ``schema.pbtxt`` of the output dir (:func:`resolve_schema`); ``features`` keeps only those
     columns. ``batch_size``: records per batch, without a packer (a packer reads windows of its
@@ -401,7 +503,7 @@ class ShardDataset(IterableDataset):
 
     def __init__(
         self,
-        source: str | os.PathLike | Sequence[str | os.PathLike],
+        source: str | os.PathLike | Sequence[str | os.PathLike] | Mixture,
         *,
         batch_size: int | None = None,
         packer: Packer | None = None,
@@ -424,11 +526,27 @@ class ShardDataset(IterableDataset):
                              "lookahead documents), not both")
         if packer is None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.paths = resolve_shards(source)
-        check_shards(self.paths)  # a job output must be complete: records/manifest.py
-        self.sizes = shard_sizes(self.paths)
+        self.mixture = as_mixture(source)
+        self.source_names = self.mixture.names
+        source_paths = []
+        for src in self.mixture.sources:
+            paths = resolve_shards(src.location)
+            check_shards(paths)  # a job output must be complete: records/manifest.py
+            source_paths.append(paths)
+        self.paths = [p for paths in source_paths for p in paths]
+        self.source_sizes = [shard_sizes(paths) for paths in source_paths]
+        self.sizes = np.concatenate(self.source_sizes)
         self.shard_start = np.concatenate(([0], np.cumsum(self.sizes)))  # global id of record 0
-        schema = resolve_schema(spec_or_schema, self.paths)
+        # global id of each source's first record (and one past the last)
+        self.source_start = np.cumsum([0] + [int(s.sum()) for s in self.source_sizes])
+        schemas = {src.name: resolve_schema(spec_or_schema, paths)
+                   for src, paths in zip(self.mixture.sources, source_paths)}
+        complete = {src.name: schemas[src.name] for src in self.mixture.sources
+                    if not src.missing}  # the sources that set the packer up
+        if not complete:
+            raise ValueError("every source declares missing features: at least one must have "
+                             "all the features read")
+        schema = next(iter(complete.values()))
         spec = spec_of(schema)
         if features is not None:
             missing = sorted(set(features) - set(spec))
@@ -436,8 +554,18 @@ class ShardDataset(IterableDataset):
                 raise KeyError(f"features {missing} are not in the spec ({sorted(spec)})")
             spec = {name: spec[name] for name in features}
         self.spec: Spec = spec
-        self.packer = None if packer is None else packer.bind(schema)
+        self.packer = None if packer is None else bind_packer(packer, complete)
         self.decode_spec = spec if self.packer is None else self.packer.features(spec)
+        check_features(schemas, self.decode_spec,
+                       {src.name: src.missing for src in self.mixture.sources})
+        documents = [int(sizes.sum()) for sizes in self.source_sizes]
+        tokens = (None if self.mixture.temperature is None
+                  else [source_tokens(src, self.mixture.token_feature)
+                        for src in self.mixture.sources])
+        self.counts = self.mixture.epoch_counts(documents, tokens)
+        self.mixture_state = self.mixture.describe(documents, tokens)
+        self.epoch_length = int(self.counts.sum())
+        self.base = [0] * len(self.counts)  # stream offsets, moved by a re-weighted restart
         dist_rank, dist_world = _dist_rank_world()
         self.rank = dist_rank if rank is None else int(rank)
         self.world_size = dist_world if world_size is None else int(world_size)
@@ -514,7 +642,7 @@ class ShardDataset(IterableDataset):
 
     def _reset(self, epoch: int, work: Sequence[Sequence[int]] | None = None) -> None:
         self.epoch = int(epoch)
-        total = int(self.sizes.sum())
+        total = self.epoch_length
         self.work = [(0, total)] if work is None else [tuple(map(int, r)) for r in work]
         self.positions = [[0, 0, 0] for _ in range(self.num_workers)]
         self.next_worker = 0
@@ -532,10 +660,25 @@ class ShardDataset(IterableDataset):
             self.num_workers = num_workers
             self.positions = [[0, 0, 0] for _ in range(num_workers)]
 
-    def order(self, epoch: int | None = None) -> EpochOrder:
-        return EpochOrder(self.sizes, seed=self.seed, epoch=self.epoch if epoch is None else epoch,
-                          shuffle=self.shuffle, block_size=self.block_size,
-                          shuffle_buffer=self.shuffle_buffer)
+    def order(self, epoch: int | None = None) -> MixtureOrder:
+        """The order ``G`` of ``epoch`` (default: the current one)."""
+        return MixtureOrder(self.source_sizes, self.counts, self.base, seed=self.seed,
+                            epoch=self.epoch if epoch is None else epoch, shuffle=self.shuffle,
+                            block_size=self.block_size, shuffle_buffer=self.shuffle_buffer)
+
+    def source_of(self, doc_ids: np.ndarray) -> np.ndarray:
+        """The index (in :attr:`source_names`) of the source of each global record id."""
+        return np.searchsorted(self.source_start, np.asarray(doc_ids), side="right") - 1
+
+    def source_counts(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Documents begun and tokens of a packed batch, per source (in :attr:`source_names`'
+        order): a document split over batches counts where its first piece is."""
+        source = self.source_of(batch["doc_ids"])
+        n = len(self.source_names)
+        tokens = np.bincount(source, weights=np.diff(np.asarray(batch["cu_seqlens"])),
+                             minlength=n)
+        first = np.asarray(batch["doc_offsets"]) == 0
+        return np.bincount(source[first], minlength=n), tokens
 
     def worker_plan(self, worker: int) -> tuple[WorkList, int, int, int, int]:
         """``(work, lo, hi, c0, c1)``: the worker reads chunks ``c0..c1-1`` of ``V[lo:hi]``."""
@@ -548,7 +691,7 @@ class ShardDataset(IterableDataset):
         """Batches per rank in a full epoch (exact for columnar batches)."""
         if self.packer is not None:
             raise TypeError("the number of packed batches depends on the data; it has no len()")
-        lo, hi = rank_span(int(self.sizes.sum()), self.rank, self.world_size, self.rank_unit,
+        lo, hi = rank_span(self.epoch_length, self.rank, self.world_size, self.rank_unit,
                            self.remainder)
         return -(-(hi - lo) // self.chunk_size)
 
@@ -622,7 +765,8 @@ class ShardDataset(IterableDataset):
         return {
             "version": STATE_VERSION, "kind": type(self.packer or self).__name__,
             "seed": self.seed,
-            "shuffle": self.shuffle, "num_records": int(self.sizes.sum()), "epoch": self.epoch,
+            "shuffle": self.shuffle, "mixture": self.mixture_state, "base": list(self.base),
+            "epoch": self.epoch,
             "work": [list(r) for r in self.work], "rank": self.rank,
             "world_size": self.world_size, "num_workers": self.num_workers,
             "chunk_size": self.chunk_size, "rank_unit": self.rank_unit, "layout": self.layout(),
@@ -640,15 +784,26 @@ class ShardDataset(IterableDataset):
         list, split over the new topology, each read exactly once.
         """
         states = [state] if isinstance(state, dict) else list(state)
+        if states[0].get("version") == 1 and len(self.source_names) == 1:
+            states = [self._from_version_1(s) for s in states]
         first = states[0]
         if first.get("version") != STATE_VERSION:
             raise ValueError(f"unknown loader state version {first.get('version')!r}")
-        for key, mine in (("num_records", int(self.sizes.sum())), ("seed", self.seed),
-                          ("shuffle", self.shuffle), ("block_size", self.block_size),
-                          ("shuffle_buffer", self.shuffle_buffer)):
+        for key, mine in (("seed", self.seed), ("shuffle", self.shuffle),
+                          ("block_size", self.block_size), ("shuffle_buffer", self.shuffle_buffer)):
             if first[key] != mine:
                 raise ValueError(f"state was saved with {key}={first[key]!r}, this loader has "
                                  f"{mine!r}: not the same data order")
+        changed = changes(first["mixture"], self.mixture_state)
+        if changed and not self.mixture.reweight:
+            raise ValueError(f"the data changed since this state was saved ({'; '.join(changed)})"
+                             f": not the same data order. To go on with the new mixture, ask "
+                             f"for a re-weighted restart (Mixture(..., reweight=True); in a "
+                             f"config, data: {{sources: [...], reweight: true}})")
+        if changed:
+            self._reweighted_restart(first)
+            return
+        self.base = [int(b) for b in first["base"]]
         same = (first["world_size"] == self.world_size and first["num_workers"] == self.num_workers
                 and first["chunk_size"] == self.chunk_size and first["rank_unit"] == self.rank_unit
                 and first["remainder"] == self.remainder and first["layout"] == self.layout())
@@ -663,6 +818,29 @@ class ShardDataset(IterableDataset):
             self.next_worker = int(mine["next_worker"])
             return
         self._reset(first["epoch"], self.remaining_work(states))
+
+    def _from_version_1(self, state: dict) -> dict:
+        """A state saved before mixtures (one output): the same position, in this version."""
+        if state["num_records"] != self.epoch_length:
+            raise ValueError(f"state was saved with num_records={state['num_records']!r}, this "
+                             f"loader has {self.epoch_length!r}: not the same data order")
+        return {**state, "version": STATE_VERSION, "mixture": self.mixture_state, "base": [0]}
+
+    def _reweighted_restart(self, state: dict) -> None:
+        """Start a new mixture epoch 0 under this mixture: each source unchanged in its
+        documents goes on in its own stream after what the saved epoch had planned for it (the
+        part of that epoch not consumed yet is skipped, not read twice); a new or changed source
+        starts its stream anew."""
+        saved = {s["name"]: (s, c, b) for s, c, b in zip(
+            state["mixture"]["sources"], state["mixture"]["counts"], state["base"])}
+        next_epoch = int(state["epoch"]) + 1
+        self.base = []
+        for described in self.mixture_state["sources"]:
+            old = saved.get(described["name"])
+            same = old is not None and all(old[0][k] == described[k]
+                                           for k in ("path", "documents"))
+            self.base.append(int(old[2]) + next_epoch * int(old[1]) if same else 0)
+        self._reset(0)
 
     def remaining_work(self, states: Sequence[dict]) -> list[tuple[int, int]]:
         """The ranges of ``G`` that no rank of ``states`` consumed (in their ``V`` order)."""
@@ -709,7 +887,7 @@ class ShardDataset(IterableDataset):
         """What, besides the chunk size, decides how a chunk's items are numbered."""
         return {} if self.packer is None else self.packer.layout()
 
-    def consumed_in_chunk(self, order: EpochOrder, files: FileCache,
+    def consumed_in_chunk(self, order: MixtureOrder, files: FileCache,
                           g_ranges: list[tuple[int, int]], items: int, layout: dict
                           ) -> list[tuple[int, int]]:
         """``G`` ranges of the records consumed by the first ``items`` items of a chunk that was

@@ -15,6 +15,11 @@ tensors (see :mod:`shardforge.training.packing` for the batch format and the lab
     ...
     loader.load_state_dict(torch.load(path)["loader"])   # continues exactly where it stopped
 
+A weighted mixture of job outputs is a source too (:mod:`shardforge.training.mixture`)::
+
+    mix = Mixture([Source("web/", weight=0.7), Source("code/", weight=0.3)])
+    loader = packed_loader(mix, packing_length=4096, num_workers=2, seed=0)
+
 The same loader composed by hand (a multimodal loader hands it a ``MultimodalPacker``)::
 
     loader = ShardLoader(ShardDataset("out/train", packer=TextPacker(packing_length=4096),
@@ -32,7 +37,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from shardforge.training.dataset import GROUP_KEY, POSITION_KEY, Packer, ShardDataset
+from shardforge.training.mixture import Mixture
 from shardforge.training.packing import TextPacker
+
+Sources = str | os.PathLike | Sequence[str | os.PathLike] | Mixture
 
 
 def _identity(item: Any) -> Any:
@@ -105,8 +113,7 @@ class ShardLoader:
 _LOADER_SETTINGS = ("num_workers", "prefetch_factor", "pin_memory", "multiprocessing_context")
 
 
-def build_loader(source: str | os.PathLike | Sequence[str | os.PathLike],
-                 settings: dict[str, Any], packer_type: type[Packer] | None = None
+def build_loader(source: Sources, settings: dict[str, Any], packer_type: type[Packer] | None = None
                  ) -> ShardLoader:
     """A :class:`ShardLoader` over a :class:`ShardDataset` (handed a ``packer_type`` built from
     its fields), each taking its own keyword arguments out of ``settings``: one definition of
@@ -120,8 +127,7 @@ def build_loader(source: str | os.PathLike | Sequence[str | os.PathLike],
     return ShardLoader(ShardDataset(source, **settings), **loader)
 
 
-def packed_loader(source: str | os.PathLike | Sequence[str | os.PathLike], **settings: Any
-                  ) -> ShardLoader:
+def packed_loader(source: Sources, **settings: Any) -> ShardLoader:
     """Padding-free packed batches from TFRecord shards, resumable exactly:
     ``ShardDataset(source, packer=TextPacker(...))`` read by a :class:`ShardLoader`.
 
@@ -140,8 +146,7 @@ def packed_loader(source: str | os.PathLike | Sequence[str | os.PathLike], **set
     return build_loader(source, settings, TextPacker)
 
 
-def shard_loader(source: str | os.PathLike | Sequence[str | os.PathLike], **settings: Any
-                 ) -> ShardLoader:
+def shard_loader(source: Sources, **settings: Any) -> ShardLoader:
     """Columnar batches (:class:`ShardDataset`'s keyword arguments, ``batch_size`` among them)
     read by ``num_workers`` worker processes (:class:`ShardLoader`'s arguments), with an exact
     resumable position."""

@@ -252,10 +252,12 @@ class Run:
                    f"{self.progress.unit}_per_s": window["rate"]}
             if window["packing"] is not None:
                 row["packing_efficiency"] = self.result.packing_efficiency = window["packing"]
+            row.update(window["sources"])  # a mixture's documents and tokens per source
             self.metrics.record(row)
             if self.dist.is_main:
                 self.progress.update(step, window["loss"], window["rate"],
-                                     self.meter.eta(step, elapsed), window["packing"], lr)
+                                     self.meter.eta(step, elapsed), window["packing"], lr,
+                                     window["sources"])
         self.result.throughput = self.meter.average_rate
 
     @property

@@ -25,8 +25,57 @@ DEFAULT_MAX_SOURCE_PIXELS = 89_478_485
 MAX_ASPECT = 200  # Qwen2-VL's smart_resize refuses anything more elongated
 
 
+# The largest image file read from a path (``sf.image(max_file_bytes=)``): the size is checked
+# before reading, so a path naming a device or a huge file never fills memory.
+DEFAULT_MAX_FILE_BYTES = 64 << 20
+
+
 class ImageError(ValueError):
     """An image that cannot be used; ``reason`` goes to the errors output."""
+
+
+def read_image_file(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The bytes of the local image file ``path``: a regular file of at most ``max_bytes``.
+
+    Anything else is an :class:`ImageError` before a byte is read: a FIFO (opened without
+    blocking, so a pipe nobody writes to cannot hang the job), a device such as ``/dev/zero``,
+    a directory, a socket, or a file over the limit. A missing file raises ``FileNotFoundError``.
+
+    >>> try:
+    ...     read_image_file("/dev/zero")
+    ... except ImageError as err:
+    ...     print(err)
+    image path '/dev/zero' is a character device, not a regular file
+    """
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"image path {path!r} is {_file_kind(st.st_mode)}, not a regular file")
+        if st.st_size > max_bytes:
+            raise ImageError(f"image file {path!r} is {st.st_size} bytes, more than "
+                             f"max_file_bytes={max_bytes}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)  # a file growing while read is held to the limit too
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageError(f"image file {path!r} is more than max_file_bytes={max_bytes} bytes")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 @dataclass(frozen=True)

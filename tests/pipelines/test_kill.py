@@ -182,3 +182,25 @@ def test_sigterm_cleans_up_the_lock_and_staging(csv, tmp_path):
     proc.communicate()
     assert snapshot(out) == before and not (out / mf.STATE_DIR).exists()
     mf.verify_output(str(out))
+
+
+def test_a_dead_worker_fails_the_job_naming_its_exit_cause(csv, tmp_path):
+    out = tmp_path / "out"
+    marker = tmp_path / "paused"
+    proc = start(csv, out, "write_stats", marker)  # the default runner: worker processes
+    paused = wait_paused(proc, marker)
+    assert paused["pid"] != proc.pid
+    os.kill(paused["pid"], signal.SIGKILL)  # one worker, as an OOM kill would
+    try:
+        _, err = proc.communicate(timeout=120)  # Beam alone could wait forever
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        pytest.fail("the launcher did not notice its dead worker")
+    assert proc.returncode == 1
+    assert "a Beam worker process died (killed by SIGKILL)" in err
+    deadline = time.monotonic() + 20
+    while session_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_alive(proc.pid) == []  # the job's other workers are gone too
+    with pytest.raises(mf.OutputError, match="no manifest.json"):
+        mf.verify_output(str(out))

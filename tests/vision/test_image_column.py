@@ -67,7 +67,7 @@ def test_bad_images_fail_their_row_with_the_reason():
     state = fs.fit([batch])
     out, errors = fs.transform(batch, state, errors="collect", row_ids=list(range(len(raw["t"]))))
     assert out["img"].row_lengths().tolist() == [1]  # only the good row is left
-    reasons = {e.row: e.value for e in errors}
+    reasons = {e.row: e.reason for e in errors}
     assert sorted(reasons) == list(range(1, len(names) + 2))
     expect = {"corrupt.png": "unrecognized image", "truncated.jpg": "truncated",
               "empty.png": "empty image data", "unsupported.svg": "unrecognized image",

@@ -90,16 +90,35 @@ class ReadError:
         }
 
 
-def error_record(err, stage: str, source: str | None = None) -> dict:
-    """A JSON-able dead letter from a features ``RowError`` (``source``: the row's id)."""
-    value = err.value
+def _value_text(value) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
         value = value.tolist()
-    text = value if isinstance(value, str) else repr(value)
-    return ReadError(source if source is not None else str(err.row), err.reason, text[:200],
-                     err.feature, stage).to_json()
+    return (value if isinstance(value, str) else repr(value))[:_EXCERPT]
+
+
+def row_error_records(errors: Sequence, stage: str, row_id: Callable[[int], str]
+                      ) -> Iterator[dict]:
+    """One JSON-able dead letter per failed row from features ``RowError``\\ s (several per row
+    when several columns fail), naming every failing column; ``row_id(row)``: the row's source.
+
+    >>> from shardforge.features.column import RowError
+    >>> [e["feature"] for e in row_error_records(
+    ...     [RowError(3, "x", "a", "bad x"), RowError(3, "c", "", "bad c")], "parse", str)]
+    ['x, c']
+    """
+    by_row: dict = {}
+    for e in errors:
+        by_row.setdefault(e.row, []).append(e)
+    for row, errs in by_row.items():
+        if len(errs) == 1:
+            feature, reason, value = errs[0].feature, errs[0].reason, _value_text(errs[0].value)
+        else:
+            feature = ", ".join(e.feature for e in errs)
+            reason = "; ".join(f"{e.feature}: {e.reason}" for e in errs)
+            value = "; ".join(f"{e.feature}={_value_text(e.value)}" for e in errs)
+        yield ReadError(row_id(row), reason, value, feature, stage).to_json()
 
 
 class MissingColumnsError(ValueError):

@@ -1,8 +1,9 @@
 """JSON Lines: one object per line, read by pyarrow's JSON reader typed by the declared inputs.
 
 A block pyarrow rejects is split in halves down to single lines, and only those lines are parsed
-one by one with ``json``; bad JSON, non-objects, non-UTF-8 bytes and nesting too deep for
-``json`` are errors with the line. Absent keys and ``null`` are missing.
+one by one with ``json``; bad JSON, non-objects, non-UTF-8 bytes, strings holding a lone
+surrogate escape (``"\\ud800"``) and nesting too deep for ``json`` are errors with the line.
+Absent keys and ``null`` are missing.
 """
 
 from __future__ import annotations
@@ -200,6 +201,13 @@ def _json_one_by_one(path, lines, positions, names):
             continue
         if not isinstance(record, dict):
             yield ReadError(source, f"expected a JSON object, got {type(record).__name__}",
+                            excerpt(ln.strip()))
+            continue
+        try:  # a \ud800 escape is valid JSON but no text: it has no UTF-8 bytes to store
+            json.dumps([record.get(n) for n in names], ensure_ascii=False).encode()
+        except UnicodeEncodeError as err:
+            yield ReadError(source, f"a string holds a lone surrogate "
+                            f"{err.object[err.start:err.end]!r}, which is not Unicode text",
                             excerpt(ln.strip()))
             continue
         records.append(record)

@@ -1,8 +1,9 @@
 """TFRecord files of tf.Example records (``records.iter_blocks``), decoded a block at a time.
 
 Every input comes as value lists (``Ragged``); coercion checks the counts against the
-declarations. A record failing its checksum or not a tf.Example is an error with its offset; a
-broken frame ends the file with an error.
+declarations (a one-element list is a scalar's value). A record failing its checksum, not a
+tf.Example, or holding a declared input of another type is one error with its offset, and the
+other records of its block are read as usual; a broken frame ends the file with an error.
 """
 
 from __future__ import annotations
@@ -61,29 +62,42 @@ def _problems(path, report, seen):
 
 
 def _tfrecord_chunk(path, block, offsets, names, varlen, decode_batch):
+    """One chunk of ``block``'s records; when the block does not decode as a whole, each record
+    that does not (not a tf.Example, a value of another type than declared) is one error and
+    the others decode together, exactly as a clean block would."""
+    from shardforge.records.errors import ExampleDecodeError
     from shardforge.records.example import decode_example
 
-    if varlen is not None:
-        try:
-            batch = decode_batch(block, varlen)
-            yield RawChunk(path, int(offsets[0]), len(block), {n: batch[n] for n in names},
-                           np.asarray(offsets, dtype=np.int64), kind="offset")
+    decode = ((lambda records: decode_batch(records, varlen)) if varlen is not None
+              else (lambda records: _as_lists(decode_example, records, names)))
+    try:
+        batch = decode(block)
+        kept = list(range(len(block)))
+    except Exception:  # noqa: BLE001 - find the bad records one by one below
+        kept = []
+        for i, (data, off) in enumerate(zip(block, offsets.tolist())):
+            try:
+                decode([data])
+            except ExampleDecodeError as err:  # a malformed record is one bad row
+                yield ReadError(f"{path}@{off}", f"expected {err.expected}, got {err.actual}",
+                                feature=err.feature)
+                continue
+            except Exception as err:  # noqa: BLE001 - protobuf's own errors: one bad row too
+                yield ReadError(f"{path}@{off}", f"not a tf.Example: {err}")
+                continue
+            kept.append(i)
+        if not kept:
             return
-        except Exception:  # noqa: BLE001 - find the bad records one by one below
-            pass
-    records, kept = [], []
-    for data, off in zip(block, offsets.tolist()):
-        try:
-            example = decode_example(data)
-        except Exception as err:  # noqa: BLE001 - a malformed payload is one bad record
-            yield ReadError(f"{path}@{off}", f"not a tf.Example: {err}")
-            continue
-        records.append({n: (None if example.get(n) is None or len(example[n]) == 0
-                            else example[n].tolist()) for n in names})
-        kept.append(off)
-    if records:
-        yield RawChunk(path, kept[0], len(records), {n: [r[n] for r in records] for n in names},
-                       np.asarray(kept, dtype=np.int64), kind="offset")
+        batch = decode([block[i] for i in kept])
+    yield RawChunk(path, int(offsets[kept[0]]), len(kept), {n: batch[n] for n in names},
+                   np.asarray(offsets, dtype=np.int64)[kept], kind="offset")
+
+
+def _as_lists(decode_example, records, names) -> dict:
+    """The value lists of ``names`` of each record (``None``: absent or empty)."""
+    examples = [decode_example(data) for data in records]
+    return {n: [None if e.get(n) is None or len(e[n]) == 0 else e[n].tolist()
+                for e in examples] for n in names}
 
 
 @contextlib.contextmanager

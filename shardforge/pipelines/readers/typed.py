@@ -16,8 +16,8 @@ from shardforge.pipelines.readers.base import (
     RawChunk,
     ReadError,
     Split,
-    error_record,
     missing_mask,
+    row_error_records,
 )
 from shardforge.records.spec import Batch
 
@@ -38,8 +38,10 @@ class TypedChunk:
 
 def typed_chunks(fs, split: Split | str, fmt: str | None, chunk_rows: int,
                  non_finite: str = "error") -> Iterator[TypedChunk | dict]:
-    """``TypedChunk``\\ s and error dicts of one file or split, in file order: read and
-    coerce, the common first step of both passes over the input."""
+    """``TypedChunk``\\ s and error dicts (one per failed row) of one file or split, in file
+    order: read and coerce, the common first step of both passes over the input. Every chunk
+    read comes out as a ``TypedChunk``, its failed rows too (``keep`` may be empty), so a pass
+    counts every row it read (``chunk.count``) before any can fail."""
     from shardforge.features.coerce import coerce
 
     split = split if isinstance(split, Split) else Split(split)
@@ -58,13 +60,11 @@ def typed_chunks(fs, split: Split | str, fmt: str | None, chunk_rows: int,
         batch, errors = coerce(inputs, item.columns, non_finite=non_finite)
         keep = np.arange(item.count)
         if errors:
-            for e in errors:
-                yield error_record(e, "parse", item.row_id(e.row))
+            yield from row_error_records(errors, "parse", item.row_id)
             keep = np.setdiff1d(keep, np.fromiter({e.row for e in errors}, dtype=np.int64))
-        if len(keep):
-            missing = {n: int(missing_mask(item.columns.get(n), item.count)[keep].sum())
-                       for n in spec}
-            yield TypedChunk(item, batch, keep, missing)
+        missing = {n: int(missing_mask(item.columns.get(n), item.count)[keep].sum())
+                   for n in spec}
+        yield TypedChunk(item, batch, keep, missing)
 
 
 def check_input_columns(patterns: str | Sequence[str], fs, fmt: str | None = None,

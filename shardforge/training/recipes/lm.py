@@ -13,6 +13,7 @@ from shardforge.training.config import TrainConfig, coerce_fields, did_you_mean
 from shardforge.training.models.lm import LMConfig, PackedLM
 from shardforge.training.packing import shift_labels
 from shardforge.training.parallel import clip_and_step, gradient_sync, parallelize
+from shardforge.training.progress import SourceTally, eval_by_source
 from shardforge.training.run import (
     Batches,
     Run,
@@ -57,12 +58,13 @@ def vocab_size_from_schema(schema, token_feature: str) -> int | None:
     return None
 
 
-def make_loader(cfg: TrainConfig, split: str, *, train: bool):
+def make_loader(cfg: TrainConfig, split: str, *, train: bool, only: str | None = None):
     """Packed batches of ``packing_length`` tokens: shuffled, equal work per rank for training
-    (the remainder that does not divide over ranks is dropped); in order and complete for eval."""
+    (the remainder that does not divide over ranks is dropped); in order and complete for eval.
+    ``only``: of that one source of the data's mixture."""
     from shardforge.training import packed_loader
 
-    return packed_loader(f"{cfg.data}/{split}", packing_length=cfg.packing_length,
+    return packed_loader(cfg.mixture(split, only), packing_length=cfg.packing_length,
                          token_feature=cfg.token_feature,
                          num_workers=cfg.num_workers if train else 0, shuffle=train,
                          seed=cfg.seed, remainder="drop" if train else "keep")
@@ -80,35 +82,41 @@ def lm_forward(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def evaluate(model, run: Run) -> dict:
     """Token-weighted mean cross-entropy over the first ``eval_batches`` batches of the eval
-    split on every rank."""
+    split on every rank; for a mixture, of each source's eval split (``eval_loss/<name>``),
+    and ``eval_loss`` over all of them."""
     cfg = run.cfg
+
+    def part(name: str | None) -> list[float]:
+        total, count = 0.0, 0
+
+        def spare():
+            return next(iter(make_loader(cfg, cfg.train_split, train=False, only=name)))
+
+        loader = make_loader(cfg, cfg.eval_split, train=False, only=name)
+        for batch, counted in eval_batches(loader, run, spare):
+            with run.autocast:
+                _, ce, n = lm_forward(model, batch, run.device)
+            if counted:
+                total += float(ce) * n
+                count += n
+        return reduce_sum([total, count], run)
+
     model.eval()
-    total, count = 0.0, 0
-
-    def spare():
-        return next(iter(make_loader(cfg, cfg.train_split, train=False)))
-
-    for batch, counted in eval_batches(make_loader(cfg, cfg.eval_split, train=False), run,
-                                       spare):
-        with run.autocast:
-            _, ce, n = lm_forward(model, batch, run.device)
-        if counted:
-            total += float(ce) * n
-            count += n
-    total, count = reduce_sum([total, count], run)
+    metrics = eval_by_source(cfg.mixture().names, part)
     model.train()
-    return {"eval_loss": total / max(count, 1), "eval_items": int(count)}
+    return metrics
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
           stream=None) -> TrainResult:
     """Train ``PackedLM`` as ``cfg`` says (see :func:`shardforge.training.trainer.train`)."""
     run = Run(cfg, unit="tok", stream=stream)
-    model = build_model(cfg, load_schema(cfg.data)).to(run.device)
+    model = build_model(cfg, load_schema(cfg.mixture().sources[0].path)).to(run.device)
     run.print_plan(model, seq_len=cfg.packing_length, micro_batch=1, layers=model.cfg.n_layer,
                    hidden=model.cfg.d_model, vocab=model.cfg.vocab_size)
     model, optimizer = parallelize(model, cfg, run.dist, run.device)
     batches = Batches(make_loader(cfg, cfg.train_split, train=True))
+    tally = SourceTally(batches.loader.dataset, run.meter)  # a mixture's sources
     start = run.resume(model, optimizer, batches) if resume else 0
     run.begin(start, stop_at)
     if start == 0:
@@ -122,12 +130,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         step_loss, tokens, packing = 0.0, 0, []
         for micro in range(cfg.grad_accum):
             batch = next(batches)
+            tally.add(batch)
             with gradient_sync(model, micro == cfg.grad_accum - 1), run.autocast:
                 loss, _, _ = lm_forward(model, batch, run.device)
                 (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
             tokens += int(batch["input_ids"].numel())
             packing.append(float(batch.get("packing_efficiency", 1.0)))
+        tally.end_step(lambda values: reduce_sum(values, run))
         grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
         run.measure_memory(model, optimizer)  # after the first step: bytes held vs the plan
         optimizer.zero_grad(set_to_none=True)

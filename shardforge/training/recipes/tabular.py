@@ -40,7 +40,7 @@ def make_loader(cfg: TrainConfig, split: str, *, train: bool):
     remainder that does not divide over ranks is dropped); in order and complete for eval."""
     from shardforge.training import shard_loader
 
-    return shard_loader(f"{cfg.data}/{split}", batch_size=cfg.batch_size,
+    return shard_loader(cfg.mixture(split), batch_size=cfg.batch_size,
                         num_workers=cfg.num_workers if train else 0, shuffle=train,
                         seed=cfg.seed, remainder="drop" if train else "keep")
 
@@ -98,7 +98,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
           stream=None) -> TrainResult:
     """Train ``TabularModel`` as ``cfg`` says (see :func:`shardforge.training.trainer.train`)."""
     run = Run(cfg, unit="rows", stream=stream)
-    schema = load_schema(cfg.data)
+    schema = load_schema(cfg.mixture().sources[0].path)
     model = TabularModel(schema, TabularConfig(**coerce_fields(TabularConfig, cfg.model)))
     model = model.to(run.device)
     run.print_plan(model)

@@ -36,6 +36,7 @@ from shardforge.training.models.lm import IGNORE_INDEX, LMConfig, LMOutput, Pack
 from shardforge.training.models.vision import VisionConfig, VisionEncoder, VisionLanguageModel
 from shardforge.training.packing import shift_labels
 from shardforge.training.parallel import clip_and_step, gradient_sync, parallelize
+from shardforge.training.progress import SourceTally, eval_by_source
 from shardforge.training.run import (
     Batches,
     Run,
@@ -124,19 +125,21 @@ def _common(cfg: TrainConfig, s: VLMSettings, train: bool) -> dict:
                 num_workers=cfg.num_workers if train else 0)
 
 
-def _multimodal_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
+def _multimodal_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool,
+                       only: str | None = None):
     from shardforge.training.mm_packing import multimodal_loader
 
-    return multimodal_loader(f"{cfg.data}/{split}", token_budget=cfg.packing_length,
+    return multimodal_loader(cfg.mixture(split, only), token_budget=cfg.packing_length,
                              patch_budget=s.patch_budget, image_token_id=s.image_token_id,
                              token_feature=cfg.token_feature, image_feature=s.image_feature,
                              **_common(cfg, s, train))
 
 
-def _fused_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
+def _fused_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool,
+                  only: str | None = None):
     from shardforge.training.loader import packed_loader
 
-    return packed_loader(f"{cfg.data}/{split}", packing_length=cfg.packing_length,
+    return packed_loader(cfg.mixture(split, only), packing_length=cfg.packing_length,
                          token_feature=s.fused_feature, **_common(cfg, s, train))
 
 
@@ -170,7 +173,7 @@ class Kind:
     """What one kind of VLM is made of; the training loop is shared."""
 
     build_model: Callable[[TrainConfig, VLMSettings, Any], torch.nn.Module]
-    make_loader: Callable[..., Any]  # (cfg, s, split, *, train) -> a resumable loader
+    make_loader: Callable[..., Any]  # (cfg, s, split, *, train, only) -> a resumable loader
     forward: Callable[[torch.nn.Module, dict, torch.Tensor], LMOutput]  # (model, batch, targets)
     features: Callable[[TrainConfig, VLMSettings], dict[str, str]]  # config key -> feature read
     caption_targets: Callable[[torch.Tensor, VLMSettings], torch.Tensor]  # eval: caption only
@@ -195,10 +198,12 @@ def build_model(cfg: TrainConfig, s: VLMSettings, schema) -> torch.nn.Module:
     return KINDS[s.kind].build_model(cfg, s, schema)
 
 
-def make_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool):
+def make_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool,
+                only: str | None = None):
     """Multimodal packed batches (encoder, blind) or packed discrete-token batches (fusion):
-    shuffled with equal work per rank for training, in order and complete for eval."""
-    return KINDS[s.kind].make_loader(cfg, s, split, train=train)
+    shuffled with equal work per rank for training, in order and complete for eval; ``only``:
+    of that one source of the data's mixture."""
+    return KINDS[s.kind].make_loader(cfg, s, split, train=train, only=only)
 
 
 def vlm_forward(model, batch: dict, s: VLMSettings, device: torch.device) -> LMOutput:
@@ -215,28 +220,33 @@ def caption_targets(batch: dict, s: VLMSettings) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, run: Run, s: VLMSettings) -> dict:
-    """Token-weighted caption cross-entropy over the eval split (first ``eval_batches``)."""
+    """Token-weighted caption cross-entropy over the eval split (first ``eval_batches``); for a
+    mixture, of each source's eval split too (``eval_loss/<name>``)."""
     cfg = run.cfg
+
+    def part(name: str | None) -> list[float]:
+        total, count = 0.0, 0
+
+        def spare():
+            return next(iter(make_loader(cfg, s, cfg.train_split, train=False, only=name)))
+
+        loader = make_loader(cfg, s, cfg.eval_split, train=False, only=name)
+        for batch, counted in eval_batches(loader, run, spare):
+            with run.autocast:
+                logits = vlm_forward(model, batch, s, run.device).logits
+            if not counted:
+                continue
+            targets = caption_targets(batch, s).to(run.device)
+            keep = targets != IGNORE_INDEX
+            total += float(torch.nn.functional.cross_entropy(logits[keep].float(),
+                                                             targets[keep], reduction="sum"))
+            count += int(keep.sum())
+        return reduce_sum([total, count], run)
+
     model.eval()
-    total, count = 0.0, 0
-
-    def spare():
-        return next(iter(make_loader(cfg, s, cfg.train_split, train=False)))
-
-    for batch, counted in eval_batches(make_loader(cfg, s, cfg.eval_split, train=False), run,
-                                       spare):
-        with run.autocast:
-            logits = vlm_forward(model, batch, s, run.device).logits
-        if not counted:
-            continue
-        targets = caption_targets(batch, s).to(run.device)
-        keep = targets != IGNORE_INDEX
-        total += float(torch.nn.functional.cross_entropy(logits[keep].float(), targets[keep],
-                                                         reduction="sum"))
-        count += int(keep.sum())
-    total, count = reduce_sum([total, count], run)
+    metrics = eval_by_source(cfg.mixture().names, part)
     model.train()
-    return {"eval_loss": total / max(count, 1), "eval_items": int(count)}
+    return metrics
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
@@ -244,12 +254,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
     """Train the VLM ``cfg.model`` describes (see the module docstring)."""
     s = VLMSettings.of(cfg)
     run = Run(cfg, unit="tok", stream=stream)
-    model = build_model(cfg, s, load_schema(cfg.data)).to(run.device)
+    model = build_model(cfg, s, load_schema(cfg.mixture().sources[0].path)).to(run.device)
     lm = KINDS[s.kind].language_model(model)
     run.print_plan(model, seq_len=cfg.packing_length, micro_batch=1, layers=lm.cfg.n_layer,
                    hidden=lm.cfg.d_model, vocab=lm.cfg.vocab_size)
     model, optimizer = parallelize(model, cfg, run.dist, run.device)
     batches = Batches(make_loader(cfg, s, cfg.train_split, train=True))
+    tally = SourceTally(batches.loader.dataset, run.meter)  # a mixture's sources
     start = run.resume(model, optimizer, batches) if resume else 0
     run.begin(start, stop_at)
     if start == 0:
@@ -263,12 +274,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
         step_loss, tokens, packing = 0.0, 0, []
         for micro in range(cfg.grad_accum):
             batch = next(batches)
+            tally.add(batch)
             with gradient_sync(model, micro == cfg.grad_accum - 1), run.autocast:
                 loss = vlm_forward(model, batch, s, run.device).loss
                 (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
             tokens += int(batch["input_ids"].numel())
             packing.append(float(batch["packing_efficiency"]))
+        tally.end_step(lambda values: reduce_sum(values, run))
         grad_norm = clip_and_step(model, optimizer, cfg.grad_clip)
         run.measure_memory(model, optimizer)
         optimizer.zero_grad(set_to_none=True)
