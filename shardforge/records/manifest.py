@@ -148,6 +148,9 @@ def _index_records(shard: str) -> int:
 
 def _walk(root: str) -> Iterable[str]:
     """Relative POSIX paths of the files under ``root``, skipping the state directory."""
+    if fs.is_remote(root):
+        yield from (rel for rel in fs.walk(root) if not rel.startswith((STATE_DIR + "/", ".tmp")))
+        return
     for dirpath, dirnames, filenames in os.walk(root):
         # the state directory, and scratch a job's steps remove when they are done (".tmp-…")
         dirnames[:] = sorted(d for d in dirnames if d != STATE_DIR and not d.startswith(".tmp"))
@@ -169,9 +172,9 @@ def build_manifest(root: str, *, rows_read: int, rows_failed: int, command: str,
     for rel in _walk(root):
         if rel == MANIFEST:
             continue
-        path = os.path.join(root, rel)
+        path = fs.join(root, rel)
         records = _index_records(path) if is_shard(rel) else None
-        files.append(FileEntry(rel, os.path.getsize(path), sha256_file(path), records))
+        files.append(FileEntry(rel, fs.size(path), sha256_file(path), records))
     schema = next((f.sha256 for f in files if f.path == SCHEMA_FILE), "")
     return Manifest(
         files=files, schema_sha256=schema, rows_read=rows_read,
@@ -418,9 +421,9 @@ def previous_output(root: str) -> tuple[list[str], bool]:
     """Files of a previous job in ``root`` (relative paths) and whether a manifest listed them.
     Without a manifest (an older shardforge, an interrupted publish) shardforge's own file names
     count as the previous output."""
-    if not os.path.isdir(root):
+    if not fs.isdir(root):
         return [], False
-    if os.path.exists(os.path.join(root, MANIFEST)):
+    if fs.exists(fs.join(root, MANIFEST)):
         try:
             return [f.path for f in read_manifest(root).files] + [MANIFEST], True
         except OutputError:
@@ -484,3 +487,70 @@ def publish(staging: str, root: str, manifest: Manifest, *, hook=None) -> Publis
     write_manifest(root, manifest)
     kept = [rel for rel in _walk(root) if rel not in new and rel != MANIFEST]
     return Published(manifest, sorted(set(old) - new - {MANIFEST}), kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Object stores: no rename, so the commit is a manifest created with a precondition
+
+# A remote job's lock names its job and when it was taken; another job takes it over only once
+# it is older than this (a remote lock cannot tell whether its process is alive).
+LEASE_SECONDS = 24 * 3600
+
+
+def acquire_remote(root: str, command: str) -> dict:
+    """Create ``ROOT/.shardforge/lock`` (only where none is: GCS ``ifGenerationMatch=0``, S3
+    ``If-None-Match``); a lock older than :data:`LEASE_SECONDS`, or whose process is dead on
+    this host, is taken over (its staging objects are left for ``release_remote``). Raises
+    :class:`OutputLocked` naming the job that holds it."""
+    job = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{socket.gethostname()}-{os.getpid()}"
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "job": job,
+            "pid_start": _proc_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "taken": time.time(), "lease_seconds": LEASE_SECONDS}
+    path = fs.join(root, STATE_DIR, LOCK)
+    for _ in range(2):
+        try:
+            fs.write_bytes(path, json.dumps(info).encode(), if_absent=True)
+            return info
+        except FileExistsError:
+            other = read_lock(root) or {}
+            dead = other.get("host") == socket.gethostname() and not _alive(
+                int(other.get("pid", 0)), other.get("pid_start"))
+            if not dead and time.time() - float(other.get("taken", time.time())) < LEASE_SECONDS:
+                raise OutputLocked(
+                    f"{root} is being written by another job ({other.get('job')}, pid "
+                    f"{other.get('pid')} on {other.get('host')}, started {other.get('started')}: "
+                    f"{other.get('command')}); its lease ends {LEASE_SECONDS // 3600} h after "
+                    f"that. Wait for it, or if it is gone, delete {path}") from None
+            fs.delete(path)  # past its lease: a dead job's
+    raise OutputLocked(f"could not take {path}: another job took it meanwhile")
+
+
+def release_remote(root: str, lock: dict) -> None:
+    """Drop the job's staging objects and its lock (only if it is still this job's)."""
+    for rel in fs.walk(fs.join(root, STATE_DIR, f"staging-{lock['job']}")):
+        fs.delete(fs.join(root, STATE_DIR, f"staging-{lock['job']}", rel))
+    if (read_lock(root) or {}).get("job") == lock["job"]:
+        fs.delete(fs.join(root, STATE_DIR, LOCK))
+
+
+def publish_remote(staging: str, root: str, manifest: Manifest) -> Published:
+    """Commit a finished job's ``staging`` prefix into the bucket prefix ``root``: withdraw the
+    previous manifest, delete only the files it listed, copy the new files in (server-side),
+    then create the manifest with a precondition, last. Until then every reader refuses the
+    output; a job killed at any point leaves no manifest."""
+    old, _ = previous_output(root)
+    fs.delete(fs.join(root, MANIFEST))
+    new = {f.path for f in manifest.files}
+    for rel in old:
+        if rel != MANIFEST and rel not in new:
+            fs.delete(fs.join(root, rel))
+    for rel in sorted(new):
+        fs.copy(fs.join(staging, rel), fs.join(root, rel))
+    try:
+        fs.write_bytes(fs.join(root, MANIFEST), manifest.to_json().encode(), if_absent=True)
+    except FileExistsError:
+        raise OutputError(f"{fs.join(root, MANIFEST)} was created by another job while this one "
+                          "published (a lock taken over too early?); rerun with --overwrite") \
+            from None
+    return Published(manifest, sorted(set(old) - new - {MANIFEST}), [])
