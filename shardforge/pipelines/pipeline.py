@@ -8,11 +8,13 @@ the manifest. A failed or killed job leaves the previous output exactly as it wa
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
 import os
 import posixpath
+import re
 import shlex
 import shutil
 import sys
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 from shardforge.pipelines import progress
 from shardforge.records import manifest as mf
-from shardforge.records.layout import DEFAULT_SHARD_SIZE, ERRORS_DIR, SCHEMA_FILE
+from shardforge.records.layout import DEFAULT_SHARD_SIZE, ERRORS_DIR, SCHEMA_FILE, no_space
 
 FAILED_LOG = "failed-job.log"  # in OUT/.shardforge/: what Beam printed during a failed job
 
@@ -157,14 +159,31 @@ def _run_beam(transform, options) -> float:
     try:
         result = pipeline.run()
         result.wait_until_finish()
-    except Exception:
+    except Exception as err:
         # a worker's exception reaches the launcher as the runner chooses (often as text); the
         # error budget's verdict comes from the file the failing step wrote
         over = TooManyErrors.found_in(posixpath.join(transform.output, ERRORS_DIR))
         if over is not None:
             raise over from None
+        full = _no_space(err, transform.output)
+        if full is not None:
+            raise full from None
         raise
     return time.perf_counter() - start
+
+
+_NO_SPACE = re.compile(r"\[Errno 28\] (no space left on device writing [^\n]*)")
+
+
+def _no_space(err: BaseException, output: str) -> OSError | None:
+    """A job that failed on a full disk, as one error naming the file it was writing (when
+    the writer said: ``layout.no_space``) or the job's output; ``None`` for other failures."""
+    text = str(err)
+    if getattr(err, "errno", None) != errno.ENOSPC and "[Errno 28]" not in text:
+        return None
+    said = _NO_SPACE.search(text)
+    said = said.group(1).split(" [while running ")[0] if said else no_space(output).strerror
+    return OSError(errno.ENOSPC, f"{said}; nothing was published")
 
 
 def _keep_failed_errors(staging: str, output: str, job_had_output: bool) -> str:

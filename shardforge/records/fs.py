@@ -23,9 +23,11 @@ b'...'
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
 import random
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -375,12 +377,12 @@ def atomic_write(path: str | os.PathLike,
     directory = os.path.dirname(path) or "."
     # a fresh name (not mkstemp: its 0600 mode would outlive the rename) that no other writer uses
     tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+    if isinstance(data, str):
+        data = data.encode()
     try:
         with open(tmp, "xb") as f:
             if callable(data):
                 data(f)
-            elif isinstance(data, str):
-                f.write(data.encode())
             elif isinstance(data, (bytes, bytearray, memoryview)):
                 f.write(data)
             else:
@@ -389,13 +391,32 @@ def atomic_write(path: str | os.PathLike,
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+            raise no_space(path, size) from None
         raise
     fsync_dir(directory)
     return path
 
+
+def no_space(path: str, needed: int | None = None) -> OSError:
+    """The error of a write that found the device full, naming the file, the bytes it needed
+    (when known) and the space left: ``OSError(ENOSPC)``, so handlers of full disks still
+    catch it.
+
+    >>> no_space("/full/out/stats.json", 2048).strerror            # doctest: +SKIP
+    'no space left on device writing /full/out/stats.json: 2048 bytes needed, 0 bytes free …'
+    """
+    where = os.path.abspath(path)
+    while not os.path.isdir(where):  # the file, or a folder not made yet: the nearest that is
+        where = os.path.dirname(where)
+    free = shutil.disk_usage(where).free
+    needed_text = f"{needed} bytes needed, " if needed is not None else ""
+    return OSError(errno.ENOSPC, f"no space left on device writing {path}: {needed_text}{free} "
+                   "bytes free (free space there, or write the output elsewhere)")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, if_absent: bool = False) -> str:

@@ -25,7 +25,7 @@ import re
 import numpy as np
 
 # the one atomic-write helper lives with the filesystem layer; the contract names it here
-from shardforge.records.fs import TMP_PREFIX, atomic_write, fsync_dir  # noqa: F401
+from shardforge.records.fs import TMP_PREFIX, atomic_write, fsync_dir, no_space  # noqa: F401
 
 SPLITS = ("train", "eval")
 SCHEMA_FILE = "schema.pbtxt"

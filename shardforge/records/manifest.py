@@ -7,7 +7,9 @@ deleted (a user's files stay), the new files are renamed into place, and ``OUT/m
 written last, atomically. The manifest is the commit point: a directory whose manifest is missing,
 or that lists a shard that is gone or changed size, or that holds a shard the manifest does not
 list, is refused by every reader (:func:`verify_output`, :func:`check_shards`), with a message that
-says what happened.
+says what happened. Every path a manifest lists is checked to lie inside the output
+(:func:`entry_path`: relative, no ``..``, no symbolic link on the way), by readers and by the
+publish step alike, before anything is read, withdrawn or deleted.
 
 ``manifest.json`` holds every file of the output (shards with their record count, byte size and
 SHA-256; indexes, schema, stats and error files with size and SHA-256), the schema's SHA-256, rows
@@ -22,13 +24,16 @@ Pure Python (no Beam), local filesystems: the readers import it without paying f
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +52,9 @@ from shardforge.records.layout import (
 MANIFEST = "manifest.json"
 STATE_DIR = ".shardforge"  # lock, staging directories, the last failed job's errors
 LOCK = "lock"
+# A stale lock that other jobs are taking over at the same time: look again this many times,
+# this many seconds apart, before giving up.
+TAKEOVER_TRIES, TAKEOVER_WAIT = 200, 0.01
 FORMAT = "shardforge-manifest/1"
 # Files up to this size (schema, stats, small shards) are always checked against their SHA-256;
 # larger ones by size unless ``checksums=True`` (reading every shard on open would cost a pass).
@@ -58,6 +66,7 @@ SHARD_RE = re.compile(r"part-\d{5}-of-\d{5}("
 OWN_NAMES = (SCHEMA_FILE, "stats.json", "stats.html", "train/part-*", "eval/part-*",
              f"{ERRORS_DIR}/errors-*", f"{ERRORS_DIR}/{BUDGET_FILE}", ".index/train/part-*",
              ".index/eval/part-*")
+OWN_DIRS = sorted({posixpath.dirname(p) for p in OWN_NAMES} - {""})
 
 
 class OutputError(Exception):
@@ -92,6 +101,14 @@ class Manifest:
     format: str = FORMAT
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for f in self.files:
+            _check_entry(f.path)
+            if f.path in seen:
+                raise ValueError(f"{f.path!r} is listed twice")
+            seen.add(f.path)
+
     @property
     def shards(self) -> list[FileEntry]:
         return [f for f in self.files if f.records is not None]
@@ -120,6 +137,62 @@ class Manifest:
             raise ValueError(f"unknown manifest format {doc.get('format')!r}")
         doc["files"] = [FileEntry(**f) for f in doc["files"]]
         return cls(**doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entries lie inside the output
+
+
+def _check_entry(rel: object) -> None:
+    """``rel`` names a file inside an output: a relative, normalized POSIX path that is not the
+    manifest and not in the job state directory (raises ``ValueError`` naming it)."""
+    if (not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel
+            or "\0" in rel or posixpath.normpath(rel) != rel or rel.split("/")[0] == ".."):
+        raise ValueError(f"entry {rel!r} is not a relative, normalized path inside the output")
+    if rel == MANIFEST or rel.split("/")[0] == STATE_DIR:
+        raise ValueError(f"entry {rel!r} names the output's own {rel.split('/')[0]}")
+
+
+def _locate(root: str, rel: str, *, folder: bool = False) -> tuple[str, str | None]:
+    """The path of entry ``rel`` under ``root`` (a file; a directory with ``folder=True``), and
+    what is wrong with it (``None``: nothing)."""
+    try:
+        _check_entry(rel)
+    except ValueError as err:
+        return "", str(err)
+    path = root
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return os.path.join(root, *parts), None
+        file = i == len(parts) - 1 and not folder
+        if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) if file else stat.S_ISDIR(mode)):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else (
+                "a directory" if stat.S_ISDIR(mode) else "not a regular file")
+            where = "/".join(parts[: i + 1])
+            return path, (f"entry {rel!r}: {where} is {what} where the output has a "
+                          f"{'file' if file else 'directory'}")
+    return path, None
+
+
+def entry_path(root: str, rel: str, *, folder: bool = False) -> str:
+    """The local path of the output entry ``rel`` (as a manifest lists it) under ``root``,
+    checked to lie inside ``root``: no ``..``, not absolute, and no symbolic link on the way
+    (an output directory that is a link would take its files elsewhere). The file (a directory
+    with ``folder=True``), when it exists, is a regular file. Raises :class:`OutputError`
+    naming the entry.
+
+    >>> entry_path("out", "train/part-00000-of-00001.tfrecord")   # doctest: +SKIP
+    'out/train/part-00000-of-00001.tfrecord'
+    """
+    path, problem = _locate(root, rel, folder=folder)
+    if problem:
+        raise OutputError(f"{root}: {problem}; refusing to touch it (an output's files lie "
+                          "inside it, in real directories): move it away and rerun")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +309,11 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
     m = read_manifest(root)
     problems = []
     for f in m.files:
-        path = fs.join(root, *f.path.split("/"))
+        path, problem = (fs.join(root, f.path), None) if fs.is_remote(root) else _locate(
+            root, f.path)
+        if problem:
+            problems.append(problem)
+            continue
         try:
             size = fs.size(path)
         except FileNotFoundError:
@@ -342,7 +419,8 @@ def read_lock(root: str) -> dict | None:
 
 class JobLock:
     """``OUT/.shardforge/lock``: the one job writing ``OUT``. A second job fails fast naming the
-    first; a lock whose process is dead (same host) is stale and taken over.
+    first; a lock whose process is dead (same host) is stale and taken over, by one job only
+    even when many race for it (a takeover never removes another job's fresh lock).
 
     >>> with JobLock("out/", "shardforge run ...") as lock:   # doctest: +SKIP
     ...     staging = lock.staging
@@ -353,42 +431,73 @@ class JobLock:
         self.path = os.path.join(self.root, STATE_DIR, LOCK)
         self.job = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
         self.staging = os.path.join(self.root, STATE_DIR, f"staging-{self.job}")
-        self.stale: dict | None = None
         self._held = False
 
     def acquire(self) -> JobLock:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        state = os.path.dirname(self.path)
+        if os.path.islink(state):
+            raise OutputError(f"{state} is a symbolic link: a job's lock and staging lie inside "
+                              "its output; remove the link and rerun")
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                 "pid_start": _proc_start(os.getpid()), "job": self.job}
         tmp = f"{self.path}.{self.job}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f)
+        while True:
+            os.makedirs(state, exist_ok=True)
+            try:
+                with open(tmp, "x", encoding="utf-8") as f:
+                    json.dump(info, f)
+                break
+            except FileNotFoundError:
+                continue  # a job that just finished removed the empty state directory
         try:
-            for _ in range(2):
+            for _ in range(TAKEOVER_TRIES):
                 try:
                     os.link(tmp, self.path)  # atomic, fails if a lock exists: never half-written
                     self._held = True
                     break
                 except FileExistsError:
-                    other = read_lock(self.root) or {}
+                    other = read_lock(self.root)
+                    if other is None:
+                        continue  # removed meanwhile: try again
                     if not self._is_stale(other):
                         raise OutputLocked(
                             f"{self.root} is being written by another job (pid "
                             f"{other.get('pid')} on {other.get('host')}, started "
                             f"{other.get('started')}: {other.get('command')}). Wait for it, or "
                             f"if it is gone, delete {self.path}") from None
-                    self.stale = other
-                    os.remove(self.path)
+                    self._remove_stale(other)
         finally:
             os.remove(tmp)
         if not self._held:
-            raise OutputLocked(f"could not take {self.path}: another job took it meanwhile")
-        if self.stale:  # a killed job's staging: never published, safe to drop
-            old = os.path.join(self.root, STATE_DIR, f"staging-{self.stale.get('job')}")
-            shutil.rmtree(old, ignore_errors=True)
+            raise OutputLocked(f"could not take {self.path}: other jobs are taking it over (if "
+                               f"none is, delete {self.path} and {self.path}.takeover-*)")
         os.makedirs(self.staging)
         return self
+
+    def _remove_stale(self, stale: dict) -> None:
+        """Remove the lock file if it still is the dead job's ``stale`` lock, never another
+        job's fresh one. The claim, a second name for whatever file the lock is right now,
+        can be created by one job only, and only that job removes the stale lock: so between
+        reading the claim and removing the lock nobody else can have replaced it."""
+        claim = f"{self.path}.takeover-{stale.get('job') or stale.get('pid')}"
+        try:
+            os.link(self.path, claim)
+        except FileNotFoundError:
+            return  # removed meanwhile: try to take it
+        except FileExistsError:
+            time.sleep(TAKEOVER_WAIT)  # another job is taking it over right now
+            return
+        try:
+            with open(claim, encoding="utf-8") as f:
+                if json.load(f) != stale:
+                    return  # another job's lock now: look again
+            os.remove(self.path)
+        finally:
+            os.remove(claim)
+        # the killed job's staging: never published, safe to drop
+        shutil.rmtree(os.path.join(self.root, STATE_DIR, f"staging-{stale.get('job')}"),
+                      ignore_errors=True)
 
     def _is_stale(self, other: dict) -> bool:
         if not other:  # unreadable: the lock was written whole (link), so it is being removed
@@ -401,9 +510,8 @@ class JobLock:
             shutil.rmtree(self.staging, ignore_errors=True)
             if (read_lock(self.root) or {}).get("job") == self.job:
                 os.remove(self.path)
-            state = os.path.dirname(self.path)
-            if not os.listdir(state):
-                os.rmdir(state)
+            with contextlib.suppress(OSError):  # not empty: another job is starting
+                os.rmdir(os.path.dirname(self.path))
             self._held = False
 
     def __enter__(self) -> JobLock:
@@ -420,22 +528,39 @@ class JobLock:
 def previous_output(root: str) -> tuple[list[str], bool]:
     """Files of a previous job in ``root`` (relative paths) and whether a manifest listed them.
     Without a manifest (an older shardforge, an interrupted publish) shardforge's own file names
-    count as the previous output."""
+    count as the previous output. A manifest that cannot be read, or lists a path outside the
+    output, is refused: the output it describes is not known."""
     if not fs.isdir(root):
         return [], False
-    if fs.exists(fs.join(root, MANIFEST)):
+    path = fs.join(root, MANIFEST)
+    if fs.exists(path) if fs.is_remote(root) else os.path.lexists(path):
         try:
             return [f.path for f in read_manifest(root).files] + [MANIFEST], True
-        except OutputError:
-            pass  # unreadable manifest: fall back to the names
+        except OutputError as err:
+            raise OutputError(f"{err}; refusing to replace an output whose manifest cannot be "
+                              f"trusted: delete {path} (then --overwrite replaces shardforge's "
+                              "own file names only), or the output") from None
     own = [rel for rel in _walk(root)
            if any(fnmatch.fnmatchcase(rel, pat) for pat in OWN_NAMES) or rel == MANIFEST]
     return own, False
 
 
+def _check_replaceable(root: str, old: Iterable[str], new: Iterable[str]) -> None:
+    """Every file ``publish`` would delete (``old``) or put in place (``new``, and the folders
+    a job writes) lies inside ``root``, through real directories: raises :class:`OutputError`
+    naming the first that does not, before anything is touched."""
+    for rel in [*old, *new]:
+        if rel != MANIFEST:
+            entry_path(root, rel)
+    for folder in OWN_DIRS:
+        entry_path(root, folder, folder=True)
+
+
 def check_writable(root: str, overwrite: bool) -> None:
-    """Refuse to write into a previous job's output unless ``overwrite``."""
+    """Refuse to write into a previous job's output unless ``overwrite``, and to write through
+    a path that leaves the output (see :func:`entry_path`)."""
     files, listed = previous_output(root)
+    _check_replaceable(root, files, ())
     if not listed and all(f.startswith("errors/") for f in files):
         return  # only the errors a failed job left for the user: replaced without asking
     if not overwrite:
@@ -463,11 +588,17 @@ def publish(staging: str, root: str, manifest: Manifest, *, hook=None) -> Publis
     """
     hook = hook or (lambda stage: None)
     old, _ = previous_output(root)
+    new = {f.path for f in manifest.files}
+    _check_replaceable(root, old, new)
+    for rel in new:
+        src, problem = _locate(staging, rel)
+        if problem or not os.path.exists(src):
+            raise OutputError(f"{staging}: {problem or f'{rel} is missing'}; nothing was "
+                              "published")
     old_manifest = os.path.join(root, MANIFEST)
     if os.path.exists(old_manifest):
         os.replace(old_manifest, os.path.join(staging, "previous-" + MANIFEST))
     hook("publish_withdrawn")
-    new = {f.path for f in manifest.files}
     for rel in old:
         if rel != MANIFEST and rel not in new:
             path = os.path.join(root, *rel.split("/"))

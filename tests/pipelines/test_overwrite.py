@@ -85,7 +85,9 @@ def test_failed_first_job_leaves_errors_and_no_output(data, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(TooManyErrors):
         run(data, "bad.csv", out)
-    assert sorted(os.listdir(out)) == ["errors"]
+    # the errors for the user, and Beam's log of the failed job in the job-state folder
+    assert sorted(os.listdir(out)) == [mf.STATE_DIR, "errors"]
+    assert os.listdir(out / mf.STATE_DIR) == ["failed-job.log"]
     with pytest.raises(mf.OutputError, match="no manifest"):
         mf.verify_output(str(out))
     run(data, "a.csv", out)  # a failed job's errors need no --overwrite to be replaced
