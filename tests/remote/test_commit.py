@@ -92,3 +92,4 @@ def test_kill_9_of_a_job_writing_a_bucket_leaves_no_readable_output(gcs, csv):
 
     run_pipeline(CLICK_FEATURES, csv, out, num_shards=2, beam_args=IN_MEMORY)
     mf.verify_output(out)
+
