@@ -80,10 +80,11 @@ class TransformState:
 
 
 def read_schema_proto(path: str) -> schema_pb2.Schema:
-    if os.path.isdir(path):
-        path = os.path.join(path, SCHEMA_FILE)
-    with open(path) as f:
-        return text_format.Parse(f.read(), schema_pb2.Schema())
+    from shardforge.records import fs
+
+    if fs.isdir(path):
+        path = fs.join(path, SCHEMA_FILE)
+    return text_format.Parse(fs.read_text(path), schema_pb2.Schema())
 
 
 def spec_from_features(features) -> Spec:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from shardforge.features.state import Schema, load_schema
+from shardforge.records import fs
 from shardforge.records.framing import expand_paths, masked_crc32c, resolve_compression
 from shardforge.records.layout import SCHEMA_FILE, find_schema
 from shardforge.records.spec import FixedLen, Spec, VarLen
@@ -63,8 +64,7 @@ def detect_compression(path: str) -> str | None:
     """``None``, ``"gzip"`` or ``"zlib"`` for a TFRecord file, from its first bytes (an
     uncompressed file starts with a length whose masked CRC-32C follows it); an empty file is
     uncompressed; a file that is none of these falls back to its suffix."""
-    with open(path, "rb") as f:
-        head = f.read(12)
+    head = fs.read_range(path, 0, 12)
     if not head:
         return None
     if len(head) == 12 and int.from_bytes(head[8:], "little") == masked_crc32c(head[:8]):
@@ -83,8 +83,8 @@ def detect_compression(path: str) -> str | None:
 def shard_files(path: str | Sequence[str], split: str = "train") -> list[str]:
     """The shard files of a job's output dir (its ``split``), a split dir, a glob or a list:
     never index files (``*.idx``) or temporary files."""
-    if isinstance(path, (str, os.PathLike)) and os.path.isfile(os.path.join(path, SCHEMA_FILE)):
-        path = os.path.join(path, split)
+    if isinstance(path, (str, os.PathLike)) and fs.isfile(fs.join(path, SCHEMA_FILE)):
+        path = fs.join(path, split)
     files = expand_paths(path)
     if not files:
         raise FileNotFoundError(f"no TFRecord shards in {path}")
@@ -105,7 +105,8 @@ def tf_dataset(path: str | Sequence[str], batch_size: int, *, split: str = "trai
                seed: int | None = None, drop_remainder: bool = False):
     """A ``tf.data.Dataset`` of parsed batches (``dict[str, tf.Tensor | tf.RaggedTensor]``).
 
-    ``path`` is a job's output dir (reads ``split``), a split dir, a glob or a list of shards;
+    ``path`` is a job's output dir (reads ``split``), a split dir, a glob or a list of shards,
+    local or ``gs://`` (TensorFlow reads those itself; ``s3://`` needs tensorflow-io);
     ``schema`` defaults to the ``schema.pbtxt`` of that output. Records come in file order
     (``shuffle_files`` shuffles the file order with ``seed``).
 

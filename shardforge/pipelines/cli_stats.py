@@ -11,7 +11,6 @@ import base64
 import html
 import io
 import json
-import os
 import sys
 
 SPLITS = ("train", "eval")
@@ -392,18 +391,18 @@ def write_anomalies_html(path: str, anomalies, new: dict, ref: dict, split: str 
 
 
 def main(args: argparse.Namespace) -> int:
+    from shardforge.records import fs
     from shardforge.records.manifest import is_job_output, verify_output
 
-    stats_path = os.path.join(args.output, "stats.json")
+    stats_path = fs.join(args.output, "stats.json")
     if is_job_output(args.output):
         verify_output(args.output)  # OutputError: shardforge.cli says what is wrong
-    if not os.path.exists(stats_path):
+    if not fs.exists(stats_path):
         raise FileNotFoundError(f"{stats_path} not found (run `shardforge run` first)")
-    with open(stats_path, encoding="utf-8") as f:
-        doc = json.load(f)
+    doc = json.loads(fs.read_bytes(stats_path))
     print_table(doc)
-    path = args.html or os.path.join(args.output, "stats.html")
-    if args.html or not os.path.exists(path):  # the job wrote one (listed in its manifest)
+    path = args.html or fs.join(args.output, "stats.html")
+    if args.html or not fs.exists(path):  # the job wrote one (listed in its manifest)
         from shardforge.pipelines.validate import read_anomalies
 
         write_html(doc, path, read_anomalies(args.output))

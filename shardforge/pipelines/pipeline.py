@@ -271,11 +271,25 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
         )
 
     if "://" in output:
-        # Remote filesystems have no atomic rename: the job writes in place (no manifest yet).
-        with quiet_beam(verbose):
-            seconds = _run_beam(preprocess(output), options)
-        return _summary(output, _read_json(posixpath.join(output, "stats.json")), seconds,
-                        runner)
+        # Object stores have no rename: the job writes a staging prefix, and publishing ends
+        # with the manifest created under a precondition (records/manifest.py)
+        mf.check_writable(output, overwrite)
+        lock = mf.acquire_remote(output, command)
+        try:
+            staging = posixpath.join(output, mf.STATE_DIR, f"staging-{lock['job']}")
+            with quiet_beam(verbose):
+                seconds = _run_beam(preprocess(staging), options)
+            doc = _read_json(posixpath.join(staging, "stats.json"))
+            manifest = mf.build_manifest(
+                staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
+                command=command, job=lock["job"], extra={"runner": runner})
+            _check_counts(manifest, doc)
+            mf.publish_remote(staging, output, manifest)
+        finally:
+            mf.release_remote(output, lock)
+        summary = _summary(output, doc, seconds, runner)
+        summary.manifest = posixpath.join(output, mf.MANIFEST)
+        return summary
 
     mf.check_writable(output, overwrite)  # before anything is created
     created = not os.path.exists(output)

@@ -26,6 +26,7 @@ import google_crc32c
 import numpy as np
 
 from shardforge.records import _kernels as K
+from shardforge.records import fs
 from shardforge.records.errors import CorruptRecordError, ReadReport
 
 log = logging.getLogger("shardforge.records")
@@ -103,12 +104,25 @@ def list_shards(dir_or_glob: PathLike) -> list[str]:
     temporary files (nor an index beside its shard, where shardforge before index format 2 put
     it)."""
     p = os.fspath(dir_or_glob)
+    if fs.is_remote(p):
+        if _glob.has_magic(p):
+            paths = _remote_glob(p)
+        else:
+            paths = [fs.join(p, n) for n in fs.listdir(p) if _SHARD_RE.search(n)] or [p]
+        return sorted(q for q in paths if _SHARD_RE.search(q) and ".tmp-" not in q
+                      and not fs.basename(q).startswith(".") and fs.isfile(q))
     if os.path.isdir(p):
         paths = [str(q) for q in Path(p).iterdir() if _SHARD_RE.search(q.name)]
     else:
         paths = _glob.glob(p) if _glob.has_magic(p) else [p]
         paths = [q for q in paths if not q.endswith(".idx") and ".tmp-" not in q]
     return sorted(q for q in paths if os.path.isfile(q) and not os.path.basename(q).startswith("."))
+
+
+def _remote_glob(pattern: str) -> list[str]:
+    """The URLs matching a glob in a bucket."""
+    scheme = pattern.split("://", 1)[0]
+    return sorted(f"{scheme}://{m}" for m in fs.filesystem(pattern).glob(pattern))
 
 
 def expand_paths(paths: Paths) -> list[str]:
@@ -118,16 +132,17 @@ def expand_paths(paths: Paths) -> list[str]:
     out: list[str] = []
     for p in paths:
         p = os.fspath(p)
-        if os.path.isdir(p):
+        if fs.isdir(p):
             out += list_shards(p)
         elif _glob.has_magic(p):
             # a glob means the shards: never their index files
-            matches = sorted(m for m in _glob.glob(p) if not m.endswith(".idx"))
+            found = _remote_glob(p) if fs.is_remote(p) else _glob.glob(p)
+            matches = sorted(m for m in found if not m.endswith(".idx"))
             if not matches:
                 raise FileNotFoundError(f"no files match {p!r}")
             out += matches
         else:
-            if not os.path.exists(p):
+            if not fs.exists(p):
                 raise FileNotFoundError(p)
             out.append(p)
     return out
@@ -199,7 +214,7 @@ def _refills(path: str, compression: str | None) -> Iterator[np.ndarray]:
     Raises _StreamError on a bad compressed stream."""
     tail = np.zeros(0, dtype=np.uint8)
     if compression is None:  # read straight into the new buffer: one copy per byte
-        with open(path, "rb") as f:
+        with fs.open_read(path) as f:
             while True:
                 buf = np.empty(len(tail) + CHUNK, dtype=np.uint8)
                 buf[: len(tail)] = tail
@@ -212,7 +227,7 @@ def _refills(path: str, compression: str | None) -> Iterator[np.ndarray]:
 
 
 def _decompressed_chunks(path: str, compression: str) -> Iterator[bytes]:
-    with open(path, "rb") as f:
+    with fs.open_read(path) as f:
         wbits = _WBITS[compression]
         d = zlib.decompressobj(wbits)
         consumed = 0

@@ -63,6 +63,7 @@ import google_crc32c
 import numpy as np
 
 from shardforge.records import _kernels as K
+from shardforge.records import fs
 from shardforge.records.errors import CorruptRecordError, IndexFileError
 from shardforge.records.framing import (
     _WBITS,
@@ -73,7 +74,7 @@ from shardforge.records.framing import (
     iter_blocks,
     resolve_compression,
 )
-from shardforge.records.layout import INDEX_SUFFIX, atomic_write, index_path
+from shardforge.records.layout import INDEX_SUFFIX, index_path
 
 log = logging.getLogger("shardforge.records")
 
@@ -113,11 +114,10 @@ def legacy_index_path(shard_path: PathLike) -> str:
 
 def shard_fingerprint(path: PathLike) -> tuple[int, int]:
     """``(size, checksum)`` of a shard: CRC-32C of its first and last 64 KiB and its size."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(FINGERPRINT_SPAN)
-        f.seek(max(0, size - FINGERPRINT_SPAN))
-        tail = f.read(FINGERPRINT_SPAN)
+    with fs.Ranges(path) as f:
+        size = f.size
+        head = f.pread(FINGERPRINT_SPAN, 0)
+        tail = f.pread(FINGERPRINT_SPAN, max(0, size - FINGERPRINT_SPAN))
     return size, google_crc32c.value(head + tail + struct.pack("<Q", size))
 
 
@@ -148,16 +148,16 @@ def _with_flush_points(path: PathLike, compression: str, index: Index, block_off
     bstream = np.asarray(block_stream_offsets, dtype=np.int64)
     starts, first = np.unique(bfile, return_index=True)
     checks = np.empty(len(starts), dtype=np.int64)
-    with open(path, "rb") as f:
+    with fs.Ranges(path) as f:
         for k, (pos, i) in enumerate(zip(starts.tolist(), first.tolist())):
             span = min(FLUSH_CHECK_SPAN, index.stream_size - int(bstream[i]))
-            head = _decompress_at(f.fileno(), compression, pos, span, 4096)
+            head = _decompress_at(f, compression, pos, span, 4096)
             checks[k] = google_crc32c.value(head[:span])
     return dataclasses.replace(index, block_offsets=bfile, block_stream_offsets=bstream,
                                block_checks=checks[np.searchsorted(starts, bfile)])
 
 
-def _decompress_at(fd: int, compression: str, pos: int, want: int, chunk: int) -> bytes:
+def _decompress_at(src: fs.Ranges, compression: str, pos: int, want: int, chunk: int) -> bytes:
     """``want`` bytes of the stream decompressed from the flush point at file offset ``pos``,
     reading ``chunk`` bytes at a time (fewer at the end of the file); raises zlib.error on a bad
     stream."""
@@ -165,7 +165,7 @@ def _decompress_at(fd: int, compression: str, pos: int, want: int, chunk: int) -
     out = []
     got = 0
     while got < want:
-        data = d.unconsumed_tail or os.pread(fd, chunk, pos)
+        data = d.unconsumed_tail or src.pread(chunk, pos)
         if not d.unconsumed_tail:
             pos += len(data)
         if not data:
@@ -198,7 +198,7 @@ def write_index(shard_path: PathLike, index: Index, *, index_file: PathLike | No
     size, checksum = shard_fingerprint(shard_path)
     header = _HEADER.pack(MAGIC, len(index), len(wide) + len(narrow), size, index.stream_size,
                           checksum, google_crc32c.value(data))
-    return atomic_write(out, [header, data])
+    return fs.write_bytes(out, header + data)
 
 
 def _problem(index: Index, stream_size: int, file_size: int, compressed: bool) -> str | None:
@@ -258,8 +258,7 @@ def load_index(shard_path: PathLike, *, index_file: PathLike | None = None,
     def bad(reason: str) -> IndexFileError:
         return IndexFileError(where, shard, reason)
 
-    with open(where, "rb") as f:
-        raw = f.read()
+    raw = fs.read_bytes(where)
     if raw[:5] != MAGIC[:5]:
         raise bad("not a shardforge index file")
     if raw[:8] != MAGIC:
@@ -334,7 +333,7 @@ def build_index(path: PathLike, *, compression: str | None = "auto") -> str:
     if previous is not None:
         try:
             kept = _with_flush_points(path, comp, index, *previous)
-            if _problem(kept, index.stream_size, os.path.getsize(path), True) is None:
+            if _problem(kept, index.stream_size, fs.size(path), True) is None:
                 write_index(path, kept)
                 with RecordFile(path, compression=comp) as rf:  # each block's first record
                     for i in np.unique(kept.block_offsets, return_index=True)[1].tolist():
@@ -349,8 +348,7 @@ def _previous_flush_points(where: str, index: Index) -> tuple[np.ndarray, np.nda
     """The (file, stream) flush-point columns of the index file at ``where`` (format 2 or this
     one), if it indexes the same records as ``index``."""
     try:
-        with open(where, "rb") as f:
-            raw = f.read()
+        raw = fs.read_bytes(where)
     except OSError:
         return None
     if raw[:8] not in (b"SFIDX002", MAGIC) or len(raw) < _HEADER.size:
@@ -380,14 +378,14 @@ class RecordFile:
     def __init__(
         self, path: PathLike, *, verify: bool = True, compression: str | None = "auto"
     ) -> None:
-        self._fd: int | None = None
         self.path = os.fspath(path)
+        self._src = fs.Ranges(self.path)
         self.compression = resolve_compression(self.path, compression)
         self.verify = verify
-        if os.path.exists(index_path(self.path)):
+        if fs.exists(index_path(self.path)):
             self.index = load_index(self.path, compression=self.compression)
         else:
-            if self.path not in _WARNED and os.path.exists(legacy_index_path(self.path)):
+            if self.path not in _WARNED and fs.exists(legacy_index_path(self.path)):
                 _WARNED.add(self.path)  # once per process: loaders reopen shards often
                 log.warning("%s: ignoring %s (an index in the layout before format 2); "
                             "scanning the shard instead. Write the new index once with: "
@@ -441,17 +439,15 @@ class RecordFile:
         return RecordBlock(buf, rel + K.HEADER, lengths.copy())
 
     def _read_stream(self, start: int, first: int, end: int) -> bytes:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        if self.compression is None:
-            return os.pread(self._fd, end - first, first)
+        if self.compression is None:  # one read (one request for a URL) per block of records
+            return self._src.pread(end - first, first)
         block_file = int(self.index.block_offsets[start])
         block_stream = int(self.index.block_stream_offsets[start])
         skip = first - block_stream
         span = min(FLUSH_CHECK_SPAN, self.index.stream_size - block_stream)
         try:
             # read a flush block's worth at a time: one block compresses to about that or less
-            raw = _decompress_at(self._fd, self.compression, block_file,
+            raw = _decompress_at(self._src, self.compression, block_file,
                                  max(skip + end - first, span), FLUSH_EVERY)
         except zlib.error as err:
             raise CorruptRecordError(
@@ -465,9 +461,7 @@ class RecordFile:
         return raw[skip:]
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._src.close()
 
     def __enter__(self) -> RecordFile:
         return self
@@ -476,9 +470,5 @@ class RecordFile:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_fd"] = None
-        return state
+        if "_src" in self.__dict__:
+            self.close()

@@ -19,15 +19,13 @@ here is pure (stdlib and numpy), so the Beam job, the in-process writer, the loa
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import shutil
-import uuid
-from collections.abc import Callable, Iterable
-from typing import BinaryIO
 
 import numpy as np
+
+# the one atomic-write helper lives with the filesystem layer; the contract names it here
+from shardforge.records.fs import TMP_PREFIX, atomic_write, fsync_dir, no_space  # noqa: F401
 
 SPLITS = ("train", "eval")
 SCHEMA_FILE = "schema.pbtxt"
@@ -42,8 +40,6 @@ COMPRESSIONS = tuple(SHARD_SUFFIX)
 DEFAULT_SHARD_SIZE = 128 << 20
 INDEX_DIR = ".index"
 INDEX_SUFFIX = ".idx"
-# The prefix of atomic_write's temporary files (a killed writer's are safe to delete).
-TMP_PREFIX = ".tmp-"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,80 +161,13 @@ def find_schema(path: str | os.PathLike) -> str | None:
     the schema wins: ``path`` itself (a directory), then its parent (a shard's split directory, a
     split's output), then the parent's parent (a shard's output).
     """
-    p = os.path.abspath(os.fspath(path))
-    candidates = [p] if os.path.isdir(p) else []
-    candidates += [os.path.dirname(p), os.path.dirname(os.path.dirname(p))]
+    from shardforge.records import fs
+
+    p = fs.absolute(path)
+    candidates = [p] if fs.isdir(p) else []
+    candidates += [fs.dirname(p), fs.dirname(fs.dirname(p))]
     for directory in candidates:
-        schema = os.path.join(directory, SCHEMA_FILE)
-        if os.path.isfile(schema):
+        schema = fs.join(directory, SCHEMA_FILE)
+        if fs.isfile(schema):
             return schema
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def fsync_dir(directory: str) -> None:
-    """Make the renames inside ``directory`` durable (a crash after it keeps them)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike,
-                 data: bytes | str | Iterable[bytes] | Callable[[BinaryIO], None]) -> str:
-    """Write ``path`` so that readers see the old file or the whole new one, never a part, even
-    across a crash: a temporary name in the same directory, fsync, rename, fsync the directory.
-    ``data``: bytes, text (UTF-8), buffers written one after the other, or a function that
-    writes to the open binary file. The directory must exist; returns the path.
-
-    >>> atomic_write("out/stats.json", b"{}")                # doctest: +SKIP
-    'out/stats.json'
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    # a fresh name (not mkstemp: its 0600 mode would outlive the rename) that no other writer uses
-    tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
-    if isinstance(data, str):
-        data = data.encode()
-    try:
-        with open(tmp, "xb") as f:
-            if callable(data):
-                data(f)
-            elif isinstance(data, (bytes, bytearray, memoryview)):
-                f.write(data)
-            else:
-                for part in data:
-                    f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
-            raise no_space(path, size) from None
-        raise
-    fsync_dir(directory)
-    return path
-
-
-def no_space(path: str, needed: int | None = None) -> OSError:
-    """The error of a write that found the device full, naming the file, the bytes it needed
-    (when known) and the space left: ``OSError(ENOSPC)``, so handlers of full disks still
-    catch it.
-
-    >>> no_space("/full/out/stats.json", 2048).strerror            # doctest: +SKIP
-    'no space left on device writing /full/out/stats.json: 2048 bytes needed, 0 bytes free …'
-    """
-    where = os.path.abspath(path)
-    while not os.path.isdir(where):  # the file, or a folder not made yet: the nearest that is
-        where = os.path.dirname(where)
-    free = shutil.disk_usage(where).free
-    needed_text = f"{needed} bytes needed, " if needed is not None else ""
-    return OSError(errno.ENOSPC, f"no space left on device writing {path}: {needed_text}{free} "
-                   "bytes free (free space there, or write the output elsewhere)")

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from shardforge.records import fs
 from shardforge.records.layout import (
     BUDGET_FILE,
     ERRORS_DIR,
@@ -200,7 +201,7 @@ def entry_path(root: str, rel: str, *, folder: bool = False) -> str:
 
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_read(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -211,7 +212,7 @@ def _index_records(shard: str) -> int:
     from shardforge.records.index import read_index
     from shardforge.records.layout import index_path
 
-    if os.path.exists(index_path(shard)):
+    if fs.exists(index_path(shard)):
         return len(read_index(shard)[0])
     from shardforge.records.framing import read_records
 
@@ -220,6 +221,9 @@ def _index_records(shard: str) -> int:
 
 def _walk(root: str) -> Iterable[str]:
     """Relative POSIX paths of the files under ``root``, skipping the state directory."""
+    if fs.is_remote(root):
+        yield from (rel for rel in fs.walk(root) if not rel.startswith((STATE_DIR + "/", ".tmp")))
+        return
     for dirpath, dirnames, filenames in os.walk(root):
         # the state directory, and scratch a job's steps remove when they are done (".tmp-…")
         dirnames[:] = sorted(d for d in dirnames if d != STATE_DIR and not d.startswith(".tmp"))
@@ -241,9 +245,9 @@ def build_manifest(root: str, *, rows_read: int, rows_failed: int, command: str,
     for rel in _walk(root):
         if rel == MANIFEST:
             continue
-        path = os.path.join(root, rel)
+        path = fs.join(root, rel)
         records = _index_records(path) if is_shard(rel) else None
-        files.append(FileEntry(rel, os.path.getsize(path), sha256_file(path), records))
+        files.append(FileEntry(rel, fs.size(path), sha256_file(path), records))
     schema = next((f.sha256 for f in files if f.path == SCHEMA_FILE), "")
     return Manifest(
         files=files, schema_sha256=schema, rows_read=rows_read,
@@ -264,7 +268,7 @@ def is_job_output(root: str) -> bool:
     """Whether ``root`` is (or was meant to be) a shardforge job's output: it has a manifest, a
     ``stats.json`` or the job state directory. Plain shard directories (``ShardedWriter``, a
     schema written by hand) are not, and are read without a manifest."""
-    return any(os.path.exists(os.path.join(root, n)) for n in (MANIFEST, "stats.json", STATE_DIR))
+    return any(fs.exists(fs.join(root, n)) for n in (MANIFEST, "stats.json", STATE_DIR))
 
 
 def _why_no_manifest(root: str) -> str:
@@ -272,17 +276,16 @@ def _why_no_manifest(root: str) -> str:
     if lock is not None:
         return (f"a job is writing it or was killed before it published (pid {lock['pid']} on "
                 f"{lock['host']}, started {lock['started']}: {lock['command']})")
-    state = os.path.join(root, STATE_DIR)
-    if os.path.isdir(state) and any(n.startswith("staging-") for n in os.listdir(state)):
+    if any(n.startswith("staging-") for n in fs.listdir(fs.join(root, STATE_DIR))):
         return "the job that wrote it was killed before it published its output"
-    return "it was written by a job that did not finish (or by shardforge < 0.2)"
+    return ("no job published it: its manifest was deleted or never written (an interrupted "
+            "publish, a partial copy, or shardforge < 0.2)")
 
 
 def read_manifest(root: str) -> Manifest:
-    path = os.path.join(root, MANIFEST)
+    path = fs.join(root, MANIFEST)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = fs.read_text(path)
     except FileNotFoundError:
         raise OutputError(
             f"{root} has no {MANIFEST}: {_why_no_manifest(root)}. Its files are not a complete "
@@ -302,17 +305,18 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
     >>> verify_output("out/").rows_written        # doctest: +SKIP
     20000
     """
-    root = os.fspath(root)
+    root = fs.absolute(root)
     m = read_manifest(root)
     problems = []
     for f in m.files:
-        path, problem = _locate(root, f.path)
+        path, problem = (fs.join(root, f.path), None) if fs.is_remote(root) else _locate(
+            root, f.path)
         if problem:
             problems.append(problem)
             continue
         try:
-            size = os.path.getsize(path)
-        except OSError:
+            size = fs.size(path)
+        except FileNotFoundError:
             problems.append(f"{f.path} is missing")
             continue
         if size != f.bytes:
@@ -321,12 +325,10 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
             problems.append(f"{f.path} does not match its SHA-256 in the manifest")
     listed = {f.path for f in m.files}
     for split in SPLITS:
-        d = os.path.join(root, split)
-        if os.path.isdir(d):
-            for name in sorted(os.listdir(d)):
-                rel = f"{split}/{name}"
-                if SHARD_RE.match(name) and rel not in listed:
-                    problems.append(f"{rel} is not in the manifest (left by another job?)")
+        for name in fs.listdir(fs.join(root, split)):
+            rel = f"{split}/{name}"
+            if SHARD_RE.match(name) and rel not in listed:
+                problems.append(f"{rel} is not in the manifest (left by another job?)")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
                                            if len(problems) > 5 else "")
@@ -339,11 +341,11 @@ def output_root(path: str) -> str | None:
     """The job output a shard, split directory, schema file or output directory belongs to, if
     any. Paths inside a job's state directory (its staging) belong to none: the job itself reads
     them before it publishes."""
-    path = os.path.abspath(os.fspath(path))
-    if STATE_DIR in path.split(os.sep):
+    path = fs.absolute(path)
+    if STATE_DIR in path.replace(os.sep, "/").split("/"):
         return None
-    d = path if os.path.isdir(path) else os.path.dirname(path)
-    for candidate in (d, os.path.dirname(d)):
+    d = path if fs.isdir(path) else fs.dirname(path)
+    for candidate in (d, fs.dirname(d)):
         if is_job_output(candidate):
             return candidate
     return None
@@ -362,9 +364,9 @@ def check_readable(path: str) -> Manifest | None:
     if root is None:
         return None
     m = verify_output(root)
-    rel = os.path.relpath(os.path.abspath(os.fspath(path)), root).replace(os.sep, "/")
+    rel = fs.relative(path, root)
     if is_shard(rel) and rel not in {f.path for f in m.files}:
-        raise OutputError(f"{path} is not listed in {os.path.join(root, MANIFEST)}: it is not "
+        raise OutputError(f"{path} is not listed in {fs.join(root, MANIFEST)}: it is not "
                           "part of that output (left by another job or copied in)")
     return m
 
@@ -378,9 +380,9 @@ def check_shards(paths: Sequence[str]) -> None:
             continue
         if root not in verified:
             verified[root] = {f.path for f in verify_output(root).files}
-        rel = os.path.relpath(os.path.abspath(p), root).replace(os.sep, "/")
+        rel = fs.relative(p, root)
         if rel not in verified[root]:
-            raise OutputError(f"{p} is not listed in {os.path.join(root, MANIFEST)}: it is not "
+            raise OutputError(f"{p} is not listed in {fs.join(root, MANIFEST)}: it is not "
                               "part of that output (left by another job or copied in)")
 
 
@@ -410,8 +412,7 @@ def _alive(pid: int, start: str | None) -> bool:
 
 def read_lock(root: str) -> dict | None:
     try:
-        with open(os.path.join(root, STATE_DIR, LOCK), encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(fs.read_bytes(fs.join(root, STATE_DIR, LOCK)))
     except (OSError, ValueError):
         return None
 
@@ -529,10 +530,10 @@ def previous_output(root: str) -> tuple[list[str], bool]:
     Without a manifest (an older shardforge, an interrupted publish) shardforge's own file names
     count as the previous output. A manifest that cannot be read, or lists a path outside the
     output, is refused: the output it describes is not known."""
-    if not os.path.isdir(root):
+    if not fs.isdir(root):
         return [], False
-    path = os.path.join(root, MANIFEST)
-    if os.path.lexists(path):
+    path = fs.join(root, MANIFEST)
+    if fs.exists(path) if fs.is_remote(root) else os.path.lexists(path):
         try:
             return [f.path for f in read_manifest(root).files] + [MANIFEST], True
         except OutputError as err:
@@ -617,3 +618,70 @@ def publish(staging: str, root: str, manifest: Manifest, *, hook=None) -> Publis
     write_manifest(root, manifest)
     kept = [rel for rel in _walk(root) if rel not in new and rel != MANIFEST]
     return Published(manifest, sorted(set(old) - new - {MANIFEST}), kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Object stores: no rename, so the commit is a manifest created with a precondition
+
+# A remote job's lock names its job and when it was taken; another job takes it over only once
+# it is older than this (a remote lock cannot tell whether its process is alive).
+LEASE_SECONDS = 24 * 3600
+
+
+def acquire_remote(root: str, command: str) -> dict:
+    """Create ``ROOT/.shardforge/lock`` (only where none is: GCS ``ifGenerationMatch=0``, S3
+    ``If-None-Match``); a lock older than :data:`LEASE_SECONDS`, or whose process is dead on
+    this host, is taken over (its staging objects are left for ``release_remote``). Raises
+    :class:`OutputLocked` naming the job that holds it."""
+    job = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{socket.gethostname()}-{os.getpid()}"
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "job": job,
+            "pid_start": _proc_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "taken": time.time(), "lease_seconds": LEASE_SECONDS}
+    path = fs.join(root, STATE_DIR, LOCK)
+    for _ in range(2):
+        try:
+            fs.write_bytes(path, json.dumps(info).encode(), if_absent=True)
+            return info
+        except FileExistsError:
+            other = read_lock(root) or {}
+            dead = other.get("host") == socket.gethostname() and not _alive(
+                int(other.get("pid", 0)), other.get("pid_start"))
+            if not dead and time.time() - float(other.get("taken", time.time())) < LEASE_SECONDS:
+                raise OutputLocked(
+                    f"{root} is being written by another job ({other.get('job')}, pid "
+                    f"{other.get('pid')} on {other.get('host')}, started {other.get('started')}: "
+                    f"{other.get('command')}); its lease ends {LEASE_SECONDS // 3600} h after "
+                    f"that. Wait for it, or if it is gone, delete {path}") from None
+            fs.delete(path)  # past its lease: a dead job's
+    raise OutputLocked(f"could not take {path}: another job took it meanwhile")
+
+
+def release_remote(root: str, lock: dict) -> None:
+    """Drop the job's staging objects and its lock (only if it is still this job's)."""
+    for rel in fs.walk(fs.join(root, STATE_DIR, f"staging-{lock['job']}")):
+        fs.delete(fs.join(root, STATE_DIR, f"staging-{lock['job']}", rel))
+    if (read_lock(root) or {}).get("job") == lock["job"]:
+        fs.delete(fs.join(root, STATE_DIR, LOCK))
+
+
+def publish_remote(staging: str, root: str, manifest: Manifest) -> Published:
+    """Commit a finished job's ``staging`` prefix into the bucket prefix ``root``: withdraw the
+    previous manifest, delete only the files it listed, copy the new files in (server-side),
+    then create the manifest with a precondition, last. Until then every reader refuses the
+    output; a job killed at any point leaves no manifest."""
+    old, _ = previous_output(root)
+    fs.delete(fs.join(root, MANIFEST))
+    new = {f.path for f in manifest.files}
+    for rel in old:
+        if rel != MANIFEST and rel not in new:
+            fs.delete(fs.join(root, rel))
+    for rel in sorted(new):
+        fs.copy(fs.join(staging, rel), fs.join(root, rel))
+    try:
+        fs.write_bytes(fs.join(root, MANIFEST), manifest.to_json().encode(), if_absent=True)
+    except FileExistsError:
+        raise OutputError(f"{fs.join(root, MANIFEST)} was created by another job while this one "
+                          "published (a lock taken over too early?); rerun with --overwrite") \
+            from None
+    return Published(manifest, sorted(set(old) - new - {MANIFEST}), [])

@@ -62,17 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_data_dir(data: str) -> None:
     """A pipeline output: a directory with ``schema.pbtxt`` (what every reader needs first)."""
     from shardforge.features.state import SCHEMA_FILE
+    from shardforge.records import fs
 
-    path = Path(data)
-    what = "give the --output directory of `shardforge run`"
-    if not path.exists():
+    what = "give the --output directory (or gs:// / s3:// prefix) of `shardforge run`"
+    if not fs.exists(data):
         raise FileNotFoundError(f"--data {data} does not exist; {what}")
-    if not path.is_dir():
+    if not fs.isdir(data):
         raise NotADirectoryError(f"--data {data} is a file, not a pipeline output; {what}")
-    if not (path / SCHEMA_FILE).is_file():
-        parent = path.parent / SCHEMA_FILE
-        hint = (f"; it looks like a split of {path.parent}: give --data {path.parent}"
-                if parent.is_file() else f"; {what}")
+    if not fs.isfile(fs.join(data, SCHEMA_FILE)):
+        parent = fs.dirname(fs.absolute(data))
+        hint = (f"; it looks like a split of {parent}: give --data {parent}"
+                if fs.isfile(fs.join(parent, SCHEMA_FILE)) else f"; {what}")
         raise FileNotFoundError(f"--data {data} is not a pipeline output (no {SCHEMA_FILE})"
                                 f"{hint}")
 

@@ -76,11 +76,11 @@ def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 
 def shard_sizes(paths: Sequence[str]) -> np.ndarray:
     """Records per shard, from the index files (a shard without one is scanned once)."""
-    from shardforge.records import RecordFile, index_path, read_index
+    from shardforge.records import RecordFile, fs, index_path, read_index
 
     sizes = []
     for path in paths:
-        if os.path.exists(index_path(path)):
+        if fs.exists(index_path(path)):
             sizes.append(len(read_index(path)[0]))
         else:
             sizes.append(len(RecordFile(path)))

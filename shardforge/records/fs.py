@@ -1,0 +1,474 @@
+"""The one filesystem layer: local paths and object-store URLs (``gs://``, ``s3://``) alike.
+
+Every reader in ``records/`` and ``training/`` and the commit of a job's output go through
+these functions, so a path may be ``out/train``, ``gs://bucket/out/train`` or
+``s3://bucket/out/train``. Local paths use the OS directly (``pread``, ``os.link``, atomic
+rename); URLs use fsspec with gcsfs / s3fs (chosen over obstore because Beam's and the
+ecosystem's readers already speak fsspec, its exclusive-create maps onto both stores'
+preconditions, and it is pure Python: nothing to build).
+
+Remote reads are ranged: :func:`read_range` is one ``GET`` with a ``Range`` header, retried with
+backoff on throttling (429), server errors (5xx) and dropped connections; the retry asks again
+for the whole range, so a read is whole or raises. :data:`STATS` counts requests and bytes per
+process (what ``benchmarks/remote_bench.py`` reports).
+
+Credentials the ecosystem's usual way: ``GOOGLE_APPLICATION_CREDENTIALS`` / ADC for ``gs://``
+(``STORAGE_EMULATOR_HOST`` for an emulator, then anonymous), the AWS environment and profile
+chain for ``s3://`` (``AWS_ENDPOINT_URL`` for an emulator or another S3).
+
+>>> read_range("gs://bucket/out/train/part-00000-of-00002.tfrecord", 0, 12)  # doctest: +SKIP
+b'...'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import io
+import os
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import BinaryIO
+
+REMOTE_SCHEMES = ("gs", "gcs", "s3")
+RETRIES = 8  # attempts for one request (backoff doubles from RETRY_DELAY up to RETRY_MAX_DELAY)
+RETRY_DELAY = 0.05
+RETRY_MAX_DELAY = 4.0
+READ_CHUNK = 8 << 20  # bytes per request when a remote file is read front to back
+
+
+class RemoteAccessError(OSError):
+    """An object store refused us for want of credentials (the message says how to give some)."""
+
+
+@dataclasses.dataclass
+class Stats:
+    """Remote requests and bytes read by this process (not retries inside the client library)."""
+
+    requests: int = 0
+    bytes: int = 0
+    retries: int = 0
+
+
+STATS = Stats()
+
+
+def scheme(path: str | os.PathLike) -> str:
+    """``"gs"``, ``"s3"``… for a URL, ``""`` for a local path (``file://`` is local)."""
+    p = os.fspath(path)
+    return p.split("://", 1)[0].lower() if "://" in p and not p.startswith("file://") else ""
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an object-store URL."""
+    return scheme(path) != ""
+
+
+def _local(path: str | os.PathLike) -> str:
+    p = os.fspath(path)
+    return p[len("file://"):] if p.startswith("file://") else p
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """``base/part/…``: ``/`` for URLs, ``os.path.join`` for local paths."""
+    b = os.fspath(base)
+    if not is_remote(b):
+        return os.path.join(_local(b), *parts)
+    return "/".join([b.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def dirname(path: str | os.PathLike) -> str:
+    """The folder ``path`` is in (a URL keeps its scheme and bucket)."""
+    p = os.fspath(path)
+    return p.rstrip("/").rsplit("/", 1)[0] if is_remote(p) else os.path.dirname(_local(p))
+
+
+def basename(path: str | os.PathLike) -> str:
+    return os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def absolute(path: str | os.PathLike) -> str:
+    """A local path made absolute; a URL without a trailing ``/``."""
+    p = os.fspath(path)
+    return p.rstrip("/") if is_remote(p) else os.path.abspath(_local(p))
+
+
+def relative(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` relative to ``root``, POSIX separators (how a manifest names files)."""
+    p, r = absolute(path), absolute(root)
+    if is_remote(p):
+        return p[len(r):].lstrip("/")
+    return os.path.relpath(p, r).replace(os.sep, "/")
+
+
+# ---------------------------------------------------------------------------------------------
+# The remote filesystems
+
+
+_FILESYSTEMS: dict[tuple[int, str], object] = {}
+
+
+def filesystem(path: str | os.PathLike):
+    """The fsspec filesystem of a URL (one per scheme and process: clients do not survive a
+    fork)."""
+    s = scheme(path)
+    key = (os.getpid(), s)
+    fs = _FILESYSTEMS.get(key)
+    if fs is None:
+        import fsspec
+
+        if s in ("gs", "gcs"):
+            # gcsfs >= 2026.1 first asks the bucket's layout over gRPC, which emulators do not
+            # serve (it retries for minutes): the JSON API alone, unless a user asks otherwise
+            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+            # an emulator needs no credentials; else ADC / GOOGLE_APPLICATION_CREDENTIALS
+            anon = os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
+            fs = fsspec.filesystem("gcs", token="anon" if anon else None, skip_instance_cache=True)
+        elif s == "s3":
+            fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        else:
+            raise ValueError(f"{path}: unsupported scheme {s!r}: expected a local path, gs:// "
+                             "or s3://")
+        _FILESYSTEMS[key] = fs
+    return fs
+
+
+def _credentials_error(path: str, err: BaseException) -> RemoteAccessError:
+    how = ("run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS "
+           "(STORAGE_EMULATOR_HOST for an emulator)" if scheme(path) in ("gs", "gcs") else
+           "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE (AWS_ENDPOINT_URL for "
+           "an emulator or another S3)")
+    return RemoteAccessError(f"{path}: no credentials that work ({err}); {how}")
+
+
+def _transient(err: BaseException) -> bool:
+    """429, 5xx, timeouts and dropped connections: worth asking again."""
+    if isinstance(err, (FileNotFoundError, FileExistsError, IsADirectoryError, ValueError,
+                        RemoteAccessError)):
+        return False
+    code = getattr(err, "code", None) or getattr(err, "status", None)
+    if isinstance(code, int):
+        return code == 429 or code >= 500 or code == 408
+    status = getattr(getattr(err, "response", None), "get", lambda *_: None)(
+        "ResponseMetadata") or {}
+    if isinstance(status, dict) and status.get("HTTPStatusCode"):
+        c = int(status["HTTPStatusCode"])
+        return c == 429 or c >= 500
+    return isinstance(err, (OSError, ConnectionError, TimeoutError)) or any(
+        k in type(err).__name__ for k in ("Connection", "Timeout", "Payload", "Disconnect",
+                                          "Protocol", "EndpointConnection", "ClientError"))
+
+
+def _call(path: str, fn: Callable[[], object]) -> object:
+    """``fn()`` retried with exponential backoff and jitter on transient errors."""
+    delay = RETRY_DELAY
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - sorted by _transient
+            if "Credentials" in type(err).__name__ or "credentials" in str(err).lower():
+                raise _credentials_error(path, err) from err
+            if attempt + 1 == RETRIES or not _transient(err):
+                raise
+            STATS.retries += 1
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Whether a file (or, remotely, an object or a prefix) is at ``path``."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        return os.path.exists(_local(p))
+    return bool(_call(p, lambda: filesystem(p).exists(p)))
+
+
+def isfile(path: str | os.PathLike) -> bool:
+    p = os.fspath(path)
+    if not is_remote(p):
+        return os.path.isfile(_local(p))
+    return bool(_call(p, lambda: filesystem(p).isfile(p)))
+
+
+def isdir(path: str | os.PathLike) -> bool:
+    """A local directory, or a prefix that holds objects."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        return os.path.isdir(_local(p))
+    return bool(_call(p, lambda: filesystem(p).isdir(p)))
+
+
+def size(path: str | os.PathLike) -> int:
+    """Bytes in the file (FileNotFoundError when there is none)."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        return os.path.getsize(_local(p))
+    return int(_call(p, lambda: filesystem(p).size(p)))
+
+
+def listdir(path: str | os.PathLike) -> list[str]:
+    """Sorted names of the files and folders directly in ``path`` (none when it is absent)."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        return sorted(os.listdir(_local(p))) if os.path.isdir(_local(p)) else []
+    fs = filesystem(p)
+    try:
+        entries = _call(p, lambda: fs.ls(p, detail=False, refresh=True))
+    except FileNotFoundError:
+        return []
+    return sorted({basename(e) for e in entries if e.rstrip("/") != p.split("://", 1)[1]})
+
+
+def walk(root: str | os.PathLike) -> list[str]:
+    """Relative POSIX paths of every file under ``root``."""
+    r = os.fspath(root)
+    if not is_remote(r):
+        out = []
+        for dirpath, _, filenames in os.walk(_local(r)):
+            out += [relative(os.path.join(dirpath, n), r) for n in filenames]
+        return sorted(out)
+    fs = filesystem(r)
+    bare = r.split("://", 1)[1].rstrip("/")
+    try:
+        found = _call(r, lambda: fs.find(r, withdirs=False))
+    except FileNotFoundError:
+        return []
+    return sorted(f[len(bare) + 1:] for f in found if f.startswith(bare + "/"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads
+
+
+def read_range(path: str | os.PathLike, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of a file (fewer at its end): one request for a URL."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        with open(_local(p), "rb") as f:
+            return os.pread(f.fileno(), end - start, start)
+    if end <= start:
+        return b""
+    data = _call(p, lambda: filesystem(p).cat_file(p, start=start, end=end))
+    STATS.requests += 1
+    STATS.bytes += len(data)
+    return data
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The whole file."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        with open(_local(p), "rb") as f:
+            return f.read()
+    data = _call(p, lambda: filesystem(p).cat_file(p))
+    STATS.requests += 1
+    STATS.bytes += len(data)
+    return data
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+class Ranges:
+    """Positional reads of one file: ``pread(n, pos)``. Local files keep one descriptor; a URL
+    makes one ranged request per call. Picklable (a descriptor reopens lazily)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._fd: int | None = None
+        self._size: int | None = None
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._size = (os.fstat(self._local_fd()).st_size if not is_remote(self.path)
+                          else size(self.path))
+        return self._size
+
+    def _local_fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(_local(self.path), os.O_RDONLY)
+        return self._fd
+
+    def pread(self, n: int, pos: int) -> bytes:
+        if n <= 0:
+            return b""
+        if not is_remote(self.path):
+            return os.pread(self._local_fd(), n, pos)
+        n = min(n, self.size - pos)  # a range past the end is an error to a store
+        return read_range(self.path, pos, pos + n) if n > 0 else b""
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None}
+
+    def __enter__(self) -> Ranges:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _RangeIO(io.RawIOBase):
+    def __init__(self, ranges: Ranges) -> None:
+        self._r, self._pos = ranges, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._r.pread(len(b), self._pos)
+        b[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._r.close()
+        super().close()
+
+
+def open_read(path: str | os.PathLike) -> io.BufferedIOBase:
+    """A binary file read front to back (remotely in ``READ_CHUNK`` requests)."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        return open(_local(p), "rb")
+    return io.BufferedReader(_RangeIO(Ranges(p)), buffer_size=READ_CHUNK)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes
+
+# The prefix of atomic_write's temporary files (a killed writer's are safe to delete).
+TMP_PREFIX = ".tmp-"
+
+def fsync_dir(directory: str) -> None:
+    """Make the renames inside ``directory`` durable (a crash after it keeps them)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike,
+                 data: bytes | str | Iterable[bytes] | Callable[[BinaryIO], None]) -> str:
+    """Write ``path`` so that readers see the old file or the whole new one, never a part, even
+    across a crash: a temporary name in the same directory, fsync, rename, fsync the directory.
+    ``data``: bytes, text (UTF-8), buffers written one after the other, or a function that
+    writes to the open binary file. The directory must exist; returns the path.
+
+    >>> atomic_write("out/stats.json", b"{}")                # doctest: +SKIP
+    'out/stats.json'
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    # a fresh name (not mkstemp: its 0600 mode would outlive the rename) that no other writer uses
+    tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        with open(tmp, "xb") as f:
+            if callable(data):
+                data(f)
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                for part in data:
+                    f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+            raise no_space(path, size) from None
+        raise
+    fsync_dir(directory)
+    return path
+
+
+def no_space(path: str, needed: int | None = None) -> OSError:
+    """The error of a write that found the device full, naming the file, the bytes it needed
+    (when known) and the space left: ``OSError(ENOSPC)``, so handlers of full disks still
+    catch it.
+
+    >>> no_space("/full/out/stats.json", 2048).strerror            # doctest: +SKIP
+    'no space left on device writing /full/out/stats.json: 2048 bytes needed, 0 bytes free …'
+    """
+    where = os.path.abspath(path)
+    while not os.path.isdir(where):  # the file, or a folder not made yet: the nearest that is
+        where = os.path.dirname(where)
+    free = shutil.disk_usage(where).free
+    needed_text = f"{needed} bytes needed, " if needed is not None else ""
+    return OSError(errno.ENOSPC, f"no space left on device writing {path}: {needed_text}{free} "
+                   "bytes free (free space there, or write the output elsewhere)")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, if_absent: bool = False) -> str:
+    """Write a whole file: readers see the old one or the new one. ``if_absent=True`` creates it
+    only where none exists (GCS ``ifGenerationMatch=0``, S3 ``If-None-Match: *``, a hard link
+    locally) and raises FileExistsError otherwise: two writers cannot both succeed."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        if not if_absent:
+            return atomic_write(_local(p), data)
+        local = _local(p)
+        tmp = atomic_write(f"{local}.{uuid.uuid4().hex[:12]}.new", data)
+        try:
+            os.link(tmp, local)  # atomic; fails if a file is there
+        finally:
+            os.remove(tmp)
+        return p
+    fs = filesystem(p)
+    mode = "create" if if_absent else "overwrite"
+    try:
+        _call(p, lambda: fs.pipe_file(p, data, mode=mode))
+    except FileExistsError:
+        raise
+    except Exception as err:
+        if if_absent and getattr(err, "code", None) == 412:
+            raise FileExistsError(p) from None
+        raise
+    return p
+
+
+def delete(path: str | os.PathLike) -> None:
+    """Remove a file; nothing when it is already gone."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        try:
+            os.remove(_local(p))
+        except FileNotFoundError:
+            pass
+        return
+    try:
+        _call(p, lambda: filesystem(p).rm_file(p))
+    except FileNotFoundError:
+        pass
+
+
+def copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a file within one store (server-side for a bucket)."""
+    s, d = os.fspath(src), os.fspath(dst)
+    if not is_remote(s):
+        import shutil
+
+        os.makedirs(os.path.dirname(_local(d)) or ".", exist_ok=True)
+        shutil.copyfile(_local(s), _local(d))
+        return
+    _call(s, lambda: filesystem(s).copy(s, d))
