@@ -257,8 +257,11 @@ class WorkerWatch:
         if self._active:
             threading.excepthook = self._previous_hook
             signal.signal(signal.SIGUSR1, self._previous_signal)
-        if self.died is not None:
-            raise self.died from None  # whatever the runner made of the stop
+        if self.died is None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
+            return
+        if self.died.returncode in (-signal.SIGINT, 128 + signal.SIGINT):
+            raise KeyboardInterrupt  # Ctrl-C reached the workers (same process group) first
+        raise self.died from None  # whatever the runner made of the stop
 
 
 def kill_workers(directory: str) -> None:

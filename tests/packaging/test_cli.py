@@ -48,7 +48,8 @@ def test_version(tmp_path):
 
 
 @pytest.mark.parametrize("make_data,expected", [
-    (lambda d: d / "missing", "does not exist; give the --output directory of `shardforge run`"),
+    (lambda d: d / "missing",
+     "does not exist; give the --output directory (or gs:// / s3:// prefix) of `shardforge run`"),
     (lambda d: d, "is not a pipeline output (no schema.pbtxt)"),
 ])
 def test_data_that_is_not_a_pipeline_output(tmp_path, make_data, expected):

@@ -74,6 +74,6 @@ def test_readme_quickstart_from_the_wheel(installed, tmp_path):
     assert [shlex.split(c)[1] for c in nexts] == ["run", "train"]
     run(["bash", "-c", nexts[0] + " --num-shards 1 --direct_running_mode=in_memory"],
         cwd=tmp_path, env=env)
-    run(["bash", "-c", nexts[1] + " --device cpu max_steps=3 eval_every=3 plot=false"],
+    run(["bash", "-c", nexts[1] + " device=cpu max_steps=3 eval_every=3 plot=false"],
         cwd=tmp_path, env=env)
     assert (tmp_path / "clicks" / "run" / "metrics.jsonl").exists()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,11 +32,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("zero")]
 
 class ListLoader:
     """A resumable loader over a fixed list of batches, split over ranks like the real one:
-    its state is the global number of batches consumed, so it resumes on any world size."""
+    its state is the global number of batches consumed, so it resumes on any world size. Like
+    a loader of one output, its dataset has one source."""
 
     def __init__(self, batches: list, rank: int, world_size: int) -> None:
         self.batches, self.rank, self.world_size = batches, rank, world_size
         self.next = 0
+        self.dataset = SimpleNamespace(source_names=["data"])
 
     def __iter__(self):
         while self.next + self.world_size <= len(self.batches):
@@ -57,8 +60,10 @@ def use_batches(path, rank: int, world_size: int) -> None:
     batches = torch.load(path, weights_only=False)
     real = lm.make_loader
 
-    def make_loader(cfg, split, *, train):
-        return ListLoader(batches, rank, world_size) if train else real(cfg, split, train=train)
+    def make_loader(cfg, split, *, train, only=None):
+        if train:
+            return ListLoader(batches, rank, world_size)
+        return real(cfg, split, train=train, only=only)
 
     lm.make_loader = make_loader
 
