@@ -1,8 +1,9 @@
 """The import graph of ``shardforge``, read from the source with ``ast``: no cycles, and the
 layering of DESIGN.md ("Package layout and who may import whom").
 
-Every import counts, module-level and inside functions (a lazy import is still a dependency);
-only ``if TYPE_CHECKING:`` blocks, which never run, are left out. Relative imports are resolved,
+Every import counts, module-level, inside functions (a lazy import is still a dependency) and
+under ``if TYPE_CHECKING:`` (an annotation's import is still a dependency of the design).
+Relative imports are resolved,
 and ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg``.
 """
 
@@ -33,12 +34,11 @@ MODULES = _modules()
 
 
 def _import_nodes(node: ast.AST):
-    """Every Import / ImportFrom node, at any depth, outside ``if TYPE_CHECKING:`` bodies."""
+    """Every Import / ImportFrom node, at any depth."""
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         yield node
         return
-    type_checking = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-    for child in node.orelse if type_checking else ast.iter_child_nodes(node):
+    for child in ast.iter_child_nodes(node):
         yield from _import_nodes(child)
 
 
@@ -144,7 +144,7 @@ def test_the_graph_reads_lazy_relative_and_from_imports():
     assert "torch" in GRAPH["shardforge.features.layer"][1]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     tree = ast.parse("if TYPE_CHECKING:\n    import x\nelse:\n    import y\ndef f():\n    import z")
-    assert [n.names[0].name for n in _import_nodes(tree)] == ["y", "z"]
+    assert [n.names[0].name for n in _import_nodes(tree)] == ["x", "y", "z"]
 
 
 def test_no_import_cycles():

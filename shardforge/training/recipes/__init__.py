@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from shardforge.training.config import TrainConfig
-    from shardforge.training.run import TrainResult
+from typing import Any, Protocol
 
 # task -> module of its recipe; imported on first use, so a task's deps load only for it
 RECIPES: dict[str, str] = {
@@ -38,14 +34,17 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 class Recipe(Protocol):
-    """What a recipe module exports (see the module docstring)."""
+    """What a recipe module exports (see the module docstring): ``cfg`` is a
+    :class:`~shardforge.training.config.TrainConfig`, ``train`` returns a
+    :class:`~shardforge.training.run.TrainResult`. Not imported here, even for type checking:
+    the config asks this registry, so the registry imports nothing of training's."""
 
     Settings: type
 
-    def check_schema(self, cfg: TrainConfig, schema: Any) -> None: ...
+    def check_schema(self, cfg: Any, schema: Any) -> None: ...
 
-    def train(self, cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
-              stream: Any = None) -> TrainResult: ...
+    def train(self, cfg: Any, *, resume: bool = False, stop_at: int | None = None,
+              stream: Any = None) -> Any: ...
 
 
 def recipe_for(task: str) -> Recipe:
