@@ -7,7 +7,9 @@ and change) and writes its input data there:
     shardforge example clicklog --out clicklog     # click_features.py, tabular.yaml, clicks.csv
     shardforge example stdlib --out stdlib         # stdlib_features.py, lm.yaml, corpus/*.py
 
-and prints the ``shardforge run`` and ``shardforge train`` commands that go on from there.
+and prints the ``shardforge run`` and ``shardforge train`` commands that go on from there
+(the LM's ``train`` sized for this machine: on its GPU, or about two minutes of training on
+the CPU, with the ETA measured here).
 """
 
 from __future__ import annotations
@@ -121,10 +123,72 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {ex.features}, {ex.config} and the input data {ex.input}\nnext:")
     print("  " + command_line("run", ["--features", str(ex.features), "--input", ex.input,
                                       *ex.run_options, "--output", str(out / "data")]))
-    # One torch thread on the CPU (ignored on a GPU), as the demo trains: these models' ops are
-    # too small to split, and threads that wait for each other made lm.yaml's steps 5-10x
-    # slower on 2 cores (measured: 51-76 against 515-606 tokens/s, 280-350 against 2,400-3,100
-    # per CPU-second, at load average 18), which put a first run's ETA past 14 minutes.
-    print("  " + command_line("train", ["--config", str(ex.config), "--data", str(out / "data"),
-                                        "--out", str(out / "run"), "threads=1"]))
+    train = ["--config", str(ex.config), "--data", str(out / "data"), "--out", str(out / "run")]
+    if args.name == "stdlib":
+        sizing = size_first_lm_run(ex.config)
+        print(f"  # {sizing.summary}")
+        train += sizing.arguments
+    else:
+        # One torch thread on the CPU (ignored on a GPU), as the demo trains: these models' ops
+        # are too small to split, and threads that wait for each other made lm.yaml's steps
+        # 5-10x slower on 2 cores (measured: 51-76 against 515-606 tokens/s, 280-350 against
+        # 2,400-3,100 per CPU-second, at load average 18).
+        train.append("threads=1")
+    print("  " + command_line("train", train))
     return 0
+
+
+# A first run should end in a few minutes with a loss that visibly drops (it does within 30
+# steps: 5.2 -> 3.2 nats). Its steps are timed here, then as many run as fit the budget; start-up,
+# three evaluations of EVAL_BATCHES and the plot add 20-30 s on 2 cores.
+FIRST_RUN_BUDGET_S = 120.0
+FIRST_RUN_STEPS = (60, 3000)  # (fewest, most)
+EVAL_BATCHES = 8
+# Tokens per step of the config's model: on the CPU the demo's 512 (on 2 cores, one thread, load
+# average 7, a step of 1,024 tokens took 0.87 s and one of 512 0.41 s: attention grows with the
+# length, so twice the steps in the same time); on a GPU 16x lm.yaml's, where a step this small
+# is bound by kernel launches.
+FIRST_RUN_PACKING_LENGTH = {"cpu": 512, "cuda": 16_384}
+
+
+@dataclass(frozen=True)
+class FirstRunSizing:
+    """What :func:`size_first_lm_run` chose: ``train`` arguments and a line that says why."""
+
+    arguments: list[str]
+    summary: str
+
+
+def size_first_lm_run(config: Path) -> FirstRunSizing:
+    """Size the LM example's first ``train`` run for this machine: on its GPU if torch sees one,
+    else on the CPU with one thread; steps timed here (a few steps of ``config``'s model, see
+    :func:`shardforge.demo.lm_steps_for_budget`) to fit :data:`FIRST_RUN_BUDGET_S`, and a time
+    limit that keeps the promise on a machine busier at training time than now.
+
+    >>> size_first_lm_run(Path("stdlib/lm.yaml")).summary          # doctest: +SKIP
+    'sized for the CPU with 1 thread (no GPU found): 293 steps of 512 tokens at 0.41 s/step ...'
+    """
+    import torch
+
+    from shardforge.demo import CPU_THREADS, lm_steps_for_budget
+    from shardforge.training.config import TrainConfig
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    length = FIRST_RUN_PACKING_LENGTH[device]
+    steps, per_step = lm_steps_for_budget(TrainConfig.load(config).model, length,
+                                          FIRST_RUN_BUDGET_S, device, FIRST_RUN_STEPS,
+                                          CPU_THREADS)
+    limit = max(1.5 * FIRST_RUN_BUDGET_S, 2 * FIRST_RUN_STEPS[0] * per_step)
+    arguments = ["--device", device, f"packing_length={length}", f"max_steps={steps}",
+                 f"eval_every={-(-steps // 2)}", f"eval_batches={EVAL_BATCHES}",
+                 f"time_limit_s={limit:.0f}"]
+    if device == "cpu":
+        arguments.append(f"threads={CPU_THREADS}")
+        where = f"the CPU with {CPU_THREADS} thread (no GPU found)"
+    else:
+        where = f"the GPU ({torch.cuda.get_device_name()})"
+    minutes, seconds = divmod(round(steps * per_step), 60)
+    summary = (f"sized for {where}: {steps} steps of {length} tokens at {per_step:.2f} s/step "
+               f"measured here ({length / per_step:,.0f} tokens/s), ETA {minutes}:{seconds:02d} "
+               f"of training")
+    return FirstRunSizing(arguments, summary)

@@ -2,7 +2,8 @@
 
 Importing this package needs only torch: the Triton modules (``attention_triton``,
 ``adamw_triton``) are imported on the first CUDA call, so no CUDA driver is touched at import time
-and triton may be absent (then every call takes the reference path).
+and triton may be absent (then attention runs through torch's SDPA, one call per document,
+and AdamW through its reference).
 """
 
 from shardforge.kernels.adamw import FusedAdamW

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from shardforge.kernels import attention, flash_attn_varlen, flash_attn_varlen_reference
+from shardforge.kernels.attention import flash_attn_varlen_sdpa
 from tests.kernels._attention_oracles import check_against_reference, make_inputs
 
 
@@ -53,15 +54,50 @@ def test_no_attention_across_documents():
     assert not torch.allclose(after[5:], before[5:])
 
 
-def test_cpu_dispatch_uses_reference(monkeypatch):
+def test_cpu_dispatch_uses_sdpa(monkeypatch):
     q, k, v, cu, max_len = make_inputs([4, 3], h=2, hkv=1, d=16, dtype=torch.float32)
     calls = []
     monkeypatch.setattr(
-        attention, "flash_attn_varlen_reference",
-        lambda *a, **kw: calls.append(a) or flash_attn_varlen_reference(*a, **kw),
+        attention, "flash_attn_varlen_sdpa",
+        lambda *a, **kw: calls.append(a) or flash_attn_varlen_sdpa(*a, **kw),
     )  # fmt: skip
     out = flash_attn_varlen(q, k, v, cu, max_len)
     assert len(calls) == 1 and out.shape == q.shape
+
+
+# Packed like the LM's batches: a length-1 document, an empty one, lengths that are not powers
+# of two, and 600 tokens: more than one key/value block of torch's CPU flash kernel (512 rows).
+SDPA_LENS = [1, 37, 0, 5, 600, 16]
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize(
+    "dtype,h,hkv,d,scale",
+    [
+        (torch.float32, 4, 2, 32, None),
+        (torch.float32, 2, 2, 16, 0.3),
+        (torch.float64, 4, 1, 8, None),
+        (torch.bfloat16, 4, 2, 32, None),
+    ],
+    ids=["fp32-gqa2-d32", "fp32-mha-scale", "fp64-mqa", "bf16-gqa2"],
+)
+def test_sdpa_path_matches_reference_forward_and_backward(dtype, h, hkv, d, scale, causal):
+    q, k, v, cu, max_len = make_inputs(SDPA_LENS, h, hkv, d, dtype, trailing=3)
+    check_against_reference(
+        lambda a, b, c: flash_attn_varlen(a, b, c, cu, max_len, causal, scale, backend="sdpa"),
+        q, k, v, cu, max_len, causal, scale,
+    )  # fmt: skip
+
+
+def test_sdpa_path_zeroes_tokens_after_the_last_document():
+    q, k, v, cu, max_len = make_inputs([3, 0, 4], 2, 1, 16, torch.float32, trailing=5)
+    leaves = [x.requires_grad_() for x in (q, k, v)]
+    out = flash_attn_varlen_sdpa(*leaves, cu, max_len)
+    out.sum().backward()
+    assert out.dtype == q.dtype and out.shape == q.shape and out[-5:].abs().max() == 0
+    assert all(x.grad[-5:].abs().max() == 0 for x in leaves)
+    empty = torch.zeros(1, dtype=torch.int32)  # no documents at all
+    assert flash_attn_varlen_sdpa(q, k, v, empty).abs().max() == 0
 
 
 def test_input_errors_name_the_problem():
