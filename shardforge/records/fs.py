@@ -400,6 +400,12 @@ class Ranges:
         self.close()
 
 
+def _touch(path: str) -> None:
+    """Mark a cache entry used now (to the ns: a file system's own clock ticks coarser)."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
+
+
 class BlockCache:
     """A bounded local cache of remote byte ranges (blocks of records), shared by the processes
     that name the same ``directory``: at most ``max_bytes`` of entries, least recently used
@@ -431,7 +437,7 @@ class BlockCache:
         try:
             with open(path, "rb") as f:
                 raw = f.read()
-            os.utime(path)  # recently used
+            _touch(path)
         except FileNotFoundError:  # absent, or evicted by another process meanwhile
             return None
         data, crc = raw[:-4], raw[-4:]
@@ -447,7 +453,7 @@ class BlockCache:
         if len(data) + 4 > self.max_bytes:
             return
         crc = google_crc32c.value(data).to_bytes(4, "little")
-        atomic_write(self.path_of(key), [data, crc])
+        _touch(atomic_write(self.path_of(key), [data, crc]))
         self._evict()
 
     def _evict(self) -> None:
