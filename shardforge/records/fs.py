@@ -266,6 +266,20 @@ def listdir(path: str | os.PathLike) -> list[str]:
     return sorted({basename(e) for e in entries if e.rstrip("/") != p.split("://", 1)[1]})
 
 
+def files(path: str | os.PathLike) -> list[str]:
+    """Sorted names of the files (not folders) directly in ``path``: one listing request for a
+    URL."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        return [n for n in listdir(p) if os.path.isfile(os.path.join(_local(p), n))]
+    fs = filesystem(p)
+    try:
+        entries = _meta(p, lambda: fs.ls(p, detail=True, refresh=True))
+    except FileNotFoundError:
+        return []
+    return sorted(basename(e["name"]) for e in entries if e.get("type") == "file")
+
+
 def walk(root: str | os.PathLike) -> list[str]:
     """Relative POSIX paths of every file under ``root``."""
     r = os.fspath(root)

@@ -59,6 +59,7 @@ REMAINDER = ("drop", "wrap", "keep")
 STATE_VERSION = 2
 READ_AHEAD = 4  # blocks each worker fetches ahead of the one it decodes
 CACHE_BYTES = 10 << 30  # default bound of a local block cache (cache_dir)
+SETUP_THREADS = 16  # requests at once when a dataset reads its shards' index headers
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,18 +81,22 @@ def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 
 
 def shard_sizes(paths: Sequence[str]) -> np.ndarray:
-    """Records per shard, from the index files' headers (one small read each; an index is
-    checked when a worker opens its shard); a shard without one is scanned once."""
+    """Records per shard, from the index files' headers (one small read each, up to
+    ``SETUP_THREADS`` at once; an index is checked when a worker opens its shard); a shard
+    without one is scanned once."""
     from shardforge.records import RecordFile
     from shardforge.records.index import index_records
 
-    sizes = []
-    for path in paths:
+    def records(path: str) -> int:
         try:
-            sizes.append(index_records(path))
+            return index_records(path)
         except FileNotFoundError:
-            sizes.append(len(RecordFile(path)))
-    return np.asarray(sizes, dtype=np.int64)
+            return len(RecordFile(path))
+
+    if len(paths) < 2 or not any(fs.is_remote(p) for p in paths):
+        return np.asarray([records(p) for p in paths], dtype=np.int64)
+    with ThreadPoolExecutor(min(SETUP_THREADS, len(paths)), "sf-shard-sizes") as pool:
+        return np.asarray(list(pool.map(records, paths)), dtype=np.int64)
 
 
 def resolve_schema(spec_or_schema: Schema | Spec | str | os.PathLike | None,
