@@ -596,9 +596,10 @@ class ShardDataset(IterableDataset):
     ``record_ids=True`` adds a ``record_id`` column (global index of the record in the shards).
 
     Reading (local paths and ``gs://`` / ``s3://`` URLs alike): each worker reads a block of up to
-    ``block_size`` records with one ranged request, and ``read_ahead`` threads (default 4)
-    fetch the next blocks it will read while it decodes, so a worker holds at most
-    ``read_ahead`` blocks beyond the shuffle window it is serving (``shuffle_buffer`` records).
+    ``block_size`` records with one read (one ranged request from a bucket). From a bucket,
+    ``read_ahead`` threads (default 4) fetch the next blocks it will read while it decodes, so
+    a worker holds at most ``read_ahead`` blocks beyond the shuffle window it is serving
+    (``shuffle_buffer`` records); local shards are read in place (the OS reads ahead).
     ``cache_dir``: a local directory that keeps the blocks read from a bucket for later epochs
     and other workers (:class:`~shardforge.records.fs.BlockCache`: at most ``cache_bytes``,
     least recently used evicted, entries CRC-checked; records' CRCs are checked as always).
@@ -840,8 +841,10 @@ class ShardDataset(IterableDataset):
         order = self.order()
         chunk_done, item_done, _ = self.positions[worker]
         shards = ShardFiles(self.paths, self.verify, self.cache)
-        ahead = ReadAhead(shards.read_block, self._planned_reads(worker, chunk_done),
-                          self.read_ahead, max(self.block_size, self.chunk_size))
+        # local shards are read in place: the OS reads ahead, threads would only cost
+        depth = self.read_ahead if any(fs.is_remote(p) for p in self.paths) else 0
+        ahead = ReadAhead(shards.read_block, self._planned_reads(worker, chunk_done), depth,
+                          max(self.block_size, self.chunk_size))
         files = FileCache(ahead.read_block)
         try:
             for c in range(c0 + chunk_done, c1):
