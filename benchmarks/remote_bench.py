@@ -15,6 +15,19 @@ uploads those too. Then reads one epoch (one process, shuffled) of each and prin
 
     python benchmarks/remote_bench.py [--docs 20000] [--block-size 256] [--repeat 3] \\
         [--peer-python /work/peervenv/bin/python]
+
+The peer's venv (LitData 0.2.76; torch, numpy and google-cloud-storage seen from ours):
+
+    python -m venv /work/peervenv
+    /work/peervenv/bin/pip install --no-deps litdata==0.2.76
+    /work/peervenv/bin/pip install lightning-utilities filelock tifffile
+    echo "$PWD/.venv/lib/python3.11/site-packages" \\
+        > /work/peervenv/lib/python3.11/site-packages/zz_ours.pth
+
+without ``obstore``: LitData builds its ``obstore`` GCS store with no endpoint, so with it
+installed it asks the real GCS (and fails on anonymous credentials); without it LitData uses
+``google-cloud-storage``, which honours ``STORAGE_EMULATOR_HOST``. (Mosaic Streaming 0.13 was
+tried first: it imports torchvision, whose PyPI wheel does not load beside the CPU torch.)
 """
 
 from __future__ import annotations
