@@ -106,11 +106,12 @@ def list_shards(dir_or_glob: PathLike) -> list[str]:
     p = os.fspath(dir_or_glob)
     if fs.is_remote(p):
         if _glob.has_magic(p):
-            paths = _remote_glob(p)
-        else:
-            paths = [fs.join(p, n) for n in fs.listdir(p) if _SHARD_RE.search(n)] or [p]
+            paths = [q for q in _remote_glob(p) if fs.isfile(q)]
+        else:  # one listing says which are files: no request per shard
+            paths = [fs.join(p, n) for n in fs.files(p) if _SHARD_RE.search(n)]
+            paths = paths or [q for q in [p] if fs.isfile(q)]
         return sorted(q for q in paths if _SHARD_RE.search(q) and ".tmp-" not in q
-                      and not fs.basename(q).startswith(".") and fs.isfile(q))
+                      and not fs.basename(q).startswith("."))
     if os.path.isdir(p):
         paths = [str(q) for q in Path(p).iterdir() if _SHARD_RE.search(q.name)]
     else:

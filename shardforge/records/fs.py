@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import io
 import os
 import random
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
+
+import google_crc32c
 
 REMOTE_SCHEMES = ("gs", "gcs", "s3")
 RETRIES = 8  # attempts for one request (backoff doubles from RETRY_DELAY up to RETRY_MAX_DELAY)
@@ -46,13 +50,30 @@ class RemoteAccessError(OSError):
 
 @dataclasses.dataclass
 class Stats:
-    """Remote requests and bytes read by this process (not retries inside the client library)."""
+    """Remote data requests (ranged or whole ``GET`` s) and the bytes they returned, metadata
+queries, and retries, by this process (not retries inside the client library),
+    and reads a :class:`BlockCache` answered (``cache_hits``) or refused as damaged
+    (``cache_refused``). Safe to update from read-ahead threads."""
 
     requests: int = 0
     bytes: int = 0
+    metadata: int = 0  # existence, size and listing queries (gcsfs may answer some from memory)
     retries: int = 0
+    cache_hits: int = 0
+    cache_refused: int = 0
+
+    def add(self, **counts: int) -> None:
+        with _STATS_LOCK:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def reset(self) -> None:
+        with _STATS_LOCK:
+            for f in dataclasses.fields(self):
+                setattr(self, f.name, 0)
 
 
+_STATS_LOCK = threading.Lock()
 STATS = Stats()
 
 
@@ -173,7 +194,7 @@ def _call(path: str, fn: Callable[[], object]) -> object:
                 raise _credentials_error(path, err) from err
             if attempt + 1 == RETRIES or not _transient(err):
                 raise
-            STATS.retries += 1
+            STATS.add(retries=1)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, RETRY_MAX_DELAY)
     raise AssertionError("unreachable")
@@ -183,19 +204,37 @@ def _call(path: str, fn: Callable[[], object]) -> object:
 # Queries
 
 
+def _meta(path: str, fn: Callable[[], object]) -> object:
+    STATS.add(metadata=1)
+    return _call(path, fn)
+
+
+def stat(path: str | os.PathLike) -> tuple[int, str]:
+    """``(size, version)`` of a file: the version changes whenever the object is rewritten (GCS's
+    generation, S3's ETag; locally the modification time in ns and the inode). One query."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        st = os.stat(_local(p))
+        return st.st_size, f"{st.st_mtime_ns}-{st.st_ino}"
+    info = _meta(p, lambda: filesystem(p).info(p))
+    version = next((str(info[k]) for k in ("generation", "ETag", "etag", "mtime", "updated")
+                    if info.get(k)), "")
+    return int(info["size"]), version
+
+
 def exists(path: str | os.PathLike) -> bool:
     """Whether a file (or, remotely, an object or a prefix) is at ``path``."""
     p = os.fspath(path)
     if not is_remote(p):
         return os.path.exists(_local(p))
-    return bool(_call(p, lambda: filesystem(p).exists(p)))
+    return bool(_meta(p, lambda: filesystem(p).exists(p)))
 
 
 def isfile(path: str | os.PathLike) -> bool:
     p = os.fspath(path)
     if not is_remote(p):
         return os.path.isfile(_local(p))
-    return bool(_call(p, lambda: filesystem(p).isfile(p)))
+    return bool(_meta(p, lambda: filesystem(p).isfile(p)))
 
 
 def isdir(path: str | os.PathLike) -> bool:
@@ -203,7 +242,7 @@ def isdir(path: str | os.PathLike) -> bool:
     p = os.fspath(path)
     if not is_remote(p):
         return os.path.isdir(_local(p))
-    return bool(_call(p, lambda: filesystem(p).isdir(p)))
+    return bool(_meta(p, lambda: filesystem(p).isdir(p)))
 
 
 def size(path: str | os.PathLike) -> int:
@@ -211,7 +250,7 @@ def size(path: str | os.PathLike) -> int:
     p = os.fspath(path)
     if not is_remote(p):
         return os.path.getsize(_local(p))
-    return int(_call(p, lambda: filesystem(p).size(p)))
+    return int(_meta(p, lambda: filesystem(p).size(p)))
 
 
 def listdir(path: str | os.PathLike) -> list[str]:
@@ -221,10 +260,24 @@ def listdir(path: str | os.PathLike) -> list[str]:
         return sorted(os.listdir(_local(p))) if os.path.isdir(_local(p)) else []
     fs = filesystem(p)
     try:
-        entries = _call(p, lambda: fs.ls(p, detail=False, refresh=True))
+        entries = _meta(p, lambda: fs.ls(p, detail=False, refresh=True))
     except FileNotFoundError:
         return []
     return sorted({basename(e) for e in entries if e.rstrip("/") != p.split("://", 1)[1]})
+
+
+def files(path: str | os.PathLike) -> list[str]:
+    """Sorted names of the files (not folders) directly in ``path``: one listing request for a
+    URL."""
+    p = os.fspath(path)
+    if not is_remote(p):
+        return [n for n in listdir(p) if os.path.isfile(os.path.join(_local(p), n))]
+    fs = filesystem(p)
+    try:
+        entries = _meta(p, lambda: fs.ls(p, detail=True, refresh=True))
+    except FileNotFoundError:
+        return []
+    return sorted(basename(e["name"]) for e in entries if e.get("type") == "file")
 
 
 def walk(root: str | os.PathLike) -> list[str]:
@@ -238,7 +291,7 @@ def walk(root: str | os.PathLike) -> list[str]:
     fs = filesystem(r)
     bare = r.split("://", 1)[1].rstrip("/")
     try:
-        found = _call(r, lambda: fs.find(r, withdirs=False))
+        found = _meta(r, lambda: fs.find(r, withdirs=False))
     except FileNotFoundError:
         return []
     return sorted(f[len(bare) + 1:] for f in found if f.startswith(bare + "/"))
@@ -257,8 +310,7 @@ def read_range(path: str | os.PathLike, start: int, end: int) -> bytes:
     if end <= start:
         return b""
     data = _call(p, lambda: filesystem(p).cat_file(p, start=start, end=end))
-    STATS.requests += 1
-    STATS.bytes += len(data)
+    STATS.add(requests=1, bytes=len(data))
     return data
 
 
@@ -269,8 +321,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         with open(_local(p), "rb") as f:
             return f.read()
     data = _call(p, lambda: filesystem(p).cat_file(p))
-    STATS.requests += 1
-    STATS.bytes += len(data)
+    STATS.add(requests=1, bytes=len(data))
     return data
 
 
@@ -280,24 +331,41 @@ def read_text(path: str | os.PathLike) -> str:
 
 class Ranges:
     """Positional reads of one file: ``pread(n, pos)``. Local files keep one descriptor; a URL
-    makes one ranged request per call. Picklable (a descriptor reopens lazily)."""
+    makes one ranged request per call, less what :meth:`keep` holds (the ends of a shard its
+    index check read: never asked for twice) and what ``cache`` (a :class:`BlockCache`) has.
+    Picklable (a descriptor reopens lazily; kept bytes are dropped). Thread-safe."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, cache: BlockCache | None = None) -> None:
         self.path = os.fspath(path)
+        self.cache = cache if is_remote(self.path) else None
         self._fd: int | None = None
-        self._size: int | None = None
+        self._stat: tuple[int, str] | None = None
+        self._kept: list[tuple[int, bytes]] = []
+        self._lock = threading.Lock()
 
     @property
     def size(self) -> int:
-        if self._size is None:
-            self._size = (os.fstat(self._local_fd()).st_size if not is_remote(self.path)
-                          else size(self.path))
-        return self._size
+        return self._size_version()[0]
+
+    def _size_version(self) -> tuple[int, str]:
+        if self._stat is None:
+            if is_remote(self.path):
+                self._stat = stat(self.path)
+            else:
+                self._stat = (os.fstat(self._local_fd()).st_size, "")
+        return self._stat
 
     def _local_fd(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(_local(self.path), os.O_RDONLY)
-        return self._fd
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(_local(self.path), os.O_RDONLY)
+            return self._fd
+
+    def keep(self, pos: int, data: bytes) -> None:
+        """Hold ``data`` (the file's bytes at ``pos``) to answer later reads of them (remote
+        only: a local read costs no request)."""
+        if is_remote(self.path) and data:
+            self._kept.append((pos, data))
 
     def pread(self, n: int, pos: int) -> bytes:
         if n <= 0:
@@ -305,21 +373,121 @@ class Ranges:
         if not is_remote(self.path):
             return os.pread(self._local_fd(), n, pos)
         n = min(n, self.size - pos)  # a range past the end is an error to a store
-        return read_range(self.path, pos, pos + n) if n > 0 else b""
+        if n <= 0:
+            return b""
+        lo, hi = pos, pos + n
+        head = tail = b""
+        for at, data in self._kept:  # answer the ends that are kept; read only the middle
+            a, b = max(lo, at), min(hi, at + len(data))
+            if a < b and a == lo:
+                head, lo = head + data[a - at : b - at], b
+            elif a < b and b == hi:
+                tail, hi = data[a - at : b - at] + tail, a
+        return head + (self._fetch(lo, hi) if lo < hi else b"") + tail
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        if self.cache is None:
+            return read_range(self.path, start, end)
+        key = (self.path, *self._size_version(), start, end)
+        data = self.cache.get(key)
+        if data is None:
+            data = read_range(self.path, start, end)
+            self.cache.put(key, data)
+        return data
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fd": None}
+        return {**self.__dict__, "_fd": None, "_kept": [], "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def __enter__(self) -> Ranges:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _touch(path: str) -> None:
+    """Mark a cache entry used now (to the ns: a file system's own clock ticks coarser)."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
+
+
+class BlockCache:
+    """A bounded local cache of remote byte ranges (blocks of records), shared by the processes
+    that name the same ``directory``: at most ``max_bytes`` of entries, least recently used
+    evicted first. Entries are written atomically and carry their CRC-32C: a damaged entry is
+    refused (deleted, counted in ``STATS.cache_refused``) and the block read from the store
+    again; the records' own CRCs are checked after, as for any read. An entry is keyed by the
+    URL, the object's size and version (a rewritten object is never answered from the cache)
+    and the byte range.
+
+    >>> cache = BlockCache("/mnt/ssd/sf-cache", max_bytes=50 << 30)   # doctest: +SKIP
+    >>> ShardDataset("gs://bkt/out/train", batch_size=256, cache=cache)  # doctest: +SKIP
+    """
+
+    SUFFIX = ".blk"
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"a cache needs max_bytes > 0, got {max_bytes}")
+        self.directory, self.max_bytes = os.path.abspath(os.fspath(directory)), int(max_bytes)
+        os.makedirs(self.directory, exist_ok=True)
+
+    def path_of(self, key: tuple) -> str:
+        name = hashlib.sha256(repr(key).encode()).hexdigest()[:40]
+        return os.path.join(self.directory, name + self.SUFFIX)
+
+    def get(self, key: tuple) -> bytes | None:
+        """The cached bytes of ``key``, or None (absent, or damaged and now deleted)."""
+        path = self.path_of(key)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            _touch(path)
+        except FileNotFoundError:  # absent, or evicted by another process meanwhile
+            return None
+        data, crc = raw[:-4], raw[-4:]
+        if len(raw) < 4 or google_crc32c.value(data) != int.from_bytes(crc, "little"):
+            STATS.add(cache_refused=1)
+            delete(path)
+            return None
+        STATS.add(cache_hits=1)
+        return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        """Store ``data`` under ``key`` (if it fits at all), evicting the least recently used."""
+        if len(data) + 4 > self.max_bytes:
+            return
+        crc = google_crc32c.value(data).to_bytes(4, "little")
+        _touch(atomic_write(self.path_of(key), [data, crc]))
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = []
+        for e in os.scandir(self.directory):
+            if e.name.endswith(self.SUFFIX) and not e.name.startswith(TMP_PREFIX):
+                try:
+                    st = e.stat()
+                except FileNotFoundError:
+                    continue
+                entries.append((st.st_mtime_ns, st.st_size, e.path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            delete(path)
+            total -= size
+
+    def __reduce__(self):
+        return BlockCache, (self.directory, self.max_bytes)
 
 
 class _RangeIO(io.RawIOBase):

@@ -112,13 +112,33 @@ def legacy_index_path(shard_path: PathLike) -> str:
     return os.fspath(shard_path) + INDEX_SUFFIX
 
 
-def shard_fingerprint(path: PathLike) -> tuple[int, int]:
-    """``(size, checksum)`` of a shard: CRC-32C of its first and last 64 KiB and its size."""
-    with fs.Ranges(path) as f:
-        size = f.size
-        head = f.pread(FINGERPRINT_SPAN, 0)
-        tail = f.pread(FINGERPRINT_SPAN, max(0, size - FINGERPRINT_SPAN))
+def shard_fingerprint(path: PathLike | fs.Ranges) -> tuple[int, int]:
+    """``(size, checksum)`` of a shard: CRC-32C of its first and last 64 KiB and its size. Given
+    the shard's open :class:`~shardforge.records.fs.Ranges`, the ends read stay kept there, so
+    reading the records after costs no byte twice."""
+    f = path if isinstance(path, fs.Ranges) else fs.Ranges(path)
+    size = f.size
+    head = f.pread(FINGERPRINT_SPAN, 0)
+    tail_at = max(0, size - FINGERPRINT_SPAN)
+    start = max(tail_at, len(head))  # what the head holds is not read again
+    rest = f.pread(size - start, start)
+    f.keep(0, head)
+    f.keep(start, rest)
+    if f is not path:
+        f.close()
+    tail = rest if start == tail_at else (head + rest)[tail_at:]
     return size, google_crc32c.value(head + tail + struct.pack("<Q", size))
+
+
+def index_records(shard_path: PathLike) -> int:
+    """The number of records a shard's index lists, from its header alone (one small read; the
+    index is checked when the shard is opened). FileNotFoundError when it has no index."""
+    where = index_path(shard_path)
+    raw = fs.read_range(where, 0, _HEADER.size)
+    magic, n, *_ = _HEADER.unpack_from(raw) if len(raw) == _HEADER.size else (b"", 0)
+    if magic != MAGIC:
+        return len(load_index(shard_path))  # raises the error that says what is wrong
+    return int(n)
 
 
 def make_index(
@@ -245,13 +265,15 @@ def _problem(index: Index, stream_size: int, file_size: int, compressed: bool) -
 
 
 def load_index(shard_path: PathLike, *, index_file: PathLike | None = None,
-               compression: str | None = "auto") -> Index:
+               compression: str | None = "auto", shard: fs.Ranges | None = None) -> Index:
     """The index of a shard, checked against the shard (see the module docstring): raises
-    :class:`IndexFileError` naming the file and what is wrong.
+    :class:`IndexFileError` naming the file and what is wrong. ``shard``: the shard's open
+    reads, which keep the ends the check reads.
 
     >>> idx = load_index("out/train/part-00000-of-00004.tfrecord")  # doctest: +SKIP
     >>> len(idx), idx.offsets[:3]
     """
+    src = shard
     shard = os.fspath(shard_path)
     where = os.fspath(index_file) if index_file is not None else index_path(shard)
 
@@ -280,7 +302,7 @@ def load_index(shard_path: PathLike, *, index_file: PathLike | None = None,
                   "(truncated or damaged)")
     if google_crc32c.value(bytes(data)) != cols_checksum:
         raise bad("checksum mismatch (the index file is damaged)")
-    actual_size, actual_checksum = shard_fingerprint(shard)
+    actual_size, actual_checksum = shard_fingerprint(src if src is not None else shard)
     if actual_size != size:
         raise bad(f"stale: written for a shard of {size} bytes, the shard has {actual_size}")
     if actual_checksum != checksum:
@@ -372,19 +394,27 @@ class RecordFile:
     each record's stored length is the indexed one, that its tag names the entry read, the first
     bytes of a compressed shard's flush block, and (``verify=True``) the records' CRCs.
     Without an index file (``index_path(path)``) the shard is scanned once on open. Picklable (the
-    file handle is reopened lazily), so it can be handed to DataLoader workers.
+    file handle is reopened lazily), so it can be handed to DataLoader workers. ``cache``: a
+    :class:`~shardforge.records.fs.BlockCache` for a remote shard's reads.
+
+    Opening a remote shard costs four requests (its size and version, its index, the first and
+    last 64 KiB the index is bound to); each :meth:`read_block` after is one ranged request, less
+    any bytes those ends already hold.
     """
 
     def __init__(
-        self, path: PathLike, *, verify: bool = True, compression: str | None = "auto"
+        self, path: PathLike, *, verify: bool = True, compression: str | None = "auto",
+        cache: fs.BlockCache | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self._src = fs.Ranges(self.path)
+        self._src = fs.Ranges(self.path, cache)
         self.compression = resolve_compression(self.path, compression)
         self.verify = verify
-        if fs.exists(index_path(self.path)):
-            self.index = load_index(self.path, compression=self.compression)
-        else:
+        try:
+            self.index = load_index(self.path, compression=self.compression, shard=self._src)
+        except FileNotFoundError:
+            if not fs.exists(self.path):
+                raise
             if self.path not in _WARNED and fs.exists(legacy_index_path(self.path)):
                 _WARNED.add(self.path)  # once per process: loaders reopen shards often
                 log.warning("%s: ignoring %s (an index in the layout before format 2); "

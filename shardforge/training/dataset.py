@@ -35,14 +35,17 @@ the new work list, so every remaining record is still read exactly once.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from shardforge.records import fs
 from shardforge.records.manifest import check_shards
 from shardforge.records.spec import Batch, Spec
 from shardforge.training.mixture import Mixture, Source, changes, check_features, source_tokens
@@ -54,6 +57,9 @@ POSITION_KEY = "_sf_position"  # (worker, epoch, chunk, item, items_in_chunk); t
 GROUP_KEY = "_sf_group"  # items a worker sends as one message
 REMAINDER = ("drop", "wrap", "keep")
 STATE_VERSION = 2
+READ_AHEAD = 4  # blocks each worker fetches ahead of the one it decodes
+CACHE_BYTES = 10 << 30  # default bound of a local block cache (cache_dir)
+SETUP_THREADS = 16  # requests at once when a dataset reads its shards' index headers
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,16 +81,22 @@ def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 
 
 def shard_sizes(paths: Sequence[str]) -> np.ndarray:
-    """Records per shard, from the index files (a shard without one is scanned once)."""
-    from shardforge.records import RecordFile, fs, index_path, read_index
+    """Records per shard, from the index files' headers (one small read each, up to
+    ``SETUP_THREADS`` at once; an index is checked when a worker opens its shard); a shard
+    without one is scanned once."""
+    from shardforge.records import RecordFile
+    from shardforge.records.index import index_records
 
-    sizes = []
-    for path in paths:
-        if fs.exists(index_path(path)):
-            sizes.append(len(read_index(path)[0]))
-        else:
-            sizes.append(len(RecordFile(path)))
-    return np.asarray(sizes, dtype=np.int64)
+    def records(path: str) -> int:
+        try:
+            return index_records(path)
+        except FileNotFoundError:
+            return len(RecordFile(path))
+
+    if len(paths) < 2 or not any(fs.is_remote(p) for p in paths):
+        return np.asarray([records(p) for p in paths], dtype=np.int64)
+    with ThreadPoolExecutor(min(SETUP_THREADS, len(paths)), "sf-shard-sizes") as pool:
+        return np.asarray(list(pool.map(records, paths)), dtype=np.int64)
 
 
 def resolve_schema(spec_or_schema: Schema | Spec | str | os.PathLike | None,
@@ -242,7 +254,7 @@ class EpochOrder:
             lo = max(a, int(self.block_pos[k])) - int(self.block_pos[k])
             hi = min(b, int(self.block_pos[k + 1])) - int(self.block_pos[k])
             shard, first = int(self.block_shard[k]), int(self.block_first[k])
-            blocks.append(files.get(self.first_shard + shard).read_block(first + lo, first + hi))
+            blocks.append(files.read_block(self.first_shard + shard, first + lo, first + hi))
             ids.append(np.arange(first + lo, first + hi, dtype=np.int64) + self.shard_start[shard])
         return concat_blocks(blocks), np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
@@ -286,25 +298,123 @@ def concat_blocks(blocks: list) -> Any:
     return RecordBlock(buf, np.cumsum(lengths) - lengths, lengths)
 
 
-class FileCache:
-    """Open RecordFiles (at most ``max_open``) and the last shuffle window read of each source,
-    per process."""
+class ShardFiles:
+    """The shards one process reads, each opened on first use (at most ``max_open`` held open),
+    read a block of records at a time: ``read_block(shard, start, stop)``. Safe to call from
+    :class:`ReadAhead`'s threads (a shard dropped from the open set closes once no read holds
+    it)."""
 
-    def __init__(self, paths: Sequence[str], verify: bool, max_open: int = 64) -> None:
-        self.paths, self.verify, self.max_open = paths, verify, max_open
+    def __init__(self, paths: Sequence[str], verify: bool, cache: Any = None,
+                 max_open: int = 64) -> None:
+        self.paths, self.verify, self.cache, self.max_open = paths, verify, cache, max_open
         self._files: OrderedDict[int, Any] = OrderedDict()
-        self._windows: dict[int, tuple[tuple[int, int, int], Any]] = {}
+        self._opening: dict[int, threading.Lock] = {}
+        self._lock = threading.Lock()
 
     def get(self, shard: int) -> Any:
         from shardforge.records import RecordFile
 
-        rf = self._files.pop(shard, None)
-        if rf is None:
-            rf = RecordFile(self.paths[shard], verify=self.verify)
-            if len(self._files) >= self.max_open:
-                self._files.popitem(last=False)[1].close()
-        self._files[shard] = rf
+        with self._lock:
+            rf = self._files.get(shard)
+            if rf is not None:
+                self._files.move_to_end(shard)
+                return rf
+            opening = self._opening.setdefault(shard, threading.Lock())
+        with opening:  # one thread opens a shard; others asking for it wait for that one
+            with self._lock:
+                rf = self._files.get(shard)
+            if rf is None:
+                rf = RecordFile(self.paths[shard], verify=self.verify, cache=self.cache)
+                with self._lock:
+                    self._files[shard] = rf
+                    while len(self._files) > self.max_open:
+                        self._files.popitem(last=False)
         return rf
+
+    def read_block(self, shard: int, start: int, stop: int) -> Any:
+        return self.get(shard).read_block(start, stop)
+
+    def close(self) -> None:
+        with self._lock:
+            files, self._files = list(self._files.values()), OrderedDict()
+        for rf in files:
+            rf.close()
+
+
+class ReadAhead:
+    """Reads blocks of records before they are asked for: ``plan`` says which
+    ``(shard, start, stop)`` reads will come, in order, and up to ``depth`` requests for them are
+    in flight in as many threads while the caller decodes. Planned reads that continue one
+    another in a shard are fetched as one request of up to ``max_records`` records (a block
+    that a shuffle window boundary cuts in two is one request, not two). Memory: at most
+    ``depth`` requests' blocks beyond the one being used. A read that is not the next planned
+    one is made on the spot (the plan is a hint: what is returned never depends on it);
+    ``depth=0`` reads everything on the spot."""
+
+    def __init__(self, read: Callable[[int, int, int], Any],
+                 plan: Iterator[tuple[int, int, int]], depth: int, max_records: int) -> None:
+        self.read, self.depth, self.max_records = read, int(depth), int(max_records)
+        self.plan = iter(plan)
+        self.next_key = next(self.plan, None) if self.depth > 0 else None
+        # (read, its request, its first record in the request, last read of that request)
+        self.pending: deque[tuple[tuple[int, int, int], Future, int, bool]] = deque()
+        self.requests = 0  # requests in self.pending
+        self.pool = ThreadPoolExecutor(self.depth, "sf-read-ahead") if self.depth > 0 else None
+
+    def _take(self) -> tuple[int, int, int] | None:
+        key, self.next_key = self.next_key, next(self.plan, None)
+        return key
+
+    def _fill(self) -> None:
+        while self.requests < self.depth and self.next_key is not None:
+            group = [self._take()]
+            shard, start = group[0][0], group[0][1]
+            while (self.next_key is not None and self.next_key[0] == shard
+                   and self.next_key[1] == group[-1][2]
+                   and self.next_key[2] - start <= self.max_records):
+                group.append(self._take())
+            future = self.pool.submit(self.read, shard, start, group[-1][2])
+            self.requests += 1
+            self.pending += [(k, future, k[1] - start, k is group[-1]) for k in group]
+
+    def read_block(self, shard: int, start: int, stop: int) -> Any:
+        key = (shard, start, stop)
+        self._fill()
+        while self.pending:
+            planned, future, first, last = self.pending.popleft()
+            self.requests -= last
+            if planned == key:
+                block = future.result()
+                self._fill()
+                whole = first == 0 and len(block) == stop - start
+                return block if whole else block[first : first + stop - start]
+            if last:
+                future.cancel()
+        return self.read(*key)
+
+    def close(self) -> None:
+        for _, future, _, _ in self.pending:
+            future.cancel()
+        self.pending.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _no_records(n: int) -> Any:
+    """A block of ``n`` empty records: what planning the reads of a chunk stands in for data."""
+    from shardforge.records.framing import RecordBlock
+
+    return RecordBlock(np.zeros(0, np.uint8), np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+
+class FileCache:
+    """What one pass of reads goes through: ``read_block(shard, start, stop)`` (shard files,
+    read ahead or not; or, to plan the reads, a recorder) and the last shuffle window read of
+    each source."""
+
+    def __init__(self, read_block: Callable[[int, int, int], Any]) -> None:
+        self.read_block = read_block
+        self._windows: dict[int, tuple[tuple[int, int, int], Any]] = {}
 
     def window(self, order: EpochOrder, w: int) -> tuple[Any, np.ndarray]:
         key = (order.seed, order.epoch, w)
@@ -312,12 +422,6 @@ class FileCache:
         if cached is None or cached[0] != key:
             cached = self._windows[order.source] = (key, order.read_window(self, w))
         return cached[1]
-
-    def close(self) -> None:
-        for rf in self._files.values():
-            rf.close()
-        self._files.clear()
-        self._windows.clear()
 
 
 class MixtureOrder:
@@ -491,6 +595,16 @@ class ShardDataset(IterableDataset):
     ``torch.distributed``'s. ``remainder``: ``"drop"`` / ``"wrap"`` / ``"keep"`` (module docstring).
     ``record_ids=True`` adds a ``record_id`` column (global index of the record in the shards).
 
+    Reading (local paths and ``gs://`` / ``s3://`` URLs alike): each worker reads a block of up to
+    ``block_size`` records with one read (one ranged request from a bucket). From a bucket,
+    ``read_ahead`` threads (default 4) fetch the next blocks it will read while it decodes, so
+    a worker holds at most ``read_ahead`` blocks beyond the shuffle window it is serving
+    (``shuffle_buffer`` records); local shards are read in place (the OS reads ahead).
+    ``cache_dir``: a local directory that keeps the blocks read from a bucket for later epochs
+    and other workers (:class:`~shardforge.records.fs.BlockCache`: at most ``cache_bytes``,
+    least recently used evicted, entries CRC-checked; records' CRCs are checked as always).
+    Neither changes what is read: the batches and their order are the same.
+
     Packed batches also carry ``epoch`` (int). Ranks read the same number of *documents* per
     epoch but the number of packed batches depends on their lengths, so ranks may reach the end
     of an epoch a few steps apart: run a DDP loop for a fixed number of steps over an endless
@@ -518,6 +632,9 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: int = 8192,
         record_ids: bool = False,
         verify: bool = True,
+        read_ahead: int = READ_AHEAD,
+        cache_dir: str | os.PathLike | None = None,
+        cache_bytes: int = CACHE_BYTES,
     ) -> None:
         if remainder not in REMAINDER:
             raise ValueError(f"remainder must be one of {REMAINDER}, got {remainder!r}")
@@ -573,6 +690,10 @@ class ShardDataset(IterableDataset):
         self.shuffle, self.seed, self.remainder = shuffle, int(seed), remainder
         self.block_size, self.shuffle_buffer = int(block_size), int(shuffle_buffer)
         self.record_ids, self.verify = record_ids, verify
+        if read_ahead < 0:
+            raise ValueError(f"read_ahead must be >= 0 blocks, got {read_ahead}")
+        self.read_ahead = int(read_ahead)
+        self.cache = None if cache_dir is None else fs.BlockCache(cache_dir, cache_bytes)
         self.num_workers = 1  # set by ShardLoader
         self.emit_positions = False  # set by ShardLoader: batches carry POSITION_KEY
         self.rotate = 0  # logical worker of physical worker 0 (keeps order across a resume)
@@ -695,17 +816,39 @@ class ShardDataset(IterableDataset):
                            self.remainder)
         return -(-(hi - lo) // self.chunk_size)
 
+    def _read_chunk(self, order: MixtureOrder, files: FileCache, work: WorkList, lo: int,
+                    hi: int, c: int) -> tuple[Any, np.ndarray]:
+        """The records of chunk ``c`` of ``V[lo:hi]`` and their global ids."""
+        a, b = lo + c * self.chunk_size, min(lo + (c + 1) * self.chunk_size, hi)
+        parts = [order.read(files, g0, g1) for g0, g1 in work.to_g(a, b)]
+        ids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        return concat_blocks([p[0] for p in parts]), ids
+
+    def _planned_reads(self, worker: int, first: int) -> Iterator[tuple[int, int, int]]:
+        """The ``(shard, start, stop)`` block reads ``worker`` makes from its chunk ``first`` on,
+        in order: the reading code run on a recorder instead of the shards."""
+        work, lo, hi, c0, c1 = self.worker_plan(worker)
+        order, planned = self.order(), []
+        files = FileCache(lambda shard, start, stop: planned.append((shard, start, stop))
+                          or _no_records(stop - start))
+        for c in range(c0 + first, c1):
+            self._read_chunk(order, files, work, lo, hi, c)
+            yield from planned
+            planned.clear()
+
     def _iter_worker(self, worker: int) -> Iterator[dict]:
         work, lo, hi, c0, c1 = self.worker_plan(worker)
         order = self.order()
-        files = FileCache(self.paths, self.verify)
         chunk_done, item_done, _ = self.positions[worker]
+        shards = ShardFiles(self.paths, self.verify, self.cache)
+        # local shards are read in place: the OS reads ahead, threads would only cost
+        depth = self.read_ahead if any(fs.is_remote(p) for p in self.paths) else 0
+        ahead = ReadAhead(shards.read_block, self._planned_reads(worker, chunk_done), depth,
+                          max(self.block_size, self.chunk_size))
+        files = FileCache(ahead.read_block)
         try:
             for c in range(c0 + chunk_done, c1):
-                a, b = lo + c * self.chunk_size, min(lo + (c + 1) * self.chunk_size, hi)
-                parts = [order.read(files, g0, g1) for g0, g1 in work.to_g(a, b)]
-                block = concat_blocks([p[0] for p in parts])
-                ids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+                block, ids = self._read_chunk(order, files, work, lo, hi, c)
                 n_items, make = self.chunk(block, ids)
                 for i in range(item_done, n_items):
                     item = make(i)
@@ -714,7 +857,8 @@ class ShardDataset(IterableDataset):
                     yield item
                 item_done = 0
         finally:
-            files.close()
+            ahead.close()
+            shards.close()
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -855,7 +999,8 @@ class ShardDataset(IterableDataset):
                                  f"ranks, got {len(states)}")
         work = WorkList(first["work"])
         order = self.order(first["epoch"])
-        files = FileCache(self.paths, self.verify)
+        shards = ShardFiles(self.paths, self.verify, self.cache)
+        files = FileCache(shards.read_block)
         left, taken = [], []
         try:
             for state in states:
@@ -877,7 +1022,7 @@ class ShardDataset(IterableDataset):
                         cut = b
                     left += work.to_g(cut, end)
         finally:
-            files.close()
+            shards.close()
         out: list[tuple[int, int]] = []
         for a, b in left:  # drop wrap-around repeats and anything consumed
             out += subtract_ranges([(a, b)], taken + out)

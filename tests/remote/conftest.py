@@ -141,11 +141,14 @@ def store(request):
 class FaultProxy:
     """A threaded HTTP proxy in front of an emulator that breaks reads: every ``every``-th
     ranged GET is answered 503 or has its connection dropped halfway through the body
-    (alternately). ``faults`` counts what it did."""
+    (alternately; ``every=0``: never). ``faults`` counts what it did; ``requests`` and
+    ``bytes`` count every request and the response bytes it passed on (what a store bills);
+    ``latency`` seconds are added before each answer (a real store's time to first byte)."""
 
-    def __init__(self, upstream: str, every: int = 3) -> None:
+    def __init__(self, upstream: str, every: int = 3, latency: float = 0.0) -> None:
         self.upstream = upstream.split("://", 1)[1]
-        self.every, self.seen, self.faults = every, 0, 0
+        self.every, self.seen, self.faults, self.latency = every, 0, 0, latency
+        self.requests = self.bytes = 0
         self.lock = threading.Lock()
         proxy = self
 
@@ -158,10 +161,13 @@ class FaultProxy:
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fault = None
+                with proxy.lock:
+                    proxy.requests += 1
+                time.sleep(proxy.latency)
                 if self.command == "GET" and "range" in {k.lower() for k in self.headers}:
                     with proxy.lock:
                         proxy.seen += 1
-                        if proxy.seen % proxy.every == 0:
+                        if proxy.every and proxy.seen % proxy.every == 0:
                             proxy.faults += 1
                             fault = "503" if proxy.faults % 2 else "drop"
                 if fault == "503":
@@ -190,6 +196,8 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                with proxy.lock:
+                    proxy.bytes += len(data)
                 self.wfile.write(data)
                 conn.close()
 
