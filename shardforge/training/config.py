@@ -48,6 +48,10 @@ class TrainConfig:
     batch_size: int = 256  # tabular: rows per micro-batch (per rank)
     label: str = "label"  # tabular: the label feature
     num_workers: int = 0
+    # a local directory keeping the blocks read from a bucket for later epochs, bounded to
+    # cache_gb (least recently used out first); empty: no cache
+    cache_dir: str = ""
+    cache_gb: float = 10.0
 
     # optimization
     max_steps: int = 200
@@ -102,6 +106,12 @@ class TrainConfig:
         self.settings()  # the model settings' keys and values
         if self.data:
             self.mixture()  # the data's sources and weights
+
+    def cache_settings(self) -> dict[str, Any]:
+        """The dataset's block-cache arguments (``ShardDataset(cache_dir=, cache_bytes=)``)."""
+        if not self.cache_dir:
+            return {}
+        return {"cache_dir": self.cache_dir, "cache_bytes": int(self.cache_gb * (1 << 30))}
 
     def mixture(self, split: str | None = None, only: str | None = None) -> Mixture:
         """``data`` as a :class:`~shardforge.training.mixture.Mixture` read at ``split``

@@ -120,6 +120,8 @@ def test_cli_stats_inspect_train_from_a_bucket(job, store, tmp_path):
     train = cli(store, "train", "--config", "tabular", "--data", url, "--out",
                 str(tmp_path / "run"), "batch_size=32", "max_steps=2", "warmup_steps=1",
                 "eval_every=2", "eval_batches=1", "log_every=1", "ckpt_every=0", "plot=false",
-                "threads=1", "device=cpu")
+                "threads=1", "device=cpu", f"cache_dir={tmp_path / 'blocks'}")
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
     assert "done: 2 steps" in train.stdout
+    # the config's cache_dir reached the loader: the blocks read from the bucket are kept
+    assert any(p.is_file() for p in (tmp_path / "blocks").rglob("*"))

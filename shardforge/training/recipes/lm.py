@@ -67,7 +67,8 @@ def make_loader(cfg: TrainConfig, split: str, *, train: bool, only: str | None =
     return packed_loader(cfg.mixture(split, only), packing_length=cfg.packing_length,
                          token_feature=cfg.token_feature,
                          num_workers=cfg.num_workers if train else 0, shuffle=train,
-                         seed=cfg.seed, remainder="drop" if train else "keep")
+                         seed=cfg.seed, remainder="drop" if train else "keep",
+                         **cfg.cache_settings())
 
 
 def lm_forward(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -42,7 +42,8 @@ def make_loader(cfg: TrainConfig, split: str, *, train: bool):
 
     return shard_loader(cfg.mixture(split), batch_size=cfg.batch_size,
                         num_workers=cfg.num_workers if train else 0, shuffle=train,
-                        seed=cfg.seed, remainder="drop" if train else "keep")
+                        seed=cfg.seed, remainder="drop" if train else "keep",
+                        **cfg.cache_settings())
 
 
 def tabular_forward(model, batch: dict, label: str, device: torch.device

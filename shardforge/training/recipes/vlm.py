@@ -122,7 +122,7 @@ def _common(cfg: TrainConfig, s: VLMSettings, train: bool) -> dict:
     """Shuffled with equal work per rank for training, in order and complete for eval."""
     return dict(shuffle=train, seed=cfg.seed, lookahead=s.lookahead,
                 remainder="drop" if train else "keep",
-                num_workers=cfg.num_workers if train else 0)
+                num_workers=cfg.num_workers if train else 0, **cfg.cache_settings())
 
 
 def _multimodal_loader(cfg: TrainConfig, s: VLMSettings, split: str, *, train: bool,
