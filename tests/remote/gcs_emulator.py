@@ -1,9 +1,10 @@
-"""gcp-storage-emulator, in memory, with GCS's create precondition (``ifGenerationMatch=0``).
+"""gcp-storage-emulator, in memory, with GCS's write precondition (``ifGenerationMatch``).
 
 The emulator answers what gcsfs and Beam's GCS filesystem call (JSON API, resumable and batch
 uploads, ranged downloads) but ignores preconditions, which the commit protocol relies on; this
-launcher adds GCS's answer to ``ifGenerationMatch=0`` on an existing object (412) and nothing
-else. ``fake-gcs-server`` is not used: it lacks the batch API Beam's finalize calls.
+launcher adds GCS's answer (412) to ``ifGenerationMatch=0`` on an existing object and to
+``ifGenerationMatch=<generation>`` on an object that is absent or at another generation, and
+nothing else. ``fake-gcs-server`` is not used: it lacks the batch API Beam's finalize calls.
 
 Run: ``python tests/remote/gcs_emulator.py PORT``.
 """
@@ -18,15 +19,17 @@ _insert = objects.insert
 
 
 def insert(request, response, storage, *args, **kwargs):
-    if request.query.get("ifGenerationMatch", [""])[0] == "0":
+    match = request.query.get("ifGenerationMatch", [""])[0]
+    if match:
         name = (request.query.get("name") or [None])[0]
         if name is None and isinstance(request.data, dict):
             name = (request.data.get("meta") or request.data).get("name")
         try:
-            storage.get_file_obj(request.params["bucket_name"], name)
+            generation = str(storage.get_file_obj(request.params["bucket_name"], name)[
+                "generation"])
         except NotFound:
-            pass
-        else:
+            generation = "0"
+        if generation != match:
             response.status = HTTPStatus.PRECONDITION_FAILED
             response.json({"error": {"code": 412, "message": "conditionNotMet"}})
             return None
