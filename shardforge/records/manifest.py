@@ -719,15 +719,39 @@ class RemoteJobLock:
                         from None
                 try:
                     self._version = fs.replace_bytes(self.path, self._beat_bytes(), seen)
-                    break
                 except fs.PreconditionFailed:
                     continue  # another job took it first, or it beat: look again
+                self._clean_after(other.get("job", ""))
+                break
         else:
             raise OutputLocked(f"could not take {self.path}: other jobs are taking it over")
         self._thread = threading.Thread(target=self._beat, name="shardforge-lock-heartbeat",
                                         daemon=True)
         self._thread.start()
         return self
+
+    def _clean_after(self, dead: str) -> None:
+        """Delete what the dead job ``dead`` left: the files only the manifest it replaced
+        listed (when it died after its commit), the shards it copied in under its own names but
+        never committed (no manifest lists them), and its staging objects."""
+        staging = fs.join(self.root, STATE_DIR, f"staging-{dead}")
+        current = read_manifest(self.root) if fs.exists(fs.join(self.root, MANIFEST)) else None
+        listed = {f.path for f in current.files} if current else set()
+        previous = fs.join(staging, "previous-" + MANIFEST)
+        if current and current.job == dead and fs.exists(previous):
+            # it committed and died before deleting what only the previous manifest listed
+            for f in Manifest.from_json(fs.read_text(previous)).files:
+                if f.path not in listed:
+                    fs.delete(fs.join(self.root, f.path))
+        for rel in fs.walk(staging):
+            fs.delete(fs.join(staging, rel))
+        tag = job_tag(dead)
+        for folder in [*SPLITS, *(f"{INDEX_DIR}/{split}" for split in SPLITS)]:
+            for name in fs.listdir(fs.join(self.root, folder)):
+                rel = f"{folder}/{name}"
+                if f"-{tag}." in name and published_path(rel.replace(f"-{tag}.", "."),
+                                                          tag) == rel and rel not in listed:
+                    fs.delete(fs.join(self.root, rel))
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
@@ -772,6 +796,11 @@ def job_lock(root: str, command: str) -> JobLock | RemoteJobLock:
     return RemoteJobLock(root, command) if fs.is_remote(root) else JobLock(root, command)
 
 
+def job_tag(job: str) -> str:
+    """The tag of a job's shard names in a remote output (hex, :data:`JOB_TAG_CHARS`)."""
+    return hashlib.sha256(job.encode()).hexdigest()[:JOB_TAG_CHARS]
+
+
 def published_path(rel: str, tag: str) -> str:
     """Where a staged file lands in a remote output: shards and their indexes under names
     unique to the job (``tag``), everything else under its own name."""
@@ -803,8 +832,9 @@ def publish_remote(staging: str, root: str, manifest: Manifest, *, hook=None) ->
     path = fs.join(root, MANIFEST)
     old, _ = previous_output(root)
     old_version = fs.version(path)
-    tag = hashlib.sha256(manifest.job.encode()).hexdigest()[:JOB_TAG_CHARS]
-    names = {f.path: published_path(f.path, tag) for f in manifest.files}
+    if old_version is not None:  # what step 4 deletes, for a taker if this job dies first
+        fs.copy(path, fs.join(staging, "previous-" + MANIFEST))
+    names = {f.path: published_path(f.path, job_tag(manifest.job)) for f in manifest.files}
     new = Manifest(**{**asdict(manifest), "files": [
         FileEntry(**{**asdict(f), "path": names[f.path]}) for f in manifest.files]})
     unique = sorted(rel for rel in names if names[rel] != rel)
