@@ -220,8 +220,10 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     ``non_finite``: see :class:`~shardforge.pipelines.transforms.Preprocess`.
 
     ``output`` (a directory, ``gs://…`` or ``s3://…``) is written through staging and published
-    with ``manifest.json`` only when the job succeeded; ``overwrite=True`` then replaces the files of the previous output (only
-    those its manifest lists). A second job on an output being written fails fast with
+    with ``manifest.json`` only when the job succeeded; ``overwrite=True`` then replaces the
+    files of the previous output (only those its manifest lists; on an object store only once
+    the new output is in place: :func:`~shardforge.records.manifest.publish_remote`). A second
+    job on an output being written fails fast with
     :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
     line to stderr; Beam's logging is silent unless ``verbose=True``.
 
@@ -274,6 +276,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     # One step list for a local directory and a bucket; only the lock, staging and publish
     # differ (records/manifest.py: a rename locally, a precondition on an object store)
     remote = fs.is_remote(output)
+    fs.check_credentials(output)  # one error saying what to set, before the job starts
     mf.check_writable(output, overwrite)  # before anything is created
     created = not remote and not os.path.exists(output)
     try:

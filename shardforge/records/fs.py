@@ -538,3 +538,33 @@ def replace_bytes(path: str | os.PathLike, data: bytes, if_version: str) -> str:
         raise
     fs.invalidate_cache(p)
     return new
+
+
+def check_credentials(path: str | os.PathLike) -> None:
+    """Fail before any work when a URL's store has no credentials that work, with one error
+    (:class:`RemoteAccessError`) saying what to set: ``gs://`` looks up Application Default
+    Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, ``gcloud auth application-default login``,
+    the metadata server) unless ``STORAGE_EMULATOR_HOST`` names an emulator; ``s3://`` the AWS
+    chain (environment, ``AWS_PROFILE`` and its files, the instance role). Local paths pass."""
+    p = os.fspath(path)
+    if scheme(p) in ("gs", "gcs"):
+        if os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default"):
+            return
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            google.auth.default()
+        except DefaultCredentialsError as err:
+            raise _credentials_error(p, err) from None
+    elif scheme(p) == "s3":
+        import botocore.session
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            found = botocore.session.get_session().get_credentials()
+        except BotoCoreError as err:
+            raise _credentials_error(p, err) from None
+        if found is None:
+            raise _credentials_error(p, "none found in the environment, the profile files "
+                                        "or an instance role")
