@@ -694,8 +694,9 @@ class RemoteJobLock:
         if other.get("host") == socket.gethostname() and not _alive(
                 int(other.get("pid", 0)), other.get("pid_start")):
             return True
-        return time.time() - float(other.get("beat", 0)) > float(
-            other.get("lease_seconds", self.lease))
+        # (a lock of shardforge before heartbeats has only the time it was taken)
+        last = float(other.get("beat", other.get("taken", 0)))
+        return time.time() - last > float(other.get("lease_seconds", self.lease))
 
     def acquire(self) -> RemoteJobLock:
         for _ in range(TAKEOVER_TRIES):

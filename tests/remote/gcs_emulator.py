@@ -16,9 +16,33 @@ import re
 import sys
 from http import HTTPStatus
 
-from gcp_storage_emulator import server
 from gcp_storage_emulator.exceptions import NotFound
 from gcp_storage_emulator.handlers import objects
+
+_insert = objects.insert
+
+
+def insert(request, response, storage, *args, **kwargs):
+    match = request.query.get("ifGenerationMatch", [""])[0]
+    if match:
+        name = (request.query.get("name") or [None])[0]
+        if name is None and isinstance(request.data, dict):
+            name = (request.data.get("meta") or request.data).get("name")
+        try:
+            generation = str(storage.get_file_obj(request.params["bucket_name"], name)[
+                "generation"])
+        except NotFound:
+            generation = "0"
+        if generation != match:
+            response.status = HTTPStatus.PRECONDITION_FAILED
+            response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+            return None
+    return _insert(request, response, storage, *args, **kwargs)
+
+
+objects.insert = insert
+
+from gcp_storage_emulator import server  # noqa: E402  (its routes bind insert)
 
 _read_data = server._read_data
 
@@ -50,30 +74,5 @@ def read_raw_data(request_handler):
 server._read_data = read_data
 server._read_raw_data = read_raw_data
 
-_insert = objects.insert
-
-
-def insert(request, response, storage, *args, **kwargs):
-    match = request.query.get("ifGenerationMatch", [""])[0]
-    if match:
-        name = (request.query.get("name") or [None])[0]
-        if name is None and isinstance(request.data, dict):
-            name = (request.data.get("meta") or request.data).get("name")
-        try:
-            generation = str(storage.get_file_obj(request.params["bucket_name"], name)[
-                "generation"])
-        except NotFound:
-            generation = "0"
-        if generation != match:
-            response.status = HTTPStatus.PRECONDITION_FAILED
-            response.json({"error": {"code": 412, "message": "conditionNotMet"}})
-            return None
-    return _insert(request, response, storage, *args, **kwargs)
-
-
-objects.insert = insert
-
-from gcp_storage_emulator.server import create_server  # noqa: E402  (routes bind insert)
-
 if __name__ == "__main__":
-    create_server("127.0.0.1", int(sys.argv[1]), in_memory=True).run()
+    server.create_server("127.0.0.1", int(sys.argv[1]), in_memory=True).run()
