@@ -100,7 +100,7 @@ def test_a_shard_the_manifest_does_not_list_is_not_read(job, store):
     fs.write_bytes(stray, b"not a shard")
     same(batches(f"{url}/train"), batches(f"{job}/train"))
     with pytest.raises(mf.OutputError, match="not listed in"):
-        batches([stray])
+        batches(dataset([stray]))
 
 
 def test_streaming_under_faults_yields_the_identical_batches(job, store, faulty):
