@@ -1,15 +1,15 @@
 """``run_pipeline``: the whole job from Python, on the offline local runner or any Beam runner.
 
-A local job commits or does not exist (``shardforge.records.manifest``): it takes the output's
-lock, writes into a staging directory, and only once the job succeeded publishes its files and
-the manifest. A failed or killed job leaves the previous output exactly as it was.
+A job commits or does not exist (``shardforge.records.manifest``), in a local directory or a
+bucket alike: it takes the output's lock, writes into a staging directory, derives the report
+and TFMD files there, and only once the job succeeded publishes its files and the manifest. A
+failed or killed job leaves the previous output exactly as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import json
 import logging
 import os
@@ -18,6 +18,7 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -25,8 +26,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from shardforge.pipelines import progress
+from shardforge.records import fs
 from shardforge.records import manifest as mf
-from shardforge.records.layout import DEFAULT_SHARD_SIZE, ERRORS_DIR, SCHEMA_FILE, no_space
+from shardforge.records.layout import (
+    DEFAULT_SHARD_SIZE,
+    ERRORS_DIR,
+    SCHEMA_FILE,
+    atomic_write,
+    no_space,
+)
 
 FAILED_LOG = "failed-job.log"  # in OUT/.shardforge/: what Beam printed during a failed job
 
@@ -77,13 +85,6 @@ def _check_inputs(patterns: Sequence[str], features=None, fmt: str | None = None
 
         ref = features if isinstance(features, FeatureSetRef) else FeatureSetRef(features)
         check_input_columns(patterns, ref.get(), fmt, absent_ok)
-
-
-def _read_json(path: str) -> dict:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        return json.loads(f.read())
 
 
 @contextlib.contextmanager
@@ -218,9 +219,11 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     (default: the offline local runner with two worker processes). ``absent_ok`` and
     ``non_finite``: see :class:`~shardforge.pipelines.transforms.Preprocess`.
 
-    A local ``output`` is written through staging and published with ``manifest.json`` only when
-    the job succeeded; ``overwrite=True`` then replaces the files of the previous output (only
-    those its manifest lists). A second job on an output being written fails fast with
+    ``output`` (a directory, ``gs://…`` or ``s3://…``) is written through staging and published
+    with ``manifest.json`` only when the job succeeded; ``overwrite=True`` then replaces the
+    files of the previous output (only those its manifest lists; on an object store only once
+    the new output is in place: :func:`~shardforge.records.manifest.publish_remote`). A second
+    job on an output being written fails fast with
     :class:`~shardforge.records.manifest.OutputLocked`. ``show_progress`` prints a live progress
     line to stderr; Beam's logging is silent unless ``verbose=True``.
 
@@ -270,83 +273,112 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
             non_finite=non_finite, check_inputs=False,
         )
 
-    if "://" in output:
-        # Object stores have no rename: the job writes a staging prefix, and publishing ends
-        # with the manifest created under a precondition (records/manifest.py)
-        mf.check_writable(output, overwrite)
-        lock = mf.acquire_remote(output, command)
-        try:
-            staging = posixpath.join(output, mf.STATE_DIR, f"staging-{lock['job']}")
-            with quiet_beam(verbose):
-                seconds = _run_beam(preprocess(staging), options)
-            doc = _read_json(posixpath.join(staging, "stats.json"))
-            manifest = mf.build_manifest(
-                staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
-                command=command, job=lock["job"], extra={"runner": runner})
-            _check_counts(manifest, doc)
-            mf.publish_remote(staging, output, manifest)
-        finally:
-            mf.release_remote(output, lock)
-        summary = _summary(output, doc, seconds, runner)
-        summary.manifest = posixpath.join(output, mf.MANIFEST)
-        return summary
-
+    # One step list for a local directory and a bucket; only the lock, staging and publish
+    # differ (records/manifest.py: a rename locally, a precondition on an object store)
+    remote = fs.is_remote(output)
+    fs.check_credentials(output)  # one error saying what to set, before the job starts
     mf.check_writable(output, overwrite)  # before anything is created
-    created = not os.path.exists(output)
+    created = not remote and not os.path.exists(output)
     try:
-        with mf.JobLock(output, command) as lock:
+        with mf.job_lock(output, command) as lock, _scratch(lock.staging) as scratch:
             mf.check_writable(output, overwrite)
             had_output = bool(mf.previous_output(output)[0])
-            ticks = os.path.join(lock.staging, mf.STATE_DIR, "progress")
             # a failed job's Beam output, kept for the user (--verbose shows it live instead)
-            beam_log = os.path.join(output, mf.STATE_DIR, FAILED_LOG)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(beam_log)
+            beam_log = None if remote else os.path.join(output, mf.STATE_DIR, FAILED_LOG)
+            if beam_log:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(beam_log)
             progress.reset()
             # the report's imports (about a second) while this process waits for the workers
             threading.Thread(target=load_plotting, name="shardforge-load-plotting",
                              daemon=True).start()
+            ticks = os.path.join(scratch, "progress")
             try:
                 with quiet_beam(verbose, beam_log), _environ(progress.launcher_env(ticks)), \
                         progress.ProgressLine(ticks, enabled=show_progress):
                     seconds = _run_beam(preprocess(lock.staging), options)
             except TooManyErrors as err:
+                if remote:
+                    raise
                 raise err.moved_to(_keep_failed_errors(lock.staging, output, had_output)) \
                     from None
-            shutil.rmtree(os.path.join(lock.staging, mf.STATE_DIR))
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
+            if beam_log:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
             progress.hook("staged")
-            doc = _read_json(os.path.join(lock.staging, "stats.json"))
+            doc = json.loads(fs.read_text(fs.join(lock.staging, "stats.json")))
             extra = {"runner": runner}
             anomalies = None
-            if validate_against:
-                from shardforge.pipelines.validate import AnomaliesFound, check_job
+            with _local_view(lock.staging) as staged:
+                if validate_against:
+                    from shardforge.pipelines.validate import AnomaliesFound, check_job
 
-                anomalies = check_job(doc, validate_against, lock.staging, features)
-                if anomalies and on_anomaly == "fail":
-                    raise AnomaliesFound(anomalies, validate_against)
-                extra["validation"] = {"against": validate_against, "anomalies": len(anomalies)}
-            write_html(doc, os.path.join(lock.staging, "stats.html"), anomalies)
-            write_tfmd_schema(lock.staging)  # schema_tfmd.pbtxt for TFDV / TFX
-            write_tfmd_statistics(lock.staging)  # stats_tfmd.pbtxt for TFDV / Facets
+                    anomalies = check_job(doc, validate_against, staged, features)
+                    if anomalies and on_anomaly == "fail":
+                        raise AnomaliesFound(anomalies, validate_against)
+                    extra["validation"] = {"against": validate_against,
+                                           "anomalies": len(anomalies)}
+                write_html(doc, os.path.join(staged, "stats.html"), anomalies)
+                write_tfmd_schema(staged)  # schema_tfmd.pbtxt for TFDV / TFX
+                write_tfmd_statistics(staged)  # stats_tfmd.pbtxt for TFDV / Facets
             manifest = mf.build_manifest(
                 lock.staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
                 command=command, job=lock.job, extra=extra)
             _check_counts(manifest, doc)
-            published = mf.publish(lock.staging, output, manifest, hook=progress.hook)
-            # dead letters of an earlier failed attempt: superseded by this job's errors/
-            shutil.rmtree(os.path.join(output, mf.STATE_DIR, "failed-errors"), ignore_errors=True)
+            published = lock.publish(manifest, hook=progress.hook)
+            if not remote:
+                # dead letters of an earlier failed attempt: superseded by this job's errors/
+                shutil.rmtree(os.path.join(output, mf.STATE_DIR, "failed-errors"),
+                              ignore_errors=True)
     except BaseException:
         if created and os.path.isdir(output) and not os.listdir(output):
             os.rmdir(output)
         raise
-    summary = _summary(output, doc, seconds, runner)
-    summary.manifest = os.path.join(output, mf.MANIFEST)
+    summary = _summary(output, doc, seconds, runner, published.manifest)
+    summary.manifest = fs.join(output, mf.MANIFEST)
     summary.kept = published.kept
     if anomalies:
         summary.extra["anomalies"] = [a.line() for a in anomalies]
     return summary
+
+
+# The files a job derives from its stats and schema before it publishes (besides anomalies.json)
+DERIVED = ("stats.html", "schema_tfmd.pbtxt", "stats_tfmd.pbtxt", "anomalies.json")
+
+
+@contextlib.contextmanager
+def _scratch(staging: str):
+    """A local folder for the job's own bookkeeping (progress ticks), gone afterwards: inside
+    a local staging directory, else a temporary one."""
+    if not fs.is_remote(staging):
+        path = os.path.join(staging, mf.STATE_DIR)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="shardforge-") as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _local_view(staging: str):
+    """A local folder holding the staged schema and stats, where the derived files
+    (:data:`DERIVED`) are written: the staging directory itself, or for a bucket a temporary
+    folder whose derived files are uploaded into the staging prefix afterwards."""
+    if not fs.is_remote(staging):
+        yield staging
+        return
+    with tempfile.TemporaryDirectory(prefix="shardforge-") as tmp:
+        # inside a folder named like the state directory: staging, not an output to verify
+        view = os.path.join(tmp, mf.STATE_DIR)
+        os.mkdir(view)
+        for name in (SCHEMA_FILE, "stats.json"):
+            atomic_write(os.path.join(view, name), fs.read_bytes(fs.join(staging, name)))
+        yield view
+        for name in DERIVED:
+            if os.path.exists(os.path.join(view, name)):
+                fs.write_bytes(fs.join(staging, name), fs.read_bytes(os.path.join(view, name)))
 
 
 def _check_counts(manifest: mf.Manifest, doc: dict) -> None:
@@ -358,16 +390,15 @@ def _check_counts(manifest: mf.Manifest, doc: dict) -> None:
                            "the output was not published")
 
 
-def _summary(output: str, doc: dict, seconds: float, runner: str) -> Summary:
-    shards = {
-        split: sorted(p for p in glob.glob(os.path.join(output, split, "part-*"))
-                      if not p.endswith(".idx"))
-        for split in doc["splits"]
-    } if "://" not in output else {}
+def _summary(output: str, doc: dict, seconds: float, runner: str,
+             manifest: mf.Manifest) -> Summary:
+    shards: dict[str, list[str]] = {split: [] for split in doc["splits"]}
+    for f in manifest.shards:
+        shards.setdefault(f.path.split("/", 1)[0], []).append(fs.join(output, f.path))
     return Summary(
         output=output, rows_read=doc["rows_read"], errors=doc["errors"],
-        splits={s: v["records"] for s, v in doc["splits"].items()}, shards=shards,
-        schema=posixpath.join(output, SCHEMA_FILE),
-        stats=posixpath.join(output, "stats.json"),
-        errors_dir=posixpath.join(output, ERRORS_DIR), seconds=seconds, runner=runner,
+        splits={s: v["records"] for s, v in doc["splits"].items()},
+        shards={split: sorted(paths) for split, paths in shards.items()},
+        schema=fs.join(output, SCHEMA_FILE), stats=fs.join(output, "stats.json"),
+        errors_dir=fs.join(output, ERRORS_DIR), seconds=seconds, runner=runner,
     )

@@ -585,7 +585,9 @@ class DeadLetters(beam.PTransform):
             errors
             | "ToJson" >> beam.Map(lambda e: json.dumps(e, sort_keys=True))
             | "WriteErrors" >> beam.io.WriteToText(
-                posixpath.join(errors_dir, "errors"), file_name_suffix=".jsonl", num_shards=1)
+                posixpath.join(errors_dir, "errors"), file_name_suffix=".jsonl", num_shards=1,
+                # Beam's S3 writer fails on an empty object (a multipart upload of no parts)
+                skip_if_empty=self.output.startswith("s3://"))
         )
         # one error per failed row (each lists every failing column)
         count = errors | "CountFailedRows" >> beam.combiners.Count.Globally()

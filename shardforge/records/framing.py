@@ -105,6 +105,11 @@ def list_shards(dir_or_glob: PathLike) -> list[str]:
     it)."""
     p = os.fspath(dir_or_glob)
     if fs.is_remote(p):
+        from shardforge.records.manifest import listed_shards
+
+        listed = None if _glob.has_magic(p) else listed_shards(p)
+        if listed is not None:
+            return listed
         if _glob.has_magic(p):
             paths = [q for q in _remote_glob(p) if fs.isfile(q)]
         else:  # one listing says which are files: no request per shard

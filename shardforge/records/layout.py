@@ -60,6 +60,20 @@ def shard_name(i: int, n: int, compression: str | None = None, prefix: str = SHA
     return f"{prefix}-{i:05d}-of-{n:05d}{SHARD_SUFFIX[compression_name(compression) or 'none']}"
 
 
+def job_shard_name(name: str, tag: str) -> str:
+    """A shard's (or its index's) file name made unique to the job that published it, for
+    object stores: a new job's shards land beside the ones a reader of the previous manifest
+    is streaming instead of over them.
+
+    >>> job_shard_name("part-00000-of-00004.tfrecord.gz", "3f2a9c01")
+    'part-00000-of-00004-3f2a9c01.tfrecord.gz'
+    """
+    stem, dot, rest = name.partition(".tfrecord")
+    if not dot:
+        raise ValueError(f"{name!r} is not a shard name")
+    return f"{stem}-{tag}{dot}{rest}"
+
+
 def num_shards_for(num_bytes: int, shard_size: int) -> int:
     """Shards of about ``shard_size`` bytes for ``num_bytes`` of records (at least one, so an
     empty split still has a shard)."""

@@ -34,6 +34,7 @@ import re
 import shutil
 import socket
 import stat
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,11 +43,14 @@ from shardforge.records import fs
 from shardforge.records.layout import (
     BUDGET_FILE,
     ERRORS_DIR,
+    INDEX_DIR,
+    INDEX_SUFFIX,
     SCHEMA_FILE,
     SHARD_SUFFIX,
     SPLITS,
     atomic_write,
     fsync_dir,
+    job_shard_name,
 )
 
 MANIFEST = "manifest.json"
@@ -59,7 +63,8 @@ FORMAT = "shardforge-manifest/1"
 # Files up to this size (schema, stats, small shards) are always checked against their SHA-256;
 # larger ones by size unless ``checksums=True`` (reading every shard on open would cost a pass).
 ALWAYS_HASHED = 1 << 20
-SHARD_RE = re.compile(r"part-\d{5}-of-\d{5}("
+JOB_TAG_CHARS = 8  # hex digits of a job's tag in the names of the shards it published remotely
+SHARD_RE = re.compile(rf"part-\d{{5}}-of-\d{{5}}(-[0-9a-f]{{{JOB_TAG_CHARS}}})?("
                       + "|".join(map(re.escape, sorted(SHARD_SUFFIX.values(), key=len)[::-1]))
                       + ")$")
 # Names a shardforge job writes; an output written before manifests existed is replaced by these.
@@ -324,7 +329,8 @@ def verify_output(root: str, *, checksums: bool = False) -> Manifest:
         elif (checksums or f.bytes <= ALWAYS_HASHED) and sha256_file(path) != f.sha256:
             problems.append(f"{f.path} does not match its SHA-256 in the manifest")
     listed = {f.path for f in m.files}
-    for split in SPLITS:
+    # in a bucket the next job's shards sit beside these while it publishes (publish_remote)
+    for split in () if fs.is_remote(root) else SPLITS:
         for name in fs.listdir(fs.join(root, split)):
             rel = f"{split}/{name}"
             if SHARD_RE.match(name) and rel not in listed:
@@ -369,6 +375,24 @@ def check_readable(path: str) -> Manifest | None:
         raise OutputError(f"{path} is not listed in {fs.join(root, MANIFEST)}: it is not "
                           "part of that output (left by another job or copied in)")
     return m
+
+
+def listed_shards(directory: str) -> list[str] | None:
+    """The shards of a split directory in a bucket as its output's manifest lists them (what
+    readers read there: a listing also shows the shards of a job publishing over it), or
+    ``None`` when ``directory`` is local, or not a split of a committed job output."""
+    if not fs.is_remote(directory):
+        return None
+    directory = fs.absolute(directory)
+    root = fs.dirname(directory)
+    split = fs.basename(directory)
+    if split not in SPLITS or not fs.exists(fs.join(root, MANIFEST)):
+        return None
+    try:
+        m = read_manifest(root)
+    except OutputError:
+        return None  # the readers' own check says what is wrong
+    return sorted(fs.join(root, f.path) for f in m.shards if f.path.split("/")[0] == split)
 
 
 def check_shards(paths: Sequence[str]) -> None:
@@ -514,6 +538,10 @@ class JobLock:
                 os.rmdir(os.path.dirname(self.path))
             self._held = False
 
+    def publish(self, manifest: Manifest, *, hook=None) -> Published:
+        """:func:`publish` this job's staging directory into its output."""
+        return publish(self.staging, self.root, manifest, hook=hook)
+
     def __enter__(self) -> JobLock:
         return self.acquire()
 
@@ -621,67 +649,216 @@ def publish(staging: str, root: str, manifest: Manifest, *, hook=None) -> Publis
 
 
 # ---------------------------------------------------------------------------------------------
-# Object stores: no rename, so the commit is a manifest created with a precondition
+# Object stores: no rename, so the commit is the manifest replaced with a precondition
 
-# A remote job's lock names its job and when it was taken; another job takes it over only once
-# it is older than this (a remote lock cannot tell whether its process is alive).
-LEASE_SECONDS = 24 * 3600
-
-
-def acquire_remote(root: str, command: str) -> dict:
-    """Create ``ROOT/.shardforge/lock`` (only where none is: GCS ``ifGenerationMatch=0``, S3
-    ``If-None-Match``); a lock older than :data:`LEASE_SECONDS`, or whose process is dead on
-    this host, is taken over (its staging objects are left for ``release_remote``). Raises
-    :class:`OutputLocked` naming the job that holds it."""
-    job = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{socket.gethostname()}-{os.getpid()}"
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "job": job,
-            "pid_start": _proc_start(os.getpid()),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "taken": time.time(), "lease_seconds": LEASE_SECONDS}
-    path = fs.join(root, STATE_DIR, LOCK)
-    for _ in range(2):
-        try:
-            fs.write_bytes(path, json.dumps(info).encode(), if_absent=True)
-            return info
-        except FileExistsError:
-            other = read_lock(root) or {}
-            dead = other.get("host") == socket.gethostname() and not _alive(
-                int(other.get("pid", 0)), other.get("pid_start"))
-            if not dead and time.time() - float(other.get("taken", time.time())) < LEASE_SECONDS:
-                raise OutputLocked(
-                    f"{root} is being written by another job ({other.get('job')}, pid "
-                    f"{other.get('pid')} on {other.get('host')}, started {other.get('started')}: "
-                    f"{other.get('command')}); its lease ends {LEASE_SECONDS // 3600} h after "
-                    f"that. Wait for it, or if it is gone, delete {path}") from None
-            fs.delete(path)  # past its lease: a dead job's
-    raise OutputLocked(f"could not take {path}: another job took it meanwhile")
+# A remote job rewrites its lock every HEARTBEAT_SECONDS; a lock silent for LEASE_SECONDS (by
+# the clock of the job that looks) is a dead job's and is taken over. Ten beats to a lease: a
+# job whose beats fail for a while (a network outage) keeps its lock.
+HEARTBEAT_SECONDS = 60
+LEASE_SECONDS = 10 * 60
 
 
-def release_remote(root: str, lock: dict) -> None:
-    """Drop the job's staging objects and its lock (only if it is still this job's)."""
-    for rel in fs.walk(fs.join(root, STATE_DIR, f"staging-{lock['job']}")):
-        fs.delete(fs.join(root, STATE_DIR, f"staging-{lock['job']}", rel))
-    if (read_lock(root) or {}).get("job") == lock["job"]:
-        fs.delete(fs.join(root, STATE_DIR, LOCK))
+class RemoteJobLock:
+    """``ROOT/.shardforge/lock`` on an object store: the one job writing ``ROOT``, as
+    :class:`JobLock` is locally. Created only where none is (GCS ``ifGenerationMatch=0``, S3
+    ``If-None-Match: *``); while the job runs a thread rewrites it every ``heartbeat`` seconds
+    with a precondition on the version it wrote last, so a live job is never taken over. A lock
+    whose last beat is older than ``lease`` seconds, or whose process is dead on this host, is
+    taken over by one job only (a precondition on the stale lock's version); a job that finds
+    its lock taken (its beats stopped for a lease) publishes nothing.
+
+    >>> with RemoteJobLock("gs://b/out", "shardforge run ...") as lock:   # doctest: +SKIP
+    ...     staging = lock.staging
+    """
+
+    def __init__(self, root: str, command: str, *, heartbeat: float = HEARTBEAT_SECONDS,
+                 lease: float = LEASE_SECONDS) -> None:
+        self.root, self.command = root, command
+        self.path = fs.join(root, STATE_DIR, LOCK)
+        host, pid = socket.gethostname(), os.getpid()
+        self.job = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{host}-{pid}"
+        self.staging = fs.join(root, STATE_DIR, f"staging-{self.job}")
+        self.heartbeat, self.lease = heartbeat, lease
+        self._info = {"pid": pid, "host": host, "command": command, "job": self.job,
+                      "pid_start": _proc_start(pid), "lease_seconds": lease,
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+        self._version: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.taken_by: str | None = None  # the job that took this job's lock over
+
+    def _beat_bytes(self) -> bytes:
+        return json.dumps({**self._info, "beat": time.time()}).encode()
+
+    def _is_stale(self, other: dict) -> bool:
+        if other.get("host") == socket.gethostname() and not _alive(
+                int(other.get("pid", 0)), other.get("pid_start")):
+            return True
+        # (a lock of shardforge before heartbeats has only the time it was taken)
+        last = float(other.get("beat", other.get("taken", 0)))
+        return time.time() - last > float(other.get("lease_seconds", self.lease))
+
+    def acquire(self) -> RemoteJobLock:
+        for _ in range(TAKEOVER_TRIES):
+            try:
+                fs.write_bytes(self.path, self._beat_bytes(), if_absent=True)
+                self._version = fs.version(self.path)
+                break
+            except FileExistsError:
+                seen = fs.version(self.path)  # before the content: a newer lock fails the take
+                other = read_lock(self.root)
+                if seen is None or other is None:
+                    continue  # released meanwhile: create it
+                if not self._is_stale(other):
+                    last = time.strftime("%H:%M:%S UTC", time.gmtime(float(other.get("beat", 0))))
+                    raise OutputLocked(
+                        f"{self.root} is being written by another job ({other.get('job')}, pid "
+                        f"{other.get('pid')} on {other.get('host')}, started "
+                        f"{other.get('started')}: {other.get('command')}; last heartbeat "
+                        f"{last}). Wait for it; a job silent for "
+                        f"{int(other.get('lease_seconds', self.lease))} s is taken over") \
+                        from None
+                try:
+                    self._version = fs.replace_bytes(self.path, self._beat_bytes(), seen)
+                except fs.PreconditionFailed:
+                    continue  # another job took it first, or it beat: look again
+                self._clean_after(other.get("job", ""))
+                break
+        else:
+            raise OutputLocked(f"could not take {self.path}: other jobs are taking it over")
+        self._thread = threading.Thread(target=self._beat, name="shardforge-lock-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _clean_after(self, dead: str) -> None:
+        """Delete what the dead job ``dead`` left: the files only the manifest it replaced
+        listed (when it died after its commit), the shards it copied in under its own names but
+        never committed (no manifest lists them), and its staging objects."""
+        staging = fs.join(self.root, STATE_DIR, f"staging-{dead}")
+        current = read_manifest(self.root) if fs.exists(fs.join(self.root, MANIFEST)) else None
+        listed = {f.path for f in current.files} if current else set()
+        previous = fs.join(staging, "previous-" + MANIFEST)
+        if current and current.job == dead and fs.exists(previous):
+            # it committed and died before deleting what only the previous manifest listed
+            for f in Manifest.from_json(fs.read_text(previous)).files:
+                if f.path not in listed:
+                    fs.delete(fs.join(self.root, f.path))
+        for rel in fs.walk(staging):
+            fs.delete(fs.join(staging, rel))
+        tag = job_tag(dead)
+        for folder in [*SPLITS, *(f"{INDEX_DIR}/{split}" for split in SPLITS)]:
+            for name in fs.listdir(fs.join(self.root, folder)):
+                rel = f"{folder}/{name}"
+                if f"-{tag}." in name and published_path(rel.replace(f"-{tag}.", "."),
+                                                          tag) == rel and rel not in listed:
+                    fs.delete(fs.join(self.root, rel))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            try:
+                self._version = fs.replace_bytes(self.path, self._beat_bytes(), self._version)
+            except fs.PreconditionFailed:
+                self.taken_by = (read_lock(self.root) or {}).get("job", "another job")
+                return
+            except OSError:
+                continue  # the store is unreachable past the retries: the next beat tries again
+
+    def publish(self, manifest: Manifest, *, hook=None) -> Published:
+        """:func:`publish_remote` this job's staging, unless its lock was taken over."""
+        if self.taken_by:
+            raise OutputLocked(f"{self.path} was taken over by {self.taken_by} (this job's "
+                               f"heartbeats stopped for {int(self.lease)} s); nothing was "
+                               "published: rerun the job")
+        return publish_remote(self.staging, self.root, manifest, hook=hook)
+
+    def release(self) -> None:
+        """Stop the heartbeat; drop the job's staging objects and its lock (if still its)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        for rel in fs.walk(self.staging):
+            fs.delete(fs.join(self.staging, rel))
+        if not self.taken_by and fs.version(self.path) == self._version:
+            fs.delete(self.path)
+
+    def __enter__(self) -> RemoteJobLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
-def publish_remote(staging: str, root: str, manifest: Manifest) -> Published:
-    """Commit a finished job's ``staging`` prefix into the bucket prefix ``root``: withdraw the
-    previous manifest, delete only the files it listed, copy the new files in (server-side),
-    then create the manifest with a precondition, last. Until then every reader refuses the
-    output; a job killed at any point leaves no manifest."""
+def job_lock(root: str, command: str) -> JobLock | RemoteJobLock:
+    """The lock of a job writing ``root``: :class:`RemoteJobLock` for a bucket URL, else
+    :class:`JobLock`. Both give ``staging`` (where the job writes) and ``publish(manifest)``."""
+    return RemoteJobLock(root, command) if fs.is_remote(root) else JobLock(root, command)
+
+
+def job_tag(job: str) -> str:
+    """The tag of a job's shard names in a remote output (hex, :data:`JOB_TAG_CHARS`)."""
+    return hashlib.sha256(job.encode()).hexdigest()[:JOB_TAG_CHARS]
+
+
+def published_path(rel: str, tag: str) -> str:
+    """Where a staged file lands in a remote output: shards and their indexes under names
+    unique to the job (``tag``), everything else under its own name."""
+    parts = rel.split("/")
+    if is_shard(rel) or (len(parts) == 3 and parts[0] == INDEX_DIR
+                         and is_shard("/".join(parts[1:]).removesuffix(INDEX_SUFFIX))):
+        return "/".join([*parts[:-1], job_shard_name(parts[-1], tag)])
+    return rel
+
+
+def publish_remote(staging: str, root: str, manifest: Manifest, *, hook=None) -> Published:
+    """Commit a finished job's ``staging`` prefix into the bucket prefix ``root``, readable
+    throughout as the previous output or the new one:
+
+    1. copy the new shards and their indexes in (server-side) under names unique to the job
+       (:func:`published_path`): nothing a reader of the previous manifest streams is touched;
+    2. copy the small files (schema, stats, errors…) in under their own names;
+    3. replace the manifest, with a precondition on the version read before step 1 (GCS
+       ``ifGenerationMatch``, S3 ``If-Match`` on its ETag; created with ``ifGenerationMatch=0``
+       / ``If-None-Match: *`` when there was none): a job that lost a race publishes nothing;
+    4. delete what only the previous manifest listed.
+
+    Step 2 replaces small files a reader of the previous manifest checks by SHA-256: a reader
+    that opens the output during it, or a job killed in it, finds them changed and is refused
+    (rerun with ``--overwrite``); readers that had opened the output keep streaming its shards.
+    Readers that opened the previous output stream until step 4 deletes its shards.
+    ``hook(stage)`` is called after each step (tests stop there)."""
+    hook = hook or (lambda stage: None)
+    path = fs.join(root, MANIFEST)
     old, _ = previous_output(root)
-    fs.delete(fs.join(root, MANIFEST))
-    new = {f.path for f in manifest.files}
-    for rel in old:
-        if rel != MANIFEST and rel not in new:
-            fs.delete(fs.join(root, rel))
-    for rel in sorted(new):
+    old_version = fs.version(path)
+    if old_version is not None:  # what step 4 deletes, for a taker if this job dies first
+        fs.copy(path, fs.join(staging, "previous-" + MANIFEST))
+    names = {f.path: published_path(f.path, job_tag(manifest.job)) for f in manifest.files}
+    new = Manifest(**{**asdict(manifest), "files": [
+        FileEntry(**{**asdict(f), "path": names[f.path]}) for f in manifest.files]})
+    unique = sorted(rel for rel in names if names[rel] != rel)
+    for rel in unique:
+        fs.copy(fs.join(staging, rel), fs.join(root, names[rel]))
+    hook("publish_copied")
+    for rel in sorted(set(names) - set(unique)):
         fs.copy(fs.join(staging, rel), fs.join(root, rel))
+    hook("publish_small")
+    text = new.to_json().encode()
     try:
-        fs.write_bytes(fs.join(root, MANIFEST), manifest.to_json().encode(), if_absent=True)
+        if old_version is None:
+            fs.write_bytes(path, text, if_absent=True)
+        else:
+            fs.replace_bytes(path, text, old_version)
     except FileExistsError:
-        raise OutputError(f"{fs.join(root, MANIFEST)} was created by another job while this one "
-                          "published (a lock taken over too early?); rerun with --overwrite") \
-            from None
-    return Published(manifest, sorted(set(old) - new - {MANIFEST}), [])
+        for rel in unique:
+            fs.delete(fs.join(root, names[rel]))
+        raise OutputError(f"{path} was replaced by another job while this one published (a "
+                          "lock taken over?); nothing of this job's is listed: rerun it with "
+                          "--overwrite") from None
+    hook("publish_committed")
+    gone = sorted(set(old) - set(names.values()) - {MANIFEST})
+    for rel in gone:
+        fs.delete(fs.join(root, rel))
+    return Published(new, gone, [])

@@ -40,11 +40,10 @@ def test_a_job_on_a_bucket_commits_and_a_second_job_is_refused(gcs, csv):
             "train"]["records"]
     with pytest.raises(mf.OutputError, match="--overwrite"):
         run_pipeline(CLICK_FEATURES, csv, out, num_shards=2, beam_args=IN_MEMORY)
-    lock = mf.acquire_remote(out, "shardforge run (the first job)")
-    with pytest.raises(mf.OutputLocked, match=lock["job"]):
+    with mf.RemoteJobLock(out, "shardforge run (the first job)") as lock, pytest.raises(
+            mf.OutputLocked, match=lock.job):
         run_pipeline(CLICK_FEATURES, csv, out, num_shards=2, beam_args=IN_MEMORY,
                      overwrite=True)
-    mf.release_remote(out, lock)
     assert mf.verify_output(out).job == m.job  # the refused jobs changed nothing
 
 
