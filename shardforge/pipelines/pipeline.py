@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -243,7 +242,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
 
     from shardforge.interop.tfmd import write_tfmd_schema
     from shardforge.interop.tfmd_stats import write_tfmd_statistics
-    from shardforge.pipelines.cli_stats import load_plotting, write_html
+    from shardforge.pipelines.cli_stats import write_html
     from shardforge.pipelines.options import make_options
     from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS
     from shardforge.pipelines.transforms import Preprocess, TooManyErrors
@@ -303,9 +302,6 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
             with contextlib.suppress(FileNotFoundError):
                 os.remove(beam_log)
             progress.reset()
-            # the report's imports (about a second) while this process waits for the workers
-            threading.Thread(target=load_plotting, name="shardforge-load-plotting",
-                             daemon=True).start()
             try:
                 with quiet_beam(verbose, beam_log), _environ(progress.launcher_env(ticks)), \
                         progress.ProgressLine(ticks, enabled=show_progress):

@@ -60,5 +60,9 @@ def test_stats_table_and_html(run_out, capsys):
     assert "price" in text and "country" in text and "400 rows read" in text
     with open(os.path.join(out, "stats.html")) as f:
         page = f.read()
-    assert page.count("data:image/png;base64,") >= 5
+    with open(os.path.join(out, "stats.json")) as f:
+        by_split = json.load(f)["by_split"]["train"]
+    features = len(by_split["inputs"]) + len(by_split["outputs"])
+    # a chart (inline SVG) in every feature's card
+    assert page.count('<svg class="chart"') == page.count('<section class="card') == features
     assert 'id="inputs-price">' in page and "<th>train</th><th>eval</th>" in page
