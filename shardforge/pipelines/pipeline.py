@@ -257,7 +257,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
         if on_anomaly not in ("fail", "warn"):
             raise ValueError(f"on_anomaly={on_anomaly!r}; expected 'fail' or 'warn'")
         load_reference(validate_against)  # a missing or broken one fails before the job runs
-    options = make_options(beam_args)
+    options = make_options(beam_args, inputs=patterns)
     runner = str(options.view_as(StandardOptions).runner or "local FnApiRunner")
 
     def preprocess(dest: str) -> Preprocess:
