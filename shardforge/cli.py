@@ -17,6 +17,7 @@ Beam's, absl's and gRPC's logging stay silent unless ``--verbose``.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import shlex
@@ -118,7 +119,19 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run the command ``argv`` names and return its exit code. As the process's own command
+    line (``argv`` None: the ``shardforge`` script, ``python -m shardforge``), the finished
+    command's objects are then frozen out of the garbage collector (:func:`gc.freeze`): the
+    interpreter's shutdown would otherwise walk all of them, seconds after a Beam job, only to
+    free memory the exit frees anyway. Exit handlers and the flush of stdout and stderr still
+    run, and objects freed by reference counting are finalized as before."""
+    code = _main(sys.argv[1:] if argv is None else list(argv))
+    if argv is None:
+        gc.freeze()
+    return code
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser([_command(argv)] if _command(argv) in COMMANDS else [])
     # `shardforge run` forwards unknown flags to Beam as pipeline options.
     args, extra = parser.parse_known_args(argv)
