@@ -39,7 +39,8 @@ def make_options(beam_args: Sequence[str] = (), inputs: Sequence[str] = (),
     ``save_main_session`` stays off: every DoFn here is a module-level class, so nothing depends
     on the launching process's ``__main__``.
 
-    >>> make_options([], inputs=["clicks-1000.csv"]).get_all_options()["direct_running_mode"]
+    >>> make_options([], inputs=["clicks-1000.csv"]).get_all_options()[
+    ...     "direct_running_mode"]                                        # doctest: +SKIP
     'in_memory'
     """
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions
