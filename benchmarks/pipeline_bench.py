@@ -277,8 +277,8 @@ def run_ours(csv_path: str, features: str, rows: int, workers: int, data_dir: st
     out = os.path.join(data_dir, "out")
     shutil.rmtree(out, ignore_errors=True)
     argv = [sys.executable, "-m", "shardforge.cli", "run", "--features", features,
-            "--input", csv_path, "--output", out, "--json", "--quiet",
-            f"--direct_num_workers={workers}"]
+            "--input", csv_path, "--output", out, "--json", "--quiet"]
+    argv += [f"--direct_num_workers={workers}"] if workers else []  # 0: shardforge's own rule
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
     r = run_measured(argv, env=env, marks=JobMarks(out, rows))
     shutil.rmtree(out, ignore_errors=True)
@@ -320,7 +320,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="200000,1000000",
                         help="comma-separated row counts, measured in this order")
     parser.add_argument("--rows", type=int, default=None, help="one size only")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes; 0: no flag, shardforge's default (in-process "
+                        "for a small input, pipelines/options.py; tf.Transform gets 2)")
     parser.add_argument("--features", choices=("both", "example", "like"), default="both",
                         help="the example feature set, the like-for-like one, or both")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "sf_bench"))
@@ -345,7 +347,7 @@ def main() -> None:
         for name, path in feature_sets[:1]:
             runs[name] = run_ours(csv_path, path, n, args.workers, args.data_dir)
         if args.tft_python:
-            runs["tft"] = run_tft(args.tft_python, csv_path, args.workers, args.data_dir)
+            runs["tft"] = run_tft(args.tft_python, csv_path, args.workers or 2, args.data_dir)
         for name, path in feature_sets[1:]:
             runs[name] = run_ours(csv_path, path, n, args.workers, args.data_dir)
         row = {"rows": n, "csv_mb": round(os.path.getsize(csv_path) / 2**20, 1)}

@@ -1,8 +1,9 @@
 """The one entry point: ``shardforge run | inspect | index | stats | train | plan | demo | …``.
 
 Each subcommand lives beside the component it drives, in a module exposing
-``add_arguments(parser)`` and ``main(args) -> int``. Those modules import their heavy
-dependencies (Beam, torch) inside ``main`` so that ``shardforge inspect`` never pays for Beam.
+``add_arguments(parser)`` and ``main(args) -> int``. Only the module of the command given is
+imported (``shardforge --help`` imports none), and those modules import their heavy dependencies
+(Beam, torch) inside ``main`` so that ``shardforge inspect`` never pays for Beam.
 
 The one exit-code rule, applied here and nowhere else: a command that fails prints one line on
 stderr, ``shardforge CMD: error: what went wrong; what to do``, and exits 2 for the user's mistake
@@ -16,16 +17,16 @@ Beam's, absl's and gRPC's logging stay silent unless ``--verbose``.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import shlex
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 
 from shardforge import __version__
-from shardforge.errors import Interrupted, exit_code
-from shardforge.records.manifest import OutputLocked
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -46,7 +47,10 @@ MAX_ERROR_CHARS = 240  # of an unexpected error's message; --verbose prints all 
 NOISY_LOGGERS = ("apache_beam", "absl", "grpc", "apitools")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The command line's parser; every command is listed, and the options of ``commands``
+    (default: all) added, which imports their modules."""
+    commands = set(commands)
     parser = argparse.ArgumentParser(prog="shardforge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"shardforge {__version__}",
                         help="print the version and exit")
@@ -56,16 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 help="the command (shardforge COMMAND --help: its options)")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
+        command = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        if name in commands:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # component not built yet
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text,
-                                            parents=[common]))
-        sub.choices[name].set_defaults(_main=module.main)
+            module.add_arguments(command)
+            command.set_defaults(_main=module.main)
     return parser
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (the top level has
+    options without values only)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def program() -> list[str]:
@@ -113,7 +119,20 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run the command ``argv`` names and return its exit code. As the process's own command
+    line (``argv`` None: the ``shardforge`` script, ``python -m shardforge``), the finished
+    command's objects are then frozen out of the garbage collector (:func:`gc.freeze`): the
+    interpreter's shutdown would otherwise walk all of them, seconds after a Beam job, only to
+    free memory the exit frees anyway. Exit handlers and the flush of stdout and stderr still
+    run, and objects freed by reference counting are finalized as before."""
+    code = _main(sys.argv[1:] if argv is None else list(argv))
+    if argv is None:
+        gc.freeze()
+    return code
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser([_command(argv)] if _command(argv) in COMMANDS else [])
     # `shardforge run` forwards unknown flags to Beam as pipeline options.
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
@@ -123,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     quiet_libraries(args.verbose)
+    from shardforge.errors import Interrupted, exit_code
+    from shardforge.records.manifest import OutputLocked
+
     try:
         return int(args._main(args) or 0)
     except (KeyboardInterrupt, Interrupted) as err:

@@ -30,6 +30,7 @@ from shardforge.records import layout
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardforge.pipelines.options import RUNNER_RULE
     from shardforge.pipelines.readers import READERS
 
     parser.add_argument("--features", required=True,
@@ -75,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.epilog = ("Any other flag must be a Beam pipeline option, e.g. --direct_num_workers "
                      "4, or --runner DataflowRunner --project P --region R --temp_location "
-                     "gs://B/tmp --setup_file ./setup.py")
+                     f"gs://B/tmp --setup_file ./setup.py. Workers: {RUNNER_RULE}.")
     parser.set_defaults(accepts_extra=True)
 
 

@@ -1,16 +1,15 @@
 """``shardforge stats OUT``: a per-feature table in the terminal; ``stats.html`` (which the job
 writes beside ``stats.json``) has a card per input and output feature with train and eval side
-by side and their distributions overlaid (PNG images embedded, so the page is one self-contained
-file), and marks the anomalies of ``anomalies.json`` when the job was validated. The output is
-checked against its manifest first."""
+by side and their distributions overlaid (inline SVG drawn here from ``stats.json``: the page is
+one self-contained file, and writing it needs no plotting library), and marks the anomalies of
+``anomalies.json`` when the job was validated. The output is checked against its manifest first."""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import io
 import json
+import math
 import sys
 
 SPLITS = ("train", "eval")
@@ -102,8 +101,94 @@ def _categories(feature: dict) -> tuple[dict, float] | None:
     return None
 
 
-def _draw_bars(ax, per: dict) -> None:
-    """Grouped bars: each split's share of the values, side by side per category."""
+W, H = 400, 224  # px of a chart: the width of the narrowest card of the grid (440 px) less padding
+FONT = 9  # px of tick labels; a label of n characters is about 0.55 n of it wide
+
+
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _ticks(lo: float, hi: float, log: bool = False, n: int = 5) -> list[float]:
+    """Round tick values in ``[lo, hi]``: 1-2-5 steps, or the powers of ten on a log axis (with
+    their 2 and 5 multiples when fewer than three powers fit)."""
+    if log:
+        powers = [10.0 ** e for e in range(math.floor(math.log10(lo)),
+                                           math.ceil(math.log10(hi)) + 1)]
+        ticks = [t for t in powers if lo <= t <= hi]
+        if len(ticks) < 3:
+            ticks = [t * m for t in powers for m in (1, 2, 5) if lo <= t * m <= hi]
+        return ticks
+    raw = (hi - lo) / n
+    step = 10.0 ** math.floor(math.log10(raw))
+    step *= next(m for m in (1, 2, 5, 10) if raw <= step * m)
+    first = math.ceil(lo / step - 1e-9)
+    return [k * step for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+
+
+class _Plot:
+    """Data to pixels for one chart's plotting area, and the SVG of its axes."""
+
+    def __init__(self, x: tuple[float, float], y: tuple[float, float], left: int, bottom: int,
+                 xlog: bool = False, invert_y: bool = False):
+        self.x0, self.x1, self.xlog = x[0], x[1], xlog
+        self.y0, self.y1, self.invert_y = y[0], y[1], invert_y
+        self.left, self.right, self.top, self.bottom = left, W - 8, 18, H - bottom  # legend above
+
+    def px(self, v: float) -> float:
+        lo, hi, v = ((math.log10(self.x0), math.log10(self.x1), math.log10(v)) if self.xlog
+                     else (self.x0, self.x1, v))
+        v = min(max(v, lo), hi)  # drawn up to the axis' end, cut there
+        return self.left + (v - lo) / (hi - lo) * (self.right - self.left)
+
+    def py(self, v: float) -> float:
+        share = (min(max(v, self.y0), self.y1) - self.y0) / (self.y1 - self.y0)
+        if self.invert_y:
+            share = 1 - share
+        return self.bottom - share * (self.bottom - self.top)
+
+    def frame(self, xlabel: str, ylabel: str) -> str:
+        return (f'<rect x="{self.left}" y="{self.top}" width="{self.right - self.left}" '
+                f'height="{self.bottom - self.top}" fill="none" stroke="#999"/>'
+                f'<text x="{(self.left + self.right) / 2:.1f}" y="{H - 3}" '
+                f'text-anchor="middle">{_esc(xlabel)}</text>'
+                + (f'<text transform="translate(10 {(self.top + self.bottom) / 2:.1f}) '
+                   f'rotate(-90)" text-anchor="middle">{_esc(ylabel)}</text>' if ylabel else ""))
+
+    def xticks(self, ticks: list[tuple[float, str]], rotate: bool = False) -> str:
+        out = []
+        for v, label in ticks:
+            x = self.px(v)
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.bottom}" '
+                       f'y2="{self.bottom + 3}" stroke="#999"/>')
+            if rotate:
+                out.append(f'<text transform="translate({x + 3:.1f} {self.bottom + 5}) '
+                           f'rotate(-90)" text-anchor="end">{_esc(label)}</text>')
+            else:
+                out.append(f'<text x="{x:.1f}" y="{self.bottom + 4 + FONT}" '
+                           f'text-anchor="middle">{_esc(label)}</text>')
+        return "".join(out)
+
+    def yticks(self, ticks: list[tuple[float, str]]) -> str:
+        return "".join(
+            f'<line x1="{self.left - 3}" x2="{self.left}" y1="{self.py(v):.1f}" '
+            f'y2="{self.py(v):.1f}" stroke="#999"/><text x="{self.left - 5}" '
+            f'y="{self.py(v) + FONT / 3:.1f}" text-anchor="end">{_esc(label)}</text>'
+            for v, label in ticks)
+
+
+def _bar(x: float, y: float, w: float, h: float, color: str, tip: str) -> str:
+    return (f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0.5):.1f}" height="{max(h, 0):.1f}" '
+            f'fill="{color}"><title>{_esc(tip)}</title></rect>')
+
+
+def _draw_bars(per: dict) -> tuple[str, list[str]]:
+    """Grouped bars: each split's share of the values, side by side per category (numbers
+    upright in their order, names across, the most frequent first)."""
     cats = {s: _categories(f) for s, f in per.items()}
     numeric = all(isinstance(k, (int, float)) for c in cats.values() for k in c[0])
     keys = {k for counts, _ in cats.values() for k in counts}
@@ -112,30 +197,48 @@ def _draw_bars(ax, per: dict) -> None:
     else:  # the categories most frequent in any of the splits
         top = {k: max(c.get(k, 0) / t for c, t in cats.values()) for k in keys}
         labels = sorted(keys, key=lambda k: (-top[k], str(k)))[:MAX_BARS]
-    width = 0.8 / len(cats)
-    for j, (split, (counts, total)) in enumerate(cats.items()):
-        shares = [counts.get(k, 0) / total for k in labels]
-        pos = [i + j * width for i in range(len(labels))]
-        if numeric:
-            ax.bar(pos, shares, width, color=COLORS[split], label=split)
-        else:
-            ax.barh(pos, shares, width, color=COLORS[split], label=split)
-    ticks = [i + width * (len(cats) - 1) / 2 for i in range(len(labels))]
+    if not labels:
+        return "", []
+    shares = {s: [counts.get(k, 0) / total for k in labels] for s, (counts, total) in cats.items()}
+    peak = max((v for x in shares.values() for v in x), default=0) * 1.05 or 1.0
     names = [str(k)[:24] for k in labels]
+    width = 0.8 / len(cats)
+    span = (-0.5, len(labels) - 0.5)
+    share_ticks = [(t, _num(t)) for t in _ticks(0, peak)]
+    out = []
     if numeric:
-        ax.set_xticks(ticks, names, fontsize=7, rotation=90 if len(labels) > 10 else 0)
-        ax.set_ylabel("share")
+        rotate = len(labels) > 10
+        bottom = 18 + (int(max(map(len, names)) * FONT * 0.55) + 6 if rotate else FONT + 4)
+        plot = _Plot(span, (0, peak), 44, bottom)
+        slot = (plot.right - plot.left) / len(labels)
+        for j, split in enumerate(cats):
+            for i, v in enumerate(shares[split]):
+                x = plot.px(i - 0.4 + j * width)
+                out.append(_bar(x, plot.py(v), width * slot, plot.bottom - plot.py(v),
+                                COLORS[split], f"{split} {names[i]}: {v:.2%}"))
+        out.append(plot.xticks(list(enumerate(names)), rotate=rotate))
+        out.append(plot.yticks(share_ticks))
+        out.append(plot.frame("", "share"))
     else:
-        ax.set_yticks(ticks, names, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("share")
+        left = int(max(map(len, names), default=1) * FONT * 0.55) + 10
+        plot = _Plot((0, peak), span, left, 18 + FONT + 4, invert_y=True)
+        slot = (plot.bottom - plot.top) / len(labels)
+        for j, split in enumerate(cats):
+            for i, v in enumerate(shares[split]):
+                y = plot.py(i - 0.4 + j * width)
+                out.append(_bar(plot.left, y, plot.px(v) - plot.left, width * slot,
+                                COLORS[split], f"{split} {names[i]}: {v:.2%}"))
+        out.append(plot.xticks(share_ticks))
+        out.append(plot.yticks(list(enumerate(names))))
+        out.append(plot.frame("share", ""))
+    return "".join(out), list(cats)
 
 
-def _draw_histograms(ax, per: dict, prefix: str) -> None:
+def _draw_histograms(per: dict, prefix: str) -> tuple[str, list[str]]:
     """Each split's histogram as a step line of shares (of density for equal-mass buckets),
     overlaid; a single spike does not flatten the rest (the y axis stops above the next)."""
     scale = next(iter(per.values())).get(prefix + "histogram_scale", "linear")
-    zeros, peaks, rests = {}, [], []
+    zeros, steps, peaks, rests = {}, {}, [], []
     for split, f in per.items():
         buckets = f[prefix + "histogram"]
         total = float(sum(b["count"] for b in buckets) or 1)
@@ -146,78 +249,84 @@ def _draw_histograms(ax, per: dict, prefix: str) -> None:
         edges = [buckets[0]["low"]] + [b["high"] for b in buckets]
         heights = [b["count"] / total / (max(b["high"] - b["low"], 1e-300)
                                          if scale == "quantile" else 1.0) for b in buckets]
-        if edges[-1] <= edges[0]:  # one value: a bar of its share
-            ax.bar([edges[0]], [heights[0]], color=COLORS[split], alpha=0.6, label=split)
-        else:
-            ax.stairs(heights, edges, color=COLORS[split], fill=True, alpha=0.35, label=split)
-            ax.stairs(heights, edges, color=COLORS[split], linewidth=1.2)
+        steps[split] = edges, heights
         ordered = sorted(heights)
         peaks.append(ordered[-1])
         rests.append(ordered[-2] if len(ordered) > 1 else ordered[-1])
-    if peaks and max(peaks) > 5 * max(rests) > 0:  # one spike: show the rest, cut the spike
-        ax.set_ylim(0, 1.5 * max(rests))
-    if scale == "log":
-        from matplotlib.ticker import FuncFormatter, NullFormatter
-
-        ax.set_xscale("log")
-        # the default log labels are math markup ($10^{2}$), which is off here
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    if not steps:
+        return "", []
+    ytop = max(peaks) * 1.05 or 1.0
+    if max(peaks) > 5 * max(rests) > 0:  # one spike: show the rest, cut the spike
+        ytop = 1.5 * max(rests)
+    lo = min(e[0] for e, _ in steps.values())
+    hi = max(e[-1] for e, _ in steps.values())
     what = "length" if prefix else "value"
     note = {"log": " (log scale)", "quantile": " (density, equal-mass buckets)"}.get(scale, "")
     q = [f.get(prefix + "quantiles", {}) for f in per.values()]
     if scale == "quantile" and all("0.99" in x for x in q):
         # a long tail (a z-scored price) would squeeze the body into one bar: show to the 99th
         # percentile
-        lo, hi = min(x["0"] for x in q), max(x["0.99"] for x in q)
-        if hi > lo:
-            ax.set_xlim(lo, hi)
+        qlo, qhi = min(x["0"] for x in q), max(x["0.99"] for x in q)
+        if qhi > qlo:
+            lo, hi = qlo, qhi
             note += ", to the 99th percentile"
+    xlog = scale == "log" and lo > 0
+    if hi <= lo:  # one value: a bar of its share around it
+        lo, hi, xlog = lo - 1, hi + 1, False
+    plot = _Plot((lo, hi), (0, ytop), 44, 18 + FONT + 4, xlog=xlog)
+    out = []
+    for split, (edges, heights) in steps.items():
+        if edges[-1] <= edges[0]:
+            x = plot.px(edges[0])
+            out.append(_bar(x - 4, plot.py(heights[0]), 8, plot.bottom - plot.py(heights[0]),
+                            COLORS[split], f"{split} {_num(edges[0])}: {heights[0]:.2%}"))
+            continue
+        points = [(plot.px(edges[0]), plot.bottom)]
+        for a, b, h in zip(edges, edges[1:], heights):
+            points += [(plot.px(a), plot.py(h)), (plot.px(b), plot.py(h))]
+        points.append((plot.px(edges[-1]), plot.bottom))
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        out.append(f'<polygon points="{line}" fill="{COLORS[split]}" fill-opacity="0.35"/>'
+                   f'<polyline points="{line}" fill="none" stroke="{COLORS[split]}" '
+                   'stroke-width="1.2"/>')
     at_zero = ", ".join(f"{s} {z}" for s, z in zeros.items() if z)
-    ax.set_xlabel(what + note + (f"; at 0: {at_zero}" if at_zero else ""), fontsize=8)
-    ax.set_ylabel("density" if scale == "quantile" else "share", fontsize=8)
+    out.append(plot.xticks([(t, f"{t:g}") for t in _ticks(lo, hi, log=xlog)]))
+    out.append(plot.yticks([(t, _num(t)) for t in _ticks(0, ytop)]))
+    out.append(plot.frame(what + note + (f"; at 0: {at_zero}" if at_zero else ""),
+                          "density" if scale == "quantile" else "share"))
+    return "".join(out), list(steps)
 
 
-def load_plotting() -> None:
-    """Import matplotlib (Agg, no display) and its tick formatters: the report's start-up, which
-    a job runs while it waits for its workers (``run_pipeline``) instead of after them."""
-    import matplotlib
+def _legend(splits: list[str]) -> str:
+    """The splits' colours in a row above the plotting area, at its right end."""
+    out, x = [], W - 8
+    for split in reversed(splits):
+        x -= int(len(split) * FONT * 0.55) + 18
+        out.append(f'<rect x="{x}" y="5" width="9" height="9" fill="{COLORS[split]}"/>'
+                   f'<text x="{x + 12}" y="13">{_esc(split)}</text>')
+    return "".join(out)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import matplotlib.ticker  # noqa: F401
 
-
-def _png(per: dict) -> str | None:
-    """One base64 PNG with the splits' distributions of one feature overlaid (shares, so
-    splits of different sizes compare), or ``None`` when there is nothing to draw."""
-    load_plotting()
-    import matplotlib
-    import matplotlib.pyplot as plt
-
+def _svg(per: dict, title: str) -> str | None:
+    """One inline SVG chart (no script, no external resource) with the splits' distributions
+    of one feature overlaid (shares, so splits of different sizes compare), or ``None`` when
+    there is nothing to draw. Each bar's tooltip gives its exact share."""
     per = {s: f for s, f in per.items() if f is not None}
     if not per:
         return None
     first = next(iter(per.values()))
     prefix = "" if first.get("histogram") else "length_"
     if all(_categories(f) for f in per.values()):
-        draw = _draw_bars
+        body, drawn = _draw_bars(per)
     elif all(f.get(prefix + "histogram") for f in per.values()):
-        def draw(ax, per):
-            _draw_histograms(ax, per, prefix)
+        body, drawn = _draw_histograms(per, prefix)
     else:
         return None
-    # Values are data, not markup: `$x^{$` must be drawn as text, never parsed as mathtext.
-    with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False,
-                                "font.size": 8}):
-        fig, ax = plt.subplots(figsize=(5.0, 2.8), dpi=80)
-        draw(ax, per)
-        ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    if not drawn:
+        return None
+    return (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+            f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="{FONT}" '
+            f'role="img"><title>{_esc(title)}</title>{body}{_legend(drawn)}</svg>')
 
 
 def _share(part, whole) -> str:
@@ -272,14 +381,13 @@ def _card(name: str, section: str, per: dict, overall: dict | None, lines: list[
         f'<tr{" class=flag" if flag else ""}><td>{html.escape(label)}</td>'
         + "".join(f"<td>{html.escape(v)}</td>" for v in vals) + "</tr>"
         for label, vals, flag in _rows(per, overall, section))
-    png = _png(per)
-    img = f'<img alt="{html.escape(name)}" src="data:image/png;base64,{png}">' if png else ""
+    chart = _svg(per, name) or ""
     marks = "".join(f'<p class="anomaly">{html.escape(ln)}</p>' for ln in lines)
     top = html.escape(_top(f0, 5))
     return (f'<section class="card{" flagged" if lines else ""}" '
             f'id="{section}-{html.escape(name)}"><h3>{html.escape(name)} '
             f"<small>{html.escape(kind)}</small></h3>{marks}"
-            f"<table><tr><th></th>{head}</tr>{body}</table>{img}"
+            f"<table><tr><th></th>{head}</tr>{body}</table>{chart}"
             + (f'<p class="top">top: {top}</p>' if top else "") + "</section>")
 
 
@@ -308,7 +416,7 @@ STYLE = """body{font-family:sans-serif;margin:1em auto;max-width:1800px;padding:
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,440px),1fr));gap:12px}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px;min-width:0;overflow-wrap:anywhere}
 .card h3{margin:0 0 4px} .card small{color:#666;font-weight:normal}
-.card img{max-width:100%;height:auto;display:block}
+.card svg{max-width:100%;height:auto;display:block}
 table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left} .flag td{background:#fff3cd}
 .flagged{border-color:#b00020} .anomaly{color:#b00020;margin:2px 0} .top{color:#444}
@@ -375,10 +483,9 @@ def write_anomalies_html(path: str, anomalies, new: dict, ref: dict, split: str 
                         for a in anomalies if (a.section, a.feature) == key)
         per = {"new": entry(new, section, name), "reference": entry(ref, section, name),
                "new eval": entry(new, section, name, "eval") if split != "eval" else None}
-        png = _png(per) if name else None
-        img = f'<img alt="{html.escape(name)}" src="data:image/png;base64,{png}">' if png else ""
+        chart = (_svg(per, name) if name else None) or ""
         where = f"{name} ({section[:-1]})" if name else "dataset"
-        cards.append(f'<section class="card flagged"><h3>{html.escape(where)}</h3>{lines}{img}'
+        cards.append(f'<section class="card flagged"><h3>{html.escape(where)}</h3>{lines}{chart}'
                      "</section>")
     page = f"""<!doctype html><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">

@@ -19,7 +19,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -246,7 +245,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
 
     from shardforge.interop.tfmd import write_tfmd_schema
     from shardforge.interop.tfmd_stats import write_tfmd_statistics
-    from shardforge.pipelines.cli_stats import load_plotting, write_html
+    from shardforge.pipelines.cli_stats import write_html
     from shardforge.pipelines.options import make_options
     from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS
     from shardforge.pipelines.transforms import Preprocess, TooManyErrors
@@ -261,7 +260,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
         if on_anomaly not in ("fail", "warn"):
             raise ValueError(f"on_anomaly={on_anomaly!r}; expected 'fail' or 'warn'")
         load_reference(validate_against)  # a missing or broken one fails before the job runs
-    options = make_options(beam_args)
+    options = make_options(beam_args, inputs=patterns)
     runner = str(options.view_as(StandardOptions).runner or "local FnApiRunner")
 
     def preprocess(dest: str) -> Preprocess:
@@ -289,9 +288,6 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(beam_log)
             progress.reset()
-            # the report's imports (about a second) while this process waits for the workers
-            threading.Thread(target=load_plotting, name="shardforge-load-plotting",
-                             daemon=True).start()
             ticks = os.path.join(scratch, "progress")
             try:
                 with quiet_beam(verbose, beam_log), _environ(progress.launcher_env(ticks)), \

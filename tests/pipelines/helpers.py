@@ -14,6 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLICK_FEATURES = os.path.join(REPO, "shardforge", "examples", "click_features.py")
 # In-process pipelines for most tests; the offline multi-process default runs where it matters.
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+# two worker processes, which a small input would not get by default (pipelines/options.py)
+MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
 def read_typed(fs, path: str, fmt: str = "csv"):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.pipelines.helpers import IN_MEMORY, read_split, row_multiset
+from tests.pipelines.helpers import IN_MEMORY, MULTI_PROCESS, read_split, row_multiset
 
 pytestmark = pytest.mark.xdist_group("pipelines-formats")
 
@@ -138,7 +138,7 @@ def test_text_files_are_documents(data):
 
 def test_dead_letters_name_source_feature_and_reason(data):
     # the default offline multi-process runner: bad rows cross worker processes too
-    summary = _run(data, "bad.jsonl", "out_bad", beam_args=(), max_error_fraction=0.05)
+    summary = _run(data, "bad.jsonl", "out_bad", beam_args=MULTI_PROCESS, max_error_fraction=0.05)
     assert summary.rows_read == 103 and summary.errors == 3
     assert sum(summary.splits.values()) == 100
     lines = [json.loads(ln) for p in glob.glob(os.path.join(summary.errors_dir, "*.jsonl"))
@@ -160,7 +160,7 @@ def test_error_budget_fails_the_job_and_writes_no_shards(data):
     from shardforge.pipelines import TooManyErrors
 
     with pytest.raises(TooManyErrors, match=r"3 of 103 input rows failed \(2\.91%\).*0\.01"):
-        _run(data, "bad.jsonl", "out_fail", beam_args=())
+        _run(data, "bad.jsonl", "out_fail", beam_args=MULTI_PROCESS)
     out = data / "out_fail"
     assert not glob.glob(str(out / "train" / "part-*"))
     errors = glob.glob(str(out / "errors" / "*.jsonl"))

@@ -11,7 +11,7 @@ import pytest
 
 from shardforge.examples.clicklog import write_csv
 from shardforge.records import manifest as mf
-from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, REPO
+from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, MULTI_PROCESS, REPO
 from tests.pipelines.test_overwrite import snapshot
 
 pytestmark = pytest.mark.xdist_group("pipelines-hostile-output")
@@ -110,10 +110,10 @@ def test_a_full_disk_fails_the_job_with_one_message_and_keeps_the_previous_outpu
     before = snapshot(out)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, DISKFULL]),
                SHARDFORGE_DISKFULL_DIR=str(out), SHARDFORGE_DISKFULL_BYTES="20000")
-    proc = subprocess.run(  # the default runner: the shards are written by worker processes
+    proc = subprocess.run(  # the shards are written by worker processes
         [sys.executable, "-m", "shardforge.cli", "run", "--features", CLICK_FEATURES, "--input",
-         csv, "--output", str(out), "--overwrite", "--num-shards", "1", "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300)
+         csv, "--output", str(out), "--overwrite", "--num-shards", "1", "--quiet",
+         *MULTI_PROCESS], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert f"no space left on device writing {out}{os.sep}" in proc.stderr
     assert "nothing was published" in proc.stderr

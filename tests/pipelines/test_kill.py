@@ -12,7 +12,7 @@ import pytest
 
 from shardforge.examples.clicklog import write_csv
 from shardforge.records import manifest as mf
-from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, REPO
+from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, MULTI_PROCESS, REPO
 from tests.pipelines.test_overwrite import snapshot
 
 # on the job's PYTHONPATH: its sitecustomize pauses the process that reaches the named stage
@@ -107,8 +107,8 @@ def test_kill_during_publish_is_refused_by_readers(csv, tmp_path):
 def test_killing_only_the_launcher_kills_its_workers(csv, tmp_path):
     out = tmp_path / "out"
     marker = tmp_path / "paused"
-    # the default runner: worker processes; the pause point is inside a worker
-    proc = start(csv, out, "write_stats", marker)
+    # worker processes; the pause point is inside a worker
+    proc = start(csv, out, "write_stats", marker, *MULTI_PROCESS)
     paused = wait_paused(proc, marker)
     assert paused["pid"] != proc.pid  # a worker, not the launcher
     assert len(session_alive(proc.pid)) >= 2
@@ -187,7 +187,7 @@ def test_sigterm_cleans_up_the_lock_and_staging(csv, tmp_path):
 def test_a_dead_worker_fails_the_job_naming_its_exit_cause(csv, tmp_path):
     out = tmp_path / "out"
     marker = tmp_path / "paused"
-    proc = start(csv, out, "write_stats", marker)  # the default runner: worker processes
+    proc = start(csv, out, "write_stats", marker, *MULTI_PROCESS)  # worker processes
     paused = wait_paused(proc, marker)
     assert paused["pid"] != proc.pid
     os.kill(paused["pid"], signal.SIGKILL)  # one worker, as an OOM kill would

@@ -15,6 +15,7 @@ from shardforge.examples.clicklog import write_csv
 from tests.pipelines.helpers import (
     CLICK_FEATURES,
     IN_MEMORY,
+    MULTI_PROCESS,
     concat,
     read_split,
     read_typed,
@@ -38,7 +39,8 @@ def run_a(click_csv, tmp_path_factory):
     from shardforge.pipelines import run_pipeline
 
     out = str(tmp_path_factory.mktemp("out_a"))
-    return run_pipeline(CLICK_FEATURES, click_csv, out, num_shards=2, overwrite=True)
+    return run_pipeline(CLICK_FEATURES, click_csv, out, num_shards=2, overwrite=True,
+                        beam_args=MULTI_PROCESS)
 
 
 @pytest.fixture(scope="module")

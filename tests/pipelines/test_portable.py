@@ -13,7 +13,7 @@ import pytest
 
 from shardforge.examples.clicklog import write_csv
 from shardforge.records import manifest as mf
-from tests.pipelines.helpers import CLICK_FEATURES, REPO
+from tests.pipelines.helpers import CLICK_FEATURES, MULTI_PROCESS, REPO
 
 pytestmark = [pytest.mark.xdist_group("pipelines-portable"), pytest.mark.slow]
 LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -92,7 +92,8 @@ def test_portable_runner_with_external_workers_matches_the_default_runner(
                 "--environment_type", "EXTERNAL", "--environment_config",
                 f"localhost:{pool_port}"]
     kw = dict(num_shards=3, compression="gzip", command="shardforge run (test)")
-    a = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "default"), **kw)
+    a = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "default"), beam_args=MULTI_PROCESS,
+                     **kw)
     b = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "portable"), beam_args=portable, **kw)
     assert b.runner == "PortableRunner" and a.splits == b.splits
     assert sum(b.splits.values()) == 3000

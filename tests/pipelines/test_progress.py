@@ -11,7 +11,7 @@ import pytest
 
 from shardforge.examples.clicklog import write_csv
 from shardforge.pipelines import progress
-from tests.pipelines.helpers import CLICK_FEATURES, REPO
+from tests.pipelines.helpers import CLICK_FEATURES, MULTI_PROCESS, REPO
 
 pytestmark = pytest.mark.xdist_group("pipelines-progress")
 
@@ -117,7 +117,7 @@ def test_a_plain_run_is_quiet_and_a_failure_is_short(tmp_path):
     # traceback are not shown, the cause is
     (tmp_path / "worker_broken.py").write_text(WORKER_BROKEN)
     proc = run_cli("--features", "worker_broken.py", "--input", "clicks.csv", "--output", "out3",
-                   "--quiet", tmp_path=tmp_path)
+                   "--quiet", *MULTI_PROCESS, tmp_path=tmp_path)
     assert proc.returncode == 1
     assert "the job failed: RuntimeError: cannot load /data/table.csv" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) <= 3

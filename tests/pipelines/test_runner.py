@@ -60,3 +60,27 @@ def test_local_defaults_and_pass_through():
     assert opts.view_as(DirectOptions).direct_num_workers == 3
     assert opts.view_as(DirectOptions).direct_running_mode == "in_memory"
     assert opts.get_all_options()["job_name"] == "clicks"
+
+
+def test_small_local_input_runs_in_process_unless_a_flag_says_otherwise(tmp_path):
+    from shardforge.pipelines.options import SMALL_INPUT_BYTES
+
+    small, big = tmp_path / "small.csv", tmp_path / "big.csv"
+    small.write_bytes(b"x\n1\n")
+    with open(big, "wb") as f:  # sparse: the size counts, not the blocks
+        f.truncate(SMALL_INPUT_BYTES)
+
+    def mode(beam_args, inputs):
+        direct = make_options(beam_args, inputs=inputs).view_as(DirectOptions)
+        return direct.direct_running_mode, direct.direct_num_workers
+
+    assert mode([], [str(small)]) == ("in_memory", 1)
+    assert mode([], [str(tmp_path / "*.csv")]) == ("multi_processing", 2)  # the sum counts
+    assert mode([], [str(big)]) == ("multi_processing", 2)
+    assert mode([], []) == ("multi_processing", 2)  # inputs unknown
+    assert mode([], ["gs://bucket/small.csv"]) == ("multi_processing", 2)  # not local
+    # the user's flags win, either of them
+    assert mode(["--direct_num_workers=2"], [str(small)]) == ("multi_processing", 2)
+    assert mode(["--direct_running_mode=multi_processing"], [str(small)]) == (
+        "multi_processing", 2)
+    assert mode(["--direct_running_mode", "in_memory"], [str(big)])[0] == "in_memory"

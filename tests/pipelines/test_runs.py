@@ -57,11 +57,12 @@ def test_shards_are_byte_identical_across_runners_and_chunking(tmp_path):
     # shards, merged by (key, bytes), must not
     from shardforge.examples.clicklog import write_csv
     from shardforge.pipelines import run_pipeline
-    from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, shard_paths
+    from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY, MULTI_PROCESS, shard_paths
 
     csv = str(tmp_path / "clicks.csv")
     write_csv(csv, 5000, seed=11)
-    a = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "a"), num_shards=3, chunk_rows=500)
+    a = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "a"), num_shards=3, chunk_rows=500,
+                     beam_args=MULTI_PROCESS)
     b = run_pipeline(CLICK_FEATURES, csv, str(tmp_path / "b"), num_shards=3, chunk_rows=4096,
                      beam_args=IN_MEMORY)
     for split in ("train", "eval"):

@@ -1,10 +1,10 @@
 """stats.json / stats.html: one statistics engine (the features/ analyzers), per split, for the
 inputs and the transformed outputs; oracles are numpy over the inputs and the decoded records."""
 
-import base64
 import json
 import os
 import re
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -29,6 +29,7 @@ FEATURES = sf.FeatureSet(
 )
 """
 N = 3000
+SVG = "{http://www.w3.org/2000/svg}"
 MATH = ["$x^{$", "$\\\\frac{", "a_b^c", "$$", "\\\\mathrm{"]
 
 
@@ -127,23 +128,63 @@ def test_skewed_column_gets_a_log_histogram_that_counts_every_value(job):
     assert {f["name"]: f for f in doc["features"]}["big"]["histogram_scale"] == "linear"
 
 
+def _charts(page: str) -> dict[str, ElementTree.Element]:
+    """Card id -> its one chart, parsed as XML (a malformed chart fails here)."""
+    cards = re.findall(r'<section class="card[^"]*" id="([^"]+)">(.*?)</section>', page)
+    charts = {}
+    for card, body in cards:
+        svgs = re.findall(r"<svg .*?</svg>", body, re.S)
+        assert len(svgs) <= 1, card
+        if svgs:
+            charts[card] = ElementTree.fromstring(svgs[0])
+    return charts
+
+
 def test_html_overlays_train_and_eval_fits_the_window_and_survives_math_markup(job):
     summary, doc, _, _ = job
     with open(os.path.join(summary.output, "stats.html")) as f:
         page = f.read()
     assert "$x^{$" in page  # the value shown as text
-    images = re.findall(r'base64,([^"]+)', page)
-    assert len(images) >= 10  # every input and output feature has a picture
-    import io
-
-    from PIL import Image
-
-    # one chart per feature, the splits overlaid, as wide as a card of the responsive grid
-    chart = Image.open(io.BytesIO(base64.b64decode(images[0])))
-    assert chart.size[0] <= 440 and "minmax(min(100%,440px),1fr)" in page
     cards = re.findall(r'<section class="card[^"]*" id="([^"]+)">(.*?)</section>', page)
     assert {c for c, _ in cards} >= {"inputs-big", "inputs-name", "outputs-note", "outputs-text"}
     assert all("<th>train</th><th>eval</th>" in body for _, body in cards)
+    # every input and output feature has one chart, the splits overlaid (both in its legend),
+    # as wide as a card of the responsive grid, self-contained: no script, no link
+    charts = _charts(page)
+    features = {f"{section}-{f['name']}" for section in ("inputs", "outputs")
+                for f in doc["by_split"]["train"][section]}
+    assert set(charts) == features and len(features) >= 10
+    assert "minmax(min(100%,440px),1fr)" in page
+    for card, svg in charts.items():
+        assert int(svg.get("width")) <= 440, card
+        texts = {t.text for t in svg.iter(SVG + "text")}
+        assert {"train", "eval"} <= texts, card
+        assert svg.findall(f".//{SVG}rect[@fill]") or svg.findall(f".//{SVG}polygon"), card
+        assert not svg.findall(f".//{SVG}script") and "href" not in ElementTree.tostring(
+            svg, encoding="unicode"), card
+
+
+def test_html_bars_are_the_splits_shares_of_the_decoded_records(job):
+    """The label's chart: one bar per split and value, its height and its tooltip the share of
+    that value among the split's records (decoded from the shards: the oracle)."""
+    summary, doc, _, d = job
+    import shardforge.features as sf
+
+    state = sf.TransformState.load(summary.schema)
+    fs = sf.load_feature_set(str(d / "features.py"))
+    with open(os.path.join(summary.output, "stats.html")) as f:
+        svg = _charts(f.read())["inputs-y"]
+    bars = {r.find(SVG + "title").text: float(r.get("height"))
+            for r in svg.iter(SVG + "rect") if r.find(SVG + "title") is not None}
+    shares = {}
+    for split in ("train", "eval"):
+        y = np.asarray(read_split(summary.output, split, fs.output_spec(state))["y"]).ravel()
+        shares |= {(split, v): float(np.mean(y == v)) for v in (0, 1)}
+    heights = {(s, v): bars.pop(f"{s} {v}: {share:.2%}") for (s, v), share in shares.items()}
+    assert not bars  # nothing else drawn
+    per_share = heights[("train", 0)] / shares[("train", 0)]  # pixels per unit of share
+    for key, h in heights.items():
+        assert h == pytest.approx(per_share * shares[key], abs=0.15)
 
 
 def test_top_values_stay_bounded():

@@ -13,7 +13,14 @@ import shutil
 
 import pytest
 
-from tests.pipelines.helpers import IN_MEMORY, REPO, read_split, row_multiset, shard_paths
+from tests.pipelines.helpers import (
+    IN_MEMORY,
+    MULTI_PROCESS,
+    REPO,
+    read_split,
+    row_multiset,
+    shard_paths,
+)
 
 pytestmark = pytest.mark.xdist_group("pipelines-text-split")
 STDLIB_FEATURES = os.path.join(REPO, "shardforge", "examples", "stdlib_features.py")
@@ -37,7 +44,8 @@ def runs(tmp_path_factory):
     common = dict(fmt="text", eval_fraction=0.3, num_shards=2, overwrite=True)
     return {
         "processes": run_pipeline(STDLIB_FEATURES, str(base / "a" / "corpus" / "**.py"),
-                                  str(base / "out_processes"), **common),
+                                  str(base / "out_processes"), beam_args=MULTI_PROCESS,
+                                  **common),
         "in_process": run_pipeline(STDLIB_FEATURES, str(base / "a" / "corpus" / "**.py"),
                                    str(base / "out_in_process"), beam_args=IN_MEMORY, **common),
         "copy_by_text": run_pipeline(STDLIB_FEATURES, str(base / "b" / "corpus" / "**.py"),

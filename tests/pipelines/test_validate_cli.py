@@ -80,7 +80,8 @@ def test_run_warns_publishes_and_records_the_anomalies(jobs, capsys):
         assert {a["feature"] for a in json.load(f)["anomalies"]} == {"price"}
     with open(page) as f:  # one card, the new, reference and new eval prices overlaid
         cards = re.findall(r"<section.*?</section>", f.read())
-    assert len(cards) == 1 and "price (input)" in cards[0] and "base64," in cards[0]
+    assert len(cards) == 1 and "price (input)" in cards[0] and '<svg class="chart"' in cards[0]
+    assert all(f">{name}</text>" in cards[0] for name in ("new", "reference", "new eval"))
     # against the TFMD schema the job wrote for its outputs: clean
     assert main(["validate", out, "--against", os.path.join(out, "schema_tfmd.pbtxt")]) == 0
     # against itself: clean; a missing reference: a usage error
