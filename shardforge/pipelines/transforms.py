@@ -232,7 +232,12 @@ class AnalyzeCombineFn(beam.CombineFn):
         return self.analyzer.add_batch(acc, rows.batch)
 
     def merge_accumulators(self, accs):
-        return self.analyzer.merge(list(accs))
+        # One part at a time: merging all bundles' parts at once holds their concatenation
+        # (every bundle's quantile sketch side by side), which grows with the input.
+        merged = None
+        for acc in accs:
+            merged = acc if merged is None else self.analyzer.merge([merged, acc])
+        return self.create_accumulator() if merged is None else merged
 
     def extract_output(self, acc):
         return self.analyzer.extract(acc)
