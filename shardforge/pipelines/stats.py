@@ -138,6 +138,15 @@ def _quantiles(entry: dict, key: str) -> dict:
     return _QUANT.add_batch(acc, np.concatenate(pending)) if pending else acc
 
 
+def _folded(entry: dict) -> dict:
+    """``entry`` with every buffer folded into its sketch (a copy)."""
+    out = dict(entry)
+    for part in [p for p in entry if p.endswith(_PENDING)]:
+        key = part.removesuffix(_PENDING)
+        out[key + "_q"], out[part] = _quantiles(entry, key), []
+    return out
+
+
 def _add_input(entry: dict, col) -> None:
     entry["rows"] = entry.get("rows", 0) + len(col)
     if isinstance(col, StrBuf):
@@ -244,6 +253,12 @@ class Accumulator:
 
     entries: dict = field(default_factory=dict)
     missing: dict = field(default_factory=dict)
+
+    def __getstate__(self) -> dict:
+        # what leaves the process (a bundle's statistics, to the merge) is sketches: buffered
+        # values are folded in (a low-cardinality column's sketch is far smaller than its values)
+        return {"entries": {key: _folded(entry) for key, entry in self.entries.items()},
+                "missing": self.missing}
 
     def add_inputs(self, batch: Batch, missing: dict[str, int], is_eval: np.ndarray) -> None:
         """A typed input batch, each row under its split, and its missing counts per input."""
