@@ -106,10 +106,11 @@ def _take_strings(sb: StrBuf, rows: np.ndarray) -> StrBuf:
 
 
 def _as_strings(col):
-    """A string input column as a ``StrBuf`` (one Arrow conversion for every split and
-    statistic), other columns as they are."""
-    if isinstance(col, np.ndarray) and col.dtype == object:
-        return StrBuf.from_values(col.reshape(-1))
+    """A column of one byte string per row as a ``StrBuf`` (one Arrow conversion for every
+    split and statistic), other columns as they are."""
+    if isinstance(col, np.ndarray) and col.dtype == object and col.ndim == 1 and (
+            not len(col) or isinstance(col[0], bytes)):
+        return StrBuf.from_values(col)
     return col
 
 
