@@ -4,6 +4,7 @@ exit, beside tf.Transform on the same file in the same run, and where the wall c
     .venv/bin/python benchmarks/pipeline_bench.py [--sizes 1000,200000,1000000] [--workers 2]
         [--tft-python /path/to/venv-with-tensorflow-transform/bin/python] [--features both]
     .venv/bin/python benchmarks/pipeline_bench.py --rows 10000000     # ours alone, one size
+    .venv/bin/python benchmarks/pipeline_bench.py --per-row --sizes 1000000 --features example
 
 For each size it generates the CSV with shardforge/examples/clicklog.py (cached under
 --data-dir, written a million rows at a time) and runs ``python -m shardforge.cli run`` on it
@@ -18,7 +19,10 @@ itself (in-job), the CPU seconds of the command and its workers, and the peak RS
 the launcher and of each worker, sampled from /proc. For ours it also prints where the wall
 clock went, from what is visible in the output directory while the job runs (``JobMarks``). It
 prints a table per size, the marginal rows/s between consecutive sizes (the cost of the extra
-rows, without the fixed start-up), then one JSON line. Such a venv:
+rows, without the fixed start-up), then one JSON line. ``--per-row`` runs instead the workers'
+code for every row in this process, without a runner (the analyze pass, the transform pass with
+its statistics and spill, the shard merge), and prints its CPU per row beside the parts' sum.
+Such a venv:
 
     python3 -m venv /tmp/tftvenv && /tmp/tftvenv/bin/pip install tensorflow-transform==1.21.0 \
         tensorflow-cpu==2.21.0 apache-beam==2.77.0
@@ -315,6 +319,56 @@ def run_tft(tft_python: str, csv_path: str, workers: int, data_dir: str) -> dict
     return r
 
 
+def per_row(csv_path: str, features: str) -> dict:
+    """CPU seconds of the job's per-row code in this process, a bundle per input split as a
+    runner gives them: the analyze pass (read, coerce, fit), the transform pass (read again,
+    transform, statistics, encode, spill sorted runs) and the shard writers' merge."""
+    from shardforge.pipelines import stats
+    from shardforge.pipelines import transforms as t
+    from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS
+
+    ref = t.FeatureSetRef(features)
+    ref.get()  # loading the feature set is a fixed cost
+    splits = t._split((csv_path, os.path.getsize(csv_path)), None)
+    cpu = [time.process_time()]
+    read, combine = t._ReadFn(ref, None, DEFAULT_CHUNK_ROWS, "error"), t.AnalyzeCombineFn(ref)
+    parts, rows = [], 0
+    for split in splits:
+        acc = combine.create_accumulator()
+        for out in read.process(split):
+            if isinstance(out, t.Rows):
+                acc = combine.add_input(acc, out)
+                rows += len(next(iter(out.batch.values())))
+        parts.append(acc)
+    state = combine.extract_output(combine.merge_accumulators(parts))
+    cpu.append(time.process_time())
+    with tempfile.TemporaryDirectory() as tmp:
+        fn = t._TransformFn(ref, None, DEFAULT_CHUNK_ROWS, "error", 0.1, None,
+                            os.path.join(tmp, "runs"), t.DEFAULT_RUN_BYTES)
+        runs, accs = [], []
+        for split in splits:
+            fn.start_bundle()
+            runs += [r for r in fn.process(split, state) if isinstance(r, dict)]
+            for out in fn.finish_bundle():
+                value = out.value.value if isinstance(out, t.pvalue.TaggedOutput) else out.value
+                (accs if isinstance(value, stats.Accumulator) else runs).append(value)
+        stats.Accumulator.merge(accs)
+        cpu.append(time.process_time())
+        sizes = t._SplitSizes()
+        totals = sizes.extract_output(sizes.merge_accumulators(
+            [sizes.add_input(sizes.create_accumulator(), r) for r in runs]))
+        writer = t._WriteShardFn(os.path.join(tmp, "out"), None)
+        for split, (_, size) in totals.items():
+            n = t.num_shards_for(size, t.DEFAULT_SHARD_SIZE)
+            for i in range(n):
+                list(writer.process((split, i, n), runs))
+        cpu.append(time.process_time())
+    us = [(b - a) / rows * 1e6 for a, b in zip(cpu, cpu[1:])]
+    return {"rows": rows,
+            "us_per_row": {k: round(v, 2) for k, v in zip(("analyze", "transform", "write"), us)},
+            "rows_per_s_per_core": round(rows / (cpu[-1] - cpu[0]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="200000,1000000",
@@ -328,11 +382,27 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "sf_bench"))
     parser.add_argument("--tft-python", default=None,
                         help="python of a venv with tensorflow-transform, for the comparison")
+    parser.add_argument("--per-row", action="store_true",
+                        help="the workers' per-row code in this process instead (see per_row)")
     args = parser.parse_args()
     sizes = [args.rows] if args.rows else [int(s) for s in args.sizes.split(",")]
     feature_sets = [(name, path) for name, path in FEATURE_SETS
                     if args.features in ("both", name)]
     os.makedirs(args.data_dir, exist_ok=True)
+    if args.per_row:
+        for n in sizes:
+            csv_path = os.path.join(args.data_dir, f"clicks-{n}.csv")
+            if not os.path.exists(csv_path):
+                write_clicklog(csv_path, n)
+            for name, path in feature_sets:
+                r = per_row(csv_path, path)
+                total = sum(r["us_per_row"].values())
+                print(f"{name} {n:,} rows: CPU µs/row " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in r["us_per_row"].items())
+                    + f"; {total:.2f} in all = {r['rows_per_s_per_core']:,} rows/s per core "
+                    f"(parts' sum {PARTS_US_PER_ROW} µs/row: {PARTS_US_PER_ROW / total:.0%})")
+                print(json.dumps({"bench": "pipeline_per_row", "features": name, **r}))
+        return
 
     results = []
     for n in sizes:

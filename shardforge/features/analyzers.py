@@ -236,17 +236,26 @@ def unique_strings(values: np.ndarray | StrBuf) -> tuple[np.ndarray, np.ndarray]
     its group's representative, so a fingerprint collision can never merge two values.
     """
     sb = values if isinstance(values, StrBuf) else StrBuf.from_values(values)
-    if len(sb) == 0:
-        return np.empty(0, dtype=object), np.zeros(0, dtype=np.int64)
-    gid, first, counts = group_fingerprints(fingerprint64(sb))
-    same = _verify_equal(
-        sb.buf, sb.offsets, np.arange(len(sb), dtype=np.int64), sb.buf, sb.offsets, first[gid]
-    )
-    if not same.all():  # a 64-bit collision: count this batch exactly the slow way
+    grouped = _group_strings(sb)
+    if grouped is None:  # a 64-bit collision: count this batch exactly the slow way
         objs = sb.to_objects()
         uniq, inv = np.unique(objs.astype(np.bytes_), return_inverse=True)
         return np.asarray([bytes(u) for u in uniq], dtype=object), np.bincount(inv).astype(np.int64)
-    return sb.to_objects(first), counts.astype(np.int64)
+    _, first, counts = grouped
+    return sb.to_objects(first), counts
+
+
+def _group_strings(sb: StrBuf) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(fingerprints, first index, count)`` of each distinct string of ``sb`` in
+    first-occurrence order, checked byte-wise; ``None`` on a fingerprint collision."""
+    if len(sb) == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    fp = fingerprint64(sb)
+    gid, first, counts = group_fingerprints(fp)
+    same = _verify_equal(
+        sb.buf, sb.offsets, np.arange(len(sb), dtype=np.int64), sb.buf, sb.offsets, first[gid]
+    )
+    return (fp[first], first, counts.astype(np.int64)) if same.all() else None
 
 
 # --------------------------------------------------------------------------- typed learned state
@@ -418,15 +427,65 @@ class Vocabulary:
 
     def add_batch(self, acc: dict, values: np.ndarray | StrBuf) -> dict:
         if self.dtype == "bytes":
-            keys, counts = unique_strings(values)
+            sb = values if isinstance(values, StrBuf) else StrBuf.from_values(values)
+            grouped = _group_strings(sb) if self.capacity is not None else None
+            if grouped is not None:
+                fp, first, counts = grouped
+                return self._add_bounded(
+                    acc, counts, fp, lambda i: sb.to_objects(first[i]),
+                    lambda keys: fingerprint64(StrBuf.from_values(keys)))
+            keys, counts = unique_strings(sb)
         else:
-            keys, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
-            keys = keys.tolist()
+            ints, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
+            if self.capacity is not None:
+                return self._add_bounded(acc, counts, ints, lambda i: ints[i].tolist(),
+                                         lambda keys: keys.astype(np.int64))
+            keys = ints.tolist()
+        return self._add_counts(acc, keys, counts)
+
+    def _add_counts(self, acc: dict, keys: Sequence, counts: np.ndarray) -> dict:
         table = acc["counts"]
         for k, c in zip(keys, counts.tolist()):
             table[k] = table.get(k, 0) + c
         acc["total"] += int(counts.sum())
         self._prune(acc)
+        return acc
+
+    def _add_bounded(self, acc: dict, counts: np.ndarray, ids: np.ndarray, objects,
+                     ids_of) -> dict:
+        """:meth:`_add_counts` then :meth:`_prune`, with the cut found on arrays: of a batch's
+        distinct values (``counts``, identified by ``ids``: fingerprints or the ints) only
+        those in the table or above the cut become Python objects (``objects(index)``).
+        ``ids_of(table keys)`` identifies the table's keys the same way; a fingerprint that
+        two table keys share, or a match whose bytes differ, takes the plain path."""
+        table = acc["counts"]
+        tkeys = np.fromiter(table, dtype=object, count=len(table))
+        tids = ids_of(tkeys) if len(tkeys) else np.zeros(0, dtype=ids.dtype)
+        order = np.argsort(tids, kind="stable")
+        sorted_ids = tids[order]
+        pos = np.searchsorted(sorted_ids, ids)
+        hit = pos < len(sorted_ids)
+        hit[hit] = sorted_ids[pos[hit]] == ids[hit]
+        at = order[pos[hit]]  # the table position of each hit
+        hit_keys = objects(np.flatnonzero(hit))
+        if (len(sorted_ids) and (sorted_ids[1:] == sorted_ids[:-1]).any()) or any(
+                a != b for a, b in zip(hit_keys, tkeys[at].tolist())):
+            return self._add_counts(acc, objects(np.arange(len(counts))), counts)
+        merged = np.fromiter(table.values(), dtype=np.int64, count=len(table))
+        merged[at] += counts[hit]
+        new = np.flatnonzero(~hit)
+        acc["total"] += int(counts.sum())
+        if len(merged) + len(new) <= self.capacity:
+            cut = 0
+        else:
+            every = np.concatenate([merged, counts[new]])
+            k = len(every) - self.capacity - 1
+            cut = int(np.partition(every, k)[k])
+            new = new[counts[new] > cut]
+            acc["decrement"] += cut
+        out = {key: int(c) - cut for key, c in zip(tkeys.tolist(), merged.tolist()) if c > cut}
+        out.update(zip(objects(new), (counts[new] - cut).tolist()))
+        acc["counts"] = out
         return acc
 
     def merge(self, accs) -> dict:

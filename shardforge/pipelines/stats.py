@@ -31,7 +31,9 @@ import numpy as np
 from apache_beam import pvalue
 
 from shardforge.features.analyzers import NumericStats, Quantiles, Vocab, Vocabulary
+from shardforge.features.hashing import StrBuf
 from shardforge.pipelines import progress
+from shardforge.pipelines._kernels import gather
 from shardforge.pipelines.files import write_file
 from shardforge.records.spec import Batch, Ragged
 
@@ -45,6 +47,9 @@ MAX_COUNTED_BYTES = 256
 # Count ids per bucket up to this many buckets (a bounded table); larger spaces get no table.
 MAX_ID_TABLE = 1 << 20
 SKEW_RATIO = 10.0
+# Values buffered per quantile sketch before they are folded in (see _add_numbers).
+FOLD_VALUES = 1 << 16
+_PENDING = "_pending"
 
 _NUM, _QUANT = NumericStats(), Quantiles(QUANTILE_K)
 # Bounded (Misra-Gries) value counts; only the accumulator is used (see _top), so one analyzer
@@ -88,22 +93,71 @@ def _lengths(values: np.ndarray) -> np.ndarray:
 def _take(col, rows: np.ndarray):
     if isinstance(col, Ragged):
         return col.take(rows)
-    if hasattr(col, "to_objects"):
-        return col.to_objects(rows)
+    if isinstance(col, StrBuf):
+        return _take_strings(col, rows)
     return np.asarray(col)[rows]
+
+
+def _take_strings(sb: StrBuf, rows: np.ndarray) -> StrBuf:
+    """The strings of ``sb`` at ``rows``, without a Python object per string."""
+    starts = sb.offsets[rows]
+    lengths = sb.offsets[rows + 1] - starts
+    return StrBuf(gather(sb.buf, starts, lengths), np.concatenate(([0], np.cumsum(lengths))))
+
+
+def _as_strings(col):
+    """A column of one byte string per row as a ``StrBuf`` (one Arrow conversion for every
+    split and statistic), other columns as they are."""
+    if isinstance(col, np.ndarray) and col.dtype == object and col.ndim == 1 and (
+            not len(col) or isinstance(col[0], bytes)):
+        return StrBuf.from_values(col)
+    return col
 
 
 def _add_numbers(entry: dict, key: str, values: np.ndarray) -> None:
     values = np.asarray(values, dtype=np.float64)
     entry[key] = _NUM.add_batch(entry.get(key) or _NUM.create(), values)
-    finite = values[np.isfinite(values)]
-    qkey = key + "_q"
-    entry[qkey] = _QUANT.add_batch(entry.get(qkey) or _QUANT.create(), finite)
+    # Quantiles.add_batch passes over the whole sketch (up to its exact capacity), so values
+    # wait in a buffer and go in FOLD_VALUES at a time: a bundle's eval rows (a tenth of each
+    # chunk) cost what they hold, not a pass over the sketch each chunk.
+    entry[key + _PENDING] = entry.get(key + _PENDING, []) + [values[np.isfinite(values)]]
+    _fold_full(entry, key)
+
+
+def _fold_full(entry: dict, key: str) -> None:
+    """Fold ``key``'s buffered values into its sketch once there are ``FOLD_VALUES``."""
+    if sum(map(len, entry[key + _PENDING])) >= FOLD_VALUES:
+        entry[key + "_q"] = _quantiles(entry, key)
+        entry[key + _PENDING] = []
+
+
+def _quantiles(entry: dict, key: str) -> dict:
+    """``entry``'s :class:`Quantiles` accumulator of ``key`` with its buffered values folded
+    in (a new accumulator; ``entry`` is left as it was)."""
+    acc = entry.get(key + "_q") or _QUANT.create()
+    pending = entry.get(key + _PENDING)
+    return _QUANT.add_batch(acc, np.concatenate(pending)) if pending else acc
+
+
+def _folded(entry: dict) -> dict:
+    """``entry`` with every buffer folded into its sketch (a copy)."""
+    out = dict(entry)
+    for part in [p for p in entry if p.endswith(_PENDING)]:
+        key = part.removesuffix(_PENDING)
+        out[key + "_q"], out[part] = _quantiles(entry, key), []
+    return out
 
 
 def _add_input(entry: dict, col) -> None:
-    values = _flat(col)
     entry["rows"] = entry.get("rows", 0) + len(col)
+    if isinstance(col, StrBuf):
+        entry["dtype"] = "bytes"
+        lengths = np.diff(col.offsets)
+        short = _take_strings(col, np.flatnonzero(lengths <= MAX_COUNTED_BYTES))
+        entry["top"] = _VOCAB.add_batch(entry.get("top") or _VOCAB.create(), short)
+        _add_numbers(entry, "length", lengths)
+        return
+    values = _flat(col)
     if values.dtype == object or values.dtype.kind in "SU":
         entry["dtype"] = "bytes"
         lengths = _lengths(values)
@@ -142,6 +196,7 @@ def _add_output(entry: dict, col, feature) -> None:
 
 def add_inputs(acc: dict, batch: Batch, is_eval: np.ndarray) -> dict:
     """Fold a typed input batch into ``acc``, each row under its split."""
+    batch = {name: _as_strings(col) for name, col in batch.items()}
     for split, rows in _split_rows(is_eval):
         for name, col in batch.items():
             _add_input(acc.setdefault((split, "inputs", name), {}), _take(col, rows))
@@ -179,10 +234,15 @@ def merge(accs) -> dict:
             for part, value in entry.items():
                 if part not in into or into[part] is None:
                     into[part] = value
+                elif part.endswith(_PENDING):
+                    into[part] = into[part] + value
                 elif part in _MERGERS:
                     into[part] = _MERGERS[part].merge([into[part], value])
                 elif part in ("rows", "no_id", "ids"):
                     into[part] = into[part] + value
+    for entry in out.values():
+        for part in [p for p in entry if p.endswith(_PENDING)]:
+            _fold_full(entry, part.removesuffix(_PENDING))
     return out
 
 
@@ -194,6 +254,12 @@ class Accumulator:
 
     entries: dict = field(default_factory=dict)
     missing: dict = field(default_factory=dict)
+
+    def __getstate__(self) -> dict:
+        # what leaves the process (a bundle's statistics, to the merge) is sketches: buffered
+        # values are folded in (a low-cardinality column's sketch is far smaller than its values)
+        return {"entries": {key: _folded(entry) for key, entry in self.entries.items()},
+                "missing": self.missing}
 
     def add_inputs(self, batch: Batch, missing: dict[str, int], is_eval: np.ndarray) -> None:
         """A typed input batch, each row under its split, and its missing counts per input."""
@@ -264,7 +330,7 @@ def _numbers(entry: dict, key: str, prefix: str = "") -> dict:
     if not st.count:
         return d
     d.update({f"{prefix}{k}": getattr(st, k) for k in ("min", "max", "mean", "std")})
-    summary = _summary(entry[key + "_q"])
+    summary = _summary(_quantiles(entry, key))
     if summary["n"]:
         qs = quantiles_at(summary, np.asarray(QUANTILES))
         d[f"{prefix}quantiles"] = {f"{q:g}": float(v) for q, v in zip(QUANTILES, qs)}

@@ -57,6 +57,11 @@ STATS = "stats"
 # ---------------------------------------------------------------------------------------------
 # Carrying the feature set to workers
 
+# Feature sets loaded from source in this process, by (file name, text). A worker unpickles a
+# FeatureSetRef per DoFn, CombineFn and stage; loading the file runs its module (a region
+# column builds and checks its polygons), so each process does it once.
+_LOADED: dict[tuple[str, str], object] = {}
+
 
 class FeatureSetRef:
     """A feature set as workers get it: by value, or as the source of its ``.py`` file.
@@ -78,13 +83,16 @@ class FeatureSetRef:
 
     def get(self):
         if self._fs is None:
-            import shardforge.features as sf
+            key = (self.filename, self.source)
+            if key not in _LOADED:
+                import shardforge.features as sf
 
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, self.filename)
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(self.source)
-                self._fs = sf.load_feature_set(path)
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = os.path.join(tmp, self.filename)
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(self.source)
+                    _LOADED[key] = sf.load_feature_set(path)
+            self._fs = _LOADED[key]
         return self._fs
 
     def __getstate__(self) -> dict:
@@ -224,7 +232,12 @@ class AnalyzeCombineFn(beam.CombineFn):
         return self.analyzer.add_batch(acc, rows.batch)
 
     def merge_accumulators(self, accs):
-        return self.analyzer.merge(list(accs))
+        # One part at a time: merging all bundles' parts at once holds their concatenation
+        # (every bundle's quantile sketch side by side), which grows with the input.
+        merged = None
+        for acc in accs:
+            merged = acc if merged is None else self.analyzer.merge([merged, acc])
+        return self.create_accumulator() if merged is None else merged
 
     def extract_output(self, acc):
         return self.analyzer.extract(acc)

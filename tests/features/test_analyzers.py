@@ -153,6 +153,36 @@ def test_approximate_vocabulary_heavy_hitters():
     assert approx.values[:10] == exact.values[:10]
 
 
+def misra_gries(batches, capacity: int) -> dict:
+    """The bounded vocabulary's summary, one Python dict update per value (the reference)."""
+    table, total, decrement = {}, 0, 0
+    for batch in batches:
+        for v in batch.tolist():
+            table[v] = table.get(v, 0) + 1
+            total += 1
+        if len(table) > capacity:
+            cut = sorted(table.values(), reverse=True)[capacity]
+            table = {k: c - cut for k, c in table.items() if c > cut}
+            decrement += cut
+    return {"counts": table, "total": total, "decrement": decrement}
+
+
+@pytest.mark.parametrize("dtype", ["bytes", "int64"])
+def test_bounded_vocabulary_is_misra_gries_per_batch(dtype):
+    """A batch's values that cannot outlive the pruning never become Python objects; the
+    summary is still exactly Misra-Gries's, count for count."""
+    rng = np.random.default_rng(5)
+    ints = rng.zipf(1.1, 40_000) % 5000
+    vals = ints if dtype == "int64" else obj([f"u{i}".encode() for i in ints])
+    batches = np.array_split(vals, np.sort(rng.choice(np.arange(1, len(vals)), 30, False)))
+    an = Vocabulary(capacity=50, dtype=dtype)
+    acc = an.create()
+    for b in batches:
+        acc = an.add_batch(acc, b)
+    want = misra_gries(batches, 50)
+    assert acc == want and want["decrement"] > 0
+
+
 def exact_boundaries(x: np.ndarray, num_buckets: int) -> list[float]:
     """tf.Transform's boundaries when its sketch is exact: value at rank floor(i * n / k)."""
     xs = np.sort(x)

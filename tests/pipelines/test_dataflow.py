@@ -71,14 +71,16 @@ def test_feature_set_loads_on_a_worker_without_the_file(tmp_path):
     payload = tmp_path / "ref.pkl"
     payload.write_bytes(pickler.dumps(FeatureSetRef(str(features))))
     features.unlink()
+    # each DoFn and stage unpickles its own ref: the file's module runs once per process
     code = ("import sys; from apache_beam.internal import pickler; "
-            "ref = pickler.loads(open(sys.argv[1], 'rb').read()); "
-            "print(sorted(ref.get().input_spec()))")
+            "data = open(sys.argv[1], 'rb').read(); "
+            "ref, again = pickler.loads(data), pickler.loads(data); "
+            "print(sorted(ref.get().input_spec()), ref.get() is again.get())")
     proc = subprocess.run([sys.executable, "-c", code, str(payload)], capture_output=True,
                           text=True, cwd="/", timeout=120,
                           env=dict(os.environ, PYTHONPATH=REPO))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "'price'" in proc.stdout
+    assert "'price'" in proc.stdout and proc.stdout.strip().endswith("True")
 
 
 def test_package_stages_with_setup_file(tmp_path):

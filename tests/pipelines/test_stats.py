@@ -3,6 +3,7 @@ inputs and the transformed outputs; oracles are numpy over the inputs and the de
 
 import json
 import os
+import pickle
 import re
 from xml.etree import ElementTree
 
@@ -198,3 +199,27 @@ def test_top_values_stay_bounded():
     assert len(entry["top"]["counts"]) <= stats.VOCAB_CAPACITY
     out = stats.summarize_entry("uid", entry)
     assert "distinct" not in out and out["distinct_over"] == stats.VOCAB_CAPACITY
+
+
+def test_quantiles_count_every_value_whatever_the_bundles():
+    """Values wait in a buffer before they reach the quantile sketch (``FOLD_VALUES`` at a
+    time): accumulated over bundles of any size, some rows eval, some pickled, merged in any
+    order, each split's quantiles are numpy's over exactly its values."""
+    rng = np.random.default_rng(3)
+    n = 3 * stats.FOLD_VALUES + 123
+    x = rng.normal(0.0, 1.0, n).astype(np.float32)
+    is_eval = rng.random(n) < 0.1
+    cuts = np.sort(rng.choice(np.arange(1, n), 40, replace=False))
+    parts = []
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, n]):
+        acc = stats.Accumulator()
+        acc.add_inputs({"x": x[lo:hi]}, {}, is_eval[lo:hi])
+        # a bundle's statistics cross the runner pickled (as sketches, buffers folded in)
+        parts.append(pickle.loads(pickle.dumps(acc)) if len(parts) % 2 else acc)
+    for merged in (stats.Accumulator.merge(parts), stats.Accumulator.merge(parts[::-1])):
+        for split, rows in (("train", ~is_eval), ("eval", is_eval)):
+            got = stats.summarize_entry("x", merged.entries[(split, "inputs", "x")])
+            assert got["num_values"] == rows.sum()
+            want = np.quantile(x[rows].astype(np.float64), stats.QUANTILES,
+                               method="inverted_cdf")
+            assert list(got["quantiles"].values()) == want.tolist()
