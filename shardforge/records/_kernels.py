@@ -507,11 +507,12 @@ def locate(
     scalar_kind, scalar_out,
 ):
     """Pass 1 over a batch: for each record and each wanted feature, the span of its value list,
-    its kind and its value count (kind 0 = absent). Returns ``(record, error, byte position)`` of
-    the first malformed record, or ``(-1, OK, 0)``.
+    its kind and its value count (``out_kind`` must come zeroed: kind 0 = absent, and nothing
+    else is written for an absent feature). Returns ``(record, error, byte position)`` of the
+    first malformed record, or ``(-1, OK, 0)``.
 
     Numeric scalar features (``scalar_kind[f]`` > 0) in the usual encoding (one packed value) are
-    decoded on the spot into ``scalar_out[f, r]``, their start set to -1 so pass 2 skips them.
+    decoded on the spot into ``scalar_out[r, f]``, their start set to -1 (see ``fill``).
     """
     hints = np.zeros(MAX_HINTS, dtype=np.int64)
     for r in range(len(rec_off)):
@@ -619,7 +620,7 @@ def locate(
                 out_end[at] = le
                 out_count[at] = count
                 if count == 1 and run > ls and kind == _at(scalar_kind, f):
-                    scalar_out[np.uint64(f), np.uint64(r)] = scalar  # [feature, record]
+                    scalar_out[at] = scalar
                     out_start[at] = -1
     return -1, OK, 0
 
@@ -651,13 +652,71 @@ def _packed_varints(buf, s, e, out, o):
     return o, np.int64(shifts)
 
 
+# problems ``layout`` finds, after the wire-format errors above
+WRONG_KIND = 7  # a present feature holds another kind of list than the spec's
+WRONG_COUNT = 8  # a FixedLen feature holds another number of values than its shape's
+NO_DEFAULT = 9  # a FixedLen feature is missing and the spec gives no default
+
+
 @njit(cache=True, nogil=True)
-def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
-    """Pass 2: the values of every located feature, record by record.
+def layout(
+    kinds, counts, want, size, has_default, var_of, dst, splits, missing, base, total, pool_size,
+):
+    """Between the passes: check every record's kinds and counts against the spec and say where
+    the values go.
+
+    Feature ``f`` (kind ``want[f]``; ``size[f]`` values a record, -1 for VarLen, whose row splits
+    go to ``splits[var_of[f]]``, a zeroed row) gets the ``total[f]`` values from ``base[f]`` on of
+    the pool of its kind, after the features before it; ``pool_size[kind]`` (zeroed) ends as each
+    pool's length.
+    Record ``r``'s values start at ``dst[r, f]`` (-1: none); a missing FixedLen feature with a
+    default sets ``missing[f, r]`` and keeps its ``size[f]`` slots. Features are checked in
+    order and records in order; returns ``(problem, feature, record, detail)`` of the first
+    problem (detail: the kind found for WRONG_KIND, the count for WRONG_COUNT) or
+    ``(OK, -1, -1, 0)``.
+    """
+    n, nfeat = kinds.shape
+    for f in range(nfeat):
+        w = want[f]
+        for r in range(n):
+            k = kinds[r, f]
+            if k != KIND_NONE and k != w:
+                return WRONG_KIND, f, r, k
+        o = pool_size[w]
+        base[f] = o
+        if size[f] < 0:
+            v = var_of[f]
+            for r in range(n):
+                c = counts[r, f] if kinds[r, f] != KIND_NONE else 0
+                dst[r, f] = o if c > 0 else -1
+                o += c
+                splits[v, r + 1] = o - base[f]
+        else:
+            for r in range(n):
+                if kinds[r, f] != KIND_NONE and counts[r, f] != size[f]:
+                    return WRONG_COUNT, f, r, counts[r, f]
+            for r in range(n):
+                if kinds[r, f] != KIND_NONE:
+                    dst[r, f] = o + r * size[f]
+                elif has_default[f]:
+                    dst[r, f] = -1
+                    missing[f, r] = True
+                else:
+                    return NO_DEFAULT, f, r, 0
+            o += n * size[f]
+        total[f] = o - base[f]
+        pool_size[w] = o
+    return OK, -1, -1, 0
+
+
+@njit(cache=True, nogil=True)
+def fill(buf, starts, ends, kinds, scalars, dst, ints, floats, str_off, str_len):
+    """Pass 2: the values of every located feature, record by record, where ``layout`` put them.
 
     Record ``r``'s values of feature ``f`` are written from ``dst[r, f]`` on (-1: none): int64
-    as the varints' 64 bits and float32 as their 32 bits into ``out``, bytes as each value's
-    offset and length into ``out_off`` / ``out_len``. Returns -1, or the record holding a varint
+    as the varints' 64 bits into ``ints``, float32 as their 32 bits into ``floats``, bytes as
+    each value's offset and length into ``str_off`` / ``str_len``; a scalar that pass 1 decoded
+    (start -1) is copied from ``scalars[r, f]``. Returns -1, or the record holding a varint
     longer than 10 bytes.
     """
     n, nfeat = dst.shape
@@ -669,25 +728,31 @@ def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
                 continue
             kind = kinds[at]
             p, end = starts[at], ends[at]
+            if p < 0:
+                if kind == KIND_INT64:
+                    ints[np.uint64(o)] = scalars[at]
+                else:
+                    floats[np.uint64(o)] = np.uint32(scalars[at])
+                continue
             while p < end:
                 field, wire, s, e, _ = _field(buf, p, end)
                 p = e
                 if field != 1:
                     continue
                 if kind == KIND_INT64 and wire == 2:
-                    o, longest = _packed_varints(buf, s, e, out, o)
+                    o, longest = _packed_varints(buf, s, e, ints, o)
                     if longest > 63:
                         return r  # a varint longer than 10 bytes
                 elif kind == KIND_INT64 and wire == 0:
-                    out[o], _ = _varint(buf, s, e)
+                    ints[o], _ = _varint(buf, s, e)
                     o += 1
                 elif kind == KIND_FLOAT and (wire == 2 or wire == 5):
                     for q in range(s, e, 4):
-                        out[o] = np.uint64(_u32(buf, q))
+                        floats[o] = np.uint32(_u32(buf, q))
                         o += 1
                 elif kind == KIND_BYTES and wire == 2:
-                    out_off[o] = s
-                    out_len[o] = e - s
+                    str_off[o] = s
+                    str_len[o] = e - s
                     o += 1
     return -1
 
