@@ -323,6 +323,34 @@ def _default(spec: FixedLen, name: str) -> np.ndarray:
 
 
 @dataclass
+class _SpecArrays:
+    """A spec as the kernels take it: per feature the kind wanted, the values a record holds
+    (-1: VarLen), whether a default fills a missing one, and its name bytes."""
+
+    want: np.ndarray
+    size: np.ndarray
+    has_default: np.ndarray
+    names: np.ndarray
+    name_off: np.ndarray
+
+    @classmethod
+    def of(cls, spec: Spec) -> _SpecArrays:
+        specs = list(spec.values())
+        encoded = [name.encode() for name in spec]
+        name_off = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=name_off[1:])
+        return cls(
+            want=np.array([_KIND[s.dtype] for s in specs], dtype=np.int64),
+            size=np.array([-1 if isinstance(s, VarLen) else s.size for s in specs],
+                          dtype=np.int64),
+            has_default=np.array([isinstance(s, FixedLen) and s.default is not None
+                                  for s in specs], dtype=np.bool_),
+            names=np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8),
+            name_off=name_off,
+        )
+
+
+@dataclass
 class _Layout:
     """Where the values of a batch go (see ``K.layout``): feature ``f``'s are
     ``pool[base[f]:base[f] + total[f]]`` of the pool of its dtype, record ``r``'s from
@@ -337,15 +365,11 @@ class _Layout:
     missing: np.ndarray
 
 
-def _layout(spec: Spec, kind: np.ndarray, count: np.ndarray) -> _Layout:
+def _layout(spec: Spec, arrays: _SpecArrays, kind: np.ndarray, count: np.ndarray) -> _Layout:
     """Check every record's kinds and counts against the spec (raising ExampleDecodeError) and
     lay out the output columns."""
     n, nfeat = kind.shape
-    specs = list(spec.values())
-    want = np.array([_KIND[s.dtype] for s in specs], dtype=np.int64)
-    size = np.array([-1 if isinstance(s, VarLen) else s.size for s in specs], dtype=np.int64)
-    has_default = np.array([isinstance(s, FixedLen) and s.default is not None for s in specs],
-                           dtype=np.bool_)
+    size = arrays.size
     var_of = np.cumsum(size < 0) - 1  # row of splits, for the VarLen features
     dst = np.empty((n, nfeat), dtype=np.int64)
     splits = np.zeros((int(var_of[-1]) + 1 if nfeat else 0, n + 1), dtype=np.int64)
@@ -353,8 +377,8 @@ def _layout(spec: Spec, kind: np.ndarray, count: np.ndarray) -> _Layout:
     base = np.zeros(nfeat, dtype=np.int64)
     total = np.zeros(nfeat, dtype=np.int64)
     pool_size = np.zeros(4, dtype=np.int64)
-    problem, f, r, detail = K.layout(kind, count, want, size, has_default, var_of, dst, splits,
-                                     missing, base, total, pool_size)
+    problem, f, r, detail = K.layout(kind, count, arrays.want, size, arrays.has_default, var_of,
+                                     dst, splits, missing, base, total, pool_size)
     if problem != K.OK:
         name, s = list(spec.items())[f]
         if problem == K.WRONG_KIND:
@@ -379,13 +403,6 @@ def _build(spec: Spec, lay: _Layout, flats: list[np.ndarray], n: int) -> Batch:
             arr[missing] = _default(s, name)
         out[name] = arr
     return out
-
-
-def _names(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
-    encoded = [name.encode() for name in spec]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8), offsets
 
 
 def _bytes_values(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -430,16 +447,12 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
     ends = np.empty((n, nfeat), dtype=np.int64)
     kind = np.zeros((n, nfeat), dtype=np.int64)
     count = np.empty((n, nfeat), dtype=np.int64)
-    names, name_off = _names(spec)
+    arrays = _SpecArrays.of(spec)
     # numeric scalars are usually decoded by pass 1 already (see K.locate)
-    scalar_kind = np.array(
-        [_KIND[s.dtype] if isinstance(s, FixedLen) and s.size == 1 and s.dtype != "bytes" else 0
-         for s in spec.values()], dtype=np.int64,
-    )
+    scalar_kind = np.where((arrays.size == 1) & (arrays.want != K.KIND_BYTES), arrays.want, 0)
     scalars = np.empty((n, nfeat), dtype=np.uint64)
-    r, err, pos = K.locate(
-        buf, offsets, lengths, names, name_off, starts, ends, kind, count, scalar_kind, scalars
-    )
+    r, err, pos = K.locate(buf, offsets, lengths, arrays.names, arrays.name_off, starts, ends,
+                           kind, count, scalar_kind, scalars)
     if r >= 0:
         if err == K.UNUSUAL:  # legal but exotic encodings: let protobuf apply its merge rules
             return decode_batch_reference(block, spec)
@@ -448,7 +461,7 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
             f"malformed protobuf: {_WIRE_ERRORS[err]} at byte {int(pos - offsets[r])}",
         )
 
-    lay = _layout(spec, kind, count)
+    lay = _layout(spec, arrays, kind, count)
     # pass 2 fills every feature of a record while the record is in cache, into one pool per
     # dtype: each column is a slice of its pool (missing FixedLen bytes rows stay b"")
     ints = np.empty(lay.pool_size[K.KIND_INT64], dtype=np.int64)
@@ -513,7 +526,7 @@ def decode_batch_reference(serialized: Sequence[bytes], spec: Spec) -> Batch:
             vals = list(getattr(features[name], which).value)
             kind[r, f], count[r, f], found[f][r] = _ONEOF[which], len(vals), vals
 
-    lay = _layout(spec, kind, count)
+    lay = _layout(spec, _SpecArrays.of(spec), kind, count)
     flats = []
     for f, s in enumerate(spec.values()):
         flat = np.zeros(lay.total[f], dtype=object if s.dtype == "bytes" else np.dtype(s.dtype))
