@@ -421,13 +421,14 @@ def _count_values(buf, kind, p, end):
 @njit(cache=True, nogil=True)
 def _has_long_varint(buf, s, e):
     """Whether packed varints ``buf[s:e]`` hold one longer than 10 bytes (which protobuf
-    rejects): 10 continuation bytes in a row."""
+    rejects): 10 continuation bytes in a row. No branch on the data (see ``_packed_varints``):
+    ``run`` counts the continuation bytes so far and a final byte clears it."""
     run = 0
+    longest = 0
     for b in buf[s:e]:
-        run = run + 1 if b >= 0x80 else 0
-        if run >= 10:
-            return True
-    return False
+        run = (run + 1) & (0 - np.int64(b >> 7))
+        longest = max(longest, run)
+    return longest >= 10
 
 
 @njit(cache=True, nogil=True)
