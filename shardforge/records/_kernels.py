@@ -678,33 +678,38 @@ def layout(
     """
     n, nfeat = kinds.shape
     for f in range(nfeat):
-        w = want[f]
-        for r in range(n):
-            k = kinds[r, f]
-            if k != KIND_NONE and k != w:
-                return WRONG_KIND, f, r, k
+        w, m, v = want[f], size[f], var_of[f]
         o = pool_size[w]
         base[f] = o
-        if size[f] < 0:
-            v = var_of[f]
-            for r in range(n):
-                c = counts[r, f] if kinds[r, f] != KIND_NONE else 0
-                dst[r, f] = o if c > 0 else -1
+        # one pass a feature: the first record with each problem, reported in this order after
+        wrong_kind, wrong_count, no_default = -1, -1, -1
+        for r in range(n):
+            at = (np.uint64(r), np.uint64(f))  # unsigned: no negative-index select
+            k = kinds[at]
+            c = counts[at] if k != KIND_NONE else 0
+            if k != KIND_NONE and k != w and wrong_kind < 0:
+                wrong_kind = r
+            if m < 0:
+                dst[at] = o if c > 0 else -1
                 o += c
-                splits[v, r + 1] = o - base[f]
-        else:
-            for r in range(n):
-                if kinds[r, f] != KIND_NONE and counts[r, f] != size[f]:
-                    return WRONG_COUNT, f, r, counts[r, f]
-            for r in range(n):
-                if kinds[r, f] != KIND_NONE:
-                    dst[r, f] = o + r * size[f]
-                elif has_default[f]:
-                    dst[r, f] = -1
-                    missing[f, r] = True
-                else:
-                    return NO_DEFAULT, f, r, 0
-            o += n * size[f]
+                splits[np.uint64(v), np.uint64(r + 1)] = o - base[f]
+            elif k != KIND_NONE:
+                if c != m and wrong_count < 0:
+                    wrong_count = r
+                dst[at] = o + r * m
+            else:
+                dst[at] = -1
+                missing[np.uint64(f), np.uint64(r)] = True
+                if not has_default[f] and no_default < 0:
+                    no_default = r
+        if wrong_kind >= 0:
+            return WRONG_KIND, f, wrong_kind, kinds[wrong_kind, f]
+        if wrong_count >= 0:
+            return WRONG_COUNT, f, wrong_count, counts[wrong_count, f]
+        if no_default >= 0:
+            return NO_DEFAULT, f, no_default, 0
+        if m >= 0:
+            o += n * m
         total[f] = o - base[f]
         pool_size[w] = o
     return OK, -1, -1, 0
