@@ -94,6 +94,21 @@ def _at(typingctx, arr, index):
     return sig, codegen
 
 
+@intrinsic
+def _load8(typingctx, arr, index):
+    """The 8 bytes ``arr[index:index + 8]`` as a little-endian uint64 (the caller checked that
+    they lie in ``arr``)."""
+    sig = types.uint64(arr, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr_v, index_v = args
+        data = context.make_array(signature.args[0])(context, builder, value=arr_v).data
+        ptr = builder.bitcast(builder.gep(data, [index_v]), ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+
+    return sig, codegen
+
+
 MASK32 = 0xFFFFFFFF
 MASK_DELTA = 0xA282EAD8
 HEADER = 12  # uint64 length + masked crc32c of the length
@@ -482,6 +497,18 @@ def _utf8_ok(buf, s, e):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _same_prefix(buf, a, b, k):
+    """Whether ``buf[a:a + k] == buf[b:b + k]`` for ``k <= 16``, both of ``a + 16`` and ``b + 16``
+    inside ``buf``."""
+    if k > 8:
+        if _load8(buf, a) != _load8(buf, b):
+            return False
+        a, b, k = a + 8, b + 8, k - 8
+    mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(64 - 8 * k)
+    return ((_load8(buf, a) ^ _load8(buf, b)) & mask) == 0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _match(buf, s, e, names, name_off, guess):
     n = len(name_off) - 1
     length = e - s
@@ -516,6 +543,15 @@ def locate(
     decoded on the spot into ``scalar_out[r, f]``, their start set to -1 (see ``fill``).
     """
     hints = np.zeros(MAX_HINTS, dtype=np.int64)
+    # Templates: the map entry at each position that was last decoded as a scalar, by where it
+    # starts in ``buf``, where its value starts and ends (relative), its feature and kind. An
+    # entry whose bytes before the value are the template's has the same keys, tags and lengths,
+    # so the same parse: only its value needs reading.
+    tpl_at = np.full(MAX_HINTS, -1, dtype=np.int64)
+    tpl_value = np.zeros(MAX_HINTS, dtype=np.int64)
+    tpl_len = np.zeros(MAX_HINTS, dtype=np.int64)
+    tpl_feat = np.zeros(MAX_HINTS, dtype=np.int64)
+    tpl_kind = np.zeros(MAX_HINTS, dtype=np.int64)
     for r in range(len(rec_off)):
         p = rec_off[r]
         end = p + rec_len[r]
@@ -529,6 +565,28 @@ def locate(
                 continue
             q = s
             while q < e:  # Features
+                slot = min(entry, MAX_HINTS - 1)
+                t = _at(tpl_at, slot)
+                if t >= 0 and q + 16 <= len(buf) and q + _at(tpl_len, slot) <= e and _same_prefix(
+                    buf, q, t, _at(tpl_value, slot)
+                ):
+                    kind = _at(tpl_kind, slot)
+                    vs, ve = q + _at(tpl_value, slot), q + _at(tpl_len, slot)
+                    if kind == KIND_FLOAT:
+                        scalar, after = np.uint64(_u32(buf, vs)), ve
+                    else:
+                        scalar, after = _varint(buf, vs, ve)
+                    if after == ve:  # else not one value: the full walk below decides
+                        at = (np.uint64(r), np.uint64(_at(tpl_feat, slot)))
+                        out_kind[at] = kind
+                        out_start[at] = -1
+                        out_end[at] = ve
+                        out_count[at] = 1
+                        scalar_out[at] = scalar
+                        entry += 1
+                        q = ve
+                        continue
+                q0 = q
                 f2, w2, s2, e2, err = _field(buf, q, e)
                 if err != OK:
                     return r, err, q
@@ -562,8 +620,8 @@ def locate(
                     return r, UNUSUAL, s2
                 # records of one dataset list their features in the same order: guess the
                 # feature the previous record had at this entry position
-                slot = min(entry, MAX_HINTS - 1)
                 entry += 1
+                tpl_at[slot] = -1
                 f = _match(buf, key_s, key_e, names, name_off, _at(hints, slot))
                 if f < 0:  # not asked for, but protobuf would still reject a malformed one
                     if not _utf8_ok(buf, key_s, key_e):
@@ -623,6 +681,10 @@ def locate(
                 if count == 1 and run > ls and kind == _at(scalar_kind, f):
                     scalar_out[at] = scalar
                     out_start[at] = -1
+                    if le == e2 and run - q0 <= 16 and q0 + 16 <= len(buf):
+                        # the value ends the entry: every other byte is before it
+                        tpl_at[slot], tpl_value[slot], tpl_len[slot] = q0, run - q0, e2 - q0
+                        tpl_feat[slot], tpl_kind[slot] = f, kind
     return -1, OK, 0
 
 
