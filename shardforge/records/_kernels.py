@@ -94,6 +94,21 @@ def _at(typingctx, arr, index):
     return sig, codegen
 
 
+@intrinsic
+def _load8(typingctx, arr, index):
+    """The 8 bytes ``arr[index:index + 8]`` as a little-endian uint64 (the caller checked that
+    they lie in ``arr``)."""
+    sig = types.uint64(arr, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr_v, index_v = args
+        data = context.make_array(signature.args[0])(context, builder, value=arr_v).data
+        ptr = builder.bitcast(builder.gep(data, [index_v]), ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+
+    return sig, codegen
+
+
 MASK32 = 0xFFFFFFFF
 MASK_DELTA = 0xA282EAD8
 HEADER = 12  # uint64 length + masked crc32c of the length
@@ -421,13 +436,14 @@ def _count_values(buf, kind, p, end):
 @njit(cache=True, nogil=True)
 def _has_long_varint(buf, s, e):
     """Whether packed varints ``buf[s:e]`` hold one longer than 10 bytes (which protobuf
-    rejects): 10 continuation bytes in a row."""
+    rejects): 10 continuation bytes in a row. No branch on the data (see ``_packed_varints``):
+    ``run`` counts the continuation bytes so far and a final byte clears it."""
     run = 0
+    longest = 0
     for b in buf[s:e]:
-        run = run + 1 if b >= 0x80 else 0
-        if run >= 10:
-            return True
-    return False
+        run = (run + 1) & (0 - np.int64(b >> 7))
+        longest = max(longest, run)
+    return longest >= 10
 
 
 @njit(cache=True, nogil=True)
@@ -481,6 +497,18 @@ def _utf8_ok(buf, s, e):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _same_prefix(buf, a, b, k):
+    """Whether ``buf[a:a + k] == buf[b:b + k]`` for ``k <= 16``, both of ``a + 16`` and ``b + 16``
+    inside ``buf``."""
+    if k > 8:
+        if _load8(buf, a) != _load8(buf, b):
+            return False
+        a, b, k = a + 8, b + 8, k - 8
+    mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(64 - 8 * k)
+    return ((_load8(buf, a) ^ _load8(buf, b)) & mask) == 0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _match(buf, s, e, names, name_off, guess):
     n = len(name_off) - 1
     length = e - s
@@ -507,13 +535,23 @@ def locate(
     scalar_kind, scalar_out,
 ):
     """Pass 1 over a batch: for each record and each wanted feature, the span of its value list,
-    its kind and its value count (kind 0 = absent). Returns ``(record, error, byte position)`` of
-    the first malformed record, or ``(-1, OK, 0)``.
+    its kind and its value count (``out_kind`` must come zeroed: kind 0 = absent, and nothing
+    else is written for an absent feature). Returns ``(record, error, byte position)`` of the
+    first malformed record, or ``(-1, OK, 0)``.
 
     Numeric scalar features (``scalar_kind[f]`` > 0) in the usual encoding (one packed value) are
-    decoded on the spot into ``scalar_out[f, r]``, their start set to -1 so pass 2 skips them.
+    decoded on the spot into ``scalar_out[r, f]``, their start set to -1 (see ``fill``).
     """
     hints = np.zeros(MAX_HINTS, dtype=np.int64)
+    # Templates: the map entry at each position that was last decoded as a scalar, by where it
+    # starts in ``buf``, where its value starts and ends (relative), its feature and kind. An
+    # entry whose bytes before the value are the template's has the same keys, tags and lengths,
+    # so the same parse: only its value needs reading.
+    tpl_at = np.full(MAX_HINTS, -1, dtype=np.int64)
+    tpl_value = np.zeros(MAX_HINTS, dtype=np.int64)
+    tpl_len = np.zeros(MAX_HINTS, dtype=np.int64)
+    tpl_feat = np.zeros(MAX_HINTS, dtype=np.int64)
+    tpl_kind = np.zeros(MAX_HINTS, dtype=np.int64)
     for r in range(len(rec_off)):
         p = rec_off[r]
         end = p + rec_len[r]
@@ -527,6 +565,28 @@ def locate(
                 continue
             q = s
             while q < e:  # Features
+                slot = min(entry, MAX_HINTS - 1)
+                t = _at(tpl_at, slot)
+                if t >= 0 and q + 16 <= len(buf) and q + _at(tpl_len, slot) <= e and _same_prefix(
+                    buf, q, t, _at(tpl_value, slot)
+                ):
+                    kind = _at(tpl_kind, slot)
+                    vs, ve = q + _at(tpl_value, slot), q + _at(tpl_len, slot)
+                    if kind == KIND_FLOAT:
+                        scalar, after = np.uint64(_u32(buf, vs)), ve
+                    else:
+                        scalar, after = _varint(buf, vs, ve)
+                    if after == ve:  # else not one value: the full walk below decides
+                        at = (np.uint64(r), np.uint64(_at(tpl_feat, slot)))
+                        out_kind[at] = kind
+                        out_start[at] = -1
+                        out_end[at] = ve
+                        out_count[at] = 1
+                        scalar_out[at] = scalar
+                        entry += 1
+                        q = ve
+                        continue
+                q0 = q
                 f2, w2, s2, e2, err = _field(buf, q, e)
                 if err != OK:
                     return r, err, q
@@ -560,8 +620,8 @@ def locate(
                     return r, UNUSUAL, s2
                 # records of one dataset list their features in the same order: guess the
                 # feature the previous record had at this entry position
-                slot = min(entry, MAX_HINTS - 1)
                 entry += 1
+                tpl_at[slot] = -1
                 f = _match(buf, key_s, key_e, names, name_off, _at(hints, slot))
                 if f < 0:  # not asked for, but protobuf would still reject a malformed one
                     if not _utf8_ok(buf, key_s, key_e):
@@ -619,8 +679,12 @@ def locate(
                 out_end[at] = le
                 out_count[at] = count
                 if count == 1 and run > ls and kind == _at(scalar_kind, f):
-                    scalar_out[np.uint64(f), np.uint64(r)] = scalar  # [feature, record]
+                    scalar_out[at] = scalar
                     out_start[at] = -1
+                    if le == e2 and run - q0 <= 16 and q0 + 16 <= len(buf):
+                        # the value ends the entry: every other byte is before it
+                        tpl_at[slot], tpl_value[slot], tpl_len[slot] = q0, run - q0, e2 - q0
+                        tpl_feat[slot], tpl_kind[slot] = f, kind
     return -1, OK, 0
 
 
@@ -651,13 +715,76 @@ def _packed_varints(buf, s, e, out, o):
     return o, np.int64(shifts)
 
 
+# problems ``layout`` finds, after the wire-format errors above
+WRONG_KIND = 7  # a present feature holds another kind of list than the spec's
+WRONG_COUNT = 8  # a FixedLen feature holds another number of values than its shape's
+NO_DEFAULT = 9  # a FixedLen feature is missing and the spec gives no default
+
+
 @njit(cache=True, nogil=True)
-def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
-    """Pass 2: the values of every located feature, record by record.
+def layout(
+    kinds, counts, want, size, has_default, var_of, dst, splits, missing, base, total, pool_size,
+):
+    """Between the passes: check every record's kinds and counts against the spec and say where
+    the values go.
+
+    Feature ``f`` (kind ``want[f]``; ``size[f]`` values a record, -1 for VarLen, whose row splits
+    go to ``splits[var_of[f]]``, a zeroed row) gets the ``total[f]`` values from ``base[f]`` on of
+    the pool of its kind, after the features before it; ``pool_size[kind]`` (zeroed) ends as each
+    pool's length.
+    Record ``r``'s values start at ``dst[r, f]`` (-1: none); a missing FixedLen feature with a
+    default sets ``missing[f, r]`` and keeps its ``size[f]`` slots. Features are checked in
+    order and records in order; returns ``(problem, feature, record, detail)`` of the first
+    problem (detail: the kind found for WRONG_KIND, the count for WRONG_COUNT) or
+    ``(OK, -1, -1, 0)``.
+    """
+    n, nfeat = kinds.shape
+    for f in range(nfeat):
+        w, m, v = want[f], size[f], var_of[f]
+        o = pool_size[w]
+        base[f] = o
+        # one pass a feature: the first record with each problem, reported in this order after
+        wrong_kind, wrong_count, no_default = -1, -1, -1
+        for r in range(n):
+            at = (np.uint64(r), np.uint64(f))  # unsigned: no negative-index select
+            k = kinds[at]
+            c = counts[at] if k != KIND_NONE else 0
+            if k != KIND_NONE and k != w and wrong_kind < 0:
+                wrong_kind = r
+            if m < 0:
+                dst[at] = o if c > 0 else -1
+                o += c
+                splits[np.uint64(v), np.uint64(r + 1)] = o - base[f]
+            elif k != KIND_NONE:
+                if c != m and wrong_count < 0:
+                    wrong_count = r
+                dst[at] = o + r * m
+            else:
+                dst[at] = -1
+                missing[np.uint64(f), np.uint64(r)] = True
+                if not has_default[f] and no_default < 0:
+                    no_default = r
+        if wrong_kind >= 0:
+            return WRONG_KIND, f, wrong_kind, kinds[wrong_kind, f]
+        if wrong_count >= 0:
+            return WRONG_COUNT, f, wrong_count, counts[wrong_count, f]
+        if no_default >= 0:
+            return NO_DEFAULT, f, no_default, 0
+        if m >= 0:
+            o += n * m
+        total[f] = o - base[f]
+        pool_size[w] = o
+    return OK, -1, -1, 0
+
+
+@njit(cache=True, nogil=True)
+def fill(buf, starts, ends, kinds, scalars, dst, ints, floats, str_off, str_len):
+    """Pass 2: the values of every located feature, record by record, where ``layout`` put them.
 
     Record ``r``'s values of feature ``f`` are written from ``dst[r, f]`` on (-1: none): int64
-    as the varints' 64 bits and float32 as their 32 bits into ``out``, bytes as each value's
-    offset and length into ``out_off`` / ``out_len``. Returns -1, or the record holding a varint
+    as the varints' 64 bits into ``ints``, float32 as their 32 bits into ``floats``, bytes as
+    each value's offset and length into ``str_off`` / ``str_len``; a scalar that pass 1 decoded
+    (start -1) is copied from ``scalars[r, f]``. Returns -1, or the record holding a varint
     longer than 10 bytes.
     """
     n, nfeat = dst.shape
@@ -669,25 +796,31 @@ def fill(buf, starts, ends, kinds, dst, out, out_off, out_len):
                 continue
             kind = kinds[at]
             p, end = starts[at], ends[at]
+            if p < 0:
+                if kind == KIND_INT64:
+                    ints[np.uint64(o)] = scalars[at]
+                else:
+                    floats[np.uint64(o)] = np.uint32(scalars[at])
+                continue
             while p < end:
                 field, wire, s, e, _ = _field(buf, p, end)
                 p = e
                 if field != 1:
                     continue
                 if kind == KIND_INT64 and wire == 2:
-                    o, longest = _packed_varints(buf, s, e, out, o)
+                    o, longest = _packed_varints(buf, s, e, ints, o)
                     if longest > 63:
                         return r  # a varint longer than 10 bytes
                 elif kind == KIND_INT64 and wire == 0:
-                    out[o], _ = _varint(buf, s, e)
+                    ints[o], _ = _varint(buf, s, e)
                     o += 1
                 elif kind == KIND_FLOAT and (wire == 2 or wire == 5):
                     for q in range(s, e, 4):
-                        out[o] = np.uint64(_u32(buf, q))
+                        floats[o] = np.uint32(_u32(buf, q))
                         o += 1
                 elif kind == KIND_BYTES and wire == 2:
-                    out_off[o] = s
-                    out_len[o] = e - s
+                    str_off[o] = s
+                    str_len[o] = e - s
                     o += 1
     return -1
 

@@ -323,73 +323,86 @@ def _default(spec: FixedLen, name: str) -> np.ndarray:
 
 
 @dataclass
-class _Column:
-    """Where one feature's values go: ``rows`` (records with values) start at ``dst`` of a flat
-    array of ``total`` values."""
+class _SpecArrays:
+    """A spec as the kernels take it: per feature the kind wanted, the values a record holds
+    (-1: VarLen), whether a default fills a missing one, and its name bytes."""
 
-    name: str
-    spec: FixedLen | VarLen
-    rows: np.ndarray
+    want: np.ndarray
+    size: np.ndarray
+    has_default: np.ndarray
+    names: np.ndarray
+    name_off: np.ndarray
+
+    @classmethod
+    def of(cls, spec: Spec) -> _SpecArrays:
+        specs = list(spec.values())
+        encoded = [name.encode() for name in spec]
+        name_off = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=name_off[1:])
+        return cls(
+            want=np.array([_KIND[s.dtype] for s in specs], dtype=np.int64),
+            size=np.array([-1 if isinstance(s, VarLen) else s.size for s in specs],
+                          dtype=np.int64),
+            has_default=np.array([isinstance(s, FixedLen) and s.default is not None
+                                  for s in specs], dtype=np.bool_),
+            names=np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8),
+            name_off=name_off,
+        )
+
+
+@dataclass
+class _Layout:
+    """Where the values of a batch go (see ``K.layout``): feature ``f``'s are
+    ``pool[base[f]:base[f] + total[f]]`` of the pool of its dtype, record ``r``'s from
+    ``dst[r, f]`` on (-1: none); ``splits[f]`` are a VarLen feature's row splits and ``missing[f]``
+    the FixedLen rows that take the default."""
+
     dst: np.ndarray
-    total: int
-    splits: np.ndarray | None = None  # VarLen
-    missing: np.ndarray | None = None  # FixedLen rows that take the default
+    base: np.ndarray
+    total: np.ndarray
+    pool_size: np.ndarray  # by kind (K.KIND_*)
+    splits: list[np.ndarray | None]
+    missing: np.ndarray
 
 
-def _layout(spec: Spec, kind: np.ndarray, count: np.ndarray) -> list[_Column]:
+def _layout(spec: Spec, arrays: _SpecArrays, kind: np.ndarray, count: np.ndarray) -> _Layout:
     """Check every record's kinds and counts against the spec (raising ExampleDecodeError) and
     lay out the output columns."""
-    n = len(kind)
-    cols = []
-    for f, (name, s) in enumerate(spec.items()):
-        k, c = kind[:, f], count[:, f]
-        present = k != K.KIND_NONE
-        bad = present & (k != _KIND[s.dtype])
-        if bad.any():
-            r = int(np.argmax(bad))
-            raise ExampleDecodeError(name, r, s.dtype, _KIND_NAME[int(k[r])])
-        if isinstance(s, VarLen):
-            lengths = np.where(present, c, 0)
-            splits = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(lengths, out=splits[1:])
-            rows = np.flatnonzero(lengths)
-            cols.append(_Column(name, s, rows, splits[rows], int(splits[-1]), splits=splits))
-            continue
-        wrong = present & (c != s.size)
+    n, nfeat = kind.shape
+    size = arrays.size
+    var_of = np.cumsum(size < 0) - 1  # row of splits, for the VarLen features
+    dst = np.empty((n, nfeat), dtype=np.int64)
+    splits = np.zeros((int(var_of[-1]) + 1 if nfeat else 0, n + 1), dtype=np.int64)
+    missing = np.zeros((nfeat, n), dtype=np.bool_)
+    base = np.zeros(nfeat, dtype=np.int64)
+    total = np.zeros(nfeat, dtype=np.int64)
+    pool_size = np.zeros(4, dtype=np.int64)
+    problem, f, r, detail = K.layout(kind, count, arrays.want, size, arrays.has_default, var_of,
+                                     dst, splits, missing, base, total, pool_size)
+    if problem != K.OK:
+        name, s = list(spec.items())[f]
+        if problem == K.WRONG_KIND:
+            raise ExampleDecodeError(name, r, s.dtype, _KIND_NAME[detail])
         expected = f"{s.size} {s.dtype} value{'s' if s.size != 1 else ''} (shape {s.shape})"
-        if wrong.any():
-            r = int(np.argmax(wrong))
-            raise ExampleDecodeError(name, r, expected, f"{int(c[r])} values")
-        missing = ~present
-        if missing.any() and s.default is None:
-            r = int(np.argmax(missing))
-            raise ExampleDecodeError(
-                name, r, expected, "a missing feature (the spec has no default)"
-            )
-        rows = np.flatnonzero(present)
-        cols.append(_Column(name, s, rows, rows * s.size, n * s.size, missing=missing))
-    return cols
+        if problem == K.WRONG_COUNT:
+            raise ExampleDecodeError(name, r, expected, f"{detail} values")
+        raise ExampleDecodeError(name, r, expected, "a missing feature (the spec has no default)")
+    return _Layout(dst, base, total, pool_size,
+                   [splits[v] if sz < 0 else None for v, sz in zip(var_of, size)], missing)
 
 
-def _build(cols: list[_Column], flats: list[np.ndarray], n: int) -> Batch:
+def _build(spec: Spec, lay: _Layout, flats: list[np.ndarray], n: int) -> Batch:
     out: Batch = {}
-    for col, flat in zip(cols, flats):
-        s = col.spec
+    for f, ((name, s), flat) in enumerate(zip(spec.items(), flats)):
         if isinstance(s, VarLen):
-            out[col.name] = Ragged(flat, col.splits)
+            out[name] = Ragged(flat, lay.splits[f])
             continue
         arr = flat.reshape((n, *s.shape))
-        if col.missing.any():
-            arr[col.missing] = _default(s, col.name)
-        out[col.name] = arr
+        missing = lay.missing[f]
+        if missing.any():
+            arr[missing] = _default(s, name)
+        out[name] = arr
     return out
-
-
-def _names(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
-    encoded = [name.encode() for name in spec]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8), offsets
 
 
 def _bytes_values(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -430,20 +443,16 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
     )
     buf, offsets, lengths = block.checked()  # compiled code follows only spans inside buf
     n, nfeat = len(block), len(spec)
-    starts = np.zeros((n, nfeat), dtype=np.int64)
-    ends = np.zeros((n, nfeat), dtype=np.int64)
+    starts = np.empty((n, nfeat), dtype=np.int64)
+    ends = np.empty((n, nfeat), dtype=np.int64)
     kind = np.zeros((n, nfeat), dtype=np.int64)
-    count = np.zeros((n, nfeat), dtype=np.int64)
-    names, name_off = _names(spec)
+    count = np.empty((n, nfeat), dtype=np.int64)
+    arrays = _SpecArrays.of(spec)
     # numeric scalars are usually decoded by pass 1 already (see K.locate)
-    scalar_kind = np.array(
-        [_KIND[s.dtype] if isinstance(s, FixedLen) and s.size == 1 and s.dtype != "bytes" else 0
-         for s in spec.values()], dtype=np.int64,
-    )
-    scalars = np.empty((nfeat, n), dtype=np.uint64)  # [feature, record]: contiguous columns
-    r, err, pos = K.locate(
-        buf, offsets, lengths, names, name_off, starts, ends, kind, count, scalar_kind, scalars
-    )
+    scalar_kind = np.where((arrays.size == 1) & (arrays.want != K.KIND_BYTES), arrays.want, 0)
+    scalars = np.empty((n, nfeat), dtype=np.uint64)
+    r, err, pos = K.locate(buf, offsets, lengths, arrays.names, arrays.name_off, starts, ends,
+                           kind, count, scalar_kind, scalars)
     if r >= 0:
         if err == K.UNUSUAL:  # legal but exotic encodings: let protobuf apply its merge rules
             return decode_batch_reference(block, spec)
@@ -452,50 +461,29 @@ def decode_batch(serialized: Sequence[bytes] | RecordBlock, spec: Spec) -> Batch
             f"malformed protobuf: {_WIRE_ERRORS[err]} at byte {int(pos - offsets[r])}",
         )
 
-    cols = _layout(spec, kind, count)
-    # pass 2 fills every feature of a record while the record is in cache: numeric values go to
-    # one uint64 pool, bytes values to (offset, length) pools; dst[r, f] is where record r starts
-    dst = np.full((n, nfeat), -1, dtype=np.int64)
-    bases, pools = [], [0, 0]
-    for f, col in enumerate(cols):
-        pool = int(col.spec.dtype == "bytes")
-        rows = col.rows
-        if scalar_kind[f]:  # pass 2 only for the scalars pass 1 left (start still set)
-            rows = rows[starts[rows, f] >= 0]
-            if not len(rows):  # all decoded by pass 1: the column is scalars[f] as it is
-                bases.append(-1)
-                continue
-            dst[rows, f] = rows + pools[pool]
-        else:
-            dst[rows, f] = col.dst + pools[pool]
-        bases.append(pools[pool])
-        pools[pool] += col.total
-    numbers = np.empty(pools[0], dtype=np.uint64)
-    strings = np.zeros(pools[1], dtype=np.int64)  # missing FixedLen rows stay b""
-    string_lens = np.zeros(pools[1], dtype=np.int64)
-    bad = K.fill(buf, starts, ends, kind, dst, numbers, strings, string_lens)
+    lay = _layout(spec, arrays, kind, count)
+    # pass 2 fills every feature of a record while the record is in cache, into one pool per
+    # dtype: each column is a slice of its pool (missing FixedLen bytes rows stay b"")
+    ints = np.empty(lay.pool_size[K.KIND_INT64], dtype=np.int64)
+    floats = np.empty(lay.pool_size[K.KIND_FLOAT], dtype=np.float32)
+    str_off = np.zeros(lay.pool_size[K.KIND_BYTES], dtype=np.int64)
+    str_len = np.zeros(lay.pool_size[K.KIND_BYTES], dtype=np.int64)
+    bad = K.fill(buf, starts, ends, kind, scalars, lay.dst, ints.view(np.uint64),
+                 floats.view(np.uint32), str_off, str_len)
     if bad >= 0:
         raise ExampleDecodeError(
             None, int(bad), "a serialized tf.Example",
             "malformed protobuf: a varint is longer than 10 bytes",
         )
     flats = []
-    for f, (col, base) in enumerate(zip(cols, bases)):
-        if base < 0:
-            column = scalars[f]
+    for s, a, b in zip(spec.values(), lay.base.tolist(), (lay.base + lay.total).tolist()):
+        if s.dtype == "int64":
+            flats.append(ints[a:b])
+        elif s.dtype == "float32":
+            flats.append(floats[a:b])
         else:
-            column = numbers[base : base + col.total]
-            if scalar_kind[f]:
-                done = starts[:, f] < 0
-                column[done] = scalars[f, done]
-        if col.spec.dtype == "int64":
-            flats.append(column.view(np.int64))
-        elif col.spec.dtype == "float32":
-            flats.append(column.astype(np.uint32).view(np.float32))
-        else:
-            span = slice(base, base + col.total)
-            flats.append(_bytes_values(buf, strings[span], string_lens[span]))
-    return _build(cols, flats, n)
+            flats.append(_bytes_values(buf, str_off[a:b], str_len[a:b]))
+    return _build(spec, lay, flats, n)
 
 
 def malformed_examples(serialized: Sequence[bytes] | RecordBlock) -> list[tuple[int, str]]:
@@ -538,18 +526,18 @@ def decode_batch_reference(serialized: Sequence[bytes], spec: Spec) -> Batch:
             vals = list(getattr(features[name], which).value)
             kind[r, f], count[r, f], found[f][r] = _ONEOF[which], len(vals), vals
 
-    cols = _layout(spec, kind, count)
+    lay = _layout(spec, _SpecArrays.of(spec), kind, count)
     flats = []
-    for f, col in enumerate(cols):
-        dtype = col.spec.dtype
-        flat = np.zeros(col.total, dtype=object if dtype == "bytes" else np.dtype(dtype))
-        for r, p in zip(col.rows.tolist(), col.dst.tolist()):
+    for f, s in enumerate(spec.values()):
+        flat = np.zeros(lay.total[f], dtype=object if s.dtype == "bytes" else np.dtype(s.dtype))
+        for r in np.flatnonzero(lay.dst[:, f] >= 0).tolist():
+            p = int(lay.dst[r, f] - lay.base[f])
             vals = found[f][r]
             flat[p : p + len(vals)] = vals
-        if dtype == "bytes":
+        if s.dtype == "bytes":
             flat[flat == 0] = b""
         flats.append(flat)
-    return _build(cols, flats, len(records))
+    return _build(spec, lay, flats, len(records))
 
 
 # --- spec inference ---------------------------------------------------------------------------

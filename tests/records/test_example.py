@@ -182,6 +182,33 @@ def test_decode_errors_name_feature_record_and_types(decode):
     assert err.value.feature is None
 
 
+@pytest.mark.parametrize("decode", [decode_batch, decode_batch_reference])
+def test_decode_error_is_the_first_problem_by_feature_then_record(decode):
+    spec = {"a": FixedLen("int64", shape=(2,)), "b": FixedLen("int64"), "c": VarLen("float32")}
+    ok = {"a": [1, 2], "b": 3, "c": [0.5]}
+    rows = [ok, {**ok, "c": "x"}, {**ok, "b": 1.5}, {**ok, "a": [1]}, {**ok, "b": None},
+            {**ok, "a": "y"}]
+    records = [encode_example(r) for r in rows]
+    # feature a first: its wrong kind (record 5) before its wrong count (record 3)
+    with pytest.raises(ExampleDecodeError) as err:
+        decode(records, spec)
+    assert (err.value.feature, err.value.index, err.value.actual) == ("a", 5, "bytes")
+    with pytest.raises(ExampleDecodeError) as err:
+        decode(records[:5], spec)
+    assert (err.value.feature, err.value.index, err.value.actual) == ("a", 3, "1 values")
+    # then b: its wrong kind (record 2) before its missing value (record 4)
+    with pytest.raises(ExampleDecodeError) as err:
+        decode(records[:3] + records[4:5], spec)
+    assert (err.value.feature, err.value.index, err.value.actual) == ("b", 2, "float32")
+    with pytest.raises(ExampleDecodeError) as err:
+        decode(records[:2] + records[4:5], spec)
+    assert (err.value.feature, err.value.index) == ("b", 2)
+    assert "missing" in err.value.actual
+    with pytest.raises(ExampleDecodeError) as err:
+        decode(records[:2], spec)
+    assert (err.value.feature, err.value.index, err.value.actual) == ("c", 1, "bytes")
+
+
 def test_empty_list_is_present_empty_feature_is_missing(tf):
     empty_list = example_pb2.Example()
     empty_list.features.feature["a"].int64_list.SetInParent()

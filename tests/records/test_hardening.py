@@ -192,6 +192,35 @@ def test_eleven_byte_varint_scalar_is_rejected(no_fallback):
     assert decode_batch([ten], {"n": FixedLen("int64")})["n"].tolist() == [-1]
 
 
+def _int_entry(key: bytes, payload: bytes) -> bytes:
+    """A map entry whose Feature holds one packed int64 run of ``payload`` bytes."""
+    return _entry(key, b"\x1a" + bytes([len(payload) + 2]) + b"\x0a" + bytes([len(payload)])
+                  + payload)
+
+
+@pytest.mark.parametrize("second,ok", [
+    (b"\xac\x02", True),  # another 2-byte value: the shortcut through the first record's bytes
+    (b"\x01\x02", False),  # two values in as many bytes: 2 values for a scalar
+    (b"\x81\x81", False),  # a value that runs past its list
+    (b"\x80\x00", True),  # a non-minimal zero
+])
+def test_records_alike_but_for_their_values(second, ok, no_fallback):
+    # record 1 has record 0's bytes but for the value: the decoder must still read the value as
+    # protobuf does, however it found the feature
+    x = _entry(b"x", b"\x12\x06\x0a\x04" + bytes(4))
+    first, rec = (_example(_int_entry(b"n", value), x) for value in (b"\xac\x02", second))
+    spec = {"n": FixedLen("int64"), "x": FixedLen("float32")}
+    try:
+        got = decode_batch([first, rec, first], spec)
+    except ExampleDecodeError as err:
+        assert not ok and err.index == 1, err
+        assert _both([first, rec], spec) == "rejected"
+        return
+    assert ok
+    assert got["n"].tolist() == [300, 300 if second == b"\xac\x02" else 0, 300]
+    _both([first, rec, first], spec)
+
+
 def test_non_minimal_lengths_read_as_protobuf_reads_them():
     # the issue's FloatList: a packed run whose length is 0x80 0x00 (zero), then 25 unpacked
     # floats and an unknown field: 130 bytes, so the old one-byte shortcut read 32 values
