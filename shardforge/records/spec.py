@@ -6,6 +6,7 @@ the batch on axis 0, and :class:`Ragged` for variable-length values (like ``tf.R
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ class FixedLen:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # called per batch by the decoder: no numpy call
 
     @property
     def np_dtype(self) -> Any:
