@@ -162,16 +162,16 @@ class FirstRunSizing:
 def size_first_lm_run(config: Path) -> FirstRunSizing:
     """Size the LM example's first ``train`` run for this machine: on its GPU if torch sees one,
     else on the CPU with one thread; steps timed here (a few steps of ``config``'s model, see
-    :func:`shardforge.demo.lm_steps_for_budget`) to fit :data:`FIRST_RUN_BUDGET_S`, and a time
-    limit that keeps the promise on a machine busier at training time than now.
+    :func:`shardforge.training.sizing.lm_steps_for_budget`) to fit :data:`FIRST_RUN_BUDGET_S`,
+    and a time limit that keeps the promise on a machine busier at training time than now.
 
     >>> size_first_lm_run(Path("stdlib/lm.yaml")).summary          # doctest: +SKIP
     'sized for the CPU with 1 thread (no GPU found): 293 steps of 512 tokens at 0.41 s/step ...'
     """
     import torch
 
-    from shardforge.demo import CPU_THREADS, lm_steps_for_budget
     from shardforge.training.config import TrainConfig
+    from shardforge.training.sizing import CPU_THREADS, lm_steps_for_budget
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     length = FIRST_RUN_PACKING_LENGTH[device]

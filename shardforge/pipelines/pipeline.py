@@ -249,6 +249,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
     from shardforge.pipelines.options import make_options
     from shardforge.pipelines.readers import DEFAULT_CHUNK_ROWS
     from shardforge.pipelines.transforms import Preprocess, TooManyErrors
+    from shardforge.records.index import index_records
 
     patterns = [input] if isinstance(input, str) else list(input)
     command = command or shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
@@ -318,8 +319,8 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                 write_tfmd_schema(staged)  # schema_tfmd.pbtxt for TFDV / TFX
                 write_tfmd_statistics(staged)  # stats_tfmd.pbtxt for TFDV / Facets
             manifest = mf.build_manifest(
-                lock.staging, rows_read=doc["rows_read"], rows_failed=doc["errors"],
-                command=command, job=lock.job, extra=extra)
+                lock.staging, count_records=index_records, rows_read=doc["rows_read"],
+                rows_failed=doc["errors"], command=command, job=lock.job, extra=extra)
             _check_counts(manifest, doc)
             published = lock.publish(manifest, hook=progress.hook)
             if not remote:

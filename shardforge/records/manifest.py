@@ -36,7 +36,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from shardforge.records import fs
@@ -212,18 +212,6 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _index_records(shard: str) -> int:
-    """Record count from the shard's index (the writer counted them); else a scan."""
-    from shardforge.records.index import read_index
-    from shardforge.records.layout import index_path
-
-    if fs.exists(index_path(shard)):
-        return len(read_index(shard)[0])
-    from shardforge.records.framing import read_records
-
-    return sum(1 for _ in read_records(shard))
-
-
 def _walk(root: str) -> Iterable[str]:
     """Relative POSIX paths of the files under ``root``, skipping the state directory."""
     if fs.is_remote(root):
@@ -241,9 +229,13 @@ def is_shard(rel: str) -> bool:
     return len(parts) == 2 and parts[0] in SPLITS and bool(SHARD_RE.match(parts[1]))
 
 
-def build_manifest(root: str, *, rows_read: int, rows_failed: int, command: str,
-                   job: str = "", extra: dict | None = None) -> Manifest:
-    """The manifest of every file under ``root`` (a finished job's staging directory)."""
+def build_manifest(root: str, *, count_records: Callable[[str], int], rows_read: int,
+                   rows_failed: int, command: str, job: str = "",
+                   extra: dict | None = None) -> Manifest:
+    """The manifest of every file under ``root`` (a finished job's staging directory).
+    ``count_records``: a shard's record count (:func:`shardforge.records.index.index_records`),
+    passed in because the readers of shards sit above this module (they ask it which shards
+    an output lists)."""
     from shardforge import __version__
 
     files = []
@@ -251,7 +243,7 @@ def build_manifest(root: str, *, rows_read: int, rows_failed: int, command: str,
         if rel == MANIFEST:
             continue
         path = fs.join(root, rel)
-        records = _index_records(path) if is_shard(rel) else None
+        records = count_records(path) if is_shard(rel) else None
         files.append(FileEntry(rel, fs.size(path), sha256_file(path), records))
     schema = next((f.sha256 for f in files if f.path == SCHEMA_FILE), "")
     return Manifest(

@@ -17,6 +17,7 @@ import torch
 from shardforge.examples.clicklog import write_csv
 from shardforge.records import fs
 from shardforge.records import manifest as mf
+from shardforge.records.index import index_records
 from tests.pipelines.helpers import CLICK_FEATURES, IN_MEMORY
 
 pytestmark = [pytest.mark.xdist_group("remote"), pytest.mark.slow]
@@ -43,7 +44,8 @@ def stage(local: str, staging: str, job: str) -> mf.Manifest:
     for rel in fs.walk(local):
         if rel != mf.MANIFEST and not rel.startswith(mf.STATE_DIR):
             fs.write_bytes(fs.join(staging, rel), fs.read_bytes(fs.join(local, rel)))
-    return mf.build_manifest(staging, rows_read=1, rows_failed=0, command="test", job=job)
+    return mf.build_manifest(staging, count_records=index_records, rows_read=1, rows_failed=0,
+                             command="test", job=job)
 
 
 def publish(out: str, local: str, hook=None) -> mf.Manifest:

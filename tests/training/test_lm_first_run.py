@@ -18,7 +18,7 @@ CONFIG = cli_example.EXAMPLES_DIR / "lm.yaml"
 @pytest.fixture
 def timed(monkeypatch):
     """A step-timing stand-in: 0.25 s a step; records what it was asked to time."""
-    import shardforge.demo
+    import shardforge.training.sizing
 
     calls = []
 
@@ -27,7 +27,7 @@ def timed(monkeypatch):
                           threads=threads))
         return min(max(int(budget_s / 0.25), bounds[0]), bounds[1]), 0.25
 
-    monkeypatch.setattr(shardforge.demo, "lm_steps_for_budget", steps_for_budget)
+    monkeypatch.setattr(shardforge.training.sizing, "lm_steps_for_budget", steps_for_budget)
     return calls
 
 
