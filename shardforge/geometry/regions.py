@@ -293,10 +293,8 @@ def _check_polygon(coords: Any, label: str) -> Polygon:
             raise GeoJSONError(f"{what}: fewer than 3 distinct positions")
         rings.append(ring)
     xy1, xy2, ring_of, index_in_ring, ring_len = _edges_of(rings)
-    touches = numba.typed.List.empty_list(numba.types.UniTuple(numba.types.int64, 2))
-    bad = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches)
-    if bad[0] >= 0:
-        i, j, kind = bad
+    i, j, kind, touches = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len)
+    if i >= 0:
         if (ring_of[i], index_in_ring[i]) > (ring_of[j], index_in_ring[j]):
             i, j = j, i
         e1 = f"edge {index_in_ring[i]} {_fmt_edge(xy1[i], xy2[i])}"
@@ -399,9 +397,10 @@ def _segment_relation(ax, ay, bx, by, cx, cy, dx, dy):
 
 
 @numba.njit(cache=True)
-def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches):
-    """First pair of edges (i, j, relation) that makes the rings invalid, or (-1, -1, 0); the
-    pairs of edges of different rings that touch are appended to ``touches``.
+def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len):
+    """First pair of edges (i, j, relation) that makes the rings invalid, or (-1, -1, 0), and
+    the pairs of edges of different rings that touch before it (a ``(k, 2)`` int64 array: a
+    growing array, not a numba typed list, so the compiled code is cached on disk).
 
     A sweep over the edges sorted by min x. Within one ring, neighbouring edges may only share
     their common vertex and other edges nothing; edges of different rings may touch at a point
@@ -413,6 +412,8 @@ def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches):
     ymin = np.minimum(xy1[:, 1], xy2[:, 1])
     ymax = np.maximum(xy1[:, 1], xy2[:, 1])
     order = np.argsort(xmin, kind="mergesort")
+    touches = np.empty((16, 2), dtype=np.int64)
+    k = 0
     for a in range(n):
         i = order[a]
         for b in range(a + 1, n):
@@ -429,15 +430,20 @@ def _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches):
                 continue
             if ring_of[i] != ring_of[j]:
                 if rel == 3:
-                    touches.append((i, j))
+                    if k == len(touches):
+                        grown = np.empty((2 * k, 2), dtype=np.int64)
+                        grown[:k] = touches
+                        touches = grown
+                    touches[k, 0], touches[k, 1] = i, j
+                    k += 1
                     continue
-                return i, j, rel
+                return i, j, rel, touches[:k]
             m = ring_len[ring_of[i]]
             di = (index_in_ring[j] - index_in_ring[i]) % m
             if (di == 1 or di == m - 1) and rel == 3 and m > 2:
                 continue  # neighbours sharing their vertex (a triangle's edges all do)
-            return i, j, rel
-    return -1, -1, 0
+            return i, j, rel, touches[:k]
+    return -1, -1, 0, touches[:k]
 
 
 def _touch_point(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> tuple:
@@ -484,10 +490,8 @@ def _check_parts_disjoint(polygons: Sequence[Polygon], label: str) -> None:
     rings = [r for p in polygons for r in p.rings]
     part_of = np.concatenate([np.full(len(p.rings), k) for k, p in enumerate(polygons)])
     xy1, xy2, ring_of, index_in_ring, ring_len = _edges_of(rings)
-    touches = numba.typed.List.empty_list(numba.types.UniTuple(numba.types.int64, 2))
-    bad = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len, touches)
-    if bad[0] >= 0:
-        i, j, _ = bad
+    i, j, _, _ = _first_intersection(xy1, xy2, ring_of, index_in_ring, ring_len)
+    if i >= 0:
         raise GeoJSONError(
             f"{label}: polygons {part_of[ring_of[i]]} and {part_of[ring_of[j]]} of the "
             f"MultiPolygon intersect: {_fmt_edge(xy1[i], xy2[i])} x {_fmt_edge(xy1[j], xy2[j])}"

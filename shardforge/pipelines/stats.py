@@ -40,6 +40,11 @@ from shardforge.records.spec import Batch, Ragged
 TOP_K = 20
 VOCAB_CAPACITY = 1000
 QUANTILE_K = 512
+# Distinct values (then histogram buckets) a statistics sketch holds. Each bundle's sketches
+# cross the runner (the launcher holds them all, decoded and encoded again): at the analyzers'
+# 2**18 a bundle's statistics were 43 MB at 1M rows; at 2**14 the reported rank error
+# (``quantile_eps``) stays far below a histogram bar's 1/HISTOGRAM_BUCKETS.
+QUANTILE_CAPACITY = 1 << 14
 HISTOGRAM_BUCKETS = 20
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 # Values longer than this (whole documents) are summarized by length only, never counted.
@@ -51,7 +56,7 @@ SKEW_RATIO = 10.0
 FOLD_VALUES = 1 << 16
 _PENDING = "_pending"
 
-_NUM, _QUANT = NumericStats(), Quantiles(QUANTILE_K)
+_NUM, _QUANT = NumericStats(), Quantiles(QUANTILE_K, exact_capacity=QUANTILE_CAPACITY)
 # Bounded (Misra-Gries) value counts; only the accumulator is used (see _top), so one analyzer
 # merges and reads both the bytes and the int64 tables.
 _VOCAB = Vocabulary(capacity=VOCAB_CAPACITY)

@@ -201,10 +201,12 @@ def test_top_values_stay_bounded():
     assert "distinct" not in out and out["distinct_over"] == stats.VOCAB_CAPACITY
 
 
-def test_quantiles_count_every_value_whatever_the_bundles():
+def test_quantiles_count_every_value_whatever_the_bundles(monkeypatch):
     """Values wait in a buffer before they reach the quantile sketch (``FOLD_VALUES`` at a
     time): accumulated over bundles of any size, some rows eval, some pickled, merged in any
     order, each split's quantiles are numpy's over exactly its values."""
+    # several folds of distinct values that still fit the sketch's exact capacity
+    monkeypatch.setattr(stats, "FOLD_VALUES", stats.QUANTILE_CAPACITY // 4)
     rng = np.random.default_rng(3)
     n = 3 * stats.FOLD_VALUES + 123
     x = rng.normal(0.0, 1.0, n).astype(np.float32)
@@ -223,3 +225,14 @@ def test_quantiles_count_every_value_whatever_the_bundles():
             want = np.quantile(x[rows].astype(np.float64), stats.QUANTILES,
                                method="inverted_cdf")
             assert list(got["quantiles"].values()) == want.tolist()
+
+
+def test_a_bundles_statistics_leave_it_bounded_whatever_its_rows():
+    """Every bundle's statistics cross the runner, which holds them all: their size must not
+    follow the number of distinct values (300k here, an order past the sketch's capacity)."""
+    rng = np.random.default_rng(5)
+    acc = stats.Accumulator()
+    for _ in range(5):
+        x = rng.normal(0.0, 1.0, 60_000)
+        acc.add_inputs({"x": x}, {}, np.zeros(len(x), dtype=bool))
+    assert len(pickle.dumps(acc)) < 1 << 20

@@ -21,3 +21,22 @@ def test_records_import_without_tensorflow_or_torch():
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+LIGHT = """
+import sys
+import shardforge.records.layout, shardforge.records.spec
+assert "numba" not in sys.modules and "google.protobuf" not in sys.modules, "heavy import"
+from shardforge.records import *  # every name in __all__ resolves
+import shardforge.records as R
+assert all(hasattr(R, name) for name in R.__all__)
+print("ok")
+"""
+
+
+def test_light_submodules_import_neither_numba_nor_protobuf():
+    # the launcher imports records.layout and records.manifest: numba and protobuf cost it ~1 s
+    out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
