@@ -120,13 +120,15 @@ def quiet_libraries(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` names and return its exit code. As the process's own command
-    line (``argv`` None: the ``shardforge`` script, ``python -m shardforge``), the finished
-    command's objects are then frozen out of the garbage collector (:func:`gc.freeze`): the
+    line (``argv`` None: the ``shardforge`` script, ``python -m shardforge``), a finished
+    ``run``'s objects are then frozen out of the garbage collector (:func:`gc.freeze`): the
     interpreter's shutdown would otherwise walk all of them, seconds after a Beam job, only to
     free memory the exit frees anyway. Exit handlers and the flush of stdout and stderr still
-    run, and objects freed by reference counting are finalized as before."""
+    run, and objects freed by reference counting are finalized as before. Only ``run``: the
+    training commands load extension modules (triton's, through nanobind) that report the
+    objects a frozen heap never frees as leaks on stderr."""
     code = _main(sys.argv[1:] if argv is None else list(argv))
-    if argv is None:
+    if argv is None and _command(sys.argv[1:]) == "run":
         gc.freeze()
     return code
 
