@@ -169,8 +169,21 @@ def _run_beam(transform, options) -> float:
         full = _no_space(err, transform.output)
         if full is not None:
             raise full from None
+        if _interrupted(err):
+            raise KeyboardInterrupt from None
         raise
     return time.perf_counter() - start
+
+
+def _interrupted(err: BaseException) -> bool:
+    """A Ctrl-C that reached a bundle running in this process (the in-process runner): Beam
+    reports it as the step's failure, ``KeyboardInterrupt [while running 'STEP']``."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return any(isinstance(e, KeyboardInterrupt) or str(e).startswith("KeyboardInterrupt")
+               for e in chain)
 
 
 _NO_SPACE = re.compile(r"\[Errno 28\] (no space left on device writing [^\n]*)")
