@@ -312,6 +312,7 @@ def run_pipeline(features, input: str | Sequence[str], output: str, *, fmt: str 
                     raise
                 raise err.moved_to(_keep_failed_errors(lock.staging, output, had_output)) \
                     from None
+            shutil.rmtree(ticks, ignore_errors=True)  # the workers' counts: Beam is done
             if beam_log:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(beam_log)  # the job succeeded: its Beam chatter is of no use
