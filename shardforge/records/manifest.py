@@ -388,10 +388,15 @@ def listed_shards(directory: str) -> list[str] | None:
 
 
 def check_shards(paths: Sequence[str]) -> None:
-    """:func:`check_readable` for every shard of a reader (each output verified once)."""
+    """:func:`check_readable` for every shard of a reader (each output verified once, each
+    folder's output looked up once: on a bucket every lookup is requests)."""
     verified: dict[str, set[str]] = {}
+    roots: dict[str, str | None] = {}  # a shard's folder -> its output
     for p in paths:
-        root = output_root(p)
+        folder = fs.dirname(fs.absolute(p))
+        if folder not in roots:
+            roots[folder] = output_root(p)
+        root = roots[folder]
         if root is None:
             continue
         if root not in verified:
